@@ -1,0 +1,56 @@
+"""volatility3-ktstr: Volatility 3 plugins for sched_ext and BPF state in Linux memory dumps."""
+
+import os
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PTH = "volatility3_ktstr.pth"
+
+
+class BuildPyWithPth(build_py):
+    """Ship the .pth that lets a plain `vol` find our plugins (Volatility has no entry points).
+
+    The file must land at the root of site-packages, so it is copied into build_lib next to the
+    package rather than declared as package data. Editable installs get it the same way: setuptools
+    runs build_py for them too and installs the extra top-level file with the editable wheel.
+    """
+
+    def run(self):
+        super().run()
+        self.copy_file(os.path.join(HERE, PTH), os.path.join(self.build_lib, PTH))
+
+    def get_outputs(self, include_bytecode=True):
+        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, PTH)]
+
+
+setup(
+    name="volatility3-ktstr",
+    version="0.1.0",
+    description="Volatility 3 plugins that recover sched_ext and BPF state from Linux memory dumps",
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read()
+    if os.path.exists(os.path.join(HERE, "README.md"))
+    else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["volatility3_ktstr", "volatility3_ktstr.*"]),
+    # Plugin folders are namespace-less on purpose (no __init__.py in plugins/linux), so
+    # find_packages does not see them: ship them as package data.
+    package_data={"volatility3_ktstr": ["plugins/linux/ktstr/*.py", "plugins/*.py"]},
+    include_package_data=True,
+    install_requires=[
+        "volatility3>=2.28,<3",
+        "pyelftools>=0.29",
+        "capstone>=5",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "jsonschema>=4", "zstandard>=0.20"],
+    },
+    entry_points={
+        "console_scripts": [
+            "ktstr-isf=volatility3_ktstr.isf.cli:main",
+        ]
+    },
+    cmdclass={"build_py": BuildPyWithPth},
+)

@@ -1,0 +1,368 @@
+"""Parse BTF blobs (kernel, module or BPF program BTF) into :class:`Btf`.
+
+Format: include/uapi/linux/btf.h. A split BTF (module or program BTF on top of the kernel's)
+continues the base's type ids and string offsets; pass the base to :meth:`Btf.parse`.
+Every read is bounds-checked; bad input raises :class:`BtfError` with the byte offset.
+"""
+
+import struct
+
+from .types import TRANSPARENT, BtfError, BtfType, Kind, Member
+
+MAGIC = 0xEB9F
+HEADER = struct.Struct("<HBBIIIII")
+MAX_RESOLVE_DEPTH = 32
+
+# Bytes after the 12-byte common record, per kind, and per vlen entry.
+_EXTRA = {Kind.INT: 4, Kind.ARRAY: 12, Kind.VAR: 4, Kind.DECL_TAG: 4}
+_PER_VLEN = {
+    Kind.STRUCT: 12, Kind.UNION: 12, Kind.ENUM: 8, Kind.ENUM64: 12,
+    Kind.FUNC_PROTO: 8, Kind.DATASEC: 12,
+}
+_SIZED = frozenset({Kind.INT, Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64, Kind.FLOAT, Kind.DATASEC})
+
+
+class Btf:
+    """A parsed BTF: ``types[i]`` is type id ``start_id + i``; id 0 is void (None)."""
+
+    def __init__(self, types, start_id, str_base, strings, base=None, source=None, endian="<"):
+        self._types = types
+        self.start_id = start_id
+        self.str_base = str_base
+        self._strings = strings
+        self.base = base
+        self.source = source
+        self.endian = endian
+        self.pointer_size = 8
+        self._by_name = None
+
+    # --- construction -------------------------------------------------------------------
+
+    @classmethod
+    def parse(cls, data, base=None, source=None) -> "Btf":
+        """Parse a BTF blob. ``base`` is the Btf this one is split on (ids continue after it)."""
+        data = bytes(data)
+        if len(data) < HEADER.size:
+            raise BtfError(f"{len(data)} bytes is shorter than the {HEADER.size}-byte header", 0, source)
+        magic_le = struct.unpack_from("<H", data, 0)[0]
+        if magic_le == MAGIC:
+            endian = "<"
+        elif magic_le == 0x9FEB:
+            endian = ">"
+        else:
+            raise BtfError(f"bad magic {magic_le:#06x} (expected 0xeb9f)", 0, source)
+        _, version, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(
+            endian + "HBBIIIII", data, 0)
+        if version != 1:
+            raise BtfError(f"unsupported version {version}", 2, source)
+        if hdr_len < HEADER.size or hdr_len > len(data):
+            raise BtfError(f"header length {hdr_len} out of range", 4, source)
+        body = len(data) - hdr_len
+        for what, off, length, at in (("type", type_off, type_len, 8), ("string", str_off, str_len, 16)):
+            if off + length > body:
+                raise BtfError(f"{what} section [{off:#x}+{length:#x}] runs past the end "
+                               f"({body:#x} bytes after the header)", at, source)
+        tstart = hdr_len + type_off
+        sstart = hdr_len + str_off
+        strings = data[sstart:sstart + str_len]
+        if base is None:
+            if str_len and strings[0] != 0:
+                raise BtfError("string section does not start with an empty string", sstart, source)
+            start_id, str_base = 1, 0
+        else:
+            start_id = base.start_id + len(base._types)
+            str_base = base.str_base + len(base._strings)
+        btf = cls([], start_id, str_base, strings, base, source, endian)
+        btf._parse_types(data, tstart, tstart + type_len, sstart)
+        return btf
+
+    def _parse_types(self, data, off, end, sstart):
+        e = self.endian
+        rec = struct.Struct(e + "III")
+        u32 = struct.Struct(e + "I")
+        i32 = struct.Struct(e + "i")
+        triple = struct.Struct(e + "III")
+        pair_ii = struct.Struct(e + "Ii")
+        pair = struct.Struct(e + "II")
+        name_of = self._name_reader(sstart)
+        types = self._types
+        append = types.append
+        next_id = self.start_id
+        max_ref = 0
+        K_INT, K_ARRAY, K_STRUCT, K_UNION, K_ENUM, K_ENUM64 = 1, 3, 4, 5, 6, 19
+        K_FUNC, K_FUNC_PROTO, K_VAR, K_DATASEC, K_DECL_TAG = 12, 13, 14, 15, 17
+        sized = _SIZED
+        extra = {int(k): v for k, v in _EXTRA.items()}
+        per_vlen = {int(k): v for k, v in _PER_VLEN.items()}
+        while off < end:
+            if off + 12 > end:
+                raise BtfError(f"type #{next_id}: record truncated", off, self.source)
+            name_off, info, size_type = rec.unpack_from(data, off)
+            kind = (info >> 24) & 0x1F
+            vlen = info & 0xFFFF
+            kflag = info >> 31
+            if kind == 0 or kind > K_ENUM64:
+                raise BtfError(f"type #{next_id}: unknown kind {kind}", off, self.source)
+            need = 12 + extra.get(kind, 0) + per_vlen.get(kind, 0) * vlen
+            if off + need > end:
+                raise BtfError(f"type #{next_id} ({Kind(kind).name}): {need} bytes run past the "
+                               f"type section", off, self.source)
+            t = BtfType(next_id, kind, name_of(name_off, off) if name_off else "", kflag, vlen)
+            if kind in sized:
+                t.size = size_type
+            else:
+                t.type = size_type
+                if size_type > max_ref:
+                    max_ref = size_type
+            p = off + 12
+            if kind == K_STRUCT or kind == K_UNION:
+                members = []
+                for mname, mtype, moff in triple.iter_unpack(data[p:p + 12 * vlen]):
+                    if mtype > max_ref:
+                        max_ref = mtype
+                    if kflag:
+                        members.append(Member(name_of(mname, p) if mname else "", mtype, moff & 0xFFFFFF, moff >> 24))
+                    else:
+                        members.append(Member(name_of(mname, p) if mname else "", mtype, moff, 0))
+                t.members = tuple(members)
+            elif kind == K_INT:
+                word = u32.unpack_from(data, p)[0]
+                t.encoding = (word >> 24) & 0x0F
+                t.int_offset = (word >> 16) & 0xFF
+                t.bits = word & 0xFF
+            elif kind == K_ARRAY:
+                t.type, t.index_type, t.nelems = triple.unpack_from(data, p)
+                max_ref = max(max_ref, t.type, t.index_type)
+            elif kind == K_ENUM:
+                t.values = tuple((name_of(n, p), v) for n, v in pair_ii.iter_unpack(data[p:p + 8 * vlen]))
+            elif kind == K_ENUM64:
+                vals = []
+                for n, lo, hi in triple.iter_unpack(data[p:p + 12 * vlen]):
+                    v = (hi << 32) | lo
+                    if kflag and v >= 1 << 63:
+                        v -= 1 << 64
+                    vals.append((name_of(n, p), v))
+                t.values = tuple(vals)
+            elif kind == K_FUNC_PROTO:
+                t.params = tuple((name_of(n, p) if n else "", ty) for n, ty in pair.iter_unpack(data[p:p + 8 * vlen]))
+                for _, ty in t.params:
+                    if ty > max_ref:
+                        max_ref = ty
+            elif kind == K_VAR:
+                t.linkage = u32.unpack_from(data, p)[0]
+            elif kind == K_FUNC:
+                t.linkage = vlen
+            elif kind == K_DATASEC:
+                t.vars = tuple(triple.iter_unpack(data[p:p + 12 * vlen]))
+                for v in t.vars:
+                    if v[0] > max_ref:
+                        max_ref = v[0]
+            elif kind == K_DECL_TAG:
+                t.component_idx = i32.unpack_from(data, p)[0]
+            append(t)
+            next_id += 1
+            off += need
+        if max_ref >= next_id:
+            self._report_bad_ref(next_id)
+        self._normalize_legacy_bitfields()
+
+    def _report_bad_ref(self, limit):
+        for t in self._types:
+            refs = [t.type] if t.kind not in _SIZED and t.kind != Kind.FWD else []
+            if t.kind == Kind.ARRAY:
+                refs.append(t.index_type)
+            refs.extend(m.type for m in t.members)
+            refs.extend(ty for _, ty in t.params)
+            refs.extend(v[0] for v in t.vars)
+            for r in refs:
+                if r >= limit:
+                    raise BtfError(f"type #{t.id} ({Kind(t.kind).name} {t.name!r}) refers to "
+                                   f"missing type #{r} (last id {limit - 1})", None, self.source)
+
+    def _normalize_legacy_bitfields(self):
+        """Without kind_flag, a bitfield is a member whose INT type has fewer bits than its size
+        (or a bit offset): fold that into the member so both encodings read the same."""
+        odd_ints = {t.id for t in self._types
+                    if t.kind == Kind.INT and (t.int_offset or t.bits != t.size * 8)}
+        if not odd_ints and (self.base is None or not getattr(self.base, "_has_odd_ints", False)):
+            self._has_odd_ints = False
+            return
+        self._has_odd_ints = True
+        for t in self._types:
+            if t.kind_flag or t.kind not in (Kind.STRUCT, Kind.UNION):
+                continue
+            for m in t.members:
+                it = self.resolve(m.type)
+                if it is not None and it.kind == Kind.INT and (it.int_offset or it.bits != it.size * 8):
+                    m.bit_offset += it.int_offset
+                    m.bit_size = it.bits
+
+    def _name_reader(self, sstart):
+        strings = self._strings
+        cache = {}
+        base = self.base
+        str_base = self.str_base
+
+        def name_of(name_off, at):
+            s = cache.get(name_off)
+            if s is not None:
+                return s
+            if name_off < str_base:
+                s = base.string(name_off)
+            else:
+                rel = name_off - str_base
+                stop = strings.find(b"\0", rel)
+                if rel >= len(strings) or stop < 0:
+                    raise BtfError(f"name offset {name_off:#x} outside the string section", at, self.source)
+                s = strings[rel:stop].decode("utf-8", "replace")
+            cache[name_off] = s
+            return s
+
+        self.string = lambda off: name_of(off, None)
+        return name_of
+
+    # --- access -------------------------------------------------------------------------
+
+    @property
+    def own_types(self):
+        """Types defined by this blob (not its base)."""
+        return self._types
+
+    @property
+    def end_id(self) -> int:
+        """One past the last type id."""
+        return self.start_id + len(self._types)
+
+    def __len__(self):
+        return self.end_id
+
+    def __getitem__(self, type_id) -> BtfType:
+        return self.type(type_id)
+
+    def type(self, type_id):
+        """The BtfType for ``type_id``; None for id 0 (void). KeyError if out of range."""
+        if type_id >= self.start_id:
+            i = type_id - self.start_id
+            if i < len(self._types):
+                return self._types[i]
+            raise KeyError(f"BTF type id {type_id} out of range (last {self.end_id - 1})")
+        if type_id == 0:
+            return None
+        if self.base is None:
+            raise KeyError(f"BTF type id {type_id} out of range")
+        return self.base.type(type_id)
+
+    def all_types(self):
+        """Every type, base first."""
+        if self.base is not None:
+            yield from self.base.all_types()
+        yield from self._types
+
+    def find(self, name, kind=None):
+        """All types named ``name`` (optionally of ``kind``), base types first."""
+        if self._by_name is None:
+            idx = {}
+            for t in self._types:
+                if t.name:
+                    idx.setdefault(t.name, []).append(t)
+            self._by_name = idx
+        found = self.base.find(name, kind) if self.base is not None else []
+        own = self._by_name.get(name, ())
+        return found + [t for t in own if kind is None or t.kind == kind]
+
+    def struct(self, name, own_only=False) -> BtfType:
+        """The complete struct or union named ``name`` (a definition, not a FWD)."""
+        cands = self.find(name)
+        if own_only:
+            cands = [t for t in cands if t.id >= self.start_id]
+        for t in cands:
+            if t.kind in (Kind.STRUCT, Kind.UNION):
+                return t
+        raise KeyError(f"no struct {name!r} in BTF" + (f" ({self.source})" if self.source else ""))
+
+    def resolve(self, type_id) -> BtfType:
+        """Peel typedefs and modifiers; None for void."""
+        t = self.type(type_id)
+        for _ in range(MAX_RESOLVE_DEPTH):
+            if t is None or t.kind not in TRANSPARENT:
+                return t
+            t = self.type(t.type)
+        raise BtfError(f"type chain from #{type_id} deeper than {MAX_RESOLVE_DEPTH}", None, self.source)
+
+    def size_of(self, type_id) -> int:
+        t = self.resolve(type_id)
+        for _ in range(MAX_RESOLVE_DEPTH):
+            if t is None:
+                return 0
+            if t.kind == Kind.PTR:
+                return self.pointer_size
+            if t.kind == Kind.ARRAY:
+                return t.nelems * self.size_of(t.type)
+            if t.kind in _SIZED:
+                return t.size
+            if t.kind == Kind.VAR:
+                t = self.resolve(t.type)
+                continue
+            return 0
+        return 0
+
+    def member_path(self, type_id, path):
+        """(bit offset, Member) of a dotted member path, looking through anonymous members."""
+        if isinstance(type_id, str):
+            type_id = self.struct(type_id).id
+        bit = 0
+        member = None
+        cur = type_id
+        for part in path.split("."):
+            st = self.resolve(cur)
+            if st is None or st.kind not in (Kind.STRUCT, Kind.UNION):
+                raise KeyError(f"{path!r}: {part!r} is not inside a struct")
+            found = self._find_member(st, part, 0)
+            if found is None:
+                raise KeyError(f"no member {part!r} in {Kind(st.kind).name.lower()} {st.name or '(anonymous)'}")
+            off, member = found
+            bit += off
+            cur = member.type
+        return bit, member
+
+    def _find_member(self, st, name, depth):
+        for m in st.members:
+            if m.name == name:
+                return m.bit_offset, m
+        if depth > 8:
+            return None
+        for m in st.members:
+            if not m.name:
+                inner = self.resolve(m.type)
+                if inner is not None and inner.kind in (Kind.STRUCT, Kind.UNION):
+                    found = self._find_member(inner, name, depth + 1)
+                    if found is not None:
+                        return m.bit_offset + found[0], found[1]
+        return None
+
+    def offsetof(self, struct_name, path) -> int:
+        """Byte offset of ``path`` in struct ``struct_name`` (or a type id)."""
+        bit, _ = self.member_path(struct_name, path)
+        return bit // 8
+
+    def type_name(self, type_id) -> str:
+        """C-like spelling of a type, for messages and column values."""
+        t = self.type(type_id)
+        for _ in range(MAX_RESOLVE_DEPTH):
+            if t is None:
+                return "void"
+            k = t.kind
+            if k == Kind.PTR:
+                return self.type_name(t.type) + " *"
+            if k in (Kind.CONST, Kind.VOLATILE, Kind.RESTRICT, Kind.TYPE_TAG):
+                t = self.type(t.type)
+                continue
+            if k == Kind.ARRAY:
+                return f"{self.type_name(t.type)}[{t.nelems}]"
+            if k in (Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64, Kind.FWD):
+                tag = {Kind.STRUCT: "struct", Kind.UNION: "union", Kind.FWD: "union" if t.kind_flag else "struct"}
+                return f"{tag.get(k, 'enum')} {t.name or '(anonymous)'}"
+            if k == Kind.FUNC_PROTO:
+                return "func"
+            return t.name or Kind(k).name.lower()
+        return "?"

@@ -1,0 +1,411 @@
+"""BTF (+ symbol addresses + banner) -> Volatility 3 ISF (format 6.2.0).
+
+Follows dwarf2json's conventions so Volatility's own Linux plugins work unchanged:
+- base types carry DWARF names (BTF copies them); ``void`` and ``pointer`` are always present;
+  ``char`` is signed on x86 and unsigned on arm64 (BTF does not record it);
+- typedefs are chased to what they name, except typedefs of anonymous structs/unions/enums,
+  which give the anonymous type its name;
+- other anonymous types are ``unnamed_<16 hex>`` from a hash of their definition (stable across
+  runs), anonymous members ``unnamed_field_<hex>`` with ``"anonymous": true``;
+- bitfields ``{offset: bit // 8, bit_position: bit % 8}``; enums name a ``base``;
+- ``linux_banner`` has ``constant_data`` = the exact banner bytes (Volatility keys ISFs by it).
+BTF has no global variables except per-CPU ones, so other symbols get types from a small table
+of well-known kernel globals (when BTF defines the type), else ``void`` as dwarf2json does.
+"""
+
+import base64
+import datetime
+import hashlib
+
+from .. import __version__
+from ..btf import INT_BOOL, INT_CHAR, INT_SIGNED, Btf, Kind
+
+ISF_FORMAT = "6.2.0"
+SIGNED_CHAR_ARCHES = {"x86_64", "x86"}
+
+# Well-known kernel globals that Volatility's and our plugins read with object_from_symbol.
+# Values: ("struct", name) / ("base", name) / ("ptr", inner) / ("array", inner) (count from the
+# symbol's extent in the symbol map).
+KNOWN_SYMBOL_TYPES = {
+    "init_task": ("struct", "task_struct"),
+    "init_mm": ("struct", "mm_struct"),
+    "init_files": ("struct", "files_struct"),
+    "init_fs": ("struct", "fs_struct"),
+    "init_nsproxy": ("struct", "nsproxy"),
+    "init_pid_ns": ("struct", "pid_namespace"),
+    "init_uts_ns": ("struct", "uts_namespace"),
+    "init_net": ("struct", "net"),
+    "init_cred": ("struct", "cred"),
+    "init_css_set": ("struct", "css_set"),
+    "modules": ("struct", "list_head"),
+    "net_namespace_list": ("struct", "list_head"),
+    "super_blocks": ("struct", "list_head"),
+    "map_idr": ("struct", "idr"),
+    "prog_idr": ("struct", "idr"),
+    "btf_idr": ("struct", "idr"),
+    "link_idr": ("struct", "idr"),
+    "cgrp_dfl_root": ("struct", "cgroup_root"),
+    "mod_tree": ("struct", "mod_tree_root"),
+    "module_kset": ("ptr", ("struct", "kset")),
+    "socket_file_ops": ("struct", "file_operations"),
+    "sockfs_dentry_operations": ("struct", "dentry_operations"),
+    "tcp_hashinfo": ("struct", "inet_hashinfo"),
+    "prb": ("ptr", ("struct", "printk_ringbuffer")),
+    "tk_core": ("struct", "tk_data"),
+    "scx_root": ("ptr", ("struct", "scx_sched")),
+    "scx_tasks": ("struct", "list_head"),
+    "scx_sched_all": ("struct", "list_head"),
+    "mem_section": ("ptr", ("ptr", ("struct", "mem_section"))),
+    "__per_cpu_offset": ("array", ("base", "long unsigned int")),
+    "page_offset_base": ("base", "long unsigned int"),
+    "vmemmap_base": ("base", "long unsigned int"),
+    "vmalloc_base": ("base", "long unsigned int"),
+    "phys_base": ("base", "long unsigned int"),
+    "kimage_voffset": ("base", "long long unsigned int"),
+    "memstart_addr": ("base", "long long int"),
+    "max_pfn": ("base", "long unsigned int"),
+    "jiffies": ("base", "long unsigned int"),
+    "jiffies_64": ("base", "long long unsigned int"),
+    "nr_cpu_ids": ("base", "unsigned int"),
+    "nr_threads": ("base", "int"),
+    "__pgtable_l5_enabled": ("base", "unsigned int"),
+    "pgdir_shift": ("base", "unsigned int"),
+    "ptrs_per_p4d": ("base", "unsigned int"),
+    "log_buf_len": ("base", "unsigned int"),
+    "cap_last_cap": ("base", "int"),
+    "scx_watchdog_timeout": ("base", "long unsigned int"),
+    "scx_enable_seq": ("struct", "atomic_long_t"),
+}
+
+
+class IsfGenerator:
+    """Turns one Btf (kernel BTF, or a program BTF split on it) into an ISF dict."""
+
+    def __init__(self, btf: Btf, arch: str = "x86_64", types_only_from=None):
+        self.btf = btf
+        self.arch = arch
+        self.char_signed = arch in SIGNED_CHAR_ARCHES
+        self._names = {}          # type id -> ISF name of a struct/union/enum
+        self._desc_cache = {}     # type id -> type descriptor
+        self._hash_cache = {}
+        self._anon_fields = {}
+        self.base_types = {}
+        self.user_types = {}
+        self.enums = {}
+        self._types_from = types_only_from   # restrict user_types to ids >= this (program BTF)
+
+    # --- names ---------------------------------------------------------------------------
+
+    def _assign_names(self):
+        btf = self.btf
+        first_def = {}
+        typedef_of_anon = {}
+        types = list(btf.all_types())
+        for t in types:
+            if t.kind == Kind.TYPEDEF:
+                target = btf.type(t.type)
+                # Only a bare typedef names an anonymous aggregate (not through modifiers).
+                if target is not None and not target.name and target.kind in (
+                        Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64):
+                    typedef_of_anon.setdefault(target.id, t.name)
+        taken = set()
+        for t in types:
+            if t.kind not in (Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64):
+                continue
+            if t.name:
+                name = t.name
+                if name in taken:
+                    # BTF keeps same-named distinct types (e.g. several `struct bucket`); the
+                    # first keeps the plain name, the others get a stable suffix.
+                    name = f"{t.name}__{self._def_hash(t)[:8]}"
+            elif t.id in typedef_of_anon:
+                name = typedef_of_anon[t.id]
+                if name in taken:
+                    name = "unnamed_" + self._def_hash(t)
+            else:
+                name = "unnamed_" + self._def_hash(t)
+            taken.add(name)
+            self._names[t.id] = name
+            first_def.setdefault(t.name, t.id)
+        # A FWD refers to the definition of the same name when there is one.
+        for t in types:
+            if t.kind == Kind.FWD:
+                self._names[t.id] = t.name if t.name in first_def else t.name
+
+    def _def_hash(self, t, _stack=()):
+        h = self._hash_cache.get(t.id)
+        if h is not None:
+            return h
+        if t.id in _stack:
+            return "cycle"
+        parts = [str(int(t.kind)), str(t.size), t.name]
+        stack = _stack + (t.id,)
+        for m in t.members:
+            parts.append(f"{m.name}:{m.bit_offset}:{m.bit_size}:{self._shape(m.type, stack)}")
+        for n, v in t.values:
+            parts.append(f"{n}={v}")
+        h = hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+        self._hash_cache[t.id] = h
+        return h
+
+    def _shape(self, type_id, stack):
+        """A structural spelling of a type for hashing (anonymous parts by their own hash)."""
+        btf = self.btf
+        out = []
+        t = btf.type(type_id)
+        for _ in range(32):
+            if t is None:
+                out.append("void")
+                break
+            if t.kind in (Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64) and not t.name:
+                out.append(self._def_hash(t, stack))
+                break
+            if t.kind == Kind.PTR:
+                out.append("*")
+            elif t.kind == Kind.ARRAY:
+                out.append(f"[{t.nelems}]")
+            elif t.kind == Kind.FUNC_PROTO:
+                out.append("fn")
+                break
+            elif t.name:
+                out.append(t.name)
+                break
+            t = btf.type(t.type)
+        return "".join(out)
+
+    # --- descriptors ---------------------------------------------------------------------
+
+    def _base_name(self, t):
+        name = t.name
+        if name not in self.base_types:
+            if t.kind == Kind.FLOAT:
+                kind, signed = "float", True
+            elif name == "char":
+                kind, signed = "char", self.char_signed
+            elif t.encoding & INT_BOOL or name == "_Bool":
+                kind, signed = "bool", False
+            elif t.encoding & INT_CHAR or "char" in name:
+                kind, signed = "char", bool(t.encoding & INT_SIGNED)
+            else:
+                kind, signed = "int", bool(t.encoding & INT_SIGNED)
+            self.base_types[name] = {"size": t.size, "signed": signed, "kind": kind, "endian": "little"}
+        return name
+
+    def descriptor(self, type_id):
+        d = self._desc_cache.get(type_id)
+        if d is None:
+            d = self._descriptor(type_id, 0)
+            self._desc_cache[type_id] = d
+        return d
+
+    def _descriptor(self, type_id, depth):
+        btf = self.btf
+        t = btf.type(type_id)
+        if depth > 40:
+            return {"kind": "base", "name": "void"}
+        if t is None:
+            return {"kind": "base", "name": "void"}
+        k = t.kind
+        if k in (Kind.INT, Kind.FLOAT):
+            return {"kind": "base", "name": self._base_name(t)}
+        if k == Kind.PTR:
+            return {"kind": "pointer", "subtype": self._descriptor(t.type, depth + 1)}
+        if k == Kind.ARRAY:
+            return {"kind": "array", "count": t.nelems, "subtype": self._descriptor(t.type, depth + 1)}
+        if k in (Kind.STRUCT, Kind.UNION):
+            return {"kind": "struct" if k == Kind.STRUCT else "union", "name": self._names[t.id]}
+        if k == Kind.FWD:
+            return {"kind": "union" if t.kind_flag else "struct", "name": t.name}
+        if k in (Kind.ENUM, Kind.ENUM64):
+            return {"kind": "enum", "name": self._names[t.id]}
+        if k == Kind.TYPEDEF:
+            target = btf.type(t.type)
+            if target is not None and not target.name and target.id in self._names:
+                return self._descriptor(t.type, depth + 1)
+            return self._descriptor(t.type, depth + 1)
+        if k in (Kind.CONST, Kind.VOLATILE, Kind.RESTRICT, Kind.TYPE_TAG, Kind.VAR):
+            return self._descriptor(t.type, depth + 1)
+        if k in (Kind.FUNC_PROTO, Kind.FUNC):
+            return {"kind": "function"}
+        return {"kind": "base", "name": "void"}
+
+    def _field(self, member, counter):
+        btf = self.btf
+        field = {}
+        if member.bit_size:
+            inner = self.descriptor(member.type)
+            if inner["kind"] not in ("base", "enum"):
+                inner = {"kind": "base", "name": self._int_name(btf.size_of(member.type))}
+            field["type"] = {"kind": "bitfield", "bit_length": member.bit_size,
+                             "bit_position": member.bit_offset % 8, "type": inner}
+        else:
+            field["type"] = self.descriptor(member.type)
+        field["offset"] = member.bit_offset // 8
+        name = member.name
+        if not name:
+            name = f"unnamed_field_{counter:x}"
+            field["anonymous"] = True
+        return name, field
+
+    def _int_name(self, size, signed=False):
+        for name, bt in sorted(self.base_types.items()):
+            if bt["kind"] == "int" and bt["size"] == size and bt["signed"] == signed:
+                return name
+        name = {1: "unsigned char", 2: "short unsigned int", 4: "unsigned int", 8: "long unsigned int"}.get(size)
+        self.base_types.setdefault(name, {"size": size, "signed": signed, "kind": "int", "endian": "little"})
+        return name
+
+    # --- emit ----------------------------------------------------------------------------
+
+    def build_types(self):
+        self._assign_names()
+        self.base_types["void"] = {"size": 0, "signed": False, "kind": "void", "endian": "little"}
+        self.base_types["pointer"] = {"size": self.btf.pointer_size, "signed": False, "kind": "int",
+                                      "endian": "little"}
+        for t in self.btf.all_types():
+            if t.kind in (Kind.INT, Kind.FLOAT) and t.name:
+                self._base_name(t)
+        start = self._types_from or 0
+        pending_enums = []
+        for t in self.btf.all_types():
+            if t.id < start:
+                continue
+            k = t.kind
+            if k in (Kind.STRUCT, Kind.UNION):
+                name = self._names[t.id]
+                fields = {}
+                anon = 0
+                for m in t.members:
+                    fname, field = self._field(m, anon)
+                    if not m.name:
+                        anon += 1
+                    fields[fname] = field
+                self.user_types[name] = {"kind": "struct" if k == Kind.STRUCT else "union",
+                                         "size": t.size, "fields": fields}
+            elif k in (Kind.ENUM, Kind.ENUM64):
+                pending_enums.append(t)
+        for t in pending_enums:
+            signed = bool(t.kind_flag) or any(v < 0 for _, v in t.values)
+            self.enums[self._names[t.id]] = {
+                "size": t.size, "base": self._int_name(t.size, signed),
+                "constants": {n: v for n, v in t.values},
+            }
+        # Forward declarations with no definition anywhere: empty placeholders keep lookups sane.
+        for t in self.btf.all_types():
+            if t.kind == Kind.FWD and t.name not in self.user_types and t.id >= start:
+                self.user_types[t.name] = {"kind": "union" if t.kind_flag else "struct", "size": 0, "fields": {}}
+
+    def percpu_vars(self):
+        """(name, section offset, type descriptor) of the per-CPU variables in BTF's DATASEC."""
+        for t in self.btf.all_types():
+            if t.kind == Kind.DATASEC and t.name == ".data..percpu":
+                for var_id, offset, _size in t.vars:
+                    var = self.btf.type(var_id)
+                    if var is not None and var.kind == Kind.VAR:
+                        yield var.name, offset, self.descriptor(var.type)
+
+    def known_descriptor(self, spec, extent):
+        kind, arg = spec
+        if kind == "struct":
+            if arg in self.user_types:
+                return {"kind": self.user_types[arg]["kind"], "name": arg}
+            for t in self.btf.find(arg):
+                if t.kind == Kind.TYPEDEF:
+                    d = self.descriptor(t.id)
+                    if d.get("name") in self.user_types:
+                        return d
+            return None
+        if kind == "base":
+            return {"kind": "base", "name": arg} if arg in self.base_types else None
+        if kind == "ptr":
+            inner = self.known_descriptor(arg, None)
+            return {"kind": "pointer", "subtype": inner} if inner else None
+        if kind == "array":
+            inner = self.known_descriptor(arg, None)
+            if inner is None or not extent:
+                return None
+            size = self.base_types.get(inner.get("name"), {}).get("size") or 8
+            return {"kind": "array", "count": max(1, extent // size), "subtype": inner}
+        return None
+
+
+def generate(btf: Btf, symbols=None, banner: bytes = None, arch: str = "x86_64",
+             sources=None) -> dict:
+    """Build the ISF dict.
+
+    ``symbols``: name -> (address, type letter), link-time addresses. ``banner``: exact bytes of
+    ``linux_banner`` including the trailing newline and NUL. ``sources``: metadata entries
+    (``[{kind, name, hash_type, hash_value}]``) for the symbol and type inputs.
+    """
+    gen = IsfGenerator(btf, arch)
+    gen.build_types()
+    out_symbols = {}
+    symbols = symbols or {}
+    ordered = sorted((addr, name) for name, (addr, _k) in symbols.items())
+    extent = {}
+    for (a, n), (b, _) in zip(ordered, ordered[1:]):
+        extent[n] = b - a
+    for name, (addr, _kind) in symbols.items():
+        out_symbols[name] = {"address": addr}
+    for name, offset, desc in gen.percpu_vars():
+        entry = out_symbols.get(name)
+        if entry is None:
+            start = symbols.get("__per_cpu_start", (0, ""))[0]
+            entry = out_symbols[name] = {"address": start + offset}
+        entry["type"] = desc
+    for name, spec in KNOWN_SYMBOL_TYPES.items():
+        entry = out_symbols.get(name)
+        if entry is not None and "type" not in entry:
+            desc = gen.known_descriptor(spec, extent.get(name))
+            if desc is not None:
+                entry["type"] = desc
+    if banner is not None:
+        entry = out_symbols.setdefault("linux_banner", {"address": symbols.get("linux_banner", (0, ""))[0]})
+        entry["constant_data"] = base64.b64encode(banner).decode()
+        entry["type"] = {"kind": "array", "count": len(banner), "subtype": {"kind": "base", "name": "char"}}
+        gen.base_types.setdefault("char", {"size": 1, "signed": gen.char_signed, "kind": "char", "endian": "little"})
+    for entry in out_symbols.values():
+        entry.setdefault("type", {"kind": "base", "name": "void"})
+    linux_meta = {"symbols": [], "types": []}
+    for src in sources or ():
+        (linux_meta["types"] if src.get("kind") == "dwarf" else linux_meta["symbols"]).append(src)
+    return {
+        "metadata": {
+            "format": ISF_FORMAT,
+            "producer": {"name": "volatility3-ktstr", "version": __version__,
+                         "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat()},
+            "linux": linux_meta,
+        },
+        "base_types": gen.base_types,
+        "user_types": gen.user_types,
+        "enums": gen.enums,
+        "symbols": out_symbols,
+    }
+
+
+def generate_types_only(btf: Btf, arch: str = "x86_64", own_only: bool = True) -> dict:
+    """An ISF with just the types of ``btf`` (for a program BTF: its own types only, plus what
+    they reference being resolvable through the names). Used for run-time symbol tables."""
+    gen = IsfGenerator(btf, arch, types_only_from=btf.start_id if own_only else None)
+    gen.build_types()
+    return {
+        "metadata": {"format": ISF_FORMAT,
+                     "producer": {"name": "volatility3-ktstr", "version": __version__}},
+        "base_types": gen.base_types,
+        "user_types": gen.user_types,
+        "enums": gen.enums,
+        "symbols": {},
+    }
+
+
+def file_source(kind, path, data=None):
+    """A metadata source entry with the file's sha256."""
+    import os
+    h = hashlib.sha256()
+    if data is not None:
+        h.update(data)
+    else:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return {"kind": kind, "name": os.path.basename(path), "hash_type": "sha256", "hash_value": h.hexdigest()}
