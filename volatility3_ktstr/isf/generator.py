@@ -14,7 +14,6 @@ of well-known kernel globals (when BTF defines the type), else ``void`` as dwarf
 """
 
 import base64
-import datetime
 import hashlib
 
 from .. import __version__
@@ -372,8 +371,9 @@ def generate(btf: Btf, symbols=None, banner: bytes = None, arch: str = "x86_64",
     return {
         "metadata": {
             "format": ISF_FORMAT,
-            "producer": {"name": "volatility3-ktstr", "version": __version__,
-                         "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat()},
+            # No timestamp: identical inputs give identical files, so Volatility's validation
+            # cache (keyed by content hash) is reused across regenerations.
+            "producer": {"name": "volatility3-ktstr", "version": __version__},
             "linux": linux_meta,
         },
         "base_types": gen.base_types,
