@@ -1,0 +1,58 @@
+"""`struct btf` objects (kernel/bpf/btf.c) in guest memory: where their raw blob is."""
+
+from dataclasses import dataclass
+
+MAX_BTF_BYTES = 64 << 20
+
+
+class BtfObjectError(Exception):
+    pass
+
+
+@dataclass
+class BtfObject:
+    kva: int
+    id: int
+    name: str
+    data_kva: int
+    data_size: int
+    base_kva: int
+
+
+def read_btf_object(reader, layout, kva) -> BtfObject:
+    """Read the fields of the ``struct btf`` at ``kva`` with one bulk read."""
+    size = layout.size("btf")
+    raw = reader.read(kva, size)
+
+    def field(path, width=8):
+        off = layout.offset("btf", path)
+        return int.from_bytes(raw[off:off + width], "little")
+
+    name = ""
+    if layout.has("btf", "name"):
+        off = layout.offset("btf", "name")
+        name = raw[off:off + 56].split(b"\0", 1)[0].decode("utf-8", "replace")
+    obj = BtfObject(
+        kva=kva,
+        id=field("id", 4) if layout.has("btf", "id") else 0,
+        name=name,
+        data_kva=field("data"),
+        data_size=field("data_size", 4),
+        base_kva=field("base_btf") if layout.has("btf", "base_btf") else 0,
+    )
+    if not obj.data_kva or not 24 <= obj.data_size <= MAX_BTF_BYTES:
+        raise BtfObjectError(f"implausible BTF blob (data {obj.data_kva:#x}, size {obj.data_size})")
+    if obj.base_kva == kva:
+        raise BtfObjectError("BTF object is its own base")
+    return obj
+
+
+def read_blob(reader, obj: BtfObject, chunk=1 << 20) -> bytes:
+    """The raw BTF bytes, read in large chunks."""
+    parts = []
+    done = 0
+    while done < obj.data_size:
+        n = min(chunk, obj.data_size - done)
+        parts.append(reader.read(obj.data_kva + done, n))
+        done += n
+    return b"".join(parts)
