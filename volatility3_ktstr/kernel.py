@@ -7,6 +7,7 @@ Walkers take its parts, never Volatility objects.
 """
 
 import logging
+import weakref
 
 from volatility3.framework import constants, exceptions
 from volatility3.framework.objects import templates
@@ -83,7 +84,8 @@ class IsfLayout(Layout):
 class KernelContext:
     """Reader, layout and symbols of the kernel module ``module_name`` of a plugin's context."""
 
-    _btf_cache = {}
+    # Parsed BTF objects per Volatility context (a vol run has one; tests may have many).
+    _btf_caches = weakref.WeakKeyDictionary()
 
     def __init__(self, context, module_name="kernel"):
         self.context = context
@@ -96,6 +98,10 @@ class KernelContext:
         self.arch = "arm64" if arch == "AArch64" else "x86_64"
         self.page_size = int(getattr(self.layer, "page_size", 4096) or 4096)
         self._percpu = None
+        try:
+            self._btf_cache = self._btf_caches.setdefault(context, {})
+        except TypeError:  # a context that cannot be weakly referenced: cache per instance
+            self._btf_cache = {}
 
     @classmethod
     def from_plugin(cls, plugin, requirement="kernel"):
@@ -151,9 +157,6 @@ class KernelContext:
 
     # --- BTF from the dump ---------------------------------------------------------------
 
-    def _cache_key(self, kva):
-        return (id(self.context), self.layer_name, kva)
-
     def kernel_btf(self) -> Btf:
         """The kernel's own BTF, read from memory (``btf_vmlinux``)."""
         addr = self.require_symbol("btf_vmlinux", "the kernel's BTF object")
@@ -165,11 +168,11 @@ class KernelContext:
             raise KtstrError("btf_vmlinux is NULL: the kernel has not loaded its BTF")
         return self.btf_at(kva)
 
-    def btf_at(self, kva) -> Btf:
+    def btf_at(self, kva, _depth=0) -> Btf:
         """Parse the ``struct btf`` at ``kva`` (split on its base, recursively); cached.
 
         Raises KtstrError with the reason when unreadable or corrupt."""
-        key = self._cache_key(kva)
+        key = (self.layer_name, kva)
         hit = self._btf_cache.get(key)
         if hit is not None:
             if isinstance(hit, Exception):
@@ -177,7 +180,9 @@ class KernelContext:
             return hit
         try:
             obj = btfobj.read_btf_object(self.reader, self.layout, kva)
-            base = self.btf_at(obj.base_kva) if obj.base_kva else None
+            if _depth > 4:
+                raise btfobj.BtfObjectError("chain of base BTFs deeper than 4 (corrupt base_btf)")
+            base = self.btf_at(obj.base_kva, _depth + 1) if obj.base_kva else None
             blob = btfobj.read_blob(self.reader, obj)
             btf = Btf.parse(blob, base=base, source=f"BTF #{obj.id} {obj.name or ''} at {kva:#x}".strip())
         except (ReadError, BtfError, LayoutError, btfobj.BtfObjectError) as e:
