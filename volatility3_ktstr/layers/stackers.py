@@ -1,0 +1,648 @@
+"""Stackers that put an LA57 or AArch64 layer on a Linux memory image.
+
+``KtstrLinuxStacker`` runs before Volatility's Linux stackers (stack_order 33 < 34) and
+returns None -- leaving the stock path untouched -- unless the image holds an x86-64 kernel
+running 5-level paging or an arm64 kernel.  Evidence, cheapest first:
+
+1. VMCOREINFO text in physical memory (``NUMBER(pgtable_l5_enabled)``, ``NUMBER(VA_BITS)``,
+   ``NUMBER(TCR_EL1_T1SZ)``, ``NUMBER(kimage_voffset)``, ``SYMBOL(swapper_pg_dir)``,
+   ``KERNELOFFSET`` ...).  A 4-level x86 kernel says ``pgtable_l5_enabled=0`` early in the
+   scan and we stop there.
+2. Otherwise the kernel ISF matched by banner (Volatility's identifier cache): kernel image
+   symbols are read at ``banner_location + (symbol - linux_banner)`` since the image is
+   physically contiguous (``__pgtable_l5_enabled``, ``kimage_voffset``, ``init_task.files``).
+
+Every candidate configuration is validated by translating kernel addresses and checking
+what they point at (``init_uts_ns`` release string, or the banner itself) before use.
+
+Raw arm64 dumps start at the RAM base (0x40000000 on QEMU virt).  The base comes from, in
+order: the ``KTSTR_PHYS_BASE`` environment variable, the config value
+``automagic.LayerStacker.ktstr_phys_base``, ELF/LiME headers (those layers already map
+physical addresses), then auto-detection (VMCOREINFO PHYS_OFFSET, kimage_voffset, a
+short list of common RAM bases), each validated.  A non-zero base puts a
+``PhysicalBaseLayer`` between the file and the translation layer.
+
+Importing this module also installs two small, contained patches (see
+``install_compat_patches``).
+"""
+
+import copy
+import logging
+import os
+import struct
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from volatility3.framework import constants, exceptions, interfaces
+from volatility3.framework.automagic import linux as vol_linux_automagic
+from volatility3.framework.automagic import symbol_cache
+from volatility3.framework.configuration import requirements
+from volatility3.framework.layers import intel, physical, segmented
+
+from volatility3_ktstr.layers.arm64 import LinuxAArch64, WalkConfig
+from volatility3_ktstr.layers.la57 import LinuxIntel32eLA57
+
+vollog = logging.getLogger(__name__)
+
+PHYS_BASE_ENV = "KTSTR_PHYS_BASE"
+PHYS_BASE_CONFIG = "automagic.LayerStacker.ktstr_phys_base"
+X86_START_KERNEL_MAP = 0xFFFFFFFF80000000
+# RAM bases tried for raw arm64 images when nothing better is known (QEMU virt, common SoCs).
+COMMON_ARM64_RAM_BASES = (0x40000000, 0x80000000, 0x0)
+# Bounds on work done over guest-controlled data.
+SCAN_CHUNK = 16 << 20
+MAX_BANNER_HITS = 64
+MAX_VMCOREINFO_HITS = 16
+MAX_VMCOREINFO_BYTES = 8192
+MAX_BANNER_LEN = 512
+
+_BANNER_MAGIC = b"Linux version "
+_VMCI_MAGIC = b"OSRELEASE="
+
+
+# --- pure helpers -------------------------------------------------------------------------
+
+
+def parse_vmcoreinfo(data: bytes) -> Optional[Dict[str, object]]:
+    """Parses VMCOREINFO text (``KEY=VALUE`` lines, NUL-terminated) into a dict.
+
+    SYMBOL()/KERNELOFFSET values are bare hex, NUMBER() values are C integers (decimal,
+    possibly negative, or 0x-hex), the rest decimal or text.  Returns None for text that is
+    not a filled-in VMCOREINFO (e.g. the ``OSRELEASE=%s`` format string in .rodata).
+    """
+    text = data.split(b"\0", 1)[0].decode("latin-1")
+    result: Dict[str, object] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep or not key:
+            continue
+        try:
+            if key.startswith("SYMBOL(") or key == "KERNELOFFSET":
+                result[key] = int(value, 16)
+            elif key.startswith("NUMBER("):
+                result[key] = int(value, 0)
+            elif key.startswith(("OFFSET(", "SIZE(", "LENGTH(")) or key == "PAGESIZE":
+                result[key] = int(value, 10)
+            else:
+                result[key] = value
+        except ValueError:
+            result[key] = value
+    release = result.get("OSRELEASE")
+    if not isinstance(release, str) or "%" in release or not isinstance(result.get("PAGESIZE"), int):
+        return None
+    return result
+
+
+def vmcoreinfo_arch(info: Dict[str, object]) -> Optional[str]:
+    """'x86_64', 'arm64' or None, from keys only these architectures export."""
+    if "NUMBER(kimage_voffset)" in info or "NUMBER(TCR_EL1_T1SZ)" in info:
+        return "arm64"
+    if "NUMBER(phys_base)" in info or "SYMBOL(init_top_pgt)" in info or "NUMBER(pgtable_l5_enabled)" in info:
+        return "x86_64"
+    return None
+
+
+def arm64_page_offset(va_bits: int) -> int:
+    """PAGE_OFFSET for a VA width (start of the linear map, bottom of the TTBR1 range)."""
+    return ((1 << 64) - (1 << va_bits)) & ((1 << 64) - 1)
+
+
+def arm64_config_from_vmcoreinfo(info: Dict[str, object]) -> Optional[Tuple[int, int, bool]]:
+    """(granule, va_bits actually in use, 52-bit OA format) from arm64 VMCOREINFO."""
+    granule = info.get("PAGESIZE")
+    t1sz = info.get("NUMBER(TCR_EL1_T1SZ)")
+    va_bits = 64 - t1sz if isinstance(t1sz, int) and t1sz else info.get("NUMBER(VA_BITS)")
+    if granule not in (4096, 16384, 65536) or not isinstance(va_bits, int):
+        return None
+    if granule == 65536:
+        lpa = info.get("NUMBER(MAX_PHYSMEM_BITS)") == 52
+    else:
+        # 4K/16K only reach 52 bits with LPA2 (TCR_EL1.DS=1), which also changes descriptors.
+        lpa = va_bits > 48
+    return granule, va_bits, lpa
+
+
+def arm64_phys_offset_from_vmcoreinfo(info: Dict[str, object]) -> Optional[int]:
+    """The RAM base (memstart_addr) with the VA_BITS=52-kernel-on-48-bit-CPU bias removed.
+
+    Such kernels lower memstart_addr by PAGE_OFFSET(48) - PAGE_OFFSET(52) so that the
+    compile-time PAGE_OFFSET keeps working; undo that to get a physical address.
+    """
+    phys = info.get("NUMBER(PHYS_OFFSET)")
+    cfg_bits = info.get("NUMBER(VA_BITS)")
+    actual = arm64_config_from_vmcoreinfo(info)
+    if not isinstance(phys, int):
+        return None
+    if isinstance(cfg_bits, int) and actual and actual[1] != cfg_bits:
+        phys += arm64_page_offset(actual[1]) - arm64_page_offset(cfg_bits)
+    return phys & ((1 << 64) - 1)
+
+
+def arm64_candidate_configs(hint: Optional[Tuple[int, int, bool]] = None) -> List[Tuple[int, int, bool]]:
+    """Configurations Linux can run with, most common first; ``hint`` (if any) leads."""
+    configs = [
+        (4096, 48, False), (4096, 52, True), (4096, 39, False),
+        (65536, 48, False), (65536, 52, True), (65536, 52, False), (65536, 42, False), (65536, 48, True),
+        (16384, 48, False), (16384, 47, False), (16384, 52, True), (16384, 36, False),
+    ]
+    if hint in configs:
+        configs.remove(hint)
+    return ([hint] if hint else []) + configs
+
+
+def arm64_root_candidates(root: int, cfg: Tuple[int, int, bool], compiled_va_bits: Optional[int]) -> List[int]:
+    """TTBR1 root candidates: swapper_pg_dir, plus the offset a kernel built for 52-bit VA
+    applies to TTBR1 when the CPU only gives it 48 bits with the same level count (64K)."""
+    granule, va_bits, lpa = cfg
+    roots = [root]
+    for built in {compiled_va_bits or 52, 52}:
+        if built > va_bits:
+            try:
+                big, small = WalkConfig(granule, built, True), WalkConfig(granule, va_bits, lpa)
+            except ValueError:
+                continue
+            if len(big.levels) == len(small.levels):
+                roots.append(root + big.levels[0][2] - small.levels[0][2])
+    return roots
+
+
+def parse_int(value) -> Optional[int]:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip(), 0)
+    except ValueError:
+        return None
+
+
+# --- memory access helpers -------------------------------------------------------------------
+
+
+def _read(context, layer_name: str, offset: int, length: int) -> Optional[bytes]:
+    try:
+        return context.layers.read(layer_name, offset, length)
+    except exceptions.InvalidAddressException:
+        return None
+
+
+def _u64(context, layer_name: str, offset: int) -> Optional[int]:
+    data = _read(context, layer_name, offset, 8)
+    return None if data is None else struct.unpack("<Q", data)[0]
+
+
+def scan_image(context, layer_name: str, progress_callback=None) -> Iterator[Tuple[str, int, bytes]]:
+    """Yields ("banner"|"vmcoreinfo", offset, text) for kernel banners and VMCOREINFO blocks.
+
+    Reads the layer in large chunks and searches with bytes.find (about 0.5 s per GiB);
+    the caller stops early once it has what it needs.  Hit counts are capped.
+    """
+    layer = context.layers[layer_name]
+    start, end = layer.minimum_address, layer.maximum_address + 1
+    overlap = MAX_VMCOREINFO_BYTES
+    nbanner = nvmci = 0
+    for chunk_start in range(start, end, SCAN_CHUNK):
+        size = min(SCAN_CHUNK + overlap, end - chunk_start)
+        try:
+            data = layer.read(chunk_start, size, pad=True)
+        except exceptions.InvalidAddressException:
+            continue
+        if progress_callback:
+            progress_callback((chunk_start - start) * 100 / max(1, end - start), "ktstr: scanning for kernel")
+        limit = min(SCAN_CHUNK, size)
+        for magic, kind, maxlen in ((_BANNER_MAGIC, "banner", MAX_BANNER_LEN), (_VMCI_MAGIC, "vmcoreinfo", MAX_VMCOREINFO_BYTES)):
+            pos = data.find(magic)
+            while 0 <= pos < limit:
+                text = data[pos:pos + maxlen]
+                if kind == "banner" and nbanner < MAX_BANNER_HITS:
+                    nbanner += 1
+                    yield kind, chunk_start + pos, text
+                elif kind == "vmcoreinfo" and nvmci < MAX_VMCOREINFO_HITS:
+                    nvmci += 1
+                    yield kind, chunk_start + pos, text
+                pos = data.find(magic, pos + 1)
+
+
+def banner_keys(text: bytes) -> List[bytes]:
+    """Possible identifier-cache keys for an in-memory banner (with and without the NUL)."""
+    end = text.find(b"\0")
+    if end < 0:
+        return []
+    return [text[: end + 1], text[:end]]
+
+
+def configured_phys_base(context) -> Optional[int]:
+    """Physical address of byte 0 of a raw image, when the user gave one."""
+    env = parse_int(os.environ.get(PHYS_BASE_ENV))
+    if env is not None:
+        return env
+    return parse_int(context.config.get(PHYS_BASE_CONFIG, None))
+
+
+# --- layers built by the stacker ------------------------------------------------------------
+
+
+class PhysicalBaseLayer(segmented.SegmentedLayer):
+    """Shows a raw image whose byte 0 is physical address ``phys_base`` at its physical addresses."""
+
+    def _load_segments(self) -> None:
+        base = self.context.layers[self._base_layer]
+        size = base.maximum_address + 1 - base.minimum_address
+        phys = self.config["phys_base"]
+        self._segments = [(phys, base.minimum_address, size, size)]
+
+    @classmethod
+    def get_requirements(cls) -> List[interfaces.configuration.RequirementInterface]:
+        return super().get_requirements() + [
+            requirements.IntRequirement(name="phys_base", optional=False,
+                                        description="Physical address of the first byte of the base layer"),
+        ]
+
+
+def _physical_view(context, layer_name: str, phys_base: int) -> str:
+    """Layer name whose offsets are physical addresses (adds a PhysicalBaseLayer if needed)."""
+    if not phys_base:
+        return layer_name
+    name = context.layers.free_layer_name("KtstrPhysical")
+    path = interfaces.configuration.path_join("KtstrStacker", name)
+    context.config[interfaces.configuration.path_join(path, "base_layer")] = layer_name
+    context.config[interfaces.configuration.path_join(path, "phys_base")] = phys_base
+    context.add_layer(PhysicalBaseLayer(context, path, name))
+    return name
+
+
+def _build_arm64(context, phys_layer: str, root: int, cfg: Tuple[int, int, bool], kvo: int, banner: Optional[bytes]) -> LinuxAArch64:
+    granule, va_bits, lpa = cfg
+    name = context.layers.free_layer_name("KtstrAArch64")
+    path = interfaces.configuration.path_join("KtstrStacker", name)
+    join = interfaces.configuration.path_join
+    context.config[join(path, "memory_layer")] = phys_layer
+    context.config[join(path, "page_map_offset")] = root
+    context.config[join(path, "page_map_offset_kernel")] = root
+    context.config[join(path, "arm64_granule")] = granule
+    context.config[join(path, "arm64_va_bits")] = va_bits
+    context.config[join(path, "arm64_lpa")] = lpa
+    context.config[join(path, "kernel_virtual_offset")] = kvo
+    if banner:
+        context.config[join(path, "kernel_banner")] = str(banner, "latin-1")
+    return LinuxAArch64(context, path, name, metadata={"os": "Linux"})
+
+
+def _build_la57(context, phys_layer: str, root: int, kvo: int, banner: Optional[bytes]) -> LinuxIntel32eLA57:
+    name = context.layers.free_layer_name("KtstrLA57")
+    path = interfaces.configuration.path_join("KtstrStacker", name)
+    join = interfaces.configuration.path_join
+    context.config[join(path, "memory_layer")] = phys_layer
+    context.config[join(path, "page_map_offset")] = root
+    context.config[join(path, "kernel_virtual_offset")] = kvo
+    if banner:
+        context.config[join(path, "kernel_banner")] = str(banner, "latin-1")
+    return LinuxIntel32eLA57(context, path, name, metadata={"os": "Linux"})
+
+
+def _uts_matches(context, layer, info: Dict[str, object]) -> bool:
+    """True if init_uts_ns (VMCOREINFO address) reads back as Linux + OSRELEASE through layer."""
+    uts = info.get("SYMBOL(init_uts_ns)")
+    if not isinstance(uts, int):
+        return False
+    uts += info.get("OFFSET(uts_namespace.name)", 0) or 0
+    try:
+        data = layer.read(uts, 65 * 3)
+    except exceptions.InvalidAddressException:
+        return False
+    sysname = data[:65].split(b"\0", 1)[0]
+    release = data[130:195].split(b"\0", 1)[0]
+    return sysname == b"Linux" and release == str(info["OSRELEASE"]).encode("latin-1")
+
+
+def _drop_layers(context, names: List[str]) -> None:
+    for name in names:
+        if name in context.layers:
+            try:
+                context.layers.del_layer(name)
+            except Exception:  # a layer still depended upon: leave it, the clone is discarded
+                pass
+
+
+# --- the stacker ------------------------------------------------------------------------------
+
+
+class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
+    """Stacks LinuxIntel32eLA57 or LinuxAArch64 when the image needs it; otherwise None."""
+
+    stack_order = 33
+    exclusion_list = ["mac", "windows"]
+
+    @classmethod
+    def stack(
+        cls,
+        context: interfaces.context.ContextInterface,
+        layer_name: str,
+        progress_callback: constants.ProgressCallback = None,
+    ) -> Optional[interfaces.layers.DataLayerInterface]:
+        layer = context.layers[layer_name]
+        if isinstance(layer, (intel.Intel, LinuxAArch64)):
+            return None
+        try:
+            banners = symbol_cache.load_cache_manager().get_identifier_dictionary(operating_system="linux")
+        except ValueError:
+            banners = {}
+        if not banners:
+            return None
+
+        vmcis: List[Tuple[int, Dict[str, object]]] = []
+        hits: List[Tuple[int, bytes]] = []
+        for kind, offset, text in scan_image(context, layer_name, progress_callback):
+            if kind == "vmcoreinfo":
+                info = parse_vmcoreinfo(text)
+                if info is None:
+                    continue
+                arch = vmcoreinfo_arch(info)
+                if arch == "x86_64" and not info.get("NUMBER(pgtable_l5_enabled)"):
+                    vollog.debug("ktstr: VMCOREINFO says 4-level x86-64 paging; leaving it to the stock stackers")
+                    return None
+                if arch:
+                    vmcis.append((offset, info))
+            else:
+                hits.append((offset, text))
+            if vmcis and cls._banner_for(vmcis[0][1], hits, banners)[1]:
+                break  # have the configuration and a cached banner: no need to read further
+
+        if vmcis:
+            for _offset, info in vmcis:
+                result = cls._from_vmcoreinfo(context, layer_name, info, hits, banners)
+                if result is not None:
+                    return result
+            vollog.debug("ktstr: VMCOREINFO found but no configuration validated")
+        return cls._from_isf(context, layer_name, hits, banners)
+
+    # -- VMCOREINFO path --
+
+    @staticmethod
+    def _banner_for(info, hits, banners) -> Tuple[Optional[bytes], bool]:
+        """(banner key for kernel_banner, whether it is in the ISF cache) matching OSRELEASE."""
+        prefix = f"Linux version {info['OSRELEASE']} (".encode("latin-1")
+        fallback = None
+        for _off, text in hits:
+            if not text.startswith(prefix):
+                continue
+            for key in banner_keys(text):
+                if key in banners:
+                    return key, True
+            if fallback is None and banner_keys(text):
+                fallback = banner_keys(text)[0]
+        return fallback, False
+
+    @classmethod
+    def _from_vmcoreinfo(cls, context, layer_name, info, hits, banners):
+        banner, cached = cls._banner_for(info, hits, banners)
+        if not cached:
+            vollog.info("ktstr: no ISF for kernel %s in the symbol cache", info.get("OSRELEASE"))
+        arch = vmcoreinfo_arch(info)
+        kvo = info.get("KERNELOFFSET", 0) or 0
+        if arch == "x86_64":
+            vaddr = info.get("SYMBOL(init_top_pgt)", info.get("SYMBOL(swapper_pg_dir)"))
+            phys_base = info.get("NUMBER(phys_base)")
+            if not isinstance(vaddr, int) or not isinstance(phys_base, int):
+                return None
+            root = (vaddr - X86_START_KERNEL_MAP + phys_base) & ((1 << 64) - 1)
+            for base in cls._x86_bases(context):
+                added = []
+                phys = _physical_view(context, layer_name, base)
+                if phys != layer_name:
+                    added.append(phys)
+                new = _build_la57(context, phys, root, kvo, banner)
+                if _uts_matches(context, new, info):
+                    vollog.debug("ktstr: LA57 from VMCOREINFO, root %#x, KASLR %#x", root, kvo)
+                    return new
+                _drop_layers(context, added)
+            return None
+
+        cfg = arm64_config_from_vmcoreinfo(info)
+        kvoff = info.get("NUMBER(kimage_voffset)")
+        swapper = info.get("SYMBOL(swapper_pg_dir)")
+        if cfg is None or not isinstance(kvoff, int) or not isinstance(swapper, int):
+            return None
+        root = (swapper - kvoff) & ((1 << 64) - 1)
+        extra = [arm64_phys_offset_from_vmcoreinfo(info)]
+        compiled = info.get("NUMBER(VA_BITS)")
+        for base in cls._arm64_bases(context, layer_name, extra):
+            added = []
+            phys = _physical_view(context, layer_name, base)
+            if phys != layer_name:
+                added.append(phys)
+            for candidate_root in arm64_root_candidates(root, cfg, compiled if isinstance(compiled, int) else None):
+                try:
+                    new = _build_arm64(context, phys, candidate_root, cfg, kvo, banner)
+                except exceptions.LayerException:
+                    continue
+                if _uts_matches(context, new, info):
+                    vollog.debug("ktstr: AArch64 from VMCOREINFO, %s root %#x base %#x", cfg, candidate_root, base)
+                    return new
+            _drop_layers(context, added)
+        return None
+
+    @staticmethod
+    def _x86_bases(context) -> List[int]:
+        configured = configured_phys_base(context)
+        return [configured] if configured is not None else [0]
+
+    @staticmethod
+    def _arm64_bases(context, layer_name: str, derived: List[Optional[int]]) -> List[int]:
+        configured = configured_phys_base(context)
+        if configured is not None:
+            return [configured]
+        layer = context.layers[layer_name]
+        if not isinstance(layer, (physical.FileLayer, physical.BufferDataLayer)):
+            return [0]  # ELF, LiME, ...: the format already maps physical addresses
+        bases: List[int] = []
+        for base in [b for b in derived if b is not None] + list(COMMON_ARM64_RAM_BASES):
+            if base not in bases:
+                bases.append(base)
+        return bases
+
+    # -- ISF path (no VMCOREINFO) --
+
+    @classmethod
+    def _from_isf(cls, context, layer_name, hits, banners):
+        from volatility3.framework.symbols import linux as linux_symbols  # heavy; only when needed
+
+        seen = set()
+        for offset, text in hits:
+            key = next((k for k in banner_keys(text) if k in banners), None)
+            if key is None or (offset, key) in seen:
+                continue
+            seen.add((offset, key))
+            table_name = context.symbol_space.free_table_name("KtstrStacker")
+            try:
+                table = linux_symbols.LinuxKernelIntermedSymbols(
+                    context, "temporary." + table_name, name=table_name, isf_url=banners[key]
+                )
+            except Exception as excp:  # a broken ISF must not stop stacking
+                vollog.info("ktstr: cannot load ISF %s: %s", banners[key], excp)
+                continue
+            context.symbol_space.append(table)
+            symbols = set(table.symbols)
+            if "linux_banner" not in symbols:
+                continue
+            if "init_top_pgt" in symbols:
+                result = cls._la57_from_isf(context, layer_name, table, offset, key)
+            elif "kimage_voffset" in symbols and "swapper_pg_dir" in symbols:
+                result = cls._arm64_from_isf(context, layer_name, table, offset, key)
+            else:
+                result = None
+            if result is not None:
+                return result
+        return None
+
+    @staticmethod
+    def _image_reader(context, layer_name, table, banner_offset):
+        """Reads kernel-image symbols at banner_offset + (symbol - linux_banner)."""
+        anchor = table.get_symbol("linux_banner").address
+
+        def at(symbol: str, extra: int = 0) -> Optional[int]:
+            if symbol not in table.symbols:
+                return None
+            return banner_offset + table.get_symbol(symbol).address - anchor + extra
+
+        return at
+
+    @staticmethod
+    def _virtual_shift(context, layer_name, table, at) -> Optional[int]:
+        """KASLR virtual shift from init_task.files (a pointer to init_files), like Volatility."""
+        if "init_task" not in table.symbols or "init_files" not in table.symbols:
+            return None
+        try:
+            files_off = table.get_type("task_struct").relative_child_offset("files")
+        except (exceptions.SymbolError, KeyError, AttributeError):
+            return None
+        value = _u64(context, layer_name, at("init_task", files_off))
+        if value is None:
+            return None
+        return (value - table.get_symbol("init_files").address) & ((1 << 64) - 1)
+
+    @classmethod
+    def _la57_from_isf(cls, context, layer_name, table, offset, key):
+        at = cls._image_reader(context, layer_name, table, offset)
+        flag_at = at("__pgtable_l5_enabled")
+        flag = _read(context, layer_name, flag_at, 4) if flag_at is not None else None
+        if not flag or not struct.unpack("<I", flag)[0]:
+            return None  # 4-level (or unknown): the stock stacker's job
+        shift = cls._virtual_shift(context, layer_name, table, at)
+        if shift is None:
+            return None
+        for base in cls._x86_bases(context):
+            phys = _physical_view(context, layer_name, base)
+            new = _build_la57(context, phys, at("init_top_pgt") + base, shift, key)
+            banner_va = table.get_symbol("linux_banner").address + shift
+            try:
+                if new.translate(banner_va)[0] == offset + base:
+                    return new
+            except exceptions.InvalidAddressException:
+                pass
+            _drop_layers(context, [phys] if phys != layer_name else [])
+        return None
+
+    @classmethod
+    def _arm64_from_isf(cls, context, layer_name, table, offset, key):
+        at = cls._image_reader(context, layer_name, table, offset)
+        kvoff = _u64(context, layer_name, at("kimage_voffset"))
+        shift = cls._virtual_shift(context, layer_name, table, at)
+        link_banner = table.get_symbol("linux_banner").address
+        bases: List[int] = []
+        if kvoff is not None and shift is not None:
+            # PA(banner) = VA(banner) - kimage_voffset, and PA = file offset + base.
+            bases.append((link_banner + shift - kvoff - offset) & ((1 << 64) - 1))
+        configured = configured_phys_base(context)
+        if configured is not None:
+            bases = [configured]
+        else:
+            bases += [b for b in cls._arm64_bases(context, layer_name, []) if b not in bases]
+        shifts = [shift] if shift is not None else []
+        for base in bases:
+            phys = _physical_view(context, layer_name, base)
+            root = at("swapper_pg_dir") + base
+            for cfg in arm64_candidate_configs():
+                for candidate_root in arm64_root_candidates(root, cfg, None):
+                    for vshift in shifts:
+                        try:
+                            new = _build_arm64(context, phys, candidate_root, cfg, vshift, key)
+                            ok = new.translate(link_banner + vshift)[0] == offset + base
+                            ok = ok and new.translate(table.get_symbol("init_task").address + vshift)[0] == at("init_task") + base
+                        except exceptions.InvalidAddressException:
+                            ok = False
+                        except exceptions.LayerException:
+                            continue
+                        if ok:
+                            return new
+            _drop_layers(context, [phys] if phys != layer_name else [])
+        return None
+
+
+# --- compatibility patches -------------------------------------------------------------------
+
+
+def _is_linux_aarch64(context, layer_name) -> bool:
+    # By class, not by metadata "os": layers rebuilt from configuration by Volatility's
+    # ConstructionMagic lose the metadata the stacker passed in.
+    return layer_name in context.layers and isinstance(context.layers[layer_name], LinuxAArch64)
+
+
+def install_compat_patches() -> None:
+    """Two contained patches, applied once when this module is imported.
+
+    1. Architecture acceptance.  Volatility's Linux plugins require a literal
+       ``architectures=["Intel32", "Intel64"]`` (checked in
+       TranslationLayerRequirement.unsatisfied against the layer's ``architecture``
+       metadata), so an "AArch64" layer would be refused even though the Linux object
+       model (task_struct, lists, pointers) is architecture-neutral.  The wrapper lets a
+       requirement that accepts "Intel64" also accept a LinuxAArch64 layer (the class our
+       stacker builds; architecture metadata "AArch64").  Everything
+       else -- other architectures, Windows/Mac layers, requirements without Intel64 --
+       goes through the original method untouched.
+    2. Stacker guard.  After a layer is stacked, Volatility offers it to the remaining
+       stackers; the stock Linux/Mac/Windows stackers only skip ``intel.Intel`` layers and
+       would scan our AArch64 layer and build an Intel layer on top of it.  They are made
+       to return None for a LinuxAArch64 layer.
+    """
+    req_cls = requirements.TranslationLayerRequirement
+    if not getattr(req_cls.unsatisfied, "_ktstr_patched", False):
+        original = req_cls.unsatisfied
+
+        def unsatisfied(self, context, config_path):
+            archs = self.architectures
+            if archs and "Intel64" in archs and "AArch64" not in archs:
+                value = context.config.get(interfaces.configuration.path_join(config_path, self.name), None)
+                if isinstance(value, str) and _is_linux_aarch64(context, value):
+                    widened = copy.copy(self)
+                    widened.architectures = list(archs) + ["AArch64"]
+                    return original(widened, context, config_path)
+            return original(self, context, config_path)
+
+        unsatisfied._ktstr_patched = True
+        unsatisfied.__doc__ = original.__doc__
+        req_cls.unsatisfied = unsatisfied
+
+    stock = [vol_linux_automagic.LinuxIntelStacker, vol_linux_automagic.LinuxIntelVMCOREINFOStacker]
+    try:
+        from volatility3.framework.automagic import mac, windows
+
+        stock += [mac.MacIntelStacker, windows.WindowsIntelStacker]
+    except ImportError:
+        pass
+    for stacker in stock:
+        original_stack = stacker.__dict__.get("stack")
+        if original_stack is None or getattr(original_stack.__func__, "_ktstr_patched", False):
+            continue
+        func = original_stack.__func__
+
+        def guarded(klass, context, layer_name, progress_callback=None, _func=func):
+            if isinstance(context.layers[layer_name], LinuxAArch64):
+                return None
+            return _func(klass, context, layer_name, progress_callback)
+
+        guarded._ktstr_patched = True
+        stacker.stack = classmethod(guarded)
+
+
+install_compat_patches()
