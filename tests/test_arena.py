@@ -1,0 +1,109 @@
+"""Arena window and pointer translation on synthetic memory (no dump needed)."""
+
+from volatility3_ktstr.core import BtfLayout, ReadError
+from volatility3_ktstr.walkers import arena
+
+from test_sdtalloc_support import SparseMemory, kernel_btf
+
+import pytest
+
+MAP_KVA = 0xFFFF_8880_0100_0000
+VM_KVA = 0xFFFF_8880_0200_0000
+VM_ADDR = 0xFFFF_C900_0000_0000
+USER = 0x1000_0000_0000
+
+
+def make_arena(page=4096, user=USER, user_end=None, kern_vm=VM_KVA, vm_addr=VM_ADDR):
+    layout = BtfLayout(kernel_btf())
+    mem = SparseMemory(page=4096)
+    raw = bytearray(504)
+    raw[288:296] = user.to_bytes(8, "little")
+    raw[296:304] = (user_end if user_end is not None else user + (1 << 32)).to_bytes(8, "little")
+    raw[304:312] = kern_vm.to_bytes(8, "little")
+    mem.put(MAP_KVA, raw)
+    vm = bytearray(80)
+    vm[8:16] = vm_addr.to_bytes(8, "little")
+    mem.put(VM_KVA, vm)
+    info = arena.read_arena_info(mem, layout, MAP_KVA, 3, page, max_entries=1 << 20, name="arena")
+    return mem, layout, info
+
+
+@pytest.mark.parametrize("page,half", [(4096, 32768), (16384, 32768), (65536, 65536)])
+def test_guard_half_by_page_size(page, half):
+    assert arena.guard_half(page) == half
+
+
+def test_read_info_and_window():
+    _, _, info = make_arena()
+    assert info.error is None and info.usable
+    assert info.user_vm_start == USER
+    assert info.size == 1 << 32
+    assert info.kern_vm_start == VM_ADDR + 32768
+    assert arena.arena_to_kernel(info, USER + 0x4010) == VM_ADDR + 32768 + 0x4010
+    # A bare 32-bit offset translates the same.
+    assert info.to_kernel(0x4010) == info.to_kernel(USER + 0x4010)
+
+
+def test_read_arena_through_window():
+    mem, _, info = make_arena()
+    mem.put(info.kern_vm_start + 0x8000, b"hello arena")
+    assert arena.read_arena(mem, info, USER + 0x8000, 11) == b"hello arena"
+    with pytest.raises(ReadError):
+        arena.read_arena(mem, info, USER + 0x20000, 8)
+
+
+def test_owns_checks_upper_bits_and_span():
+    _, _, info = make_arena(user_end=USER + 0x10_0000)
+    assert info.owns(USER + 0x10)
+    assert info.owns(0x10)
+    assert not info.owns(USER + 0x10_0000)
+    assert not info.owns(0x2000_0000_0010)
+
+
+def test_size_falls_back_to_max_entries_when_end_is_bogus():
+    _, _, info = make_arena(user_end=0)
+    assert info.size == min((1 << 20) * 4096, 1 << 32)
+
+
+def test_null_kern_vm_and_unreadable_vm_struct():
+    _, _, info = make_arena(kern_vm=0)
+    assert not info.usable and "kern_vm is NULL" in info.error
+    assert info.user_vm_start == USER
+    _, _, info = make_arena(kern_vm=0xFFFF_8880_0300_0000)
+    assert not info.usable and "unreadable" in info.error
+    with pytest.raises(ReadError):
+        arena.read_arena(SparseMemory(), info, USER, 8)
+
+
+def test_unreadable_arena_struct():
+    layout = BtfLayout(kernel_btf())
+    info = arena.read_arena_info(SparseMemory(), layout, MAP_KVA, 7, 4096, max_entries=16)
+    assert info.error and "bpf_arena" in info.error and info.size == 16 * 4096
+
+
+def test_mapped_pages_splits_runs_into_pages():
+    _, _, info = make_arena(user_end=USER + 16 * 4096)
+    k = info.kern_vm_start
+    runs = [(k + 0x1000, 0x2000, 0x5000, 0x2000, "memory_layer"),
+            (k + 0x8000, 0x1000, 0x9000, 0x1000, "memory_layer")]
+    seen = []
+
+    def mapping(offset, length):
+        seen.append((offset, length))
+        return iter(runs)
+
+    pages = list(arena.mapped_pages(info, mapping))
+    assert seen == [(k, 16 * 4096)]
+    assert [(p.user_addr - USER, p.phys) for p in pages] == [(0x1000, 0x5000), (0x2000, 0x6000),
+                                                            (0x8000, 0x9000)]
+    assert len(list(arena.mapped_pages(info, mapping, limit=2))) == 2
+
+
+def test_arena_infos_picks_arena_maps_only():
+    from volatility3_ktstr.bpf.maps import BpfMap
+
+    mem, layout, _ = make_arena()
+    maps = [BpfMap(kva=MAP_KVA, id=3, type_name="arena", name="arena", max_entries=1 << 20),
+            BpfMap(kva=0x1234, id=4, type_name="array", name="x.bss")]
+    infos = arena.arena_infos(mem, layout, maps, 4096)
+    assert [i.map_id for i in infos] == [3] and infos[0].usable
