@@ -85,6 +85,7 @@ class Btf:
         pair_ii = struct.Struct(e + "Ii")
         pair = struct.Struct(e + "II")
         name_of = self._name_reader(sstart)
+        start = off
         types = self._types
         append = types.append
         next_id = self.start_id
@@ -163,10 +164,10 @@ class Btf:
             next_id += 1
             off += need
         if max_ref >= next_id:
-            self._report_bad_ref(next_id)
+            self._report_bad_ref(next_id, data, start)
         self._normalize_legacy_bitfields()
 
-    def _report_bad_ref(self, limit):
+    def _report_bad_ref(self, limit, data, tstart):
         for t in self._types:
             refs = [t.type] if t.kind not in _SIZED and t.kind != Kind.FWD else []
             if t.kind == Kind.ARRAY:
@@ -177,7 +178,20 @@ class Btf:
             for r in refs:
                 if r >= limit:
                     raise BtfError(f"type #{t.id} ({Kind(t.kind).name} {t.name!r}) refers to "
-                                   f"missing type #{r} (last id {limit - 1})", None, self.source)
+                                   f"missing type #{r} (last id {limit - 1})",
+                                   self._record_offset(data, tstart, t.id), self.source)
+
+    def _record_offset(self, data, off, type_id):
+        """Byte offset of type ``type_id``'s record (error path only: records are re-walked
+        rather than remembering 130k offsets on every parse)."""
+        rec = struct.Struct(self.endian + "III")
+        for t in self._types:
+            if t.id == type_id:
+                return off
+            _, info, _ = rec.unpack_from(data, off)
+            kind = (info >> 24) & 0x1F
+            off += 12 + _EXTRA.get(kind, 0) + _PER_VLEN.get(kind, 0) * (info & 0xFFFF)
+        return None
 
     def _normalize_legacy_bitfields(self):
         """Without kind_flag, a bitfield is a member whose INT type has fewer bits than its size
@@ -289,7 +303,9 @@ class Btf:
             t = self.type(t.type)
         raise BtfError(f"type chain from #{type_id} deeper than {MAX_RESOLVE_DEPTH}", None, self.source)
 
-    def size_of(self, type_id) -> int:
+    def size_of(self, type_id, _depth=0) -> int:
+        if _depth > MAX_RESOLVE_DEPTH:
+            return 0   # an array of itself (corrupt input): no size rather than a recursion
         t = self.resolve(type_id)
         for _ in range(MAX_RESOLVE_DEPTH):
             if t is None:
@@ -297,7 +313,7 @@ class Btf:
             if t.kind == Kind.PTR:
                 return self.pointer_size
             if t.kind == Kind.ARRAY:
-                return t.nelems * self.size_of(t.type)
+                return t.nelems * self.size_of(t.type, _depth + 1)
             if t.kind in _SIZED:
                 return t.size
             if t.kind == Kind.VAR:
@@ -345,20 +361,22 @@ class Btf:
         bit, _ = self.member_path(struct_name, path)
         return bit // 8
 
-    def type_name(self, type_id) -> str:
+    def type_name(self, type_id, _depth=0) -> str:
         """C-like spelling of a type, for messages and column values."""
         t = self.type(type_id)
         for _ in range(MAX_RESOLVE_DEPTH):
             if t is None:
                 return "void"
+            if _depth > MAX_RESOLVE_DEPTH:
+                return "?"   # pointer/array cycle in corrupt input
             k = t.kind
             if k == Kind.PTR:
-                return self.type_name(t.type) + " *"
+                return self.type_name(t.type, _depth + 1) + " *"
             if k in (Kind.CONST, Kind.VOLATILE, Kind.RESTRICT, Kind.TYPE_TAG):
                 t = self.type(t.type)
                 continue
             if k == Kind.ARRAY:
-                return f"{self.type_name(t.type)}[{t.nelems}]"
+                return f"{self.type_name(t.type, _depth + 1)}[{t.nelems}]"
             if k in (Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64, Kind.FWD):
                 tag = {Kind.STRUCT: "struct", Kind.UNION: "union", Kind.FWD: "union" if t.kind_flag else "struct"}
                 return f"{tag.get(k, 'enum')} {t.name or '(anonymous)'}"

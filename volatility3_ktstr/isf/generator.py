@@ -77,6 +77,10 @@ KNOWN_SYMBOL_TYPES = {
 }
 
 
+_UNSIGNED_INT_NAMES = {1: "unsigned char", 2: "short unsigned int", 4: "unsigned int", 8: "long unsigned int"}
+_SIGNED_INT_NAMES = {1: "signed char", 2: "short int", 4: "int", 8: "long int"}
+
+
 class IsfGenerator:
     """Turns one Btf (kernel BTF, or a program BTF split on it) into an ISF dict."""
 
@@ -250,7 +254,10 @@ class IsfGenerator:
         for name, bt in sorted(self.base_types.items()):
             if bt["kind"] == "int" and bt["size"] == size and bt["signed"] == signed:
                 return name
-        name = {1: "unsigned char", 2: "short unsigned int", 4: "unsigned int", 8: "long unsigned int"}.get(size)
+        # No such integer in the BTF: add the one DWARF would name (an odd size only comes
+        # from unusual or corrupt input; it still gets a distinct, valid name).
+        names = _SIGNED_INT_NAMES if signed else _UNSIGNED_INT_NAMES
+        name = names.get(size) or f"{'' if signed else 'unsigned '}__int{size * 8}"
         self.base_types.setdefault(name, {"size": size, "signed": signed, "kind": "int", "endian": "little"})
         return name
 
