@@ -1,0 +1,300 @@
+"""Name the kernel object that owns a BPF local storage: a task, cgroup, inode or socket.
+
+:class:`OwnerResolver` takes a Reader and the kernel Layout. Each kind's offsets are resolved
+on first use, so a kernel lacking (say) ``struct sock`` only leaves socket owners unnamed. An
+owner that cannot be named keeps its address and says why (``Owner.error``). Every walk up a
+parent chain is bounded and cycle-checked.
+"""
+
+import ipaddress
+from dataclasses import dataclass
+
+from ..core import LayoutError, ReadError
+
+# Map type name -> owner kind.
+OWNER_KINDS = {"task_storage": "task", "cgrp_storage": "cgroup", "inode_storage": "inode",
+               "sk_storage": "socket"}
+
+MAX_DEPTH = 64       # parents followed for a cgroup or dentry path
+MAX_NAME = 256       # bytes of one path component
+PID_MAX_LIMIT = 4 * 1024 * 1024
+
+# uapi constants (stable ABI), only for display.
+_FAMILIES = {1: "unix", 2: "inet", 10: "inet6", 16: "netlink", 17: "packet", 40: "vsock",
+             44: "xdp"}
+_PROTOCOLS = {0: "ip", 1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 136: "udplite",
+              255: "raw", 262: "mptcp"}
+_SOCK_TYPES = {1: "stream", 2: "dgram", 3: "raw", 4: "rdm", 5: "seqpacket", 6: "dccp", 10: "packet"}
+_TCP_STATES = (None, "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
+               "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV")
+
+
+@dataclass
+class Owner:
+    kind: str                # task, cgroup, inode, socket (or the map type when unknown)
+    kva: int
+    pid: int = None          # task
+    tgid: int = None         # task
+    comm: str = None         # task
+    ident: int = None        # cgroup id (kernfs node id) / inode number
+    name: str = None         # cgroup path / inode path / socket endpoints
+    error: str = None        # why (part of) the owner could not be named
+    note: str = None         # a consistency remark (e.g. no back pointer to the storage)
+
+    def describe(self) -> str:
+        """One line for the text column."""
+        if self.kind == "task" and self.pid is not None:
+            return f"{self.comm} (pid {self.pid}, tgid {self.tgid})"
+        if self.kind == "cgroup" and (self.name or self.ident is not None):
+            return f"{self.name or '?'} (id {self.ident})"
+        if self.kind == "inode" and self.ident is not None:
+            return f"ino {self.ident}" + (f" {self.name}" if self.name else "")
+        if self.name:
+            return self.name
+        return f"<{self.error or 'unresolved'}>"
+
+
+class _Offsets:
+    """Member offsets of one owner kind, resolved together; a LayoutError is kept as the reason."""
+
+    def __init__(self, layout, spec):
+        self.error = None
+        try:
+            for attr, (struct, paths, optional) in spec.items():
+                if optional and not any(layout.has(struct, p) for p in paths):
+                    setattr(self, attr, None)
+                elif paths is None:
+                    setattr(self, attr, layout.size(struct))
+                else:
+                    setattr(self, attr, layout.first(struct, *paths))
+        except LayoutError as e:
+            self.error = f"kernel layout: {e}"
+
+
+_TASK = {
+    "pid": ("task_struct", ("pid",), False),
+    "tgid": ("task_struct", ("tgid",), False),
+    "comm": ("task_struct", ("comm",), False),
+    "storage": ("task_struct", ("bpf_storage",), True),
+}
+_CGROUP = {
+    "kn": ("cgroup", ("kn",), False),
+    "storage": ("cgroup", ("bpf_cgrp_storage",), True),
+    "kn_size": ("kernfs_node", None, False),
+    # kernfs_node.parent became __parent (RCU-protected) in 6.15.
+    "kn_parent": ("kernfs_node", ("__parent", "parent"), False),
+    "kn_name": ("kernfs_node", ("name",), False),
+    "kn_id": ("kernfs_node", ("id",), False),
+}
+_INODE = {
+    "ino": ("inode", ("i_ino",), False),
+    "sb": ("inode", ("i_sb",), False),
+    "dentry_first": ("inode", ("i_dentry",), True),   # hlist_head: .first at 0
+    "sb_type": ("super_block", ("s_type",), False),
+    "sb_id": ("super_block", ("s_id",), True),
+    "fs_name": ("file_system_type", ("name",), False),
+    "d_alias": ("dentry", ("d_alias", "d_u.d_alias"), True),
+    "d_parent": ("dentry", ("d_parent",), True),
+    "d_name": ("dentry", ("d_name.name",), True),
+}
+_SOCK = {
+    "common_size": ("sock_common", None, False),
+    "family": ("sock_common", ("skc_family",), False),
+    "state": ("sock_common", ("skc_state",), False),
+    "daddr": ("sock_common", ("skc_daddr",), False),
+    "saddr": ("sock_common", ("skc_rcv_saddr",), False),
+    "dport": ("sock_common", ("skc_dport",), False),
+    "num": ("sock_common", ("skc_num",), False),
+    "v6_daddr": ("sock_common", ("skc_v6_daddr",), True),
+    "v6_saddr": ("sock_common", ("skc_v6_rcv_saddr",), True),
+    "common": ("sock", ("__sk_common",), False),
+    "protocol": ("sock", ("sk_protocol",), True),
+    "type": ("sock", ("sk_type",), True),
+    "storage": ("sock", ("sk_bpf_storage",), True),
+}
+
+
+def _u(raw, off, width):
+    return int.from_bytes(raw[off:off + width], "little")
+
+
+def _s32(raw, off):
+    return int.from_bytes(raw[off:off + 4], "little", signed=True)
+
+
+class OwnerResolver:
+    """Resolve owner pointers of one kernel, caching per (kind, address)."""
+
+    def __init__(self, reader, layout):
+        self.reader = reader
+        self.layout = layout
+        self._offs = {}
+        self._cache = {}
+
+    def offsets(self, kind):
+        o = self._offs.get(kind)
+        if o is None:
+            spec = {"task": _TASK, "cgroup": _CGROUP, "inode": _INODE, "socket": _SOCK}[kind]
+            o = self._offs[kind] = _Offsets(self.layout, spec)
+        return o
+
+    def resolve(self, kind, kva, storage=None) -> Owner:
+        """The owner of ``kind`` at ``kva``; ``storage`` (the bpf_local_storage) enables the
+        back-pointer check. Never raises for bad memory."""
+        key = (kind, kva, storage)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._cache[key] = self._resolve(kind, kva, storage)
+        return hit
+
+    def _resolve(self, kind, kva, storage):
+        owner = Owner(kind=kind, kva=kva)
+        if kind not in OWNER_KINDS.values():
+            owner.error = f"unknown owner kind {kind!r}"
+            return owner
+        if not kva:
+            owner.error = "owner pointer is NULL"
+            return owner
+        offs = self.offsets(kind)
+        if offs.error:
+            owner.error = offs.error
+            return owner
+        try:
+            getattr(self, "_" + kind)(owner, offs)
+        except ReadError as e:
+            owner.error = f"{kind} at {kva:#x} unreadable: {e.reason}"
+        if storage and getattr(offs, "storage", None) is not None and owner.error is None:
+            self._check_back_pointer(owner, offs.storage, storage)
+        return owner
+
+    def _check_back_pointer(self, owner, off, storage):
+        try:
+            back = self.reader.u64(owner.kva + off)
+        except ReadError as e:
+            owner.note = f"storage back pointer unreadable: {e.reason}"
+            return
+        if back != storage:
+            owner.note = (f"owner's storage pointer is {back:#x}, not {storage:#x} "
+                          "(owner being torn down, or a stale element)")
+
+    # --- kinds ---------------------------------------------------------------------------
+
+    def _task(self, owner, o):
+        lo = min(o.pid, o.tgid)
+        raw = self.reader.read(owner.kva + lo, max(o.pid, o.tgid) + 4 - lo)
+        pid, tgid = _s32(raw, o.pid - lo), _s32(raw, o.tgid - lo)
+        comm = self.reader.read(owner.kva + o.comm, 16).split(b"\0", 1)[0]
+        if not (0 <= pid < PID_MAX_LIMIT and 0 <= tgid < PID_MAX_LIMIT):
+            owner.error = f"implausible pid {pid} / tgid {tgid} (not a task_struct?)"
+            return
+        owner.pid, owner.tgid = pid, tgid
+        owner.comm = comm.decode("utf-8", "replace")
+
+    def _cgroup(self, owner, o):
+        kn = self.reader.u64(owner.kva + o.kn)
+        if not kn:
+            owner.error = "cgroup->kn is NULL"
+            return
+        parts, seen, node, first = [], set(), kn, True
+        for _ in range(MAX_DEPTH + 1):
+            if node in seen:
+                owner.error = f"kernfs parent chain loops at {node:#x}"
+                break
+            seen.add(node)
+            raw = self.reader.read(node, o.kn_size)
+            if first:
+                owner.ident = _u(raw, o.kn_id, 8)
+                first = False
+            parent = _u(raw, o.kn_parent, 8)
+            if not parent:   # the hierarchy root: its name is not part of the path
+                break
+            name_ptr = _u(raw, o.kn_name, 8)
+            parts.append(self.reader.cstring(name_ptr, MAX_NAME) if name_ptr else "?")
+            node = parent
+        else:
+            parts.append("...")
+        owner.name = "/" + "/".join(reversed(parts))
+
+    def _inode(self, owner, o):
+        lo = min(o.ino, o.sb)
+        raw = self.reader.read(owner.kva + lo, max(o.ino, o.sb) + 8 - lo)
+        owner.ident = _u(raw, o.ino - lo, 8)
+        sb = _u(raw, o.sb - lo, 8)
+        where = []
+        if sb:
+            try:
+                fstype = self.reader.u64(sb + o.sb_type)
+                name_ptr = self.reader.u64(fstype + o.fs_name) if fstype else 0
+                if name_ptr:
+                    where.append(self.reader.cstring(name_ptr, 64))
+                if o.sb_id is not None:
+                    sid = self.reader.read(sb + o.sb_id, 32).split(b"\0", 1)[0]
+                    if sid:
+                        where.append(f"({sid.decode('utf-8', 'replace')})")
+            except ReadError as e:
+                where.append(f"<superblock unreadable: {e.reason}>")
+        path = self._dentry_path(owner.kva, o)
+        owner.name = " ".join(p for p in (path, f"on {' '.join(where)}" if where else "") if p)
+
+    def _dentry_path(self, inode, o):
+        """Path of one dentry alias of the inode, within its filesystem; '' when unreachable."""
+        if None in (o.dentry_first, o.d_alias, o.d_parent, o.d_name):
+            return ""
+        try:
+            first = self.reader.u64(inode + o.dentry_first)
+        except ReadError:
+            return ""
+        if not first:
+            return ""   # no cached dentry (e.g. an anonymous or evicted inode)
+        dentry, parts, seen = first - o.d_alias, [], set()
+        try:
+            for _ in range(MAX_DEPTH):
+                if dentry in seen:
+                    return "<dentry chain loops>/" + "/".join(reversed(parts))
+                seen.add(dentry)
+                parent = self.reader.u64(dentry + o.d_parent)
+                if not parent or parent == dentry:   # the filesystem root
+                    return "/" + "/".join(reversed(parts))
+                name_ptr = self.reader.u64(dentry + o.d_name)
+                parts.append(self.reader.cstring(name_ptr, MAX_NAME) if name_ptr else "?")
+                dentry = parent
+        except ReadError as e:
+            return f"<dentry unreadable: {e.reason}>/" + "/".join(reversed(parts))
+        return ".../" + "/".join(reversed(parts))
+
+    def _socket(self, owner, o):
+        base = owner.kva + o.common
+        raw = self.reader.read(base, o.common_size)
+        family = _u(raw, o.family, 2)
+        proto = stype = None
+        if o.protocol is not None:
+            lo = min(o.protocol, o.type if o.type is not None else o.protocol)
+            hi = max(o.protocol, o.type if o.type is not None else o.protocol) + 2
+            extra = self.reader.read(owner.kva + lo, hi - lo)
+            proto = _u(extra, o.protocol - lo, 2)
+            if o.type is not None:
+                stype = _u(extra, o.type - lo, 2)
+        fam = _FAMILIES.get(family, f"family {family}")
+        words = [fam]
+        if proto is not None and family in (2, 10):
+            words[0] = _PROTOCOLS.get(proto, f"proto {proto}") + ("6" if family == 10 else "")
+        elif stype is not None:
+            words.append(_SOCK_TYPES.get(stype, f"type {stype}"))
+        if family in (2, 10):
+            lport = _u(raw, o.num, 2)
+            rport = int.from_bytes(raw[o.dport:o.dport + 2], "big")
+            if family == 10 and o.v6_saddr is not None:
+                src = ipaddress.IPv6Address(raw[o.v6_saddr:o.v6_saddr + 16])
+                dst = ipaddress.IPv6Address(raw[o.v6_daddr:o.v6_daddr + 16])
+                local, remote = f"[{src}]:{lport}", f"[{dst}]:{rport}"
+            else:
+                src = ipaddress.IPv4Address(raw[o.saddr:o.saddr + 4])
+                dst = ipaddress.IPv4Address(raw[o.daddr:o.daddr + 4])
+                local, remote = f"{src}:{lport}", f"{dst}:{rport}"
+            words.append(f"{local} -> {remote}")
+            state = _u(raw, o.state, 1)
+            if proto in (6, 262) or proto is None:
+                name = _TCP_STATES[state] if 0 < state < len(_TCP_STATES) else None
+                words.append(name or f"state {state}")
+        owner.ident = None
+        owner.name = " ".join(words)
