@@ -216,3 +216,93 @@ class SparseMemory(BufferReader):
             out += buf[a - base:a - base + n]
             pos += n
         return bytes(out)
+
+
+class TreeBuilder:
+    """Lay out an sdt_alloc tree inside an arena window of a SparseMemory, the way
+    ``sdt_alloc.bpf.c`` does (descs 80 bytes, chunks 4096 bytes, slots ``elem_size`` bytes).
+
+    ``live``: indices with their bit set; ``freed``: slots with the bit clear but the pointer kept
+    (header genn bumped, payload zeroed); ``racing``: bit set, pointer NULL."""
+
+    def __init__(self, mem, user_vm_start, kern_vm_start, elem_size, header=8):
+        self.mem = mem
+        self.user = user_vm_start
+        self.kbase = kern_vm_start
+        self.elem_size = elem_size
+        self.header = header
+        self.brk = 0x1000            # arena offset bump pointer (page 0 left unused)
+        self.descs = {}              # (level, prefix) -> (desc ptr, chunk ptr)
+        self.bitmaps = {}            # desc ptr -> list of 8 words
+        self.nr_free = {}
+
+    def alloc(self, size, align=8):
+        self.brk = (self.brk + align - 1) // align * align
+        off = self.brk
+        self.brk += size
+        return self.user + off
+
+    def put(self, ptr, data):
+        self.mem.put(self.kbase + (ptr & 0xFFFFFFFF), data)
+
+    def desc(self, level, prefix):
+        key = (level, prefix)
+        if key not in self.descs:
+            d = self.alloc(80)
+            c = self.alloc(4096, 4096)
+            self.put(c, bytes(4096))
+            self.descs[key] = (d, c)
+            self.bitmaps[d] = [0] * 8
+            self.nr_free[d] = 512
+        return self.descs[key]
+
+    def path(self, idx):
+        pos = ((idx >> 18) & 511, (idx >> 9) & 511, idx & 511)
+        prefixes = (0, pos[0] << 18, (pos[0] << 18) | (pos[1] << 9))
+        return pos, prefixes
+
+    def slot(self, idx, genn=0, payload=b"", live=True, racing=False):
+        pos, prefixes = self.path(idx)
+        chain = [self.desc(lv, prefixes[lv]) for lv in range(3)]
+        for lv in (0, 1):
+            _, chunk = chain[lv]
+            child, _ = chain[lv + 1]
+            self.put(chunk + 8 * pos[lv], child.to_bytes(8, "little"))
+        leaf, chunk = chain[2]
+        if live:
+            self.bitmaps[leaf][pos[2] // 64] |= 1 << (pos[2] % 64)
+            self.nr_free[leaf] -= 1
+        if racing:
+            return None
+        data = self.alloc(self.elem_size)
+        hdr_idx = idx if live else 0
+        body = (payload if live else b"").ljust(self.elem_size - self.header, b"\0")
+        self.put(data, struct.pack("<ii", hdr_idx, genn).ljust(self.header, b"\0") + body)
+        self.put(chunk + 8 * pos[2], data.to_bytes(8, "little"))
+        return data
+
+    def finish(self):
+        """Write every descriptor (bitmaps, nr_free, chunk; full children set parent bits)."""
+        for level in (1, 0):
+            for (lv, prefix), (d, _) in list(self.descs.items()):
+                if lv != level:
+                    continue
+                for (clv, cprefix), (cd, _) in self.descs.items():
+                    if clv == level + 1 and self._parent_prefix(clv, cprefix) == prefix \
+                            and self.nr_free[cd] == 0:
+                        pos = (cprefix >> (9 * (2 - level))) & 511
+                        self.bitmaps[d][pos // 64] |= 1 << (pos % 64)
+                        self.nr_free[d] -= 1
+        for (lv, prefix), (d, c) in self.descs.items():
+            self.put(d, struct.pack("<8QQQ", *self.bitmaps[d], self.nr_free[d], c))
+        return self.descs[(0, 0)][0]
+
+    @staticmethod
+    def _parent_prefix(level, prefix):
+        keep = 9 * (4 - level)      # clear the child's own position bits
+        return (prefix >> keep) << keep
+
+
+def allocator_bytes(elem_size, root, slab=0, max_elems=0, pool_idx=0):
+    """struct scx_allocator {sdt_pool {slab, elem_size, max_elems, idx}; root}."""
+    return struct.pack("<5Q", slab, elem_size, max_elems, pool_idx, root)
