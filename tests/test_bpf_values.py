@@ -1,0 +1,148 @@
+"""Value walkers on synthetic kernel memory laid out by the real x86-64 kernel BTF."""
+
+import struct
+
+import pytest
+
+from volatility3_ktstr.bpf import values
+from volatility3_ktstr.bpf.maps import BpfMap
+from volatility3_ktstr.core import BtfLayout, BufferReader
+
+MAP = 0xFFFF888000100000
+BUCKETS = 0xFFFF888000200000
+ELEMS = 0xFFFF888000300000
+PCPU = 0xFFFF888000400000
+
+
+@pytest.fixture(scope="module")
+def layout(amd64_kernel_btf):
+    return BtfLayout(amd64_kernel_btf)
+
+
+def put(mem, addr, fmt, *vals):
+    mem.write(addr, struct.pack(fmt, *vals))
+
+
+def test_array(layout):
+    vo = layout.offset("bpf_array", "value")
+    mem = BufferReader({MAP: bytes(vo + 3 * 16)})
+    put(mem, MAP + layout.offset("bpf_array", "elem_size"), "<I", 16)
+    for i in range(3):
+        put(mem, MAP + vo + 16 * i, "<Q4s", 100 + i, b"abcd")
+    m = BpfMap(kva=MAP, id=1, type_name="array", key_size=4, value_size=12, max_entries=3)
+    info = values.WalkInfo()
+    es = list(values.iter_entries(mem, layout, m, limit=2, info=info))
+    assert [e.index for e in es] == [0, 1] and info.truncated and info.total == 3
+    assert es[1].key == b"\1\0\0\0" and es[1].value == struct.pack("<Q4s", 101, b"abcd")
+
+
+def test_array_unreadable_tail_is_an_entry_error(layout):
+    vo = layout.offset("bpf_array", "value")
+    mem = BufferReader({MAP: bytes(vo + 8)})   # room for 1 of 2 elements
+    m = BpfMap(kva=MAP, id=1, type_name="array", key_size=4, value_size=8, max_entries=2)
+    es = list(values.iter_entries(mem, layout, m))
+    assert es[0].value == bytes(8) and es[0].error is None
+    assert es[1].value is None and "unreadable" in es[1].error
+
+
+def test_percpu_array(layout):
+    po = layout.first("bpf_array", "pptrs", "value")
+    mem = BufferReader({MAP: bytes(po + 16), PCPU: bytes(0x3000)})
+    put(mem, MAP + po, "<QQ", PCPU, 0)
+    offsets = [0, 0x1000, 0x2000]
+    for cpu, off in enumerate(offsets):
+        put(mem, PCPU + off, "<Q", 7 + cpu)
+    m = BpfMap(kva=MAP, id=2, type_name="percpu_array", key_size=4, value_size=8, max_entries=2)
+    es = list(values.iter_entries(mem, layout, m, offsets))
+    assert es[0].percpu == [(0, struct.pack("<Q", 7)), (1, struct.pack("<Q", 8)), (2, struct.pack("<Q", 9))]
+    assert es[1].error == "NULL per-CPU pointer"
+    # a zero offset after CPU 0 is not a CPU (would alias CPU 0)
+    es = list(values.iter_entries(mem, layout, m, [0, 0]))
+    assert es[0].percpu[1] == (1, None)
+    with pytest.raises(values.ValueError_):
+        list(values.iter_entries(mem, layout, m, []))
+
+
+def _htab(layout, n_buckets=4, chains=(), percpu=False, key_size=4, value_size=8):
+    """chains: {bucket: [(elem addr, key bytes, value bytes or pptr int)]}; returns (mem, map)."""
+    mem = BufferReader({MAP: bytes(layout.size("bpf_htab")), BUCKETS: bytes(n_buckets * layout.size("bucket")),
+                        ELEMS: bytes(0x10000), PCPU: bytes(0x2000)})
+    put(mem, MAP + layout.offset("bpf_htab", "n_buckets"), "<I", n_buckets)
+    put(mem, MAP + layout.offset("bpf_htab", "buckets"), "<Q", BUCKETS)
+    stride = layout.size("bucket")
+    head = layout.offset("bucket", "head")
+    node_off = layout.offset("htab_elem", "hash_node")
+    key_off = layout.offset("htab_elem", "key")
+    for b in range(n_buckets):
+        put(mem, BUCKETS + b * stride + head, "<Q", (b << 1) | 1)   # empty: nulls marker
+    for b, elems in dict(chains).items():
+        nxt = (b << 1) | 1
+        for addr, key, val in reversed(elems):
+            put(mem, addr + node_off, "<Q", nxt)
+            mem.write(addr + key_off, key)
+            voff = addr + key_off + ((key_size + 7) & ~7)
+            mem.write(voff, struct.pack("<Q", val) if percpu else val)
+            nxt = addr + node_off
+        put(mem, BUCKETS + b * stride + head, "<Q", nxt)
+    t = "percpu_hash" if percpu else "hash"
+    return mem, BpfMap(kva=MAP, id=3, type_name=t, key_size=key_size, value_size=value_size, max_entries=16)
+
+
+def test_hash_chains(layout):
+    chains = {1: [(ELEMS, b"k1\0\0", b"v1v1v1v1"), (ELEMS + 0x100, b"k2\0\0", b"v2v2v2v2")],
+              3: [(ELEMS + 0x200, b"k3\0\0", b"v3v3v3v3")]}
+    mem, m = _htab(layout, chains=chains)
+    info = values.WalkInfo()
+    es = list(values.iter_entries(mem, layout, m, info=info))
+    assert [(e.key, e.value) for e in es] == [(b"k1\0\0", b"v1v1v1v1"), (b"k2\0\0", b"v2v2v2v2"),
+                                              (b"k3\0\0", b"v3v3v3v3")]
+    assert not info.skipped and info.shown == 3
+    es = list(values.iter_entries(mem, layout, m, limit=2, info=(info := values.WalkInfo())))
+    assert len(es) == 2 and info.truncated and info.total == 3
+
+
+def test_hash_cycle_and_bad_node(layout):
+    node_off = layout.offset("htab_elem", "hash_node")
+    chains = {0: [(ELEMS, b"a\0\0\0", b"11111111"), (ELEMS + 0x100, b"b\0\0\0", b"22222222")],
+              2: [(ELEMS + 0x200, b"c\0\0\0", b"33333333")]}
+    mem, m = _htab(layout, chains=chains)
+    put(mem, ELEMS + 0x100 + node_off, "<Q", ELEMS + node_off)                  # b -> a: a cycle
+    put(mem, ELEMS + 0x200 + node_off, "<Q", 0xFFFF888077770000)                # c -> unmapped
+    info = values.WalkInfo()
+    es = list(values.iter_entries(mem, layout, m, info=info))
+    assert [e.key[:1] for e in es] == [b"a", b"b", b"c"]
+    reasons = [r for _, r in info.skipped]
+    assert any("cycle" in r for r in reasons) and any("unreadable" in r for r in reasons)
+
+
+def test_percpu_hash(layout):
+    mem, m = _htab(layout, chains={0: [(ELEMS, b"kk\0\0", PCPU)]}, percpu=True)
+    put(mem, PCPU, "<Q", 5)
+    put(mem, PCPU + 0x1000, "<Q", 6)
+    es = list(values.iter_entries(mem, layout, m, [0, 0x1000]))
+    assert es[0].percpu == [(0, struct.pack("<Q", 5)), (1, struct.pack("<Q", 6))]
+
+
+def test_hash_implausible_header(layout):
+    mem, m = _htab(layout)
+    put(mem, MAP + layout.offset("bpf_htab", "n_buckets"), "<I", 3)   # not a power of two
+    with pytest.raises(values.ValueError_, match="implausible"):
+        list(values.iter_entries(mem, layout, m))
+
+
+def test_unknown_type_says_so(layout):
+    m = BpfMap(kva=MAP, id=9, type_name="bloom_filter", value_size=8)
+    with pytest.raises(values.ValueError_, match="no value walker"):
+        values.iter_entries(BufferReader({}), layout, m)
+
+
+def test_struct_ops_value(layout):
+    ko = layout.offset("bpf_struct_ops_map", "kvalue")
+    uo = layout.offset("bpf_struct_ops_map", "uvalue")
+    mem = BufferReader({MAP: bytes(ko + 64), ELEMS: bytes(64)})
+    mem.write(MAP + ko, b"K" * 16)
+    put(mem, MAP + uo, "<Q", ELEMS)
+    mem.write(ELEMS, b"U" * 16)
+    m = BpfMap(kva=MAP, id=4, type_name="struct_ops", value_size=16)
+    k, u, addr = values.struct_ops_value(mem, layout, m)
+    assert (k, u, addr) == (b"K" * 16, b"U" * 16, MAP + ko)
