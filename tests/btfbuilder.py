@@ -191,3 +191,35 @@ def all_kinds_blob(endian="<"):
     ids["type_tag"] = b.type_tag("user", ids["int"])
     ids["ptr_tag"] = b.ptr(ids["type_tag"])
     return b.build(), ids
+
+
+def make_elf(sections, machine=62, little=True, addrs=None):
+    """A minimal ELF64 file with the given {name: bytes} PROGBITS sections (``addrs``: optional
+    {name: sh_addr}, e.g. a .rodata holding linux_banner at its link-time address)."""
+    e = "<" if little else ">"
+    addrs = addrs or {}
+    names = b"\0"
+    name_off = {}
+    for n in list(sections) + [".shstrtab"]:
+        name_off[n] = len(names)
+        names += n.encode() + b"\0"
+    body = b""
+    placed = []
+    off = 64
+    for n, data in list(sections.items()) + [(".shstrtab", names)]:
+        placed.append((n, off, len(data), 3 if n == ".shstrtab" else 1))
+        body += data
+        off += len(data)
+    pad = (-off) % 8
+    body += b"\0" * pad
+    shoff = off + pad
+    shnum = len(placed) + 1
+    ident = b"\x7fELF" + bytes([2, 1 if little else 2, 1, 0]) + b"\0" * 8
+    ehdr = ident + struct.pack(e + "HHIQQQIHHHHHH", 2, machine, 1, 0, 0, shoff, 0, 64, 0, 0, 64,
+                               shnum, shnum - 1)
+    shdrs = b"\0" * 64
+    for n, o, size, sh_type in placed:
+        flags = 2 if n in addrs else 0                                  # SHF_ALLOC
+        shdrs += struct.pack(e + "IIQQQQIIQQ", name_off[n], sh_type, flags, addrs.get(n, 0), o, size,
+                             0, 0, 1, 0)
+    return ehdr + body + shdrs

@@ -1,43 +1,13 @@
 """Where BTF comes from: raw files, the .BTF section of ELF files (tiny hand-made ones and the
 real vmlinux), and the real kernels' BTF (this machine's and the dumps' 7.2 kernels)."""
 
-import struct
-
 import pytest
 
-from btfbuilder import all_kinds_blob
+from btfbuilder import all_kinds_blob, make_elf
 from conftest import kernel_dirs
 import dumps
 from volatility3_ktstr import btf as btfmod
 from volatility3_ktstr.btf import Btf, BtfError
-
-
-def make_elf(sections, machine=62, little=True):
-    """A minimal ELF64 relocatable file with the given {name: bytes} PROGBITS sections."""
-    e = "<" if little else ">"
-    names = b"\0"
-    name_off = {}
-    for n in list(sections) + [".shstrtab"]:
-        name_off[n] = len(names)
-        names += n.encode() + b"\0"
-    body = b""
-    placed = []
-    off = 64
-    for n, data in list(sections.items()) + [(".shstrtab", names)]:
-        placed.append((n, off, len(data), 3 if n == ".shstrtab" else 1))
-        body += data
-        off += len(data)
-    pad = (-off) % 8
-    body += b"\0" * pad
-    shoff = off + pad
-    shnum = len(placed) + 1
-    ident = b"\x7fELF" + bytes([2, 1 if little else 2, 1, 0]) + b"\0" * 8
-    ehdr = ident + struct.pack(e + "HHIQQQIHHHHHH", 1, machine, 1, 0, 0, shoff, 0, 64, 0, 0, 64,
-                               shnum, shnum - 1)
-    shdrs = b"\0" * 64
-    for n, o, size, sh_type in placed:
-        shdrs += struct.pack(e + "IIQQQQIIQQ", name_off[n], sh_type, 0, 0, o, size, 0, 0, 1, 0)
-    return ehdr + body + shdrs
 
 
 @pytest.fixture

@@ -1,0 +1,111 @@
+"""linux.ktstr.localstorage on the real dumps against truth.json.
+
+For every task/cgroup storage map truth.json lists: the set of owners found equals the truth's
+exactly, pid/tgid/comm (task_struct.comm) or cgroup path/id equal the guest's, and values equal
+``value_hex``. Skips without KTSTR_DUMPS.
+"""
+
+import functools
+
+import pytest
+
+import dumps
+import volrun
+
+PLUGIN = "linux.ktstr.localstorage"
+# -p as well: an install without the package's .pth (e.g. an older editable one) still finds us.
+PLUGIN_DIRS = ("-p", str(volrun.REPO / "volatility3_ktstr" / "plugins"))
+DUMPS = dumps.list_dumps()
+# Option tests need one dump; an x86-64 one needs no extra translation layer.
+ONE = ([d for d in DUMPS if d.startswith("x86_64/")] or DUMPS)[:1] or ["<no dumps>"]
+
+
+@functools.lru_cache(maxsize=None)
+def plugin_rows(name, *args):
+    res = volrun.run_vol(name, PLUGIN, *args, extra_global=PLUGIN_DIRS).check()
+    return res.rows
+
+
+def _skip_without_dumps():
+    if dumps.dumps_root() is None:
+        pytest.skip("KTSTR_DUMPS is unset (real-dump tests need it)")
+
+
+def _by_map(rows, kind):
+    out = {}
+    for r in rows:
+        if r["OwnerKind"] == kind:
+            out.setdefault(r["MapId"], []).append(r)
+    return out
+
+
+@pytest.mark.parametrize("name", DUMPS or ["<no dumps>"])
+def test_task_storage_matches_truth(name):
+    _skip_without_dumps()
+    truth = dumps.load_truth(name)
+    rows = plugin_rows(name)
+    tasks = {t["tid"]: t for t in truth["tasks"]}
+    found = _by_map(rows, "task")
+    summaries = {r["MapId"]: r for r in rows if r["OwnerKind"] == "summary"}
+    assert truth["task_storage_expected_owners"], "truth lists no task storage map"
+    for key, tids in truth["task_storage_expected_owners"].items():
+        map_id = int(key.split(":", 1)[0])
+        got = found.get(map_id, [])
+        assert sorted(r["PID"] for r in got) == sorted(tids), f"map {key}: owners differ"
+        for r in got:
+            t = tasks[r["PID"]]
+            assert (r["TGID"], r["Comm"]) == (t["tgid"], t["task_comm"]), r
+            assert r["Note"] == "", r
+        s = summaries[map_id]
+        assert s["OwnerId"] == len(tids) and s["Note"].startswith(f"{len(tids)} elements in "), s
+        assert ";" not in s["Note"], f"walk reported problems: {s['Note']}"
+    for entry in truth["task_storage"]:
+        (row,) = [r for r in found[entry["map_id"]] if r["PID"] == entry["tid"]]
+        assert row["ValueHex"] == entry["value_hex"], entry
+
+
+@pytest.mark.parametrize("name", DUMPS or ["<no dumps>"])
+def test_cgroup_storage_matches_truth(name):
+    _skip_without_dumps()
+    truth = dumps.load_truth(name)
+    expected = truth.get("cgrp_storage_expected_owners") or {}
+    rows = plugin_rows(name)
+    found = _by_map(rows, "cgroup")
+    cgrp_maps = {m["id"] for m in truth["maps"] if m["type_name"] == "cgrp_storage"}
+    assert set(found) <= cgrp_maps
+    for key, owners in expected.items():
+        map_id = int(key.split(":", 1)[0])
+        got = sorted((r["OwnerName"], r["OwnerId"]) for r in found.get(map_id, []))
+        assert got == sorted((o["cgroup"], o["cgroup_id"]) for o in owners), key
+    for entry in truth.get("cgrp_storage") or []:
+        (row,) = [r for r in found[entry["map_id"]] if r["OwnerId"] == entry["cgroup_id"]]
+        assert row["ValueHex"] == entry["value_hex"], entry
+
+
+@pytest.mark.parametrize("name", ONE)
+def test_filters(name):
+    _skip_without_dumps()
+    truth = dumps.load_truth(name)
+    key, tids = next(iter(truth["task_storage_expected_owners"].items()))
+    map_id, map_name = key.split(":", 1)
+    pid = max(tids)
+    rows = plugin_rows(name, "--pid", pid, "--map-name", map_name)
+    data = [r for r in rows if r["OwnerKind"] == "task"]
+    assert [r["PID"] for r in data] == [pid]
+    assert [r["MapId"] for r in rows if r["OwnerKind"] == "summary"] == [int(map_id)]
+    res = volrun.run_vol(name, PLUGIN, "--map-id", 99999, extra_global=PLUGIN_DIRS)
+    assert res.rc == 2 and "no BPF map matches id 99999" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("name", ONE)
+def test_rows_sorted_and_formatted(name):
+    import json
+
+    _skip_without_dumps()
+    rows = [r for r in plugin_rows(name) if r["OwnerKind"] == "task"]
+    keys = [(r["MapId"], r["PID"]) for r in rows]
+    assert keys == sorted(keys)
+    for r in rows:
+        value = json.loads(r["Formatted"])
+        assert isinstance(value, dict) and r["Value"].startswith("{")
