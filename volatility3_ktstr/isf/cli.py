@@ -97,8 +97,12 @@ def main(argv=None):
         prog="ktstr-isf",
         description="Make a Volatility 3 symbol table (ISF) for a Linux kernel from its BTF and "
                     "System.map/kallsyms. Written where Volatility looks by default unless -o.")
-    p.add_argument("btf", metavar="VMLINUX_OR_BTF",
+    p.add_argument("btf", metavar="VMLINUX_OR_BTF", nargs="?",
                    help="vmlinux ELF (stripped is fine, needs .BTF) or raw BTF (/sys/kernel/btf/vmlinux)")
+    p.add_argument("--from-dump", metavar="DUMP",
+                   help="instead of VMLINUX_OR_BTF: carve BTF, kallsyms and banner from a memory dump "
+                        "(raw, ELF core, LiME); --system-map/--kallsyms then override the kallsyms")
+    p.add_argument("-v", "--verbose", action="store_true", help="print carving steps and timings")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--system-map", metavar="FILE", help="System.map of the same build")
     g.add_argument("--kallsyms", metavar="FILE", help="/proc/kallsyms text (read as root)")
@@ -108,8 +112,14 @@ def main(argv=None):
                    help="link-time address of _text, to undo KASLR in --kallsyms (default per arch)")
     p.add_argument("-o", "--output", metavar="OUT.json.xz", help="output file (.json, .json.xz, .json.gz)")
     args = p.parse_args(argv)
+    if not args.btf and not args.from_dump:
+        p.error("give VMLINUX_OR_BTF or --from-dump DUMP")
     try:
-        out, banner, isf = build(args)
+        if args.from_dump:
+            from .fromdump import cli_build
+            out, banner, isf = cli_build(args)
+        else:
+            out, banner, isf = build(args)
     except (CliError, SymbolFileError, btfmod.BtfError, ValueError, OSError) as e:
         print(f"ktstr-isf: error: {e}", file=sys.stderr)
         return 2
