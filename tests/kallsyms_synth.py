@@ -116,11 +116,11 @@ def build(entries, layout="pcrel", base=0xFFFFFFFF81000000, prefix=0x1000, big_e
     if layout == "pcrel":
         align(buf, 4)
         pos["kallsyms_offsets"] = len(buf)
-        table_va = None
-        for i, (_k, nm, a) in enumerate(entries):
+        # Without a kallsyms_offsets symbol (no KALLSYMS_ALL) the table still sits somewhere.
+        table_va = max(a for _k, _nm, a in entries) + 0x1000
+        for _k, nm, a in entries:
             if nm == "kallsyms_offsets":
                 table_va = a
-        assert table_va is not None, "pcrel tables need a kallsyms_offsets symbol"
         for i, (_k, _nm, a) in enumerate(entries):
             buf += struct.pack("<i", a - (table_va + 4 * i))
     elif layout == "baserel":

@@ -1,0 +1,206 @@
+"""isf.carve / isf.fromdump on small synthetic images (raw, ELF core, LiME)."""
+
+import struct
+
+import pytest
+
+import kallsyms_synth as synth
+from volatility3_ktstr.isf import carve, cli, fromdump
+
+TEXT = 0xFFFFFFFF81000000
+KASLR = 0x1C000000
+P0 = 0x200000            # physical address of _text
+BANNER = b"Linux version 7.2.0-test (nobody@example) (gcc 16) #1 SMP PREEMPT_DYNAMIC\n\0"
+
+
+def tiny_btf(pad_strings=0):
+    """A valid BTF with the core types the carver insists on (empty structs)."""
+    names = [b"task_struct", b"mm_struct", b"list_head", b"int"]
+    strings = b"\0"
+    offs = []
+    for n in names:
+        offs.append(len(strings))
+        strings += n + b"\0"
+    strings += b"x" * pad_strings + (b"\0" if pad_strings else b"")
+    types = b""
+    for off in offs[:3]:
+        types += struct.pack("<III", off, 4 << 24, 16)           # STRUCT, vlen 0, size 16
+    types += struct.pack("<IIII", offs[3], 1 << 24, 4, (1 << 24) | 32)  # INT signed 32
+    hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
+    return hdr + types + strings
+
+
+def make_image(btf_blob, with_data=True, layout="pcrel", vmcoreinfo=True):
+    """(memory bytes, entries): kernel 'image' at P0 with kallsyms, banner, BTF, VMCOREINFO."""
+    tables_at = P0 + 0x100000
+    banner_at = P0 + 0x80000
+    btf_at = P0 + 0x400000
+    entries = synth.sample_entries(text=TEXT, with_data=with_data)
+    if with_data:
+        entries += [("B", "vmcoreinfo_data", TEXT + 0x90000), ("D", "page_offset_base", TEXT + 0x90008)]
+    _, pos = synth.build(entries, layout, prefix=0)
+    if with_data:
+        where = {n: TEXT + tables_at - P0 + off for n, off in pos.items()}
+        where.update(linux_banner=TEXT + banner_at - P0, __start_BTF=TEXT + btf_at - P0,
+                     __stop_BTF=TEXT + btf_at - P0 + len(btf_blob),
+                     vmcoreinfo_data=TEXT + 0x90000, page_offset_base=TEXT + 0x90008)
+        entries = [(k, n, where.get(n, a)) for k, n, a in entries]
+    runtime = [(k, n, a + KASLR) for k, n, a in entries]
+    blob, pos2 = synth.build(runtime, layout, prefix=0)
+    mem = bytearray(16 << 20)
+    mem[tables_at:tables_at + len(blob)] = blob
+    mem[banner_at:banner_at + len(BANNER)] = BANNER
+    mem[btf_at:btf_at + len(btf_blob)] = btf_blob
+    # The vmcoreinfo page in the direct map (page_offset_base + PA).
+    vmci_pa = 0xC00000
+    pob = 0xFFFF9A0000000000
+    mem[P0 + 0x90000:P0 + 0x90008] = struct.pack("<Q", pob + vmci_pa)
+    mem[P0 + 0x90008:P0 + 0x90010] = struct.pack("<Q", pob)
+    if vmcoreinfo:
+        init_task = dict((n, a) for _k, n, a in runtime).get("init_task", 0)
+        text = (f"OSRELEASE=7.2.0-test\nPAGESIZE=4096\nSYMBOL(init_task)={init_task:x}\n"
+                f"NUMBER(phys_base)=0\nKERNELOFFSET={KASLR:x}\n").encode()
+        mem[vmci_pa:vmci_pa + len(text)] = text
+    return bytes(mem), entries
+
+
+def write_raw(tmp_path, mem):
+    p = tmp_path / "mem.raw"
+    p.write_bytes(mem)
+    return p
+
+
+def write_elf(tmp_path, mem, note=b""):
+    """ELF64 core with two PT_LOADs (a hole between) and an optional VMCOREINFO note."""
+    split = 0x100000
+    segs = [(0, mem[:split - 0x1000]), (split, mem[split:])]
+    phnum = len(segs) + (1 if note else 0)
+    off = 64 + 56 * phnum
+    notes = b""
+    if note:
+        notes = struct.pack("<III", 11, len(note), 0) + b"VMCOREINFO\0\0" + note
+        notes += b"\0" * (-len(notes) % 4)
+    ph = b""
+    data = b""
+    if note:
+        ph += struct.pack("<IIQQQQQQ", 4, 0, off, 0, 0, len(notes), len(notes), 4)
+        data += notes
+    for pa, chunk in segs:
+        ph += struct.pack("<IIQQQQQQ", 1, 7, off + len(data), 0, pa, len(chunk), len(chunk), 4096)
+        data += chunk
+    ehdr = b"\x7fELF" + bytes([2, 1, 1]) + b"\0" * 9 + struct.pack(
+        "<HHIQQQIHHHHHH", 4, 62, 1, 0, 64, 0, 0, 64, 56, phnum, 64, 0, 0)
+    p = tmp_path / "mem.elf"
+    p.write_bytes(ehdr + ph + data)
+    return p
+
+
+def write_lime(tmp_path, mem):
+    p = tmp_path / "mem.lime"
+    with open(p, "wb") as f:
+        for start, end in ((0, 0x9FFFF), (0x100000, len(mem) - 1)):
+            f.write(struct.pack("<IIQQQ", fromdump.LIME_MAGIC, 1, start, end, 0))
+            f.write(mem[start:end + 1])
+    return p
+
+
+@pytest.fixture(scope="module")
+def btf_blob():
+    return tiny_btf(pad_strings=70000)
+
+
+@pytest.mark.parametrize("fmt", ["raw", "elf", "lime"])
+def test_carve_formats(tmp_path, btf_blob, fmt):
+    mem, entries = make_image(btf_blob)
+    path = {"raw": write_raw, "elf": write_elf, "lime": write_lime}[fmt](tmp_path, mem)
+    with fromdump.open_image(path) as image:
+        assert image.format == fmt
+        c = fromdump.carve(image, path.name)
+    assert c.blob == btf_blob
+    assert c.banner == BANNER
+    assert c.kallsyms.layout == "pcrel"
+    assert c.vmcoreinfo["KERNELOFFSET"] == KASLR
+    assert "VMCOREINFO" in c.how
+    want = {}
+    for k, n, a in sorted(entries, key=lambda e: e[2]):
+        want.setdefault(n, (a, k))
+    assert c.symbols == want
+
+
+def test_elf_note_vmcoreinfo(tmp_path, btf_blob):
+    mem, _ = make_image(btf_blob, vmcoreinfo=False)
+    note = f"OSRELEASE=7.2.0-test\nKERNELOFFSET={KASLR:x}\nSYMBOL(_text)={TEXT + KASLR:x}\n".encode()
+    with fromdump.open_image(write_elf(tmp_path, mem, note)) as image:
+        c = fromdump.carve(image)
+    assert c.vmcoreinfo["SYMBOL"]["_text"] == TEXT + KASLR
+    assert c.symbols["_text"] == (TEXT, "T")
+
+
+def test_scan_windows_and_full_fallback(tmp_path, btf_blob):
+    mem, _ = make_image(btf_blob)
+    with fromdump.open_image(write_raw(tmp_path, mem)) as image:
+        res = carve.scan(image)
+        assert [t for _p, t in res.hits["banner"]] == [BANNER]
+        assert res.hits["kallsyms"] and res.hits["btf"]
+        assert res.full == {"banner"}
+        carve.scan_full(image, res, ["btf", "kallsyms"])
+        assert res.full == {"banner", "btf", "kallsyms"}
+        found = carve.carve_btf(image, res)          # without kallsyms: by the 0xEB9F header
+        assert found is not None and found[1] == btf_blob
+
+
+def test_parse_vmcoreinfo():
+    info = carve.parse_vmcoreinfo(b"OSRELEASE=6.1.0\nPAGESIZE=4096\nSYMBOL(swapper_pg_dir)=ffff800081f00000\n"
+                                  b"NUMBER(VA_BITS)=48\nKERNELOFFSET=2a0000\nCRASHTIME=1\n")
+    assert info["OSRELEASE"] == "6.1.0"
+    assert info["SYMBOL"]["swapper_pg_dir"] == 0xFFFF800081F00000
+    assert info["NUMBER"]["VA_BITS"] == 48
+    assert info["KERNELOFFSET"] == 0x2A0000
+    assert carve.parse_vmcoreinfo(b"PAGESIZE=4096\n") is None
+
+
+def run_cli(argv, capsys):
+    rc = cli.main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_no_btf_one_line_exit_2(tmp_path, capsys):
+    mem, _ = make_image(b"\0" * 64)
+    rc, _out, err = run_cli(["--from-dump", str(write_raw(tmp_path, mem)), "-o", str(tmp_path / "x.json")], capsys)
+    assert rc == 2
+    assert err.count("\n") == 1 and "no kernel BTF" in err and "System.map" in err
+
+
+def test_cli_no_data_symbols_names_them(tmp_path, capsys, btf_blob):
+    mem, _ = make_image(btf_blob, with_data=False)
+    rc, _out, err = run_cli(["--from-dump", str(write_raw(tmp_path, mem)), "-o", str(tmp_path / "x.json")], capsys)
+    assert rc == 2
+    assert err.count("\n") == 1
+    assert "CONFIG_KALLSYMS_ALL" in err and "linux_banner, init_task" in err and "--system-map" in err
+
+
+def test_cli_no_kallsyms(tmp_path, capsys, btf_blob):
+    mem = bytearray(4 << 20)
+    mem[0x1000:0x1000 + len(BANNER)] = BANNER
+    rc, _out, err = run_cli(["--from-dump", str(write_raw(tmp_path, bytes(mem))), "-o", str(tmp_path / "x.json")],
+                            capsys)
+    assert rc == 2 and "no kallsyms tables" in err and err.count("\n") == 1
+
+
+def test_cli_from_dump_writes_isf(tmp_path, capsys, btf_blob):
+    mem, _ = make_image(btf_blob)
+    out = tmp_path / "k.json"
+    rc, stdout, err = run_cli(["--from-dump", str(write_raw(tmp_path, mem)), "-o", str(out)], capsys)
+    assert rc == 0, err
+    import json
+    isf = json.loads(out.read_text())
+    assert isf["symbols"]["init_task"]["address"] > 0
+    assert "task_struct" in isf["user_types"]
+    assert isf["metadata"]["linux"]["types"][0]["name"] == "btf-in-memory"
+
+
+def test_cli_needs_an_input(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([])
+    assert e.value.code == 2
