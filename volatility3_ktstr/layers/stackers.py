@@ -465,7 +465,10 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
 
     @classmethod
     def _from_isf(cls, context, layer_name, hits, banners):
-        from volatility3.framework.symbols import linux as linux_symbols  # heavy; only when needed
+        # Heavy imports, only on this path.  LinuxKernelIntermedSymbols registers classes from
+        # extension submodules that `vol` imports via its plugins but a library caller may not.
+        from volatility3.framework.symbols import linux as linux_symbols
+        from volatility3.framework.symbols.linux.extensions import network  # noqa: F401
 
         seen = set()
         for offset, text in hits:
