@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from ..btf import Kind
 from ..core import ReadError
-from .arena import LOW32, ArenaInfo
+from .arena import LOW32, ArenaInfo, arena_for_program
 
 LEVELS = 3
 ENTS_SHIFT = 9
@@ -548,3 +548,85 @@ def render_payload(btf, type_id, payload, reason="", chase=None):
     if type_id:
         return render(btf, type_id, payload, chase=chase)
     return {"hex": hex_list(payload), "reason": reason}
+
+
+# --- schedulers in a dump ---------------------------------------------------------------------
+
+@dataclass
+class ProgramSdt:
+    """One loaded BPF object that declares scx_allocator variables."""
+
+    scheduler: str
+    data_map: object                # BpfMap of the .bss (or .data) section holding them
+    btf: object = None
+    allocators: list = field(default_factory=list)
+    arena: ArenaInfo = None
+    arena_how: str = ""
+    slots: SdtSlots = None
+    error: str = None               # why the allocators could not be walked
+
+
+def scheduler_name(data_map, maps):
+    """The object's name: the section map's prefix (libbpf names it '<obj>.bss'), else the
+    struct_ops map of the same BTF object, else '?'."""
+    prefix = data_map.name.rsplit(".", 1)[0] if "." in data_map.name else ""
+    if prefix:
+        return prefix
+    for m in maps:
+        if m.type_name == "struct_ops" and m.btf_kva == data_map.btf_kva and m.name:
+            return m.name
+    return "?"
+
+
+def find_programs(reader, layout, maps, btf_at, arenas, progs, *, is_foreign=None,
+                  type_name=None, header_override=None, max_entries=None, walk=True):
+    """Every section map (ARRAY whose BTF value type is a DATASEC) that holds scx_allocator
+    variables, with its program BTF, arena and (``walk``) live slots.
+
+    ``btf_at(kva)`` parses a program BTF (raising on failure); ``arenas`` are ArenaInfo records;
+    ``progs`` ProgRefs (arena attribution); ``is_foreign(name)`` says a struct is the kernel's
+    (excluded from payload candidates)."""
+    value_off = None
+    out = []
+    for m in maps:
+        if m.type_name != "array" or not m.btf_kva or not m.btf_value_type_id or m.error:
+            continue
+        try:
+            btf = btf_at(m.btf_kva)
+            sec = btf.type(m.btf_value_type_id)
+        except Exception as e:     # a broken BTF only hides this map; say so below
+            if m.name.endswith(".bss"):
+                out.append(ProgramSdt(scheduler_name(m, maps), m, error=f"program BTF: {e}"))
+            continue
+        if sec is None or sec.kind != Kind.DATASEC:
+            continue
+        allocators = find_allocators(btf, m.btf_value_type_id)
+        if not allocators:
+            continue
+        prog = ProgramSdt(scheduler_name(m, maps), m, btf, allocators)
+        out.append(prog)
+        if value_off is None:
+            value_off = layout.offset("bpf_array", "value")
+        try:
+            # Section maps have one element: index 0 sits at bpf_array.value.
+            value = reader.read(m.kva + value_off, m.value_size)
+        except ReadError as e:
+            prog.error = f"{m.name} value unreadable: {e.reason}"
+            continue
+        try:
+            offs = SdtOffsets.from_btf(btf, header_override)
+        except SdtError as e:
+            prog.error = str(e)
+            continue
+        a0 = allocators[0]
+        _, root = allocator_fields(value[a0.offset:a0.offset + offs.allocator_size], offs)
+        prog.arena, prog.arena_how = arena_for_program(arenas, progs, m.btf_kva, (m.kva,), root)
+        if prog.arena is None:
+            prog.error = prog.arena_how
+            continue
+        if walk:
+            prog.slots = SdtSlots.from_program(reader, btf, m.btf_value_type_id, value, prog.arena,
+                                               is_foreign=is_foreign, type_name=type_name,
+                                               header_override=header_override,
+                                               max_entries=max_entries)
+    return out
