@@ -1,0 +1,175 @@
+"""Volatility automagic hook: make the kernel ISF from the image itself when none matches.
+
+:class:`KtstrAutoIsfStacker` runs before every Linux stacker (ours at 33, Volatility's at 34
+and 35) but after the file-format stackers (LiME, ELF, ... at 10-20), so it sees the
+physical layer. If a banner in the image matches an ISF Volatility already knows it returns
+at the first such banner (cheap). Otherwise it carves BTF + kallsyms + banner from the
+image, writes the ISF into Volatility's user symbol cache, re-indexes the identifier cache
+(so the stackers that follow find it in this very run) and returns None: the normal stackers
+then build the kernel layer. A failure is one warning line; the run continues as before.
+
+Imports Volatility; the rest of ``isf`` does not.
+"""
+
+import logging
+import os
+import time
+import urllib.parse
+import urllib.request
+
+from volatility3.framework import constants, interfaces
+from volatility3.framework.automagic import symbol_cache
+from volatility3.framework.layers import intel
+
+from . import carve as carvemod
+from . import fromdump
+from .banner import BANNER_RE
+
+vollog = logging.getLogger(__name__)
+
+DISABLE_ENV = ("VOLATILITY3_KTSTR_NO_AUTOISF", "VOLATILITY3_KTSTR_DISABLE")
+SCAN_CHUNK = 32 << 20
+MAX_BANNERS = 64
+# Layers our own reader handles directly (mmap of the file: faster than layer.read).
+FILE_FORMATS = {"FileLayer": "raw", "Elf64Layer": "elf", "LimeLayer": "lime"}
+
+_attempted = set()
+
+
+class LayerImage:
+    """carve's image interface over a Volatility physical layer."""
+
+    def __init__(self, layer):
+        self._layer = layer
+        segs = getattr(layer, "_segments", None)
+        if segs:
+            self.ranges = [(s[0], s[2]) for s in sorted(segs)]
+        else:
+            lo = layer.minimum_address
+            self.ranges = [(lo, layer.maximum_address + 1 - lo)]
+
+    def read(self, phys, size):
+        return self._layer.read(phys, size, pad=True)
+
+    def close(self):
+        pass
+
+
+def _file_path(context, layer):
+    """Local path of the file under a raw/ELF/LiME layer, or None."""
+    base = layer
+    for _ in range(4):
+        if type(base).__name__ == "FileLayer":
+            url = urllib.parse.urlparse(base.location)
+            if url.scheme == "file":
+                return urllib.request.url2pathname(url.path)
+            return None
+        name = base.config.get("base_layer") if hasattr(base, "config") else None
+        if not name or name not in context.layers:
+            return None
+        base = context.layers[name]
+    return None
+
+
+def image_for(context, layer_name):
+    layer = context.layers[layer_name]
+    fmt = FILE_FORMATS.get(type(layer).__name__)
+    path = _file_path(context, layer) if fmt else None
+    if path and os.path.isfile(path):
+        try:
+            image = fromdump.open_image(path)
+            if image.format == fmt:
+                return image
+            image.close()
+        except (OSError, ValueError):
+            pass
+    return LayerImage(layer)
+
+
+def iter_banners(image):
+    """(phys, exact banner bytes) of the banners in the image, first to last."""
+    n = 0
+    for start, length in image.ranges:
+        for base, buf, lo, hi in carvemod._chunks(image, start, length, SCAN_CHUNK):
+            pos = buf.find(carvemod.BANNER_MAGIC, lo, hi)
+            while pos >= 0:
+                m = BANNER_RE.match(buf, pos, pos + 512)
+                if m:
+                    yield base + pos, m.group(0)
+                    n += 1
+                    if n >= MAX_BANNERS:
+                        return
+                pos = buf.find(carvemod.BANNER_MAGIC, pos + 1, hi)
+
+
+def symbols_dir():
+    """Volatility's user symbol cache (always on its search path)."""
+    return os.path.join(constants.SYMBOL_BASEPATHS[-1], "linux")
+
+
+def known_banners():
+    try:
+        return symbol_cache.load_cache_manager().get_identifier_dictionary(operating_system="linux")
+    except ValueError:
+        return {}
+
+
+def ensure_isf(context, layer_name, progress_callback=None):
+    """Build and cache the ISF for the image's kernel unless one is known. Returns the path
+    written, or None."""
+    layer = context.layers[layer_name]
+    if isinstance(layer, intel.Intel) or "page_map_offset" in layer.config:
+        return None            # a translation layer: the physical one was handled already
+    key = (type(layer).__name__, _file_path(context, layer) or layer_name)
+    if key in _attempted:
+        return None
+    _attempted.add(key)
+    known = known_banners()
+    image = image_for(context, layer_name)
+    try:
+        seen = False
+        for _phys, text in iter_banners(image):
+            seen = True
+            if text in known:
+                return None
+        if not seen:
+            return None        # no Linux kernel here (or not one we can read)
+        vollog.warning("ktstr: no symbol table matches this Linux kernel; building one from the "
+                       "image's own BTF and kallsyms (once, ~20 s)")
+        t0 = time.perf_counter()
+
+        def progress(pct):
+            if progress_callback:
+                progress_callback(pct, "ktstr: scanning the image for BTF and kallsyms")
+
+        from .cli import default_name, write_isf
+
+        c = fromdump.carve(image, "the image", progress=progress)
+        if progress_callback:
+            progress_callback(100, "ktstr: writing the symbol table")
+        isf, banner = fromdump.build_isf(c)
+        out = os.path.join(symbols_dir(), default_name(banner, c.arch))
+        write_isf(isf, out)
+        symbol_cache.load_cache_manager().update()
+        vollog.warning(f"ktstr: wrote {out} ({len(c.symbols)} symbols, "
+                       f"{time.perf_counter() - t0:.0f} s); later runs use it directly")
+        return out
+    except (ValueError, OSError) as e:
+        vollog.warning(f"ktstr: cannot build a symbol table from the image: {e}")
+        return None
+    finally:
+        image.close()
+
+
+class KtstrAutoIsfStacker(interfaces.automagic.StackerLayerInterface):
+    """Never stacks a layer; makes sure an ISF for the image's kernel exists (see module doc)."""
+
+    stack_order = 30
+    exclusion_list = ["mac", "windows"]
+
+    @classmethod
+    def stack(cls, context, layer_name, progress_callback=None):
+        if any(os.environ.get(v) for v in DISABLE_ENV):
+            return None
+        ensure_isf(context, layer_name, progress_callback)
+        return None
