@@ -19,6 +19,7 @@ _HEX_BYTES = tuple(f"0x{i:02x}" for i in range(256))
 _INT_CODES = {1: "b", 2: "h", 4: "i", 8: "q"}
 _FLOAT_CODES = {4: "f", 8: "d"}
 _RUNS = re.compile("1+")
+_ESCAPE = re.compile(r"[^\x20-\x5b\x5d-\x7e]")
 
 
 class Hex(str):
@@ -72,13 +73,18 @@ def bitfield_value(data, pos, bf, order):
 
 
 def printable(raw: bytes) -> str:
-    """Bytes up to the first NUL, non-printable ones as \\xHH."""
+    """Bytes up to the first NUL, non-printable ones (and the backslash) as \\xHH."""
     end = raw.find(b"\0")
     if end >= 0:
         raw = raw[:end]
-    if all(0x20 <= c < 0x7F for c in raw):
-        return raw.decode("ascii")
-    return "".join(chr(c) if 0x20 <= c < 0x7F and c != 0x5C else f"\\x{c:02x}" for c in raw)
+    text = raw.decode("latin-1")
+    if text.isprintable() and text.isascii() and "\\" not in text:
+        return text
+    return _ESCAPE.sub(_escape_one, text)
+
+
+def _escape_one(m):
+    return f"\\x{ord(m.group()):02x}"
 
 
 class Plan:
