@@ -107,3 +107,39 @@ def test_arena_infos_picks_arena_maps_only():
             BpfMap(kva=0x1234, id=4, type_name="array", name="x.bss")]
     infos = arena.arena_infos(mem, layout, maps, 4096)
     assert [i.map_id for i in infos] == [3] and infos[0].usable
+
+
+def test_arena_for_program_attribution_order():
+    from types import SimpleNamespace as NS
+
+    a1 = arena.ArenaInfo(map_id=3, map_kva=0xA1, user_vm_start=USER, size=1 << 32)
+    a2 = arena.ArenaInfo(map_id=5, map_kva=0xA2, user_vm_start=2 * USER, size=1 << 32)
+    bss = 0xB55
+    p1 = NS(kva=0x1, btf_kva=0xBF1, used_map_kvas=[bss, 0xA2], name="sched_enqueue")
+    p2 = NS(kva=0x2, btf_kva=0xBF2, used_map_kvas=[0xA1], name="other")
+    # aux->arena wins over used_maps.
+    got, how = arena.arena_for_program([a1, a2], [p1, p2], 0xBF1, (bss,), None, {0x1: 0xA1})
+    assert got is a1 and how.startswith("bpf_prog_aux.arena of sched_enqueue")
+    got, how = arena.arena_for_program([a1, a2], [p1, p2], 0xBF1, (bss,))
+    assert got is a2 and how.startswith("bpf_prog_aux.used_maps")
+    # No program info: the pointer's upper bits decide.
+    got, how = arena.arena_for_program([a1, a2], [], 0xBF1, (bss,), 2 * USER + 0x4000)
+    assert got is a2 and "range" in how
+    got, how = arena.arena_for_program([a1, a2], [], 0xBF1, (bss,), 0x4000)
+    assert got is None and "cannot tell which of 2" in how
+    got, how = arena.arena_for_program([a1], [], 0xBF1)
+    assert got is a1 and how == "the only arena map"
+
+
+def test_prog_arena_kva_reads_aux():
+    from test_sdtalloc_support import BtfWriter
+
+    w = BtfWriter()
+    u64 = w.int("long long unsigned int", 8)
+    w.struct("bpf_prog_aux", 256, [("arena", u64, 208)])
+    layout = BtfLayout(w.btf())
+    mem = SparseMemory()
+    mem.put(0xFFFF_8880_0000_1000 + 208, (0xA1).to_bytes(8, "little"))
+    assert arena.prog_arena_kva(mem, layout, 0xFFFF_8880_0000_1000) == 0xA1
+    assert arena.prog_arena_kva(mem, layout, 0xFFFF_8880_0009_0000) == 0
+    assert arena.prog_arena_kva(mem, BtfLayout(kernel_btf()), 0xFFFF_8880_0000_1000) == 0

@@ -202,75 +202,37 @@ def mapped_pages(info: ArenaInfo, mapping, limit=None):
 
 # --- which arena a program uses ---------------------------------------------------------------
 
-MAX_USED_MAPS = 64      # kernel limit on maps one program references (MAX_USED_MAPS)
-
-
-@dataclass
-class ProgRefs:
-    """What attributing an arena needs from one BPF program (``bpf_prog_aux``)."""
-
-    id: int
-    kva: int
-    name: str = ""
-    btf_kva: int = 0            # aux->btf: the program's BTF object
-    arena_kva: int = 0          # aux->arena (kernels that record it), else 0
-    used_maps: tuple = ()       # kvas of aux->used_maps[]
-    error: str = None
-
-
-def read_prog_refs(reader, layout, prog_kva, prog_id) -> ProgRefs:
-    """One bulk read of ``bpf_prog_aux`` (and of its used_maps array)."""
-    p = ProgRefs(id=prog_id, kva=prog_kva)
+def prog_arena_kva(reader, layout, aux_kva) -> int:
+    """``bpf_prog_aux.arena`` (the arena a program was verified against); 0 when the kernel
+    lacks the member or it is unreadable."""
+    if not aux_kva or not layout.has("bpf_prog_aux", "arena"):
+        return 0
     try:
-        aux = reader.u64(prog_kva + layout.offset("bpf_prog", "aux"))
-        raw = reader.read(aux, layout.size("bpf_prog_aux"))
-    except ReadError as e:
-        p.error = f"bpf_prog/aux unreadable: {e.reason}"
-        return p
-
-    def field(name, width=8):
-        if not layout.has("bpf_prog_aux", name):
-            return 0
-        off = layout.offset("bpf_prog_aux", name)
-        return int.from_bytes(raw[off:off + width], "little")
-
-    if layout.has("bpf_prog_aux", "name"):
-        off = layout.offset("bpf_prog_aux", "name")
-        p.name = raw[off:off + 16].split(b"\0", 1)[0].decode("utf-8", "replace")
-    p.btf_kva = field("btf")
-    p.arena_kva = field("arena")
-    cnt, maps = field("used_map_cnt", 4), field("used_maps")
-    if maps and 0 < cnt <= MAX_USED_MAPS:
-        try:
-            arr = reader.read(maps, 8 * cnt)
-            p.used_maps = tuple(int.from_bytes(arr[i:i + 8], "little") for i in range(0, 8 * cnt, 8))
-        except ReadError as e:
-            p.error = f"used_maps unreadable: {e.reason}"
-    return p
+        return reader.u64(aux_kva + layout.offset("bpf_prog_aux", "arena"))
+    except ReadError:
+        return 0
 
 
-def program_refs(reader, layout, prog_idr_addr, max_progs=1 << 16):
-    """ProgRefs of every program in ``prog_idr``."""
-    from ..bpf import idr
-
-    return [read_prog_refs(reader, layout, kva, pid)
-            for pid, kva in idr.idr_entries(reader, layout, prog_idr_addr, max_progs)]
-
-
-def arena_for_program(arenas, progs, btf_kva, map_kvas=(), pointer=None):
+def arena_for_program(arenas, progs, btf_kva, map_kvas=(), pointer=None, prog_arenas=None):
     """(ArenaInfo or None, how) for the program whose BTF object is ``btf_kva`` (or which uses
-    one of ``map_kvas``). Tried in order: ``aux->arena`` of those programs, arena maps in their
-    ``used_maps``, arenas whose user range matches the upper bits of ``pointer`` (an arena
-    pointer the program stored), the only arena of the dump."""
+    one of ``map_kvas``).
+
+    ``progs``: BpfProg records (``btf_kva``, ``used_map_kvas``, ``name``, ``kva``);
+    ``prog_arenas``: {prog kva: bpf_prog_aux.arena}. Tried in order: ``aux->arena`` of those
+    programs, arena maps in their ``used_maps``, arenas whose user range holds ``pointer`` (an
+    arena pointer the program stored), the only arena of the dump."""
+    prog_arenas = prog_arenas or {}
     by_kva = {a.map_kva: a for a in arenas}
     mine = [p for p in progs if (btf_kva and p.btf_kva == btf_kva)
-            or any(k in p.used_maps for k in map_kvas)]
-    for label, kvas in (("bpf_prog_aux.arena", {p.arena_kva for p in mine}),
-                        ("bpf_prog_aux.used_maps", {k for p in mine for k in p.used_maps})):
+            or any(k in p.used_map_kvas for k in map_kvas)]
+    for label, refs in (("bpf_prog_aux.arena", lambda p: (prog_arenas.get(p.kva, 0),)),
+                        ("bpf_prog_aux.used_maps", lambda p: p.used_map_kvas)):
+        kvas = {k for p in mine for k in refs(p)}
         hits = [by_kva[k] for k in sorted(kvas) if k in by_kva]
         if len(hits) == 1:
-            names = sorted({p.name for p in mine if p.name})[:3]
-            return hits[0], f"{label} of {', '.join(names) or 'its programs'}"
+            names = sorted({p.name for p in mine if p.name and hits[0].map_kva in refs(p)})
+            more = f" (+{len(names) - 3})" if len(names) > 3 else ""
+            return hits[0], f"{label} of {', '.join(names[:3]) or 'its programs'}{more}"
     if pointer:
         hits = [a for a in arenas if a.owns(pointer)]
         if len(hits) == 1:

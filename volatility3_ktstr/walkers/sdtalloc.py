@@ -578,13 +578,15 @@ def scheduler_name(data_map, maps):
     return "?"
 
 
-def find_programs(reader, layout, maps, btf_at, arenas, progs, *, is_foreign=None,
-                  type_name=None, header_override=None, max_entries=None, walk=True):
+def find_programs(reader, layout, maps, btf_at, arenas, progs, *, prog_arenas=None,
+                  is_foreign=None, type_name=None, header_override=None, max_entries=None,
+                  walk=True):
     """Every section map (ARRAY whose BTF value type is a DATASEC) that holds scx_allocator
     variables, with its program BTF, arena and (``walk``) live slots.
 
     ``btf_at(kva)`` parses a program BTF (raising on failure); ``arenas`` are ArenaInfo records;
-    ``progs`` ProgRefs (arena attribution); ``is_foreign(name)`` says a struct is the kernel's
+    ``progs`` BpfProg records and ``prog_arenas`` {prog kva: aux->arena} (arena attribution, see
+    :func:`arena.arena_for_program`); ``is_foreign(name)`` says a struct is the kernel's
     (excluded from payload candidates)."""
     value_off = None
     out = []
@@ -620,7 +622,8 @@ def find_programs(reader, layout, maps, btf_at, arenas, progs, *, is_foreign=Non
             continue
         a0 = allocators[0]
         _, root = allocator_fields(value[a0.offset:a0.offset + offs.allocator_size], offs)
-        prog.arena, prog.arena_how = arena_for_program(arenas, progs, m.btf_kva, (m.kva,), root)
+        prog.arena, prog.arena_how = arena_for_program(arenas, progs, m.btf_kva, (m.kva,), root,
+                                                       prog_arenas)
         if prog.arena is None:
             prog.error = prog.arena_how
             continue

@@ -45,13 +45,7 @@ class SdtAlloc(interfaces.plugins.PluginInterface):
     def _programs(self, kctx):
         maps = ps.list_maps(kctx)
         arenas = arenaw.arena_infos(kctx.reader, kctx.layout, maps, kctx.page_size)
-        prog_idr = kctx.symbol("prog_idr")
-        progs = []
-        if prog_idr is not None:
-            try:
-                progs = arenaw.program_refs(kctx.reader, kctx.layout, prog_idr)
-            except (ReadError, LayoutError):
-                progs = []     # attribution then falls back to pointer ranges
+        progs, prog_arenas = _programs_and_arenas(kctx)
         max_entries = self.config.get("max_entries")
         if max_entries is not None and max_entries < 0:
             raise KtstrError("--max-entries must be >= 0")
@@ -59,7 +53,7 @@ class SdtAlloc(interfaces.plugins.PluginInterface):
         if header is not None and not 0 <= header < sdtalloc.MIN_ELEM_SIZE:
             raise KtstrError(f"--header-size must be 0..{sdtalloc.MIN_ELEM_SIZE - 1}")
         programs = sdtalloc.find_programs(
-            kctx.reader, kctx.layout, maps, kctx.btf_at, arenas, progs,
+            kctx.reader, kctx.layout, maps, kctx.btf_at, arenas, progs, prog_arenas=prog_arenas,
             is_foreign=self._kernel_struct_test(kctx), type_name=self.config.get("type"),
             header_override=header, max_entries=max_entries)
         return maps, programs
@@ -172,6 +166,22 @@ class SdtAlloc(interfaces.plugins.PluginInterface):
              ("Address", format_hints.Hex), ("PID", int), ("Comm", str), ("Type", str),
              ("Payload", str), ("Note", str)],
             guarded(NAME, self._generator()))
+
+
+def _programs_and_arenas(kctx):
+    """BPF programs and {prog kva: aux->arena}; empty when prog_idr is unavailable (arena
+    attribution then falls back to pointer ranges)."""
+    from volatility3_ktstr.bpf import progs as bpfprogs
+
+    prog_idr = kctx.symbol("prog_idr")
+    if prog_idr is None:
+        return [], {}
+    try:
+        progs = list(bpfprogs.iter_progs(kctx.reader, kctx.layout, prog_idr))
+    except (ReadError, LayoutError):
+        return [], {}
+    arenas = {p.kva: arenaw.prog_arena_kva(kctx.reader, kctx.layout, p.aux_kva) for p in progs}
+    return progs, arenas
 
 
 _LEVEL_NAMES = {0: "root descriptor", 1: "level-1 subtree", 2: "leaf chunk", 3: "slot"}
