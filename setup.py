@@ -1,5 +1,6 @@
 """volatility3-ktstr: Volatility 3 plugins for sched_ext and BPF state in Linux memory dumps."""
 
+import glob
 import os
 
 from setuptools import find_packages, setup
@@ -23,6 +24,12 @@ class BuildPyWithPth(build_py):
 
     def get_outputs(self, include_bytecode=True):
         return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, PTH)]
+
+
+def _files(folder):
+    """Files of a repo folder, relative to setup.py (as data_files wants them)."""
+    return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, folder, "*"))
+                  if os.path.isfile(p))
 
 
 setup(
@@ -50,7 +57,11 @@ setup(
     entry_points={
         "console_scripts": [
             "ktstr-isf=volatility3_ktstr.isf.cli:main",
+            "ktstr-minimize=volatility3_ktstr.minimize:main",
+            "ktstr-sample=volatility3_ktstr.sample:main",
         ]
     },
+    # The bundled sample dump and its ISF (volatility3_ktstr/sample.py finds them here).
+    data_files=[(f"share/volatility3-ktstr/{d}", _files(d)) for d in ("samples", "symbols/linux")],
     cmdclass={"build_py": BuildPyWithPth},
 )

@@ -1,0 +1,678 @@
+"""Minimize a Linux memory dump to the pages that a set of Volatility plugins reads.
+
+The result is a small, real dump: an ELF core whose PT_LOAD segments hold exactly the physical
+pages the plugins needed (or, with ``--format raw``, a raw image with every other page zeroed).
+Running the same plugins on it gives the same output as on the full dump; the tool checks that.
+
+How it works
+------------
+1. **Record.** Each plugin runs in its own ``vol`` process (the installed Volatility, same
+   command-line flags) whose file layer notes every page of the dump file it reads
+   (:class:`PageRecorder`). Stacking is included: page-table walks, the ELF/LiME header checks,
+   ``init_task`` validation and VMCOREINFO parsing are ordinary reads and are kept.
+2. **Scans are not kept whole.** Banner/VMCOREINFO/``swapper/0`` searches read the whole image
+   in large chunks. A read is a *scan read* when it comes from a scanner (Volatility's
+   ``_scan_chunk``, ktstr's ``scan_image``) or is at least :data:`SCAN_READ_MIN` bytes long.
+   Of a scan read only the pages holding a match of :data:`SCAN_SIGNATURES` (what the Linux
+   stackers look for: ``Linux version ...`` banners, VMCOREINFO, the ``swapper/0`` comm) are
+   kept, each up to its terminating NUL. Every match is kept, so a stacker walking the hits in
+   order sees the same sequence on the small dump; whatever it reads next to a hit is an
+   ordinary read and is recorded too.
+3. **Write.** Kept pages are merged into runs (``--merge-gap`` also swallows short gaps, with
+   their real content, to keep the segment count down) and written as an ELF64 core
+   (``e_type`` ET_CORE, ``p_paddr`` = physical address), optionally xz-compressed (``.xz``).
+   Raw inputs map file offset to physical address with ``--phys-base``; ELF inputs keep
+   their own ``p_paddr`` (their PT_NOTE segments are copied as they are).
+4. **Verify.** ``vol -r json`` runs each plugin on the new dump and compares the rows with
+   the recording run's; any difference is reported and the exit status is 1.
+
+Library use: :func:`minimize` (record + write + verify), :func:`record_runs`,
+:func:`write_elf_core`, :func:`write_raw`, :func:`compare_outputs`. CLI: ``ktstr-minimize``.
+"""
+
+import argparse
+import array
+import concurrent.futures
+import dataclasses
+import json
+import lzma
+import os
+import re
+import shlex
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+PAGE = 4096
+# Chunked scans read 16 MiB (+ overlap); plugin reads through page tables are page-sized or a
+# few huge pages at most. Anything this big that is not a translated page read is a scan.
+SCAN_READ_MIN = 8 << 20
+# Functions whose reads of the dump are scans (stack frames are checked up to SCAN_FRAME_DEPTH).
+SCAN_FUNCTIONS = frozenset({"_scan_chunk", "scan_image"})
+SCAN_FRAME_DEPTH = 8
+# (pattern, how far the match's text may extend, to its NUL) -- what the stackers search for.
+SCAN_SIGNATURES: Tuple[Tuple[bytes, int], ...] = (
+    (rb"Linux version ", 512),
+    (rb"OSRELEASE=", 8192),
+    (rb"VMCOREINFO\x00", 16),
+    (rb"swapper(?:/0|\x00\x00)\x00{6}", 16),
+)
+MAX_SIGNATURE_HITS = 4096  # per pattern and process: bounds work on a hostile image
+MAX_SEGMENTS = 0xFFF0  # e_phnum is 16 bits (no PN_XNUM: Volatility does not read it)
+EM_BY_ARCH = {"x86_64": 62, "arm64": 183}
+PT_LOAD, PT_NOTE = 1, 4
+# vol's CLI reads sys.argv whole (argv[0] included), so it must not be "-c". Both runs find our
+# plugins the same way, with or without the .pth.
+_PLAIN = ("import sys; sys.argv[0] = 'vol'; from volatility3_ktstr import _plugin_path; "
+          "_plugin_path.install(); from volatility3.cli import main; main()")
+_CHILD = "from volatility3_ktstr.minimize import _child_main; raise SystemExit(_child_main())"
+
+
+class MinimizeError(Exception):
+    """A one-line, user-facing failure."""
+
+
+# --- recording ------------------------------------------------------------------------------
+
+
+class PageRecorder:
+    """Collects the page numbers (file offset // PAGE) of a dump file that reads touch."""
+
+    def __init__(self) -> None:
+        self.pages: Set[int] = set()
+        self.scan_bytes = 0
+        self.hits: Dict[bytes, int] = {}
+        self._signatures = [(re.compile(p, re.S), p, span) for p, span in SCAN_SIGNATURES]
+
+    def add_range(self, offset: int, length: int) -> None:
+        if length > 0:
+            self.pages.update(range(offset // PAGE, (offset + length - 1) // PAGE + 1))
+
+    def add_read(self, offset: int, data: bytes, scan: bool) -> None:
+        if not scan:
+            self.add_range(offset, len(data))
+            return
+        self.scan_bytes += len(data)
+        for rx, key, span in self._signatures:
+            for m in rx.finditer(data):
+                if self.hits.get(key, 0) >= MAX_SIGNATURE_HITS:
+                    break
+                self.hits[key] = self.hits.get(key, 0) + 1
+                nul = data.find(b"\0", m.end() - 1, m.start() + span)
+                end = nul + 1 if nul >= 0 else min(len(data), m.start() + span)
+                self.add_range(offset + m.start(), max(end, m.end()) - m.start())
+
+    def save(self, path: str) -> None:
+        with open(path, "wb") as f:
+            array.array("Q", sorted(self.pages)).tofile(f)
+
+    @staticmethod
+    def load(path: str) -> Set[int]:
+        pages = array.array("Q")
+        with open(path, "rb") as f:
+            pages.frombytes(f.read())
+        return set(pages)
+
+
+def _is_scan_read(length: int) -> bool:
+    """Whether the FileLayer.read being executed (two frames up) is a scan read."""
+    frame = sys._getframe(2)
+    for _ in range(SCAN_FRAME_DEPTH):
+        if frame is None:
+            break
+        if frame.f_code.co_name in SCAN_FUNCTIONS:
+            return True
+        frame = frame.f_back
+    return length >= SCAN_READ_MIN
+
+
+def install_recorder(recorder: PageRecorder, dump_file: str) -> None:
+    """Patch Volatility's FileLayer so reads of ``dump_file`` are recorded (this process only).
+
+    ``is_valid`` is recorded too: Volatility checks that whole structures are mapped (e.g. a
+    task_struct in pslist) without reading them, and a sparse ELF must keep those pages valid.
+    """
+    from volatility3.framework.layers import physical
+
+    target = os.path.realpath(dump_file)
+    original_read, original_valid = physical.FileLayer.read, physical.FileLayer.is_valid
+    watched: Dict[int, bool] = {}
+    in_read = [0]  # FileLayer.read checks is_valid itself; that check is not a separate query
+
+    def is_dump(layer) -> bool:
+        known = watched.get(id(layer))
+        if known is None:
+            known = watched[id(layer)] = _location_path(layer.location) == target
+        return known
+
+    def read(self, offset, length, pad=False):
+        in_read[0] += 1
+        try:
+            data = original_read(self, offset, length, pad)
+        finally:
+            in_read[0] -= 1
+        if is_dump(self):
+            recorder.add_read(offset, data, _is_scan_read(length))
+        return data
+
+    def is_valid(self, offset, length=1):
+        valid = original_valid(self, offset, length)
+        if valid and not in_read[0] and is_dump(self) and not _is_scan_read(length):
+            recorder.add_range(offset, length)
+        return valid
+
+    physical.FileLayer.read = read
+    physical.FileLayer.is_valid = is_valid
+
+
+def _location_path(location: str) -> Optional[str]:
+    from urllib.parse import unquote, urlparse
+
+    url = urlparse(location)
+    if url.scheme != "file":
+        return None
+    return os.path.realpath(unquote(url.path))
+
+
+def _child_main() -> int:
+    """In a child process: ``<pages-out> <dump> <vol argv...>``; runs vol while recording."""
+    pages_out, dump, vol_argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+    from volatility3_ktstr import _plugin_path
+
+    _plugin_path.install()  # our plugins even without the .pth (python -S, odd installs)
+    recorder = PageRecorder()
+    install_recorder(recorder, dump)
+    from volatility3 import cli
+
+    sys.argv = ["vol"] + vol_argv
+    rc = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    sys.stdout.flush()
+    recorder.save(pages_out)
+    sys.stderr.write(f"ktstr-minimize: recorded {len(recorder.pages)} pages, "
+                     f"scanned {recorder.scan_bytes >> 20} MiB, hits {sum(recorder.hits.values())}\n")
+    return rc
+
+
+# --- running vol ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Run:
+    """One plugin invocation: ``plugin`` is what vol is given, ``args`` its own options."""
+
+    plugin: str
+    args: Tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> "Run":
+        words = shlex.split(spec)
+        if not words:
+            raise MinimizeError("empty plugin spec")
+        return cls(words[0], tuple(words[1:]))
+
+    @property
+    def spec(self) -> str:
+        return " ".join([self.plugin, *map(shlex.quote, self.args)])
+
+
+@dataclasses.dataclass
+class RunResult:
+    run: Run
+    rc: int
+    stdout: str
+    stderr: str
+    pages: Set[int] = dataclasses.field(default_factory=set)
+
+    def rows(self):
+        """The JSON rows, or None when the output is not JSON."""
+        try:
+            return json.loads(self.stdout)
+        except ValueError:
+            return None
+
+
+def vol_argv(dump: str, run: Run, symbol_dirs: Sequence[str] = (), plugin_dirs: Sequence[str] = (),
+             extra: Sequence[str] = ()) -> List[str]:
+    argv = ["-q", "-r", "json"]
+    if symbol_dirs:
+        argv += ["-s", ";".join(map(str, symbol_dirs))]
+    if plugin_dirs:
+        argv += ["-p", ";".join(map(str, plugin_dirs))]
+    return argv + list(extra) + ["-f", str(dump), run.plugin, *run.args]
+
+
+def _run_one(dump: str, run: Run, argv: List[str], record: bool, env: Optional[dict],
+             timeout: int) -> RunResult:
+    with tempfile.TemporaryDirectory(prefix="ktstr-min-") as tmp:
+        if record:
+            pages_file = os.path.join(tmp, "pages")
+            cmd = [sys.executable, "-c", _CHILD, pages_file, str(dump), *argv]
+        else:
+            pages_file = None
+            cmd = [sys.executable, "-c", _PLAIN, *argv]
+        # cwd: plugins that write files (--dump) must not litter the caller's folder.
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env, timeout=timeout)
+        pages = PageRecorder.load(pages_file) if pages_file and os.path.exists(pages_file) else set()
+    return RunResult(run, proc.returncode, proc.stdout, proc.stderr, pages)
+
+
+def run_plugins(dump: str, runs: Sequence[Run], *, record: bool, symbol_dirs=(), plugin_dirs=(),
+                extra=(), jobs: int = 2, env=None, timeout: int = 1800) -> List[RunResult]:
+    """Runs every plugin on ``dump`` (in parallel processes), recording reads if ``record``."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(_run_one, dump, r, vol_argv(dump, r, symbol_dirs, plugin_dirs, extra),
+                               record, env, timeout) for r in runs]
+        return [f.result() for f in futures]
+
+
+def record_runs(dump: str, runs: Sequence[Run], **kw) -> List[RunResult]:
+    """Runs each plugin on the full dump through the recording layer."""
+    return run_plugins(dump, runs, record=True, **kw)
+
+
+def list_ktstr_plugins(plugin_dirs=(), env=None) -> List[str]:
+    """Full names (``linux.ktstr.maps.Maps``) of the linux.ktstr.* plugins vol can load."""
+    code = ("from volatility3_ktstr import _plugin_path; _plugin_path.install()\n"
+            "import volatility3.plugins, volatility3.framework as fw\n"
+            "volatility3.plugins.__path__ += sys.argv[1:]\n"
+            "fw.import_files(volatility3.plugins, True)\n"
+            "print('\\n'.join(sorted(n for n in fw.list_plugins() if n.startswith('linux.ktstr.'))))")
+    proc = subprocess.run([sys.executable, "-c", "import sys\n" + code, *map(str, plugin_dirs)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    if proc.returncode != 0:
+        raise MinimizeError(f"cannot list plugins: {proc.stderr.strip().splitlines()[-1:]}")
+    return [line for line in proc.stdout.split() if line]
+
+
+# --- dump geometry -------------------------------------------------------------------------
+
+_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
+_PHDR = struct.Struct("<IIQQQQQQ")
+
+
+@dataclasses.dataclass
+class Source:
+    """Where the pages of a dump file sit in physical memory."""
+
+    path: str
+    size: int
+    # (file offset, physical address, length) of each loadable range.
+    loads: List[Tuple[int, int, int]]
+    notes: List[Tuple[int, int]]  # (file offset, length) of PT_NOTE segments
+    machine: int
+
+
+def open_source(path: str, phys_base: int = 0, arch: str = "x86_64") -> Source:
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(_EHDR.size)
+        if head[:4] != b"\x7fELF":
+            return Source(path, size, [(0, phys_base, size)], [], EM_BY_ARCH[arch])
+        if len(head) < _EHDR.size or head[4] != 2 or head[5] != 1:
+            raise MinimizeError(f"{path}: only little-endian ELF64 cores are supported")
+        fields = _EHDR.unpack(head)
+        machine, phoff, phentsize, phnum = fields[2], fields[5], fields[9], fields[10]
+        loads, notes = [], []
+        for i in range(min(phnum, 0xFFFF)):
+            f.seek(phoff + i * phentsize)
+            p_type, _, p_offset, _, p_paddr, p_filesz, p_memsz, _ = _PHDR.unpack(f.read(_PHDR.size))
+            if p_type == PT_LOAD and p_filesz == p_memsz and p_filesz:
+                loads.append((p_offset, p_paddr, p_filesz))
+            elif p_type == PT_NOTE and p_filesz:
+                notes.append((p_offset, p_filesz))
+    return Source(path, size, sorted(loads), notes, machine)
+
+
+def page_runs(pages: Iterable[int], gap: int = 0) -> List[Tuple[int, int]]:
+    """Sorted page numbers -> [(first page, page count)], merging runs at most ``gap`` apart."""
+    runs: List[List[int]] = []
+    for p in sorted(pages):
+        if runs and p <= runs[-1][0] + runs[-1][1] + gap:
+            runs[-1][1] = p - runs[-1][0] + 1
+        else:
+            runs.append([p, 1])
+    return [(a, n) for a, n in runs]
+
+
+def physical_runs(src: Source, pages: Iterable[int], gap: int = 0) -> List[Tuple[int, int, int]]:
+    """Kept file pages -> [(file offset, physical address, length)], clipped to loadable data."""
+    out = []
+    for first, count in page_runs(pages, gap):
+        start, end = first * PAGE, (first + count) * PAGE
+        for off, paddr, length in src.loads:
+            lo, hi = max(start, off), min(end, off + length)
+            if lo < hi:
+                out.append((lo, paddr + (lo - off), hi - lo))
+    out.sort(key=lambda r: r[1])
+    return out
+
+
+def edge_pages(src: Source) -> Set[int]:
+    """File pages holding the lowest and highest physical page: kept so that the minimized
+    dump spans the same physical address range (layers' minimum/maximum_address)."""
+    if not src.loads:
+        return set()
+    lo = min(src.loads, key=lambda r: r[1])
+    hi = max(src.loads, key=lambda r: r[1] + r[2])
+    return {lo[0] // PAGE, (hi[0] + hi[2] - 1) // PAGE}
+
+
+def _merge_until_fits(src: Source, pages: Set[int], gap: int) -> Tuple[List[Tuple[int, int, int]], int]:
+    for _ in range(24):  # gap doubles each round: a bounded search
+        runs = physical_runs(src, pages, gap)
+        if len(runs) <= MAX_SEGMENTS:
+            return runs, gap
+        gap = gap * 2 + 1
+    raise MinimizeError(f"too many segments ({len(runs)}) even with --merge-gap {gap}")
+
+
+# --- writers -------------------------------------------------------------------------------
+
+
+def _open_out(path: str):
+    if path.endswith(".xz"):
+        return lzma.open(path, "wb", preset=9 | lzma.PRESET_EXTREME)
+    return open(path, "wb")
+
+
+def write_elf_core(src: Source, runs: Sequence[Tuple[int, int, int]], out: str) -> int:
+    """Writes an ELF64 core with one PT_LOAD per run (plus the source's PT_NOTEs); returns the
+    uncompressed size."""
+    notes = [(off, n) for off, n in src.notes]
+    nph = len(notes) + len(runs)
+    offset = _EHDR.size + nph * _PHDR.size
+    layout = []
+    for off, n in notes:
+        layout.append((PT_NOTE, off, 0, n, offset))
+        offset += n
+    offset = -(-offset // PAGE) * PAGE
+    for off, paddr, n in runs:
+        layout.append((PT_LOAD, off, paddr, n, offset))
+        offset += n
+    ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
+    ehdr = _EHDR.pack(ident, 4, src.machine, 1, 0, _EHDR.size, 0, 0, _EHDR.size, _PHDR.size, nph,
+                      0, 0, 0)
+    with open(src.path, "rb") as fin, _open_out(out) as fout:
+        fout.write(ehdr)
+        for p_type, _, paddr, n, pos in layout:
+            flags, align = (0, 0) if p_type == PT_NOTE else (7, PAGE)
+            fout.write(_PHDR.pack(p_type, flags, pos, 0, paddr, n, n, align))
+        written = _EHDR.size + nph * _PHDR.size
+        for p_type, off, _, n, pos in layout:
+            fout.write(bytes(pos - written))
+            fin.seek(off)
+            data = fin.read(n)
+            if len(data) != n:
+                raise MinimizeError(f"{src.path}: short read at file offset {off:#x}")
+            fout.write(data)
+            written = pos + n
+    return written
+
+
+def write_raw(src: Source, runs: Sequence[Tuple[int, int, int]], out: str) -> int:
+    """Writes a raw image (byte 0 = lowest physical address of the source) with every page
+    that was not kept zeroed; sparse on disk unless compressed."""
+    if not src.loads:
+        raise MinimizeError(f"{src.path}: no loadable memory")
+    base = min(p for _, p, _ in src.loads)
+    size = max(p + n for _, p, n in src.loads) - base
+    with open(src.path, "rb") as fin, _open_out(out) as fout:
+        pos = 0
+        for off, paddr, n in runs:
+            gap = paddr - base - pos
+            if gap and out.endswith(".xz"):
+                for _ in range(gap // (1 << 24) + 1):  # zeros in bounded pieces
+                    piece = min(gap, 1 << 24)
+                    fout.write(bytes(piece))
+                    gap -= piece
+            elif gap:
+                fout.seek(paddr - base)
+            fin.seek(off)
+            fout.write(fin.read(n))
+            pos = paddr - base + n
+        if out.endswith(".xz"):
+            rest = size - pos
+            for _ in range(rest // (1 << 24) + 1):
+                piece = min(rest, 1 << 24)
+                fout.write(bytes(piece))
+                rest -= piece
+        else:
+            fout.truncate(size)
+    return size
+
+
+# --- comparing -----------------------------------------------------------------------------
+
+
+def compare_outputs(expected: RunResult, actual: RunResult) -> Optional[str]:
+    """None when both runs agree (exit status and rows), else a one-line difference."""
+    if expected.rc != actual.rc:
+        return f"exit status {expected.rc} on the full dump, {actual.rc} on the minimized one"
+    a, b = expected.rows(), actual.rows()
+    if a is None or b is None:
+        return None if expected.stdout == actual.stdout else "output differs (not JSON)"
+    if a == b:
+        return None
+    fa, fb = _flatten(a), _flatten(b)
+    for i in range(min(len(fa), len(fb))):
+        if fa[i] != fb[i]:
+            return f"row {i} differs: {json.dumps(fa[i], sort_keys=True)[:300]} != " \
+                   f"{json.dumps(fb[i], sort_keys=True)[:300]}"
+    return f"{len(fa)} rows on the full dump, {len(fb)} on the minimized one"
+
+
+def _flatten(rows, depth=0, out=None, limit=10_000_000):
+    out = [] if out is None else out
+    stack = [(r, depth) for r in reversed(rows)]
+    while stack and len(out) < limit:
+        row, d = stack.pop()
+        out.append({**{k: v for k, v in row.items() if k != "__children"}, "__depth": d})
+        stack.extend((c, d + 1) for c in reversed(row.get("__children") or []))
+    return out
+
+
+# --- the whole job -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Report:
+    output: str
+    pages: int
+    segments: int
+    size: int
+    compressed: int
+    recorded: List[RunResult]
+    verified: List[Tuple[Run, Optional[str]]]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.rc == 0 for r in self.recorded) and all(d is None for _, d in self.verified)
+
+
+def minimize(dump: str, out: str, runs: Sequence[Run], *, fmt: str = "elf", phys_base: int = 0,
+             arch: str = "x86_64", merge_gap: int = 0, verify: bool = True, jobs: int = 2,
+             symbol_dirs=(), plugin_dirs=(), extra=(), env=None, expected_out: Optional[str] = None,
+             log=lambda msg: None) -> Report:
+    """Record ``runs`` on ``dump``, write the minimized dump to ``out``, verify it."""
+    src = open_source(dump, phys_base, arch)
+    kw = dict(symbol_dirs=symbol_dirs, plugin_dirs=plugin_dirs, extra=extra, jobs=jobs, env=env)
+    log(f"recording {len(runs)} plugin run(s) on {dump}")
+    recorded = record_runs(dump, runs, **kw)
+    pages: Set[int] = set()
+    for r in recorded:
+        log(f"  {r.run.spec}: exit {r.rc}, {len(r.pages)} pages")
+        if r.rc != 0:
+            log("    " + _last_line(r.stderr))
+        pages |= r.pages
+    pages |= edge_pages(src)
+    if fmt == "elf":
+        seg, gap = _merge_until_fits(src, pages, merge_gap)
+        size = write_elf_core(src, seg, out)
+    else:
+        seg, gap = physical_runs(src, pages, merge_gap), merge_gap
+        size = write_raw(src, seg, out)
+    kept = sum(n for _, _, n in seg) // PAGE
+    log(f"wrote {out}: {kept} pages in {len(seg)} segments (merge gap {gap}), "
+        f"{os.path.getsize(out)} bytes on disk")
+    if expected_out:
+        save_expected(expected_out, recorded)
+    verified: List[Tuple[Run, Optional[str]]] = []
+    if verify:
+        check_path = out
+        tmp = None
+        if out.endswith(".xz"):  # Volatility reads xz ISFs, not xz dumps
+            tmp = tempfile.NamedTemporaryFile(prefix="ktstr-min-", suffix=".img", delete=False)
+            with lzma.open(out) as fin, tmp:
+                for _ in range(1 << 20):
+                    block = fin.read(1 << 22)
+                    if not block:
+                        break
+                    tmp.write(block)
+            check_path = tmp.name
+        try:
+            again = run_plugins(check_path, runs, record=False, **kw)
+        finally:
+            if tmp:
+                os.unlink(tmp.name)
+        for before, after in zip(recorded, again):
+            diff = compare_outputs(before, after)
+            verified.append((before.run, diff))
+            log(f"  verify {before.run.spec}: {'same output' if diff is None else diff}")
+            if after.rc != 0 and after.rc != before.rc:
+                log("    " + _last_line(after.stderr))
+    return Report(out, kept, len(seg), size, os.path.getsize(out), recorded, verified)
+
+
+def write_manifest(path: str, report: "Report", dump: str, fmt: str) -> dict:
+    """Describes a minimized dump for ``ktstr-sample``: file name, SHA-256 and size of the
+    uncompressed dump, where it came from and which plugin runs it preserves."""
+    import hashlib
+
+    h, size = hashlib.sha256(), 0
+    opener = lzma.open if report.output.endswith(".xz") else open
+    with opener(report.output, "rb") as f:
+        for _ in range(1 << 20):
+            block = f.read(1 << 22)
+            if not block:
+                break
+            h.update(block)
+            size += len(block)
+    doc = {
+        "file": os.path.basename(report.output),
+        "format": fmt,
+        "sha256": h.hexdigest(),
+        "size": size,
+        "source": "/".join(Path(os.path.abspath(dump)).parts[-3:]),
+        "pages": report.pages,
+        "segments": report.segments,
+        "runs": [r.run.spec for r in report.recorded],
+    }
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    return doc
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "(no message)"
+
+
+def save_expected(path: str, results: Sequence[RunResult]) -> None:
+    """Writes {plugin spec: {rc, rows}} of the full-dump runs (xz if the name ends in .xz)."""
+    doc = {r.run.spec: {"rc": r.rc, "rows": r.rows()} for r in results}
+    data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+    with _open_out(path) as f:
+        f.write(data)
+
+
+# --- CLI -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ktstr-minimize",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Shrink a Linux memory dump to the physical pages that the given Volatility "
+                    "plugins read, keeping it a real dump (a sparse ELF core by default) on which "
+                    "they print exactly what they print on the full dump.",
+        epilog="""\
+how: every plugin runs once in a `vol -r json` process whose file layer records the pages of
+the dump it reads (stacking included). Whole-image scans (banner, VMCOREINFO, swapper/0) keep
+only the pages holding a match. The kept pages become PT_LOAD segments of an ELF64 core (or a
+raw image with the rest zeroed: --format raw); .xz output is xz-compressed. Then the plugins
+run again on the result and their JSON rows must equal the recorded ones (exit status 1 if not).
+
+example:
+  ktstr-minimize dump.raw -s symbols/ -o scx_sdt.elf.xz --all-ktstr --plugin linux.pslist
+""")
+    p.add_argument("dump", help="the full dump (raw, or an ELF core)")
+    p.add_argument("-o", "--output", required=True,
+                   help="minimized dump to write (.elf, .raw; add .xz to compress)")
+    p.add_argument("--plugin", action="append", default=[], metavar="'NAME [ARGS]'",
+                   help="a plugin run to preserve, with its options (repeatable); "
+                        "default: linux.pslist and every linux.ktstr.* plugin")
+    p.add_argument("--all-ktstr", action="store_true",
+                   help="add every linux.ktstr.* plugin vol can load")
+    p.add_argument("-s", "--symbol-dirs", action="append", default=[], metavar="DIR",
+                   help="symbol dir passed to vol -s (repeatable)")
+    p.add_argument("-p", "--plugin-dirs", action="append", default=[], metavar="DIR",
+                   help="plugin dir passed to vol -p (repeatable; ours are found without it)")
+    p.add_argument("--format", choices=("elf", "raw"), default="elf",
+                   help="elf: PT_LOAD segments of kept pages only (default); raw: zero-filled")
+    p.add_argument("--phys-base", type=lambda s: int(s, 0), default=0,
+                   help="physical address of byte 0 of a raw dump (arm64 QEMU virt: 0x40000000)")
+    p.add_argument("--arch", choices=sorted(EM_BY_ARCH), default="x86_64",
+                   help="e_machine of the ELF written for a raw input (default x86_64)")
+    p.add_argument("--merge-gap", type=int, default=0, metavar="PAGES",
+                   help="also keep gaps of up to PAGES pages between kept pages (fewer segments)")
+    p.add_argument("--expected", metavar="FILE",
+                   help="also write the full-dump JSON output of each run here (.json[.xz])")
+    p.add_argument("--manifest", metavar="FILE",
+                   help="also write a JSON manifest (file, sha256, size, source, runs) for ktstr-sample")
+    p.add_argument("--no-verify", action="store_true", help="skip the comparison run")
+    p.add_argument("-j", "--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="plugin runs in parallel (default: up to 2)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if not os.path.isfile(args.dump):
+            raise MinimizeError(f"{args.dump}: no such file")
+        runs = [Run.parse(s) for s in args.plugin]
+        if args.all_ktstr or not runs:
+            runs += [Run(n) for n in list_ktstr_plugins(args.plugin_dirs)]
+            if not args.plugin:
+                runs.insert(0, Run("linux.pslist"))
+        report = minimize(
+            args.dump, args.output, runs, fmt=args.format, phys_base=args.phys_base,
+            arch=args.arch, merge_gap=args.merge_gap, verify=not args.no_verify, jobs=args.jobs,
+            symbol_dirs=args.symbol_dirs, plugin_dirs=args.plugin_dirs,
+            expected_out=args.expected, log=lambda m: print(m, file=sys.stderr))
+    except (MinimizeError, OSError) as exc:
+        print(f"ktstr-minimize: error: {exc}", file=sys.stderr)
+        return 2
+    if args.manifest:
+        write_manifest(args.manifest, report, args.dump, args.format)
+    failed = [r.run.spec for r in report.recorded if r.rc != 0]
+    if failed:
+        print(f"ktstr-minimize: error: failed on the full dump: {', '.join(failed)}", file=sys.stderr)
+    diffs = [run.spec for run, d in report.verified if d is not None]
+    if diffs:
+        print(f"ktstr-minimize: error: output differs on the minimized dump: {', '.join(diffs)}",
+              file=sys.stderr)
+    print(report.output)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
