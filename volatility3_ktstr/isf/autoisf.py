@@ -142,14 +142,12 @@ def ensure_isf(context, layer_name, progress_callback=None):
             if progress_callback:
                 progress_callback(pct, "ktstr: scanning the image for BTF and kallsyms")
 
-        from .cli import default_name, write_isf
-
         c = fromdump.carve(image, "the image", progress=progress)
         if progress_callback:
             progress_callback(100, "ktstr: writing the symbol table")
         isf, banner = fromdump.build_isf(c)
-        out = os.path.join(symbols_dir(), default_name(banner, c.arch))
-        write_isf(isf, out)
+        out = fromdump.default_path(symbols_dir(), banner, c.arch)
+        fromdump.write(isf, out)
         symbol_cache.load_cache_manager().update()
         vollog.warning(f"ktstr: wrote {out} ({len(c.symbols)} symbols, "
                        f"{time.perf_counter() - t0:.0f} s); later runs use it directly")

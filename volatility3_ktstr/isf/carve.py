@@ -187,13 +187,25 @@ def carve_kallsyms(image, anchors):
         rng = _range_of(image, phys)
         if rng is None:
             continue
-        # Cheap check first: the token table and index sit within a few KiB of the anchor.
-        lo = max(rng[0], (phys - 8192) & ~0xFFF)
-        small = image.read(lo, 16384)
-        if ksmod.find_token_table(small, phys - lo) is None:
+        # Cheap check first: the token table, its index and the markers sit within a few
+        # hundred KiB of the anchor; they bound how much more the names/offsets need.
+        lo = max(rng[0], (phys - (1 << 20)) & ~0xFFF)
+        small = image.read(lo, min(phys + 16384, rng[0] + rng[1]) - lo)
+        tt = ksmod.find_token_table(small, phys - lo)
+        if tt is None:
             continue
-        lo = max(rng[0], (phys - KALLSYMS_BEFORE) & ~0xFFF)
-        hi = min(rng[0] + rng[1], phys + KALLSYMS_AFTER)
+        cands = [c for c in ksmod.find_markers(small, tt[0]) if c[2][-1] < KALLSYMS_BEFORE]
+        if not cands:
+            errors.append(f"{phys:#x}: no kallsyms_markers before the token table")
+            continue
+        most = max(256 * len(m) for _s, _w, m in cands)        # symbols, at most
+        before = max(m[-1] for _s, _w, m in cands) + 256 * (ksmod.MAX_ENTRY + 2) + 8 * most + (64 << 10)
+        after = 512 + 8 * most + (64 << 10)
+        lo = max(rng[0], (lo + tt[0] - before) & ~0xFFF)
+        hi = min(rng[0] + rng[1], phys + after)
+        if hi - lo > KALLSYMS_BEFORE + KALLSYMS_AFTER:
+            errors.append(f"{phys:#x}: kallsyms tables would span {(hi - lo) >> 20} MiB")
+            continue
         window = image.read(lo, hi - lo)
         try:
             return ksmod.decode_at(window, phys - lo, lo), errors

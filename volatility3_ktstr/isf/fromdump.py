@@ -276,7 +276,7 @@ def sources_of(c):
     return [
         {"kind": "dwarf", "name": "btf-in-memory", "hash_type": "sha256",
          "hash_value": hashlib.sha256(c.blob).hexdigest()},
-        {"kind": "system-map", "name": "kallsyms-in-memory" if c.kallsyms is not None else "system-map",
+        {"kind": "system-map", "name": "kallsyms-in-memory" if c.kallsyms else "system-map",
          "hash_type": "sha256", "hash_value": h.hexdigest()},
     ]
 
@@ -287,9 +287,33 @@ def build_isf(c, banner=None):
     return generate(c.btf, c.symbols, b, c.arch, sources_of(c)), b
 
 
+def default_path(directory, banner, arch):
+    """Where an ISF built from a dump goes by default. gzip, not xz: ~10x faster to write
+    for a 20 MB ISF (about 3 s saved) and faster for Volatility to load on every run."""
+    from .cli import default_name
+
+    return os.path.join(directory, default_name(banner, arch).replace(".json.xz", ".json.gz"))
+
+
+def write(isf, path):
+    """Write the ISF; .json.gz at gzip level 1 (speed over the last 15% of size)."""
+    if not path.endswith(".gz"):
+        from .cli import write_isf
+
+        return write_isf(isf, path)
+    import gzip
+    import json
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with gzip.open(tmp, "wb", compresslevel=1) as f:
+        f.write(json.dumps(isf, separators=(",", ":")).encode())
+    os.replace(tmp, path)
+
+
 def cli_build(args):
     """`ktstr-isf --from-dump DUMP [...]`: returns (output path, banner, isf) like cli.build."""
-    from .cli import default_name, volatility_symbols_dir, write_isf
+    from .cli import volatility_symbols_dir
 
     path = args.from_dump
     if getattr(args, "btf", None):
@@ -305,9 +329,10 @@ def cli_build(args):
         c = carve(image, os.path.basename(path), arch=args.arch, text_base=args.text_base,
                   symbol_file=args.system_map or args.kallsyms, kallsyms_text=bool(args.kallsyms), log=log)
     t1 = time.perf_counter()
+    c.kallsyms = c.kallsyms is not None     # the decoded tables are not needed any more (memory)
     isf, banner = build_isf(c, args.banner)
     t2 = time.perf_counter()
-    out = args.output or os.path.join(volatility_symbols_dir(), default_name(banner, c.arch))
-    write_isf(isf, out)
+    out = args.output or default_path(volatility_symbols_dir(), banner, c.arch)
+    write(isf, out)
     log(f"carve {t1 - t0:.1f} s, generate {t2 - t1:.1f} s, write {time.perf_counter() - t2:.1f} s")
     return out, banner, isf
