@@ -1,0 +1,104 @@
+"""Plugin-level robustness without a dump: corrupt/absent BTF, struct_ops slot naming."""
+
+import importlib.util
+import struct
+from pathlib import Path
+
+import pytest
+
+from test_render import BtfBuilder
+from volatility3_ktstr.bpf.maps import BpfMap
+from volatility3_ktstr.bpf.progs import BpfProg
+from volatility3_ktstr.errors import KtstrError
+
+PLUGINS = Path(__file__).resolve().parents[1] / "volatility3_ktstr" / "plugins" / "linux" / "ktstr"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"ktstr_test_{name}", PLUGINS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class _Kctx:
+    def __init__(self, btf=None, error=None):
+        self._btf, self._error = btf, error
+
+    def btf_at(self, kva):
+        if self._error:
+            raise KtstrError(self._error)
+        return self._btf
+
+
+def test_maps_row_reports_corrupt_btf():
+    maps = _load("maps")
+    m = BpfMap(kva=1, id=6, type_name="array", btf_kva=0x1000, btf_value_type_id=5)
+    errors = []
+    key_t, value_t, _ = maps.Maps._type_names(_Kctx(error="BTF object at 0x1000: corrupt BTF at byte 0x0: bad magic"), m, errors)
+    assert (key_t, value_t) == ("", "") and errors and "bad magic" in errors[0]
+
+
+def test_maps_type_names_from_program_btf():
+    maps = _load("maps")
+    b = BtfBuilder()
+    i = b.int("int", 4, signed=True)
+    s = b.struct("val", 4, [("x", i, 0)])
+    m = BpfMap(kva=1, id=4, type_name="hash", btf_kva=0x1000, btf_key_type_id=i, btf_value_type_id=s)
+    errors = []
+    assert maps.Maps._type_names(_Kctx(b.btf()), m, errors)[:2] == ("int", "struct val") and not errors
+
+
+def test_mapdump_without_btf_is_hex_only():
+    md = _load("mapdump")
+    m = BpfMap(kva=1, id=8, type_name="array", btf_kva=0, btf_value_type_id=0)
+    assert md.MapDump._map_btf(None, _Kctx(), m) == (None, None)
+    m = BpfMap(kva=1, id=6, type_name="array", btf_kva=0x1000, btf_value_type_id=3)
+    btf, problem = md.MapDump._map_btf(None, _Kctx(error="unreadable"), m)
+    assert btf is None and "no typed view" in problem
+
+
+def test_struct_ops_slots_name_programs():
+    md = _load("mapdump")
+    from volatility3_ktstr.render import render
+
+    b = BtfBuilder()
+    i = b.int("int", 4, signed=True)
+    proto = b.func_proto(i)
+    fp = b.ptr(proto)
+    char = b.int("char", 1, signed=True)
+    name = b.array(char, 8, i)
+    ops = b.struct("sched_ext_ops", 32, [("select_cpu", fp, 0), ("enqueue", fp, 64), ("tick", fp, 128),
+                                         ("name", name, 192)])
+    common = b.struct("bpf_struct_ops_common_value", 8, [("refcnt", i, 0), ("state", i, 32)])
+    wrap = b.struct("bpf_struct_ops_sched_ext_ops", 40, [("common", common, 0), ("data", ops, 64)])
+    kbtf = b.btf()
+    kval = struct.pack("<iiQQQ8s", 1, 1, 0xFFFFFFFFC0001000, 0xFFFFFFFFC0002000, 0, b"sdt")
+    uval = struct.pack("<iiQQQ8s", 0, 0, 7, 9, 0, b"sdt")
+    value = render(kbtf, wrap, kval)
+
+    class Namer:
+        def name(self, addr):
+            return f"sym@{addr:#x}"
+
+    progs = {7: BpfProg(kva=0, id=7, name="sdt_select_cpu")}
+    md.MapDump._name_ops(kbtf, wrap, kval, uval, value, Namer(), progs)
+    data = value["data"]
+    assert data["select_cpu"] == {"prog_id": 7, "prog": "sdt_select_cpu", "ptr": "0xffffffffc0001000"}
+    # id 9 is not a known program: fall back to the symbol name of the pointer
+    assert data["enqueue"] == {"prog_id": 9, "prog": "sym@0xffffffffc0002000", "ptr": "0xffffffffc0002000"}
+    assert data["tick"] == "0x0" and data["name"] == "sdt"
+    # without uvalue: names from addresses only
+    value = render(kbtf, wrap, kval)
+    md.MapDump._name_ops(kbtf, wrap, kval, None, value, Namer(), progs)
+    assert value["data"]["select_cpu"] == {"prog": "sym@0xffffffffc0001000", "ptr": "0xffffffffc0001000"}
+
+
+@pytest.mark.parametrize("plugin", ["maps", "progs", "mapdump"])
+def test_plugin_modules_hold_one_plugin_class(plugin):
+    from volatility3.framework import interfaces
+
+    mod = _load(plugin)
+    classes = [v for v in vars(mod).values() if isinstance(v, type)
+               and issubclass(v, interfaces.plugins.PluginInterface) and v.__module__ == mod.__name__]
+    assert len(classes) == 1
