@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from volatility3_ktstr.core import BtfLayout, BufferReader
+from volatility3_ktstr.core import BtfLayout, BufferReader, LayoutError
 from volatility3_ktstr.walkers import scx
 
 BASE = 0xFFFF888000100000
@@ -282,3 +282,69 @@ def test_read_sched_state(layout, btf):
     put(g, "Q", 0)
     st = scx.read_sched_state(r, layout, syms)
     assert st.sch == 0 and st.name is None and st.errors == []
+
+
+class HidingLayout(BtfLayout):
+    """The real layout minus some types/members: stands in for an older kernel."""
+
+    def __init__(self, btf, hide_types=(), hide_members=()):
+        super().__init__(btf)
+        self.hide_types = set(hide_types)
+        self.hide_members = set(hide_members)
+
+    def _size(self, struct_name):
+        if struct_name in self.hide_types:
+            raise LayoutError(f"type 'struct {struct_name}' is not in the BTF")
+        return super()._size(struct_name)
+
+    def _offset(self, struct_name, path):
+        if struct_name in self.hide_types or (struct_name, path) in self.hide_members:
+            raise LayoutError(f"type 'struct {struct_name}' has no member '{path}'")
+        return super()._offset(struct_name, path)
+
+
+def test_older_kernel_globals(btf):
+    """No struct scx_sched: ops, exit kind/info, bypass depth and watchdog come from globals;
+    what the kernel lacks stays None (N/A), with no error."""
+    layout = HidingLayout(btf, hide_types={"scx_sched"})
+    r = BufferReader()
+    g, ei = 0xFFFFFFFF82000000, 0xFFFF888000510000
+    r.add(g, bytes(0x1000))
+    r.add(ei, bytes(0x1000))
+
+    def put(addr, fmt, v):
+        r.write(addr, struct.pack("<" + fmt, v))
+
+    syms = {k: None for k in scx.SYMBOLS}
+    syms.update(ops=g + 0x200, exit_kind=g + 0x10, exit_info=g + 0x18, bypass_depth=g + 0x20,
+                watchdog_timeout=g + 0x28, enable_state=g + 0x30)
+    r.write(g + 0x200 + layout.offset("sched_ext_ops", "name"), b"oldsched\0")
+    put(g + 0x10, "I", 64)
+    put(g + 0x18, "Q", ei)
+    put(g + 0x20, "i", 2)
+    put(g + 0x28, "Q", 30 * 250)
+    put(g + 0x30, "i", 3)
+    put(ei + layout.offset("scx_exit_info", "kind"), "I", 64)
+    st = scx.read_sched_state(r, layout, syms, enable_state_names=enum(btf, "scx_enable_state"))
+    assert (st.sch, st.name, st.exit_kind, st.bypass_depth, st.watchdog_timeout) == (None, "oldsched", 64, 2, 7500)
+    assert st.exit.kind == 64 and st.exit.reason == "" and st.exit.error is None
+    assert st.enable_state_str == "disabled"
+    assert st.switched_all is None and st.nr_rejected is None and st.errors == []
+    # No global DSQ array/pnode and no hash: nothing, with a reason for the hash.
+    assert scx.global_dsq_addrs(r, layout, None, syms, 1) == ([], [])
+    assert scx.user_dsq_addrs(r, layout, None, syms)[0] == []
+    syms["dsq_global"] = g + 0x400
+    assert scx.global_dsq_addrs(r, layout, None, syms, 1) == ([(0, g + 0x400)], [])
+
+
+def test_older_dsq_list_without_cursor_nodes(btf):
+    """sched_ext_entity.dsq_list as a plain list_head (no scx_dsq_list_node): still walked."""
+    layout = HidingLayout(btf, hide_members={("sched_ext_entity", "dsq_list.node"),
+                                             ("sched_ext_entity", "dsq_list.flags")})
+    offs = scx.DsqOffsets.from_layout(layout)
+    assert offs.lnode_flags is None and offs.cursor_flag == 0
+    assert offs.lnode_node == layout.offset("task_struct", "scx") + layout.offset("sched_ext_entity", "dsq_list")
+    m = Mem(layout)
+    m.offs = offs
+    m.link_dsq([2, 0])
+    assert scx.walk_dsq_list(m.r, offs, DSQ_AT).tasks == [m.task(2), m.task(0)]

@@ -139,7 +139,7 @@ class ScxState(interfaces.plugins.PluginInterface):
 
         # --- dispatch queues ---
         dsqs = []
-        for node, addr in self._global(sk, st, row, dsqs):
+        for node, addr in self._global(sk, st, row):
             dsqs.append(scx.read_dsq(reader, layout, sk.dsq_offs, addr, "global", walk=True, node=node))
         for c in cpus:
             if c.local_dsq is not None:
@@ -156,7 +156,7 @@ class ScxState(interfaces.plugins.PluginInterface):
         for d in dsqs:
             yield from self._dsq_rows(sk, d, row, task_text, walk)
 
-    def _global(self, sk, st, row, _dsqs):
+    def _global(self, sk, st, row):
         addrs, errors = scx.global_dsq_addrs(sk.reader, sk.layout, st.sch, sk.syms, sk.nr_nodes())
         for e in errors:
             yield row("dsq", "global", "error", e)
