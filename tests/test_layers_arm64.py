@@ -421,3 +421,40 @@ def test_architecture_acceptance_patch():
     assert intel32.unsatisfied(ctx, "p")
     # The requirement object itself is not modified.
     assert intel_only.architectures == ["Intel32", "Intel64"]
+
+
+def _elf_core(payload: bytes, phys_base: int) -> bytes:
+    """A minimal ELF64 core file with one PT_LOAD at p_paddr=phys_base (as QEMU writes)."""
+    ehdr = struct.pack("<4sBBBB8xHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 4, 183, 1, 0, 64, 0, 0,
+                       64, 56, 1, 0, 0, 0)
+    phdr = struct.pack("<IIQQQQQQ", 1, 7, 0x1000, 0, phys_base, len(payload), len(payload), 0)
+    head = ehdr + phdr
+    return head + bytes(0x1000 - len(head)) + payload
+
+
+def test_stacker_on_elf_core_uses_header_addresses(monkeypatch):
+    """ELF cores place RAM at p_paddr: no base option needed, and a stray one is ignored."""
+    from volatility3.framework.layers import elf
+
+    img, root, kimage_va, banner, cfg = _synthetic_arm64_image(0x40000000)
+
+    class Cache:
+        def get_identifier_dictionary(self, operating_system=None):
+            return {banner: "file:///nonexistent.json"}
+
+    monkeypatch.setattr(stackers.symbol_cache, "load_cache_manager", lambda *a, **k: Cache())
+    monkeypatch.setenv(stackers.PHYS_BASE_ENV, "0x1000")  # for raw images only
+    ctx = contexts.Context()
+    ctx.add_layer(physical.BufferDataLayer(ctx, "file", "file", _elf_core(bytes(img.buf), 0x40000000)))
+    elf_layer = elf.Elf64Stacker.stack(ctx, "file")
+    ctx.add_layer(elf_layer)
+    layer = stackers.KtstrLinuxStacker.stack(ctx, elf_layer.name)
+    assert isinstance(layer, LinuxAArch64)
+    assert layer.config["memory_layer"] == elf_layer.name
+    assert layer.read(kimage_va, 5) == b"Linux"
+
+
+def test_bad_phys_base_value_is_ignored_with_warning(monkeypatch, caplog):
+    monkeypatch.setenv(stackers.PHYS_BASE_ENV, "forty")
+    assert stackers.configured_phys_base(contexts.Context()) is None
+    assert "KTSTR_PHYS_BASE" in caplog.text

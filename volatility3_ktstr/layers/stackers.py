@@ -29,6 +29,7 @@ Importing this module also installs two small, contained patches (see
 import copy
 import logging
 import os
+import re
 import struct
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -232,11 +233,17 @@ def banner_keys(text: bytes) -> List[bytes]:
 
 
 def configured_phys_base(context) -> Optional[int]:
-    """Physical address of byte 0 of a raw image, when the user gave one."""
-    env = parse_int(os.environ.get(PHYS_BASE_ENV))
-    if env is not None:
-        return env
-    return parse_int(context.config.get(PHYS_BASE_CONFIG, None))
+    """Physical address of byte 0 of a raw image, when the user gave one (env, then config)."""
+    for origin, value in ((PHYS_BASE_ENV, os.environ.get(PHYS_BASE_ENV)),
+                          (PHYS_BASE_CONFIG, context.config.get(PHYS_BASE_CONFIG, None))):
+        if value is None or value == "":
+            continue
+        parsed = parse_int(value)
+        if parsed is None or parsed < 0:
+            vollog.warning("ktstr: ignoring %s=%r: not a non-negative integer (e.g. 0x40000000)", origin, value)
+            continue
+        return parsed
+    return None
 
 
 # --- layers built by the stacker ------------------------------------------------------------
@@ -382,16 +389,20 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
     def _banner_for(info, hits, banners) -> Tuple[Optional[bytes], bool]:
         """(banner key for kernel_banner, whether it is in the ISF cache) matching OSRELEASE."""
         prefix = f"Linux version {info['OSRELEASE']} (".encode("latin-1")
-        fallback = None
+        fallback = []
         for _off, text in hits:
             if not text.startswith(prefix):
                 continue
-            for key in banner_keys(text):
+            keys = banner_keys(text)
+            for key in keys:
                 if key in banners:
                     return key, True
-            if fallback is None and banner_keys(text):
-                fallback = banner_keys(text)[0]
-        return fallback, False
+            if keys:
+                fallback.append(keys[0])
+        # No ISF: still record a banner so the "no symbols" message names the kernel.  Prefer
+        # one with a build number ("#1 SMP"): other copies (e.g. a template without it) exist.
+        fallback.sort(key=lambda k: re.search(rb"\) #\d", k) is None)
+        return (fallback[0] if fallback else None), False
 
     @classmethod
     def _from_vmcoreinfo(cls, context, layer_name, info, hits, banners):
@@ -406,7 +417,7 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
             if not isinstance(vaddr, int) or not isinstance(phys_base, int):
                 return None
             root = (vaddr - X86_START_KERNEL_MAP + phys_base) & ((1 << 64) - 1)
-            for base in cls._x86_bases(context):
+            for base in cls._x86_bases(context, layer_name):
                 added = []
                 phys = _physical_view(context, layer_name, base)
                 if phys != layer_name:
@@ -426,7 +437,7 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
         root = (swapper - kvoff) & ((1 << 64) - 1)
         extra = [arm64_phys_offset_from_vmcoreinfo(info)]
         compiled = info.get("NUMBER(VA_BITS)")
-        for base in cls._arm64_bases(context, layer_name, extra):
+        for base in cls._phys_bases(context, layer_name, extra):
             added = []
             phys = _physical_view(context, layer_name, base)
             if phys != layer_name:
@@ -443,20 +454,21 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
         return None
 
     @staticmethod
-    def _x86_bases(context) -> List[int]:
-        configured = configured_phys_base(context)
-        return [configured] if configured is not None else [0]
+    def _x86_bases(context, layer_name: str) -> List[int]:
+        return KtstrLinuxStacker._phys_bases(context, layer_name, [], guesses=())
 
     @staticmethod
-    def _arm64_bases(context, layer_name: str, derived: List[Optional[int]]) -> List[int]:
+    def _phys_bases(context, layer_name: str, derived: List[Optional[int]],
+                     guesses=COMMON_ARM64_RAM_BASES) -> List[int]:
+        """Physical addresses of the layer's byte 0 to try, best first."""
+        layer = context.layers[layer_name]
+        if not isinstance(layer, (physical.FileLayer, physical.BufferDataLayer)):
+            return [0]  # ELF, LiME, ...: the format's headers already place data at physical addresses
         configured = configured_phys_base(context)
         if configured is not None:
             return [configured]
-        layer = context.layers[layer_name]
-        if not isinstance(layer, (physical.FileLayer, physical.BufferDataLayer)):
-            return [0]  # ELF, LiME, ...: the format already maps physical addresses
         bases: List[int] = []
-        for base in [b for b in derived if b is not None] + list(COMMON_ARM64_RAM_BASES):
+        for base in [b for b in derived if b is not None] + [0] * (not guesses) + list(guesses):
             if base not in bases:
                 bases.append(base)
         return bases
@@ -470,12 +482,13 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
         from volatility3.framework.symbols import linux as linux_symbols
         from volatility3.framework.symbols.linux.extensions import network  # noqa: F401
 
-        seen = set()
+        # One ISF load per distinct banner (loading costs seconds); then try each copy's offset.
+        offsets_by_key: Dict[bytes, List[int]] = {}
         for offset, text in hits:
             key = next((k for k in banner_keys(text) if k in banners), None)
-            if key is None or (offset, key) in seen:
-                continue
-            seen.add((offset, key))
+            if key is not None:
+                offsets_by_key.setdefault(key, []).append(offset)
+        for key, offsets in offsets_by_key.items():
             table_name = context.symbol_space.free_table_name("KtstrStacker")
             try:
                 table = linux_symbols.LinuxKernelIntermedSymbols(
@@ -488,14 +501,15 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
             symbols = set(table.symbols)
             if "linux_banner" not in symbols:
                 continue
-            if "init_top_pgt" in symbols:
-                result = cls._la57_from_isf(context, layer_name, table, offset, key)
-            elif "kimage_voffset" in symbols and "swapper_pg_dir" in symbols:
-                result = cls._arm64_from_isf(context, layer_name, table, offset, key)
-            else:
-                result = None
-            if result is not None:
-                return result
+            for offset in offsets:
+                if "init_top_pgt" in symbols:
+                    result = cls._la57_from_isf(context, layer_name, table, offset, key)
+                elif "kimage_voffset" in symbols and "swapper_pg_dir" in symbols:
+                    result = cls._arm64_from_isf(context, layer_name, table, offset, key)
+                else:
+                    result = None
+                if result is not None:
+                    return result
         return None
 
     @staticmethod
@@ -534,7 +548,7 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
         shift = cls._virtual_shift(context, layer_name, table, at)
         if shift is None:
             return None
-        for base in cls._x86_bases(context):
+        for base in cls._x86_bases(context, layer_name):
             phys = _physical_view(context, layer_name, base)
             new = _build_la57(context, phys, at("init_top_pgt") + base, shift, key)
             banner_va = table.get_symbol("linux_banner").address + shift
@@ -552,15 +566,11 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
         kvoff = _u64(context, layer_name, at("kimage_voffset"))
         shift = cls._virtual_shift(context, layer_name, table, at)
         link_banner = table.get_symbol("linux_banner").address
-        bases: List[int] = []
+        derived = []
         if kvoff is not None and shift is not None:
-            # PA(banner) = VA(banner) - kimage_voffset, and PA = file offset + base.
-            bases.append((link_banner + shift - kvoff - offset) & ((1 << 64) - 1))
-        configured = configured_phys_base(context)
-        if configured is not None:
-            bases = [configured]
-        else:
-            bases += [b for b in cls._arm64_bases(context, layer_name, []) if b not in bases]
+            # PA(banner) = VA(banner) - kimage_voffset, and PA = layer offset + base.
+            derived.append((link_banner + shift - kvoff - offset) & ((1 << 64) - 1))
+        bases = cls._phys_bases(context, layer_name, derived)
         shifts = [shift] if shift is not None else []
         for base in bases:
             phys = _physical_view(context, layer_name, base)
