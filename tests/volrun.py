@@ -131,6 +131,7 @@ def run_vol(dump, plugin, *plugin_args, renderer="json", symbol_dirs=(), extra_g
     if dirs:
         argv += ["-s", ";".join(dirs)]
     argv += ["-f", str(dump), *extra_global, plugin, *map(str, plugin_args)]
+    CACHE.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=vol_env(env),
                           cwd=str(CACHE if CACHE.exists() else REPO))
     rows = []
@@ -140,3 +141,66 @@ def run_vol(dump, plugin, *plugin_args, renderer="json", symbol_dirs=(), extra_g
         except ValueError:
             rows = []
     return VolResult(proc.returncode, rows, proc.stdout, proc.stderr, argv)
+
+
+def ram_ranges(truth):
+    """[(start, end)) physical RAM ranges of a dump: /proc/iomem's top-level "System RAM",
+    page-aligned, or the whole RAM when iomem was not recorded."""
+    ranges = []
+    for r in truth["memory"].get("iomem") or ():
+        if r.get("depth", 0) == 0 and r["name"] == "System RAM":
+            ranges.append((r["start"] & ~0xFFF, (r["end"] + 0x1000) & ~0xFFF))
+    if not ranges:
+        base = truth["run"]["ram_phys_base"]
+        ranges = [(base, base + truth["run"]["ram_size"])]
+    return sorted(ranges)
+
+
+def make_elf_core(raw_path, out_path, ranges, phys_base=0, machine=62):
+    """Wrap a raw physical image (byte 0 = ``phys_base``) into an ELF64 core with one PT_LOAD
+    per RAM range at ``p_paddr``, the way QEMU's dump-guest-memory writes guest RAM."""
+    import struct
+
+    out_path = Path(out_path)
+    size = os.path.getsize(raw_path)
+    ranges = [(s, min(e, phys_base + size)) for s, e in ranges if s < phys_base + size]
+    ehsize, phsize = 64, 56
+    data_off = (ehsize + phsize * len(ranges) + 0xFFF) & ~0xFFF
+    phdrs = b""
+    off = data_off
+    for start, end in ranges:
+        n = end - start
+        # PT_LOAD, flags RWX, p_vaddr 0 like QEMU for physical-only dumps, filesz == memsz.
+        phdrs += struct.pack("<IIQQQQQQ", 1, 7, off, 0, start, n, n, 0x1000)
+        off += n
+    ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + b"\0" * 8
+    ehdr = ident + struct.pack("<HHIQQQIHHHHHH", 4, machine, 1, 0, ehsize, 0, 0, ehsize, phsize,
+                               len(ranges), 0, 0, 0)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + f".tmp{os.getpid()}")
+    with open(raw_path, "rb") as src, open(tmp, "wb") as dst:
+        dst.write(ehdr + phdrs)
+        dst.write(b"\0" * (data_off - dst.tell()))
+        for start, end in ranges:
+            src.seek(start - phys_base)
+            left = end - start
+            while left:
+                chunk = src.read(min(left, 8 << 20))
+                if not chunk:
+                    raise ValueError(f"{raw_path} ends before physical {end:#x}")
+                dst.write(chunk)
+                left -= len(chunk)
+    os.replace(tmp, out_path)
+    return out_path
+
+
+def elf_core_of(name) -> Path:
+    """An ELF core of dump ``name`` (cached next to the ISFs; rebuilt when the raw is newer)."""
+    raw = dumps.dump_path(name)
+    out = CACHE / "cores" / (name.replace("/", "_") + ".elf")
+    if out.exists() and out.stat().st_mtime >= raw.stat().st_mtime:
+        return out
+    truth = dumps.load_truth(name)
+    machine = 183 if truth["run"]["arch"] in ("arm64", "aarch64") else 62
+    return make_elf_core(raw, out, ram_ranges(truth), truth["memory"].get(
+        "dump_raw_phys_base", truth["run"]["ram_phys_base"]), machine)
