@@ -85,3 +85,16 @@ def test_failure_is_one_warning(tmp_path, monkeypatch, caplog):
     assert autoisf.ensure_isf(ctx, "base") is None
     warn = [r for r in caplog.records if "cannot build" in r.getMessage()]
     assert len(warn) == 1 and "--system-map" in warn[0].getMessage()
+
+
+def test_layer_image_carves_like_the_file_reader():
+    """Layers our reader does not handle (AVML, QEMU, ...) are read through Volatility."""
+    from volatility3_ktstr.isf import fromdump
+
+    mem, _ = make_image(tiny_btf(pad_strings=70000))
+    ctx = contexts.Context()
+    ctx.add_layer(physical.BufferDataLayer(ctx, "b", "buf", mem))
+    image = autoisf.image_for(ctx, "buf")
+    assert isinstance(image, autoisf.LayerImage)
+    c = fromdump.carve(image)
+    assert c.banner == BANNER and c.symbols["init_task"][0] > 0

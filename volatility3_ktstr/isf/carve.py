@@ -22,7 +22,7 @@ OVERLAP = 8192                  # longest record looked at across a chunk bounda
 BTF_MAGIC = b"\x9f\xeb\x01\x00"  # magic 0xeb9f (little endian), version 1, flags 0
 BANNER_MAGIC = b"Linux version "
 VMCI_MAGIC = b"OSRELEASE="
-MAX_HITS = {"btf": 256, "banner": 64, "vmcoreinfo": 16, "kallsyms": 64}
+MAX_HITS = {"btf": 256, "banner": 64, "kallsyms": 64}
 MIN_VMLINUX_BTF = 64 << 10       # module and program BTFs are smaller than this
 MAX_VMLINUX_BTF = 512 << 20
 CORE_TYPES = ("task_struct", "mm_struct", "list_head")

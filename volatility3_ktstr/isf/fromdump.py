@@ -170,6 +170,7 @@ class Carved:
 
     btf = blob = btf_phys = banner = symbols = arch = kallsyms = vmcoreinfo = None
     how = ""
+    from_kallsyms = False
     timings = None
 
 
@@ -252,6 +253,7 @@ def carve(image, name="dump", arch=None, text_base=None, symbol_file=None, kalls
                             f"kernel's System.map with --system-map FILE")
         base = text_base if text_base is not None else DEFAULT_TEXT.get(c.arch)
         c.symbols, c.how = ksmod.link_time(ks, base, c.vmcoreinfo)
+        c.from_kallsyms = True
     missing = ksmod.missing_required(c.symbols, c.arch)
     if missing:
         raise DumpError(f"symbols missing from {'the symbol file' if symbol_file else 'kallsyms in ' + name}: "
@@ -276,7 +278,7 @@ def sources_of(c):
     return [
         {"kind": "dwarf", "name": "btf-in-memory", "hash_type": "sha256",
          "hash_value": hashlib.sha256(c.blob).hexdigest()},
-        {"kind": "system-map", "name": "kallsyms-in-memory" if c.kallsyms else "system-map",
+        {"kind": "system-map", "name": "kallsyms-in-memory" if c.from_kallsyms else "system-map",
          "hash_type": "sha256", "hash_value": h.hexdigest()},
     ]
 
@@ -329,7 +331,7 @@ def cli_build(args):
         c = carve(image, os.path.basename(path), arch=args.arch, text_base=args.text_base,
                   symbol_file=args.system_map or args.kallsyms, kallsyms_text=bool(args.kallsyms), log=log)
     t1 = time.perf_counter()
-    c.kallsyms = c.kallsyms is not None     # the decoded tables are not needed any more (memory)
+    c.kallsyms = None         # the decoded tables are not needed any more (memory)
     isf, banner = build_isf(c, args.banner)
     t2 = time.perf_counter()
     out = args.output or default_path(volatility_symbols_dir(), banner, c.arch)

@@ -127,8 +127,6 @@ def find_token_table(data, anchor_pos):
 
 def _u_array(data, start, end, width):
     a = array("I" if width == 4 else "Q")
-    if width == 8 and a.itemsize != 8:
-        a = array("L")
     start = max(0, start)
     end = start + ((end - start) // width) * width
     a.frombytes(bytes(data[start:end]))
