@@ -689,8 +689,9 @@ def read_task(reader, layout, addr) -> ScxTask:
     t.sched_class = r.get("sched_class", 8)
     cpu_path = "thread_info.cpu" if r.has("thread_info.cpu") else "cpu"
     t.cpu = r.get(cpu_path, 4)
-    t.on_rq = r.get("on_rq", 4, signed=True)
-    t.on_cpu = r.get("on_cpu", 4, signed=True)
+    # int in older kernels, u8 in newer ones: the low byte (little-endian) holds the value either way.
+    t.on_rq = r.get("on_rq", 1)
+    t.on_cpu = r.get("on_cpu", 1)
     t.policy = r.get("policy", 4)
     t.sched = r.get("scx.sched", 8)
     t.dsq = r.get("scx.dsq", 8)

@@ -147,7 +147,10 @@ class ScxState(interfaces.plugins.PluginInterface):
         for c in cpus:
             if c.bypass_dsq is not None:
                 dsqs.append(c.bypass_dsq)
-        addrs, errors = scx.user_dsq_addrs(reader, layout, st.sch, sk.syms)
+        if st.sch == 0:  # scx_root is NULL: no scheduler, so no global or user DSQs
+            addrs, errors = [], []
+        else:
+            addrs, errors = scx.user_dsq_addrs(reader, layout, st.sch, sk.syms)
         for e in errors:
             yield row("dsq", "user", "error", e)
         user = [scx.read_dsq(reader, layout, sk.dsq_offs, a, "user", walk=True) for a in addrs]
@@ -157,6 +160,8 @@ class ScxState(interfaces.plugins.PluginInterface):
             yield from self._dsq_rows(sk, d, row, task_text, walk)
 
     def _global(self, sk, st, row):
+        if st.sch == 0:
+            return
         addrs, errors = scx.global_dsq_addrs(sk.reader, sk.layout, st.sch, sk.syms, sk.nr_nodes())
         for e in errors:
             yield row("dsq", "global", "error", e)

@@ -93,7 +93,7 @@ class ScxTasks(interfaces.plugins.PluginInterface):
             if t.error:
                 if not pids:
                     yield (0, (-1, NA(), "", "", t.error, NA(), NA(), NA(), NA(), "", "", NA(),
-                               NA(), "", format_hints.Hex(addr)))
+                               NA(), NA(), "", format_hints.Hex(addr)))
                 continue
             if pids and t.pid not in pids:
                 continue
@@ -111,16 +111,17 @@ class ScxTasks(interfaces.plugins.PluginInterface):
             yield (0, (t.pid, _v(t.tgid), t.comm, sk.class_name(t.sched_class) or "", loc,
                        format_hints.Hex(dsq_id) if dsq_id is not None else NA(),
                        _v(t.slice), _v(t.dsq_vtime), _v(t.weight), sk.task_flags(t.flags) or "",
-                       sk.ops_state(t.ops_state) or "", _v(age), _v(t.sticky_cpu), starved,
+                       sk.ops_state(t.ops_state) or "", _v(t.runnable_at), _v(age), _v(t.sticky_cpu), starved,
                        format_hints.Hex(addr)))
         if walk.error:
             yield (0, (-1, NA(), "", "", f"scx_tasks walk stopped: {walk.error}", NA(), NA(), NA(),
-                       NA(), "", "", NA(), NA(), "", format_hints.Hex(sk.syms["tasks"])))
+                       NA(), "", "", NA(), NA(), NA(), "", format_hints.Hex(sk.syms["tasks"])))
 
     def run(self):
         return renderers.TreeGrid(
             [("PID", int), ("TGID", int), ("COMM", str), ("SchedClass", str), ("Where", str),
              ("DSQ", format_hints.Hex), ("SliceNs", int), ("DsqVtime", int), ("Weight", int),
-             ("Flags", str), ("OpsState", str), ("RunnableJiffies", int), ("StickyCPU", int),
+             ("Flags", str), ("OpsState", str), ("RunnableAt", int),
+             ("RunnableForJiffies", int), ("StickyCPU", int),
              ("Starved", str), ("Task", format_hints.Hex)],
             guarded("linux.ktstr.scxtasks", self._generator()))
