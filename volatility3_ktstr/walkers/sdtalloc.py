@@ -155,7 +155,7 @@ def find_allocators(btf, datasec_id):
     return out
 
 
-@dataclass
+@dataclass(slots=True)
 class SdtEntry:
     idx: int            # tree position (27 bits)
     genn: int           # sdt_id.genn from the slot header
@@ -269,23 +269,54 @@ class _Walker:
                         return
             return
         bits = struct.unpack_from(f"<{BITMAP_WORDS}Q", raw, offs.desc_allocated)
+        self.leaves(bits, ptrs, prefix)
+
+    def leaves(self, bits, ptrs, prefix):
+        """Emit the live slots of one leaf chunk (the hot loop: locals only)."""
+        walk = self.walk
+        entries = walk.entries
+        append = entries.append
+        seen = self.seen_data
+        kbase, upper, ubase = self.kbase, self.upper, self.arena.user_vm_start & ~LOW32
+        elem, header = walk.elem_size, walk.header
+        room = None if self.max_entries is None else self.max_entries - len(entries)
+        unpack = _HDR.unpack_from
+        slot_bytes = self.slot_bytes
         for w, word in enumerate(bits):
             while word:
                 low = word & -word
-                pos = w * 64 + low.bit_length() - 1
+                pos = (w << 6) + low.bit_length() - 1
                 word ^= low
                 data = ptrs[pos]
                 if not data:
                     continue    # bit set before the pointer store: allocation in flight
-                if self.max_entries is not None and len(self.walk.entries) >= self.max_entries:
-                    self.walk.truncated = True
-                    return
-                self.leaf(data, prefix | pos)
+                idx = prefix | pos
+                if (data >> 32) not in (0, upper):
+                    self.skip(LEVELS, data, idx, "slot pointer outside the arena")
+                    continue
+                key = data & LOW32
+                if key in seen:
+                    self.skip(LEVELS, data, idx, "slot pointer already used by another index")
+                    continue
+                if room is not None:
+                    if room <= 0:
+                        walk.truncated = True
+                        return
+                    room -= 1
+                seen.add(key)
+                try:
+                    raw = slot_bytes(kbase + key, elem)
+                except ReadError as e:
+                    self.skip(LEVELS, data, idx, f"slot unreadable ({e.reason})")
+                    continue
+                hdr_idx, genn = unpack(raw, 0)
+                append(SdtEntry(idx, genn, hdr_idx, ubase | key, raw[header:]))
 
     def slot_bytes(self, kva, size):
+        """Slot bytes through a small cache of whole arena pages (slots of a slab share pages);
+        slots that straddle a page, or pages not wholly readable, are read exactly."""
         page = kva & self.page_mask
-        end = kva + size
-        if end <= page + self.page_size:
+        if kva + size <= page + self.page_size:
             buf = self.pages.get(page)
             if buf is None:
                 if len(self.pages) >= _PAGE_CACHE:
@@ -293,31 +324,12 @@ class _Walker:
                 try:
                     buf = self.reader.read(page, self.page_size)
                 except ReadError:
-                    buf = b""     # page not fully readable: fall back to exact reads
+                    buf = b""
                 self.pages[page] = buf
             if buf:
                 o = kva - page
                 return buf[o:o + size]
         return self.reader.read(kva, size)
-
-    def leaf(self, data, idx):
-        if self.foreign(data):
-            self.skip(LEVELS, data, idx, "slot pointer outside the arena")
-            return
-        key = data & LOW32
-        if key in self.seen_data:
-            self.skip(LEVELS, data, idx, "slot pointer already used by another index")
-            return
-        self.seen_data.add(key)
-        w = self.walk
-        try:
-            raw = self.slot_bytes(self.kbase + key, w.elem_size)
-        except ReadError as e:
-            self.skip(LEVELS, data, idx, f"slot unreadable ({e.reason})")
-            return
-        hdr_idx, genn = _HDR.unpack_from(raw, 0)
-        w.entries.append(SdtEntry(idx, genn, hdr_idx, self.arena.user_address(data),
-                                  raw[w.header:]))
 
 
 def walk_allocator(reader, arena: ArenaInfo, offs: SdtOffsets, alloc_bytes, name,
