@@ -348,3 +348,44 @@ def test_older_dsq_list_without_cursor_nodes(btf):
     m.offs = offs
     m.link_dsq([2, 0])
     assert scx.walk_dsq_list(m.r, offs, DSQ_AT).tasks == [m.task(2), m.task(0)]
+
+
+def test_struct_ops_callbacks(layout):
+    """kvalue holds trampolines, uvalue the program ids, links[] the programs (names)."""
+    r = BufferReader()
+    st, uv, links, objs = 0xFFFF888000600000, 0xFFFF888000610000, 0xFFFF888000620000, 0xFFFF888000700000
+    r.add(st, bytes(0x2000))
+    r.add(uv, bytes(0x1000))
+    r.add(links, bytes(0x100))
+    r.add(objs, bytes(0x10000))
+
+    def put(addr, fmt, v):
+        r.write(addr, struct.pack("<" + fmt, v))
+
+    vs = "bpf_struct_ops_sched_ext_ops"
+    kdata = scx.struct_ops_kdata(layout, st, vs)
+    udata = uv + scx.struct_ops_value_data(layout, vs)
+    put(st + layout.offset("bpf_struct_ops_map", "uvalue"), "Q", uv)
+    put(st + layout.offset("bpf_struct_ops_map", "links"), "Q", links)
+    put(st + layout.offset("bpf_struct_ops_map", "funcs_cnt"), "I", 3)
+    names = ["select_cpu", "enqueue", "dispatch"]
+    for i, (cb, pid, pname) in enumerate([("enqueue", 9, "my_enqueue"), ("dispatch", 10, "my_dispatch")]):
+        off = layout.offset("sched_ext_ops", cb)
+        put(kdata + off, "Q", 0xFFFFFFFFC0000000 + 0x100 * i)
+        put(udata + off, "Q", pid)
+        link, prog, aux = objs + 0x1000 * i, objs + 0x1000 * i + 0x200, objs + 0x1000 * i + 0x400
+        put(links + 8 * i, "Q", link)
+        put(link + layout.offset("bpf_link", "prog"), "Q", prog)
+        put(prog + layout.offset("bpf_prog", "aux"), "Q", aux)
+        put(aux + layout.offset("bpf_prog_aux", "id"), "I", pid)
+        r.write(aux + layout.offset("bpf_prog_aux", "name"), pname.encode() + b"\0")
+    put(links + 16, "Q", UNMAPPED)   # a third link that cannot be read
+    cbs, errors = scx.struct_ops_callbacks(r, layout, st, "sched_ext_ops", names, vs)
+    assert [(c.member, c.prog_id, c.prog_name) for c in cbs] == [
+        ("enqueue", 9, "my_enqueue"), ("dispatch", 10, "my_dispatch")]
+    assert cbs[0].kfunc == 0xFFFFFFFFC0000000 and cbs[1].prog == objs + 0x1200
+    assert len(errors) == 1 and "link 2" in errors[0]
+    # Without a user value the callbacks are still listed, with no program.
+    put(st + layout.offset("bpf_struct_ops_map", "uvalue"), "Q", 0)
+    cbs, _ = scx.struct_ops_callbacks(r, layout, st, "sched_ext_ops", names, vs)
+    assert [(c.member, c.prog_id) for c in cbs] == [("enqueue", None), ("dispatch", None)]
