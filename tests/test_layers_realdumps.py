@@ -6,8 +6,6 @@ list.  Skips with a reason when KTSTR_DUMPS is unset or holds no such dump.
 """
 
 import functools
-import json
-import os
 import subprocess
 import sys
 import time
