@@ -150,3 +150,19 @@ def test_symbol_namer_programs_and_kaslr():
     assert n.name(0xFFFFFFFFB85966C4) == "bpf_trace_printk+0x4"
     assert n.name(0xFFFFFFFFC01DD648 + 0x84) == "prog:sdt_select_cpu[7]+0x84"
     assert n.name(0xFFFF8E134197B000) == ""   # data, far from any symbol
+
+
+def test_arm64_register_calls_get_targets():
+    def movz(rd, imm, hw):
+        return 0xD2800000 | (hw << 21) | (imm << 5) | rd
+
+    def movk(rd, imm, hw):
+        return 0xF2800000 | (hw << 21) | (imm << 5) | rd
+
+    code = struct.pack("<7I", movz(10, 0x1234, 0), movk(10, 0x5678, 1), movk(10, 0x8000, 2),
+                       movk(10, 0xFFFF, 3), 0xD63F0140,            # blr x10
+                       0x91000540,                                  # add x0, x10, #1
+                       0xD63F0000)                                  # blr x0: unknown
+    insns = list(helpers.disassemble("arm64", code, 0xFFFF800080000000))
+    assert insns[4][2] == "blr" and insns[4][4] == 0xFFFF800056781234
+    assert insns[6][4] is None

@@ -128,14 +128,43 @@ def disassemble(arch, image, base, max_insns=20000):
     else:
         md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     md.skipdata = True   # padding/data inside the image: keep going
+    regs = {}            # arm64: register -> constant built by mov/movk (the JIT's call sequence)
     for n, (addr, size, mnemonic, op_str) in enumerate(md.disasm_lite(image, base)):
         if n >= max_insns:
             break
         target = None
-        m = _HEX.search(op_str)
-        if m is not None:
-            v = int(m.group(1), 16)
-            # Branch targets, and any immediate that looks like a kernel address (movabs).
-            if _BRANCH.match(mnemonic) or v >= 0xFFFF000000000000:
-                target = v
+        if arch == "arm64":
+            target = _arm64_track(regs, mnemonic, op_str)
+        if target is None:
+            m = _HEX.search(op_str)
+            if m is not None:
+                v = int(m.group(1), 16)
+                # Branch targets, and any immediate that looks like a kernel address (movabs).
+                if _BRANCH.match(mnemonic) or v >= 0xFFFF000000000000:
+                    target = v
         yield addr, size, mnemonic, op_str, target
+
+
+_ARM_MOV = re.compile(r"^x(\d+), #(-?(?:0x[0-9a-fA-F]+|\d+))(?:, lsl #(\d+))?$")
+_U64 = (1 << 64) - 1
+
+
+def _arm64_track(regs, mnemonic, op_str):
+    """The arm64 JIT calls kernel helpers with ``mov/movk xN`` + ``blr xN``: follow the
+    constant so the ``blr`` gets a target. Returns the target of a register branch, else None
+    (and forgets registers other instructions overwrite)."""
+    if mnemonic in ("blr", "br") and op_str.startswith("x"):
+        return regs.get(op_str)
+    dest = op_str.split(",", 1)[0].strip()
+    m = _ARM_MOV.match(op_str)
+    if m is not None and mnemonic in ("mov", "movz", "movk"):
+        reg, imm, shift = f"x{m.group(1)}", int(m.group(2), 0), int(m.group(3) or 0)
+        if mnemonic == "movk":
+            if reg in regs:
+                regs[reg] = (regs[reg] & ~(0xFFFF << shift) & _U64) | ((imm & 0xFFFF) << shift)
+        else:
+            regs[reg] = (imm << shift) & _U64
+        return None
+    if dest[:1] in ("x", "w"):
+        regs.pop("x" + dest[1:], None)
+    return None
