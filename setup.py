@@ -14,8 +14,8 @@ class BuildPyWithPth(build_py):
     """Ship the .pth that lets a plain `vol` find our plugins (Volatility has no entry points).
 
     The file must land at the root of site-packages, so it is copied into build_lib next to the
-    package rather than declared as package data. Editable installs get it the same way: setuptools
-    runs build_py for them too and installs the extra top-level file with the editable wheel.
+    package rather than declared as package data. Editable installs drop it (see
+    EditableWheelWithPth below).
     """
 
     def run(self):
@@ -30,6 +30,43 @@ def _files(folder):
     """Files of a repo folder, relative to setup.py (as data_files wants them)."""
     return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, folder, "*"))
                   if os.path.isfile(p))
+
+
+class _StrategyWithPth:
+    """Wraps a setuptools editable strategy: write the wheel as it does, then add the .pth."""
+
+    def __init__(self, strategy):
+        self._strategy = strategy
+
+    def __call__(self, wheel, files, mapping):
+        self._strategy(wheel, files, mapping)
+        if PTH not in wheel.namelist():
+            with open(os.path.join(HERE, PTH), "rb") as f:
+                wheel.writestr(PTH, f.read())
+
+    def __enter__(self):
+        self._strategy.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._strategy.__exit__(*exc)
+
+
+cmdclass = {"build_py": BuildPyWithPth}
+try:
+    from setuptools.command.editable_wheel import editable_wheel
+except ImportError:  # setuptools < 64: `pip install -e` runs `develop`, no PEP 660 wheel
+    editable_wheel = None
+if editable_wheel is not None and hasattr(editable_wheel, "_select_strategy"):
+
+    class EditableWheelWithPth(editable_wheel):
+        """`pip install -e .` (PEP 660) puts only a package finder in the editable wheel and
+        drops build_py's extra top-level file, so the .pth is added to that wheel here."""
+
+        def _select_strategy(self, *args, **kwargs):
+            return _StrategyWithPth(super()._select_strategy(*args, **kwargs))
+
+    cmdclass["editable_wheel"] = EditableWheelWithPth
 
 
 setup(
@@ -63,5 +100,5 @@ setup(
     },
     # The bundled sample dump and its ISF (volatility3_ktstr/sample.py finds them here).
     data_files=[(f"share/volatility3-ktstr/{d}", _files(d)) for d in ("samples", "symbols/linux")],
-    cmdclass={"build_py": BuildPyWithPth},
+    cmdclass=cmdclass,
 )
