@@ -160,10 +160,24 @@ def bucket_struct(layout):
 
 
 def _is_nulls_head(layout, name):
-    kind = getattr(layout, "member_type_name", None)
-    if kind is None:
-        return True   # layouts that cannot tell: trust the name
-    return kind(name, "head") in (None, "hlist_nulls_head")
+    """Whether ``struct <name>.head`` is an ``hlist_nulls_head`` (BtfLayout or the kernel's
+    IsfLayout; other layouts cannot tell and are trusted)."""
+    btf = getattr(layout, "btf", None)
+    if btf is not None:
+        try:
+            _, member = btf.member_path(btf.struct(name).id, "head")
+            t = btf.resolve(member.type)
+            return t is not None and t.name == "hlist_nulls_head"
+        except KeyError:
+            return False
+    template = getattr(layout, "_template", None)
+    if template is not None:
+        try:
+            _, sub = template(name).vol.members["head"]
+            return str(getattr(sub.vol, "type_name", "")).split("!")[-1] == "hlist_nulls_head"
+        except (KeyError, AttributeError, LayoutError):
+            return False
+    return True
 
 
 def htab_entries(reader, layout, m, offsets=None, limit=4096, info=None, bucket=None):
