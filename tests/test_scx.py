@@ -389,3 +389,30 @@ def test_struct_ops_callbacks(layout):
     put(st + layout.offset("bpf_struct_ops_map", "uvalue"), "Q", 0)
     cbs, _ = scx.struct_ops_callbacks(r, layout, st, "sched_ext_ops", names, vs)
     assert [(c.member, c.prog_id) for c in cbs] == [("enqueue", None), ("dispatch", None)]
+
+
+def test_sub_scheds_depth_first_and_cycle_safe(layout):
+    r = BufferReader()
+    base = 0xFFFF888000800000
+    size = layout.size("scx_sched")
+    r.add(base, bytes(0x1000 * 8))
+    sch = [base + 0x1000 * i for i in range(6)]
+    ch, sib = layout.offset("scx_sched", "children"), layout.offset("scx_sched", "sibling")
+    assert size <= 0x1000
+
+    def ring(parent, kids):
+        head = parent + ch
+        nodes = [head] + [k + sib for k in kids]
+        for k, n in enumerate(nodes):
+            r.write(n, struct.pack("<QQ", nodes[(k + 1) % len(nodes)], nodes[k - 1]))
+
+    for s_ in sch:
+        ring(s_, [])
+    ring(sch[0], [sch[1], sch[2]])
+    ring(sch[1], [sch[3]])
+    got, errors = scx.sub_scheds(r, layout, sch[0])
+    assert got == [(sch[1], 1, sch[0]), (sch[3], 2, sch[1]), (sch[2], 1, sch[0])] and errors == []
+    ring(sch[3], [sch[0]])   # a child pointing back at the root
+    got, errors = scx.sub_scheds(r, layout, sch[0])
+    assert len(got) == 3 and any("cycle" in e for e in errors)
+    assert scx.sub_scheds(r, layout, 0) == ([], [])

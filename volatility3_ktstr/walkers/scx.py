@@ -226,6 +226,7 @@ class SchedState:
     slice_dfl: int = None
     jiffies: int = None
     level: int = None
+    cgroup_path: str = None       # sub-schedulers: the cgroup they are attached to
     errors: list = field(default_factory=list)
 
 
@@ -281,12 +282,13 @@ def ops_callbacks(reader, layout, ops_addr, callback_names):
     return out
 
 
-def read_sched_state(reader, layout, syms, callback_names=(), enable_state_names=None):
+def read_sched_state(reader, layout, syms, callback_names=(), enable_state_names=None, sch=None):
     """The loaded scheduler and the global sched_ext state.
 
     ``syms``: :func:`resolve_symbols` output. ``callback_names``: the function-pointer members
-    of ``struct sched_ext_ops`` (from the kernel's types). Unreadable parts leave their fields
-    None and add a line to ``errors``."""
+    of ``struct sched_ext_ops`` (from the kernel's types). ``sch``: read this ``scx_sched``
+    (a sub-scheduler) instead of ``*scx_root``. Unreadable parts leave their fields None and
+    add a line to ``errors``."""
     st = SchedState()
 
     def guard(what, fn):
@@ -297,7 +299,12 @@ def read_sched_state(reader, layout, syms, callback_names=(), enable_state_names
             return None
 
     sch_region = None
-    if syms.get("root") is not None and layout.has("scx_sched"):
+    if sch is not None and layout.has("scx_sched"):
+        st.sch = sch
+        sch_region = guard("struct scx_sched", lambda: Region(reader, layout, "scx_sched", sch))
+        if sch_region is not None:
+            st.ops_addr = sch + layout.offset("scx_sched", "ops")
+    elif syms.get("root") is not None and layout.has("scx_sched"):
         st.sch = guard("scx_root", lambda: reader.ptr(syms["root"]))
         if st.sch:
             sch_region = guard("struct scx_sched", lambda: Region(reader, layout, "scx_sched", st.sch))
@@ -328,6 +335,9 @@ def read_sched_state(reader, layout, syms, callback_names=(), enable_state_names
         st.watchdog_timeout = r.get("watchdog_timeout", 8)
         st.slice_dfl = r.get("slice_dfl", 8)
         st.level = r.get("level", 4, signed=True)
+        cg = r.get("cgrp_path", 8)
+        if cg:
+            st.cgroup_path = guard("scx_sched.cgrp_path", lambda: reader.cstring(cg, 4096))
         aborting = r.get("aborting", 1)
         st.aborting = None if aborting is None else bool(aborting)
         ei = r.get("exit_info", 8)
@@ -385,6 +395,42 @@ def _state_string(reader, str_array, state, names):
         if name.startswith(p):
             return name[len(p):].lower()
     return name.lower()
+
+
+def sub_scheds(reader, layout, root, max_depth=8, max_total=1024):
+    """Sub-schedulers under ``root`` (``scx_sched.children``, linked by ``sibling``), depth
+    first: [(scx_sched address, depth, parent)], and errors. Kernels without sub-schedulers
+    give ([], [])."""
+    if not root or not (layout.has("scx_sched", "children") and layout.has("scx_sched", "sibling")):
+        return [], []
+    off_children = layout.offset("scx_sched", "children")
+    off_sibling = layout.offset("scx_sched", "sibling")
+    out, errors, seen = [], [], {root}
+    stack = [(root, 0, None)]
+    while stack:
+        sch, depth, parent = stack.pop()
+        if depth:
+            out.append((sch, depth, parent))
+        if depth >= max_depth:
+            errors.append(f"sub-schedulers under {sch:#x} deeper than {max_depth}: not walked")
+            continue
+        head = sch + off_children
+        found = []
+        try:
+            cur = reader.ptr(head)
+            while cur != head:
+                child = cur - off_sibling
+                if not cur or child in seen or len(seen) > max_total:
+                    errors.append(f"children list of {sch:#x}: "
+                                  + ("NULL link" if not cur else "cycle" if child in seen else "too many"))
+                    break
+                seen.add(child)
+                found.append(child)
+                cur = reader.ptr(cur)
+        except ReadError as e:
+            errors.append(f"children list of {sch:#x} unreadable: {e.reason}")
+        stack.extend((c, depth + 1, sch) for c in reversed(found))
+    return out, errors
 
 
 # --- dispatch queues ---------------------------------------------------------------------------

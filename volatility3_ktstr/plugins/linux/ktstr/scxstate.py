@@ -93,8 +93,29 @@ class ScxState(interfaces.plugins.PluginInterface):
         for err in st.errors:
             yield row("scheduler", obj, "error", err)
 
+        if st.cgroup_path is not None:
+            yield row("scheduler", obj, "cgroup", st.cgroup_path)
+
         # --- callbacks ---
         yield from self._callbacks(kctx, sk, st, row)
+
+        # --- sub-schedulers (kernels with nested schedulers) ---
+        subs, errors = scx.sub_scheds(reader, layout, st.sch)
+        for addr, depth, parent in subs:
+            sub = scx.read_sched_state(reader, layout, sk.syms, sch=addr)
+            o = sub.name if sub.name is not None else f"@{addr:#x}"
+            yield row("subsched", o, "scx_sched", f"{addr:#x}", addr)
+            yield row("subsched", o, "parent", f"{parent:#x}", parent)
+            yield row("subsched", o, "depth", depth)
+            yield row("subsched", o, "level", sub.level)
+            yield row("subsched", o, "cgroup", sub.cgroup_path)
+            yield row("subsched", o, "exit_kind", None if sub.exit_kind is None else (
+                scx.enum_name(kinds, sub.exit_kind, "SCX_EXIT_") or str(sub.exit_kind)))
+            yield row("subsched", o, "bypass_depth", sub.bypass_depth)
+            for err in sub.errors:
+                yield row("subsched", o, "error", err)
+        for err in errors:
+            yield row("subsched", "-", "error", err)
 
         # --- CPUs ---
         tasks = {}
