@@ -6,6 +6,7 @@ exactly, pid/tgid/comm (task_struct.comm) or cgroup path/id equal the guest's, a
 """
 
 import functools
+import json
 
 import pytest
 
@@ -63,9 +64,30 @@ def test_task_storage_matches_truth(name):
         s = summaries[map_id]
         assert s["OwnerId"] == len(tids) and s["Note"].startswith(f"{len(tids)} elements in "), s
         assert ";" not in s["Note"], f"walk reported problems: {s['Note']}"
+    slots = {d["addr"]: d for d in (truth.get("sdt") or {}).get("data") or []}
     for entry in truth["task_storage"]:
         (row,) = [r for r in found[entry["map_id"]] if r["PID"] == entry["tid"]]
         assert row["ValueHex"] == entry["value_hex"], entry
+        ptr = (entry.get("decoded") or {}).get("data_arena_ptr")
+        if ptr in slots:   # scx_sdt: the value's arena pointer leads to the task's live slot
+            _check_slot(json.loads(row["Formatted"]), ptr, slots[ptr], entry["tid"])
+
+
+def _check_slot(formatted, ptr, truth_slot, tid):
+    hits = [v for v in formatted["formatted"]["value"].values()
+            if isinstance(v, dict) and v.get("ptr") == f"{ptr:#x}"]
+    assert len(hits) == 1, formatted
+    slot = hits[0]
+    assert (slot["slot"]["idx"], slot["slot"]["genn"]) == (truth_slot["idx"], truth_slot["tid_genn"])
+    payload = slot["payload"]
+    if "hex" in payload:   # no payload type in the program BTF: raw bytes
+        raw = bytes(int(x, 16) for x in payload["hex"])
+        assert len(raw) == len(truth_slot["payload_hex"]) // 2
+        # Counters move between the truth snapshot and the dump; scx_stats{u32 seq; u32 pid}
+        # starts with the owner's pid (TRUTH.md), which does not.
+        assert int.from_bytes(raw[4:8], "little") == truth_slot["scx_stats"]["pid"] == tid
+    else:
+        assert payload.get("pid") == tid, payload
 
 
 @pytest.mark.parametrize("name", DUMPS or ["<no dumps>"])
@@ -104,8 +126,6 @@ def test_filters(name):
 
 @pytest.mark.parametrize("name", ONE)
 def test_rows_sorted_and_formatted(name):
-    import json
-
     _skip_without_dumps()
     rows = [r for r in plugin_rows(name) if r["OwnerKind"] == "task"]
     keys = [(r["MapId"], r["PID"]) for r in rows]

@@ -7,12 +7,16 @@ from volatility3.framework.configuration import requirements
 from volatility3.framework.renderers import format_hints
 
 from volatility3_ktstr import plugin_support as ps
+from volatility3_ktstr.bpf import progs as bpfprogs
 from volatility3_ktstr.bpf.maps import LOCAL_STORAGE_TYPES
-from volatility3_ktstr.core import LayoutError
+from volatility3_ktstr.core import LayoutError, ReadError
 from volatility3_ktstr.errors import KtstrError, guarded
 from volatility3_ktstr.kernel import KernelContext
-from volatility3_ktstr.render import hex_list, render, render_text
+from volatility3_ktstr.btf import Kind
+from volatility3_ktstr.render import Hex, hex_list, render, render_text
+from volatility3_ktstr.walkers import arena as arenaw
 from volatility3_ktstr.walkers import localstorage as ls
+from volatility3_ktstr.walkers import sdtalloc
 from volatility3_ktstr.walkers.owners import OWNER_KINDS, OwnerResolver
 
 PLUGIN = "linux.ktstr.localstorage"
@@ -40,23 +44,28 @@ class LocalStorage(interfaces.plugins.PluginInterface):
                                          description="Only maps with these names"),
             requirements.ListRequirement(name="pid", element_type=int, optional=True,
                                          description="Only entries owned by these tasks (thread ids)"),
+            requirements.StringRequirement(name="payload_type", optional=True, default=None,
+                                           description="BTF type of sdt_alloc slot payloads "
+                                                       "(default: guessed from the payload size)"),
             requirements.BooleanRequirement(name="verbose", default=False, optional=True,
                                             description="One row per skipped or dropped item, with the reason"),
         ]
 
     def _maps(self, kctx):
+        """(every map, the local storage maps selected)."""
         ids = self.config.get("map_id") or None
         names = self.config.get("map_name") or None
-        maps = ps.select_maps(ps.list_maps(kctx), ids, names)
+        every = ps.list_maps(kctx)
+        maps = ps.select_maps(every, ids, names)
         chosen = [m for m in maps if m.type_name in LOCAL_STORAGE_TYPES]
         if (ids or names) and not chosen:
             raise KtstrError("the selected maps are not local storage maps ("
                              + ", ".join(f"{m.id} {m.name}: {m.type_name}" for m in maps) + ")")
-        return chosen
+        return every, chosen
 
     def _generator(self):
         kctx = KernelContext.from_plugin(self)
-        maps = self._maps(kctx)
+        every, maps = self._maps(kctx)
         if not maps:
             return
         kctx.require_type("bpf_local_storage_map")
@@ -68,10 +77,11 @@ class LocalStorage(interfaces.plugins.PluginInterface):
         verbose = self.config.get("verbose", False)
         budget = ls.VisitBudget()
         owners = OwnerResolver(kctx.reader, kctx.layout)
+        arenas = _Arenas(kctx, every, self.config.get("payload_type"))
         for m in maps:
-            yield from self._map_rows(kctx, offs, m, budget, owners, pids, verbose)
+            yield from self._map_rows(kctx, offs, m, budget, owners, pids, verbose, arenas)
 
-    def _map_rows(self, kctx, offs, m, budget, owners, pids, verbose):
+    def _map_rows(self, kctx, offs, m, budget, owners, pids, verbose, arenas):
         kind = OWNER_KINDS.get(m.type_name, m.type_name)
         stats = ls.WalkStats()
         if m.error:
@@ -79,7 +89,7 @@ class LocalStorage(interfaces.plugins.PluginInterface):
             elems = []
         else:
             elems = list(ls.walk(kctx.reader, offs, m.kva, m.value_size, stats, budget))
-        values = _ValueRenderer(kctx, m)
+        values = _ValueRenderer(kctx, m, *arenas.for_map(m))
         rows = []
         for e in elems:
             if e.owner_error:
@@ -89,7 +99,7 @@ class LocalStorage(interfaces.plugins.PluginInterface):
                 owner = owners.resolve(kind, e.owner, e.storage)
             if pids and not (kind == "task" and owner.pid in pids):
                 continue
-            text, hexed, formatted, vnote = values.render(e.value)
+            text, hexed, formatted, vnote = values.render(e.value, owner)
             note = "; ".join(n for n in (owner.error, owner.note, vnote) if n)
             key = (owner.pid if owner.pid is not None else
                    owner.ident if owner.ident is not None else 1 << 64, owner.kva, e.kva)
@@ -107,8 +117,9 @@ class LocalStorage(interfaces.plugins.PluginInterface):
             if stats.problems_dropped:
                 yield 0, self._info_row(m, "problem", 0, f"{stats.problems_dropped} more not listed")
         summary = stats.summary()
-        if values.note:
-            summary += f"; {values.note}"
+        for extra in (values.note, values.arena_note):
+            if extra:
+                summary += f"; {extra}"
         if stats.problems and not verbose:
             summary += " (--verbose for reasons)"
         yield 0, self._info_row(m, "summary", m.kva, summary, count=stats.elements)
@@ -132,13 +143,75 @@ def _opt(v):
     return NA() if v is None else v
 
 
-class _ValueRenderer:
-    """Value bytes -> (text, hex, JSON) with the map's program BTF; hex when it has none."""
+class _Arenas:
+    """Which arena (and which live sdt_alloc slots) a map's values may point into, found once
+    per run and only when the dump has an arena map."""
 
-    def __init__(self, kctx, m):
+    def __init__(self, kctx, maps, payload_type=None):
+        self.kctx, self.maps, self.payload_type = kctx, maps, payload_type
+        self._state = None
+
+    def _load(self):
+        kctx, maps = self.kctx, self.maps
+        self._state = ([], [], {}, [], None)
+        try:
+            arenas = arenaw.arena_infos(kctx.reader, kctx.layout, maps, kctx.page_size)
+        except LayoutError as e:
+            self._state = ([], [], {}, [], f"arena layout: {e}")
+            return
+        if not arenas:
+            return
+        progs, prog_arenas = [], {}
+        prog_idr = kctx.symbol("prog_idr")
+        try:
+            if prog_idr is not None:
+                progs = list(bpfprogs.iter_progs(kctx.reader, kctx.layout, prog_idr))
+                prog_arenas = {p.kva: arenaw.prog_arena_kva(kctx.reader, kctx.layout, p.aux_kva)
+                               for p in progs}
+        except (ReadError, LayoutError):
+            progs, prog_arenas = [], {}   # arena attribution falls back to pointer ranges
+        try:
+            programs = sdtalloc.find_programs(kctx.reader, kctx.layout, maps, kctx.btf_at, arenas,
+                                              progs, prog_arenas=prog_arenas,
+                                              is_foreign=lambda name: kctx.layout.has(name),
+                                              type_name=self.payload_type)
+            problem = None
+        except (ReadError, LayoutError, KtstrError, sdtalloc.SdtError) as e:
+            programs, problem = [], f"sdt_alloc slots not walked: {e}"
+        self._state = (arenas, progs, prog_arenas, programs, problem)
+
+    def for_map(self, m):
+        """(ArenaInfo or None, SdtSlots or None, note) for the values of map ``m``."""
+        if self._state is None:
+            self._load()
+        arenas, progs, prog_arenas, programs, problem = self._state
+        if not arenas or not m.btf_kva:
+            return None, None, problem
+        for prog in programs:
+            if prog.data_map.btf_kva == m.btf_kva and prog.arena is not None:
+                note = problem or (f"sdt_alloc slots not walked: {prog.error}" if prog.error else None)
+                return prog.arena, prog.slots, note
+        arena, _how = arenaw.arena_for_program(arenas, progs, m.btf_kva, (m.kva,),
+                                               prog_arenas=prog_arenas)
+        return arena, None, problem
+
+
+class _ValueRenderer:
+    """Value bytes -> (text, hex, JSON) with the map's program BTF; hex when it has none.
+
+    Pointers into the program's arena are followed (read through the arena's kernel window);
+    one that points at a live sdt_alloc slot also gets the slot's typed payload."""
+
+    MAX_CHASE = 4   # arena pointers followed in a row (lists in the arena stay short)
+
+    def __init__(self, kctx, m, arena=None, slots=None, arena_note=None):
+        self.reader = kctx.reader
         self.btf = None
         self.type_id = m.btf_value_type_id
         self.note = None
+        self.arena = arena if arena is not None and arena.usable else None
+        self.slots = slots
+        self.arena_note = arena_note
         if m.btf_kva and self.type_id:
             try:
                 self.btf = kctx.btf_at(m.btf_kva)
@@ -146,13 +219,85 @@ class _ValueRenderer:
                 self.note = f"values as hex: {e}"
         elif not m.btf_kva:
             self.note = "values as hex: map has no BTF"
+        self.pointers = _pointer_members(self.btf, self.type_id, m.value_size) if slots else ()
 
-    def render(self, value):
+    def _chase(self, payloads):
+        def chase(addr, size, _type_id):
+            if self.arena is None or not self.arena.owns(addr) or size <= 0:
+                return None   # only arena memory: kernel pointers (task_struct, ...) stay hex
+            data = arenaw.read_arena(self.reader, self.arena, addr, size)
+            hit = self.slots.lookup(addr) if self.slots is not None else None
+            if hit is not None:
+                payloads[f"{addr:#x}"] = self.slots.render(hit)
+            return data
+        return chase
+
+    def render(self, value, owner=None):
         hexed = value.hex()
-        if self.btf is not None:
-            try:
-                typed = render(self.btf, self.type_id, value)
-                return render_text(typed), hexed, json.dumps(typed), None
-            except Exception as e:  # a corrupt program BTF must cost one value, not the run
-                return hexed, hexed, json.dumps(hex_list(value)), f"render failed: {e}"
-        return hexed, hexed, json.dumps(hex_list(value)), None
+        shaped = {"owner": f"{owner.kva:#x}" if owner is not None else None,
+                  "value": hex_list(value)}
+        if self.btf is None:
+            return value.hex(" "), hexed, _dumps(shaped), None
+        payloads = {}
+        try:
+            typed = render(self.btf, self.type_id, value, chase=self._chase(payloads),
+                           max_depth=self.MAX_CHASE)
+        except Exception as e:  # a corrupt program BTF must cost one value, not the run
+            return value.hex(" "), hexed, _dumps(shaped), f"render failed: {e}"
+        if payloads:
+            _attach_payloads(typed, payloads)
+        if self.pointers and isinstance(typed, dict):
+            self._slot_members(typed, value)
+        shaped["formatted"] = {"value": typed}
+        return render_text(typed), hexed, _dumps(shaped), None
+
+
+    def _slot_members(self, typed, value):
+        """Top-level pointer members that hold a live sdt_alloc slot (programs usually leave
+        ``struct sdt_data`` a forward declaration, so the renderer cannot follow them)."""
+        for name, off in self.pointers:
+            ptr = int.from_bytes(value[off:off + 8], "little")
+            hit = self.slots.lookup(ptr) if ptr else None
+            if hit is None or not isinstance(typed.get(name), str):
+                continue
+            typed[name] = {"ptr": Hex(f"{ptr:#x}"),
+                           "slot": {"allocator": hit.allocator, "idx": hit.entry.idx,
+                                    "genn": hit.entry.genn},
+                           "payload": self.slots.render(hit)}
+
+
+def _pointer_members(btf, type_id, value_size):
+    """(name, byte offset) of the named, 8-byte aligned pointer members of a struct value."""
+    try:
+        t = btf.resolve(type_id) if btf is not None and type_id else None
+    except Exception:   # corrupt BTF: rendering reports it
+        return ()
+    if t is None or t.kind not in (Kind.STRUCT, Kind.UNION):
+        return ()
+    out = []
+    for m in t.members:
+        mt = btf.resolve(m.type)
+        if (m.name and mt is not None and mt.kind == Kind.PTR and not m.bit_size
+                and m.bit_offset % 64 == 0 and m.bit_offset // 8 + 8 <= value_size):
+            out.append((m.name, m.bit_offset // 8))
+    return tuple(out)
+
+
+def _attach_payloads(value, payloads, depth=0):
+    """Put each sdt_alloc slot's payload into the chased pointer that reached it
+    (``{"ptr", "target"}``): the header's flexible ``payload[]`` is empty by itself."""
+    if depth > 64:
+        return
+    if isinstance(value, dict):
+        hit = payloads.get(value.get("ptr")) if "target" in value else None
+        if hit is not None and isinstance(value["target"], dict):
+            value["target"]["payload"] = hit
+        for v in value.values():
+            _attach_payloads(v, payloads, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _attach_payloads(v, payloads, depth + 1)
+
+
+def _dumps(obj):
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
