@@ -286,3 +286,59 @@ def test_render_payload_hex_fallback():
     btf, _, _ = sdt_program_btf()
     v = sdtalloc.render_payload(btf, 0, b"\x01\x02", "no struct of 2 bytes")
     assert v["reason"] == "no struct of 2 bytes" and len(v["hex"]) == 2
+
+
+# --- programs in a dump ----------------------------------------------------------------------
+
+def _kernel_layout():
+    from test_sdtalloc_support import BtfWriter
+    from volatility3_ktstr.core import BtfLayout
+
+    w = BtfWriter()
+    u64 = w.int("long long unsigned int", 8)
+    w.struct("bpf_array", 320, [("elem_size", u64, 232), ("value", w.array(u64, 0, u64), 256)])
+    return BtfLayout(w.btf())
+
+
+def test_find_programs_attributes_and_walks():
+    from volatility3_ktstr.bpf.maps import BpfMap
+
+    mem, _, root = build(live=[0, 1, 2])
+    btf, bss, info = sdt_program_btf(kernel_types=False)
+    value = bytearray(info["bss_size"])
+    off = info["alloc_offsets"]["scx_task_allocator"]
+    value[off:off + 40] = allocator_bytes(ELEM, root)
+    bss_kva = 0xFFFF_8880_0500_0000
+    mem.put(bss_kva + 256, bytes(value))
+    maps = [BpfMap(kva=bss_kva, id=6, type_name="array", name="scx_sdt.bss",
+                   value_size=len(value), btf_kva=0xB7F, btf_value_type_id=bss),
+            BpfMap(kva=0x1, id=7, type_name="array", name="broken.bss", value_size=8,
+                   btf_kva=0xBAD, btf_value_type_id=1),
+            BpfMap(kva=0x2, id=8, type_name="array", name="other.rodata", value_size=8,
+                   btf_kva=0xB7F, btf_value_type_id=1)]
+
+    def btf_at(kva):
+        if kva == 0xBAD:
+            raise ValueError("corrupt BTF")
+        return btf
+
+    progs = sdtalloc.find_programs(mem, _kernel_layout(), maps, btf_at, [arena_info()], [])
+    assert [(p.scheduler, p.error is None) for p in progs] == [("scx_sdt", True), ("broken", False)]
+    good = progs[0]
+    assert "the only arena" in good.arena_how and len(good.slots) == 3
+    assert [a.name for a in good.allocators] == ["scx_task_allocator"]
+    walk, tid, reason = good.slots.walks[0]
+    assert tid == info["scx_stats"] and [e.idx for e in walk.entries] == [0, 1, 2]
+    assert "corrupt BTF" in progs[1].error
+    # No arena at all: the program is reported, not walked.
+    progs = sdtalloc.find_programs(mem, _kernel_layout(), maps[:1], btf_at, [], [])
+    assert progs[0].slots is None and "cannot tell which of 0" in progs[0].error
+
+
+def test_scheduler_name_falls_back_to_struct_ops():
+    from volatility3_ktstr.bpf.maps import BpfMap
+
+    bss = BpfMap(kva=1, id=1, type_name="array", name=".bss", btf_kva=0xB)
+    ops = BpfMap(kva=2, id=2, type_name="struct_ops", name="sdt_ops", btf_kva=0xB)
+    assert sdtalloc.scheduler_name(bss, [bss, ops]) == "sdt_ops"
+    assert sdtalloc.scheduler_name(bss, [bss]) == "?"

@@ -107,3 +107,19 @@ def test_type_column_says_why_hex(dump):
     live = _live(_rows(dump))
     for r in live:
         assert r["Type"] and (not r["Type"].startswith("hex") or "(" in r["Type"])
+
+
+def test_options_type_and_max_entries(dump):
+    if dump != SDT_DUMPS[0]:
+        pytest.skip("options are checked on one dump")
+    for _ in range(3):
+        res = volrun.run_vol(dump, "linux.ktstr.sdtalloc", "--max-entries", "5", "--type",
+                             "scx_alloc_stats", extra_global=_plugin_dir_args())
+        if res.rc == 0 or "symbol_table_name" not in res.stderr:
+            break
+    rows = res.check().rows
+    live = _live(rows)
+    assert [r["Idx"] for r in live] == sorted(r["Idx"] for r in live) and len(live) == 5
+    assert all(r["Type"] == "struct scx_alloc_stats" and r["Payload"].startswith("{chunk_allocs=")
+               for r in live)
+    assert any("stopped at --max-entries 5" in r["Note"] for r in rows if r["Genn"] is None)

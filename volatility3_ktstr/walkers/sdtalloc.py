@@ -645,3 +645,115 @@ def find_programs(reader, layout, maps, btf_at, arenas, progs, *, prog_arenas=No
                                                header_override=header_override,
                                                max_entries=max_entries)
     return out
+
+
+def kernel_programs(kctx, maps, **kwargs):
+    """:func:`find_programs` for a kernel context (anything with ``reader``, ``layout``,
+    ``page_size``, ``symbol(name)`` and ``btf_at(kva)``, e.g. kernel.KernelContext): reads the
+    arenas and programs itself. ``kwargs`` go to :func:`find_programs`.
+
+    Other walkers use it to recognise ``struct sdt_data __arena *`` values::
+
+        for prog in sdtalloc.kernel_programs(kctx, maps):
+            hit = prog.slots.lookup(ptr) if prog.slots else None
+            if hit: value = prog.slots.render(hit)
+    """
+    from ..bpf import progs as bpfprogs
+    from ..core import LayoutError
+    from .arena import arena_infos, prog_arena_kva
+
+    arenas = arena_infos(kctx.reader, kctx.layout, maps, kctx.page_size)
+    progs, prog_arenas = [], {}
+    prog_idr = kctx.symbol("prog_idr")
+    if prog_idr is not None:
+        try:
+            progs = list(bpfprogs.iter_progs(kctx.reader, kctx.layout, prog_idr))
+        except (ReadError, LayoutError):
+            progs = []      # attribution then falls back to pointer ranges
+        prog_arenas = {p.kva: prog_arena_kva(kctx.reader, kctx.layout, p.aux_kva) for p in progs}
+    kwargs.setdefault("is_foreign", lambda name: kctx.layout.has(name))
+    return find_programs(kctx.reader, kctx.layout, maps, kctx.btf_at, arenas, progs,
+                         prog_arenas=prog_arenas, **kwargs)
+
+
+# --- who a slot belongs to, and how to show it -------------------------------------------------
+
+def pointer_members(btf, type_id, value_size):
+    """Byte offsets of the 8-byte pointer members (top level) of a map value type: where a
+    ``struct sdt_data __arena *`` can be stored."""
+    t = btf.resolve(type_id) if type_id else None
+    if t is None or t.kind not in (Kind.STRUCT, Kind.UNION):
+        return ()
+    out = []
+    for m in t.members:
+        mt = btf.resolve(m.type)
+        if mt is not None and mt.kind == Kind.PTR and not m.bit_size and m.bit_offset % 64 == 0:
+            off = m.bit_offset // 8
+            if off + 8 <= value_size:
+                out.append(off)
+    return tuple(out)
+
+
+def task_storage_owners(reader, layout, maps, prog: ProgramSdt, resolver):
+    """{slot user address: Owner} from the program's TASK_STORAGE maps (same BTF object) whose
+    values point at live slots. ``resolver`` is an ``owners.OwnerResolver``."""
+    from . import localstorage
+
+    out = {}
+    if prog.slots is None or not len(prog.slots):
+        return out
+    for m in maps:
+        if m.type_name != "task_storage" or m.btf_kva != prog.data_map.btf_kva or m.error:
+            continue
+        offs = pointer_members(prog.btf, m.btf_value_type_id, m.value_size)
+        if not offs:
+            continue
+        try:
+            elems, _ = localstorage.walk_map(reader, layout, m.kva, m.value_size)
+        except Exception:     # noqa: BLE001 - a map we cannot walk only loses the PID join
+            continue
+        for el in elems:
+            if not el.owner:
+                continue
+            for off in offs:
+                ptr = int.from_bytes(el.value[off:off + 8], "little")
+                hit = prog.slots.lookup(ptr) if ptr else None
+                if hit is not None:
+                    out[hit.entry.user_addr] = resolver.resolve("task", el.owner, el.storage)
+    return out
+
+
+def slot_task(reader, ident, entry, owner, task_pid_off):
+    """(pid, comm, note) of a slot: the owning task (task storage), else what the payload says
+    (a pid field, or a task pointer read through ``task_struct.pid`` at ``task_pid_off``)."""
+    pid = comm = None
+    note = ""
+    if owner is not None and owner.pid is not None:
+        pid, comm = owner.pid, owner.comm
+    claimed = identity_value(ident, entry.payload) if ident else None
+    if claimed is not None and ident.kind == "task":
+        task, claimed = claimed, None
+        if task and task_pid_off is not None:
+            try:
+                claimed = reader.s32(task + task_pid_off)
+            except ReadError:
+                note = f"payload {ident.member} {task:#x} unreadable"
+    if pid is None:
+        pid = claimed
+    elif claimed is not None and claimed != pid:
+        note = f"payload {ident.member} {claimed} but owned by pid {pid}"
+    return pid, comm or "", note
+
+
+def type_label(btf, type_id, reason):
+    """Type column text: the C type, or ``hex (why)``."""
+    return btf.type_name(type_id) if type_id else f"hex ({reason})"
+
+
+def payload_text(btf, type_id, payload):
+    """One-line payload: rendered with its BTF type, else plain hex."""
+    if not type_id:
+        return payload.hex()
+    from ..render import render, render_text
+
+    return render_text(render(btf, type_id, payload))
