@@ -483,9 +483,18 @@ _COMPILERS = weakref.WeakKeyDictionary()
 
 
 def compiler_for(btf) -> Compiler:
+    """The plan cache of ``btf``: kept on the Btf object itself (its lifetime), or in a weak
+    table for objects that take no attributes."""
+    c = getattr(btf, "_ktstr_render_plans", None)
+    if c is not None:
+        return c
     c = _COMPILERS.get(btf)
     if c is None:
-        c = _COMPILERS[btf] = Compiler(btf)
+        c = Compiler(btf)
+        try:
+            btf._ktstr_render_plans = c
+        except AttributeError:
+            _COMPILERS[btf] = c
     return c
 
 
