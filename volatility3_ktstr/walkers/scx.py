@@ -21,6 +21,7 @@ is reported in the result (``errors``), never raised past the caller.
 
 from dataclasses import dataclass, field
 
+from ..bpf import progs as bpfprogs
 from ..core import LayoutError, ReadError
 
 MAX_DSQ_TASKS = 1 << 16      # per DSQ list walk
@@ -840,13 +841,6 @@ def struct_ops_kdata(layout, st_map, value_struct=None):
     return st_map + layout.offset("bpf_struct_ops_map", "kvalue") + struct_ops_value_data(layout, value_struct)
 
 
-def read_prog_name(reader, layout, prog):
-    """(id, name) of the ``struct bpf_prog`` at ``prog``."""
-    aux = reader.ptr(prog + layout.offset("bpf_prog", "aux"))
-    raw = Region(reader, layout, "bpf_prog_aux", aux, ["id", "name"], extra=16)
-    return raw.get("id", 4), raw.str("name", 16)
-
-
 def struct_ops_callbacks(reader, layout, st_map, ops_struct, callback_names, value_struct=None):
     """Callbacks implemented by the struct_ops map at ``st_map`` and their programs.
 
@@ -879,10 +873,14 @@ def struct_ops_callbacks(reader, layout, st_map, ops_struct, callback_names, val
                 continue
             try:
                 prog = reader.ptr(link + off_prog)
-                pid, name = read_prog_name(reader, layout, prog)
-                progs[pid] = (name, prog)
             except ReadError as e:
                 errors.append(f"struct_ops link {i} at {link:#x} unreadable: {e.reason}")
+                continue
+            p = bpfprogs.read_prog(reader, layout, prog)
+            if p.id is None or p.id < 0 or (p.error and not p.name):
+                errors.append(f"struct_ops link {i}: program at {prog:#x}: {p.error}")
+                continue
+            progs[p.id] = (p.name, prog)
     except (ReadError, LayoutError) as e:
         errors.append(f"struct_ops links unreadable: {e}")
     out = []
