@@ -102,3 +102,89 @@ def test_plugin_modules_hold_one_plugin_class(plugin):
     classes = [v for v in vars(mod).values() if isinstance(v, type)
                and issubclass(v, interfaces.plugins.PluginInterface) and v.__module__ == mod.__name__]
     assert len(classes) == 1
+
+
+class _MemKctx:
+    """Reader + layout + per-CPU offsets + one program BTF: what MapDump._elements uses."""
+
+    def __init__(self, reader, layout, btf, offsets=(0,)):
+        self.reader, self.layout, self._btf, self._offsets = reader, layout, btf, list(offsets)
+
+    def per_cpu_offsets(self):
+        return self._offsets
+
+    def btf_at(self, kva):
+        return self._btf
+
+
+def _prog_btf():
+    b = BtfBuilder()
+    i = b.int("int", 4, signed=True)
+    u64 = b.int("long long unsigned int", 8)
+    val = b.struct("stats", 8, [("count", u64, 0)])
+    return b.btf(), i, val
+
+
+def _plugin_self(md):
+    """A MapDump without Volatility construction: _elements/_row need no config."""
+    return md.MapDump.__new__(md.MapDump)
+
+
+def test_mapdump_hash_rows_are_bpftool_shaped(amd64_kernel_btf):
+    import json
+
+    import test_bpf_values as tv
+    from volatility3_ktstr.core import BtfLayout
+
+    md = _load("mapdump")
+    layout = BtfLayout(amd64_kernel_btf)
+    chains = {1: [(tv.ELEMS, struct.pack("<i", 42), struct.pack("<Q", 7))]}
+    mem, m = tv._htab(layout, chains=chains)
+    btf, key_t, val_t = _prog_btf()
+    m.name, m.btf_kva, m.btf_key_type_id, m.btf_value_type_id = "counts", 0x1000, key_t, val_t
+    rows = list(_plugin_self(md)._elements(_MemKctx(mem, layout, btf), m, 16))
+    assert len(rows) == 1
+    level, (map_id, name, mtype, index, cpu, key, value, formatted, error) = rows[0]
+    assert (level, map_id, name, mtype, index, key, value, error) == (0, 3, "counts", "hash", 0, "42", "{count=7}", "")
+    assert json.loads(formatted) == {"key": ["0x2a", "0x00", "0x00", "0x00"],
+                                     "value": ["0x07"] + ["0x00"] * 7,
+                                     "formatted": {"key": 42, "value": {"count": 7}}}
+
+
+def test_mapdump_percpu_hash_rows(amd64_kernel_btf):
+    import json
+
+    import test_bpf_values as tv
+    from volatility3_ktstr.core import BtfLayout
+
+    md = _load("mapdump")
+    layout = BtfLayout(amd64_kernel_btf)
+    mem, m = tv._htab(layout, chains={0: [(tv.ELEMS, struct.pack("<i", 1), tv.PCPU)]}, percpu=True)
+    mem.write(tv.PCPU, struct.pack("<Q", 5))
+    mem.write(tv.PCPU + 0x1000, struct.pack("<Q", 6))
+    btf, key_t, val_t = _prog_btf()
+    m.name, m.btf_kva, m.btf_key_type_id, m.btf_value_type_id = "pc", 0x1000, key_t, val_t
+    rows = list(_plugin_self(md)._elements(_MemKctx(mem, layout, btf, [0, 0x1000]), m, 16))
+    assert [r[0] for r in rows] == [0, 1, 1]
+    shaped = json.loads(rows[0][1][7])
+    assert shaped["formatted"] == {"key": 1, "values": [{"cpu": 0, "value": {"count": 5}},
+                                                        {"cpu": 1, "value": {"count": 6}}]}
+    assert shaped["values"][1] == {"cpu": 1, "value": ["0x06"] + ["0x00"] * 7}
+    assert [(r[1][4], r[1][6]) for r in rows[1:]] == [(0, "{count=5}"), (1, "{count=6}")]
+
+
+def test_mapdump_truncation_and_skips_are_rows(amd64_kernel_btf):
+    import test_bpf_values as tv
+    from volatility3_ktstr.core import BtfLayout
+
+    md = _load("mapdump")
+    layout = BtfLayout(amd64_kernel_btf)
+    node_off = layout.offset("htab_elem", "hash_node")
+    chains = {0: [(tv.ELEMS + 0x100 * k, struct.pack("<i", k), struct.pack("<Q", k)) for k in range(3)]}
+    mem, m = tv._htab(layout, chains=chains)
+    mem.write(tv.ELEMS + 0x200 + node_off, struct.pack("<Q", 0xFFFF888077770000))   # -> unmapped
+    btf, key_t, val_t = _prog_btf()
+    m.name, m.btf_kva, m.btf_key_type_id, m.btf_value_type_id = "h", 0x1000, key_t, val_t
+    rows = list(_plugin_self(md)._elements(_MemKctx(mem, layout, btf), m, 2))
+    errors = [r[1][8] for r in rows if r[1][3] == -1]
+    assert any("unreadable" in e for e in errors) and any("not shown" in e for e in errors)
