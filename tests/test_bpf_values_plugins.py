@@ -188,3 +188,16 @@ def test_mapdump_truncation_and_skips_are_rows(amd64_kernel_btf):
     rows = list(_plugin_self(md)._elements(_MemKctx(mem, layout, btf), m, 2))
     errors = [r[1][8] for r in rows if r[1][3] == -1]
     assert any("unreadable" in e for e in errors) and any("not shown" in e for e in errors)
+
+
+def test_mapdump_empty_hash_says_so(amd64_kernel_btf):
+    import test_bpf_values as tv
+    from volatility3_ktstr.core import BtfLayout
+
+    md = _load("mapdump")
+    layout = BtfLayout(amd64_kernel_btf)
+    mem, m = tv._htab(layout)
+    btf, key_t, val_t = _prog_btf()
+    m.name, m.btf_kva, m.btf_key_type_id, m.btf_value_type_id = "empty", 0x1000, key_t, val_t
+    rows = list(_plugin_self(md)._elements(_MemKctx(mem, layout, btf), m, 16))
+    assert [(r[1][3], r[1][6]) for r in rows] == [(-1, "(no elements)")]

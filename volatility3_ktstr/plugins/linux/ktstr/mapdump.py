@@ -19,7 +19,8 @@ Rows (one per element; per-CPU maps get one child row per CPU):
   "0x..." strings, enums by name, char arrays as strings, cpumasks as CPU lists);
   STRUCT_OPS function slots are ``{"prog_id": N, "prog": name, "ptr": "0x..."}``.
 - ``Error``: why an element, a part of the walk, or a whole map could not be shown. A map
-  that is cut at ``--max-entries`` ends with a row saying how many were left out.
+  that is cut at ``--max-entries`` ends with a row saying how many were left out; a map with
+  no elements has one row with Value "(no elements)" and Index -1.
 """
 
 import json
@@ -141,6 +142,9 @@ class MapDump(interfaces.plugins.PluginInterface):
                     continue
                 text = R.render_text(t["value"], TEXT_MAX) if t["value"] is not None else _hex_text(raw)
                 yield self._row(m, e.index, cpu, key_text, text, "", "", 1)
+        if not info.shown and not info.skipped:
+            # Say so: an empty map must not look like an unsupported one.
+            yield self._row(m, -1, None, "", "(no elements)", "", "")
         for addr, reason in info.skipped:
             yield self._row(m, -1, None, "", "", "", f"{reason} (at {addr:#x})")
         if info.truncated:
