@@ -52,7 +52,7 @@ def build(entries, layout="pcrel", base=0xFFFFFFFF81000000, prefix=0x1000, big_e
           abs_percpu=()):
     """(bytes, table phys dict, relative-base) of tables for ``entries`` [(kind, name, addr)],
     sorted by address as the kernel sorts them. ``layout``: pcrel | baserel | baserel_old |
-    absolute. ``abs_percpu``: names stored as absolute values (baserel_old)."""
+    baserel_62 | absolute. ``abs_percpu``: names stored as absolute values (baserel_old)."""
     entries = sorted(entries, key=lambda e: e[2])
     tokens, multi = make_tokens(entries)
     n = len(entries)
@@ -76,7 +76,7 @@ def build(entries, layout="pcrel", base=0xFFFFFFFF81000000, prefix=0x1000, big_e
 
     buf = bytearray(b"\xa5" * prefix)
     pos = {}
-    if layout in ("baserel_old", "absolute"):
+    if layout in ("baserel_old", "baserel_62", "absolute"):
         if layout == "absolute":
             align(buf, 8)
             pos["kallsyms_addresses"] = len(buf)
@@ -107,6 +107,10 @@ def build(entries, layout="pcrel", base=0xFFFFFFFF81000000, prefix=0x1000, big_e
     pos["kallsyms_markers"] = len(buf)
     for m in markers:
         buf += struct.pack("<I", m)
+    if layout == "baserel_62":      # 6.2-6.3: kallsyms_seqs_of_names before the token table
+        pos["kallsyms_seqs_of_names"] = len(buf)
+        for i in range(n):
+            buf += struct.pack(">I", (i * 7919) % n)[1:]
     align(buf, 4)
     pos["kallsyms_token_table"] = len(buf)
     buf += table

@@ -194,13 +194,14 @@ def carve_kallsyms(image, anchors):
         tt = ksmod.find_token_table(small, phys - lo)
         if tt is None:
             continue
-        cands = [c for c in ksmod.find_markers(small, tt[0]) if c[2][-1] < KALLSYMS_BEFORE]
-        if not cands:
-            errors.append(f"{phys:#x}: no kallsyms_markers before the token table")
-            continue
-        most = max(256 * len(m) for _s, _w, m in cands)        # symbols, at most
-        before = max(m[-1] for _s, _w, m in cands) + 256 * (ksmod.MAX_ENTRY + 2) + 8 * most + (64 << 10)
-        after = 512 + 8 * most + (64 << 10)
+        cands = [c for c in ksmod.markers_at_table(small, tt[0]) if c[2][-1] < KALLSYMS_BEFORE]
+        if cands:
+            most = max(256 * len(m) for _s, _w, m in cands)        # symbols, at most
+            before = (max(m[-1] for _s, _w, m in cands) + 256 * (ksmod.MAX_ENTRY + 2) + 8 * most
+                      + (64 << 10))
+            after = 512 + 8 * most + (64 << 10)
+        else:       # markers elsewhere (seqs_of_names in between): the whole reach
+            before, after = KALLSYMS_BEFORE, KALLSYMS_AFTER
         lo = max(rng[0], (lo + tt[0] - before) & ~0xFFF)
         hi = min(rng[0] + rng[1], phys + after)
         if hi - lo > KALLSYMS_BEFORE + KALLSYMS_AFTER:

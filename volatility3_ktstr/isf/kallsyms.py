@@ -134,8 +134,19 @@ def _u_array(data, start, end, width):
 
 
 def find_markers(data, table_start, max_bytes=1 << 18):
-    """Candidates (markers start, width, markers) for the markers array ending at the token
-    table: a run of increasing values from 0, u32 (or unsigned long on older kernels)."""
+    """Candidates (markers start, width, markers) for the markers array before the token
+    table: a run of increasing values from 0, u32 (unsigned long on older kernels).
+
+    Directly before the table first (4.x-6.1 and 6.4+); then (6.2-6.3) with
+    kallsyms_seqs_of_names, 3 bytes per symbol, in between: yielded lazily, as finding the
+    run costs a pass over that region.
+    """
+    yield from markers_at_table(data, table_start, max_bytes)
+    yield from _markers_before_seqs(data, table_start)
+
+
+def markers_at_table(data, table_start, max_bytes=1 << 18):
+    """The candidates of :func:`find_markers` that end right at the token table (cheap)."""
     out = []
     for width in (4, 8):
         end = table_start & ~(width - 1)
@@ -153,6 +164,26 @@ def find_markers(data, table_start, max_bytes=1 << 18):
         if j >= 0 and a[j] == 0 and last - j >= 1:
             out.append((lo + j * width, width, list(a[j:last])))
     return out
+
+
+def _markers_before_seqs(data, table_start, max_syms=1 << 21):
+    """Markers (u32) followed by 3-byte seqs_of_names for n symbols, n within the markers'
+    256-symbol granularity, then the token table."""
+    lo = max(0, table_start - 3 * max_syms - (1 << 18)) & ~3
+    a = _u_array(data, lo, table_start & ~3, 4)
+    i = len(a) - 2
+    while i >= 0:
+        # A run start: 0 then the offset of symbol 256, at least 256 one-byte entries on.
+        if a[i] == 0 and 256 * 2 <= a[i + 1] <= 256 * (MAX_ENTRY + 2):
+            j = i + 1
+            while j + 1 < len(a) and a[j] < a[j + 1] <= a[j] + 256 * (MAX_ENTRY + 2):
+                j += 1
+            k = j - i + 1
+            mend = lo + 4 * (j + 1)
+            gap = table_start - mend
+            if 3 * 256 * (k - 1) < gap <= 3 * 256 * k + 8:
+                yield lo + 4 * i, 4, list(a[i:j + 1])
+        i -= 1
 
 
 def _entry_len(data, pos):
