@@ -204,3 +204,19 @@ def test_cli_needs_an_input(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main([])
     assert e.value.code == 2
+
+
+def test_stale_copy_of_the_tables_is_skipped(tmp_path, btf_blob):
+    """A copy of the tables elsewhere (page cache, an old image) decodes too; only the one whose
+    linux_banner is where its own offsets say is the running kernel's."""
+    mem, entries = make_image(btf_blob)
+    start = P0 + 0x100000
+    blob_len = mem.find(b"\0" * 4096, start) - start
+    stale = bytearray(mem)
+    stale[0x20000:0x20000 + blob_len] = mem[start:start + blob_len]
+    with fromdump.open_image(write_raw(tmp_path, bytes(stale))) as image:
+        res = carve.scan(image)
+        assert len(res.hits["kallsyms"]) == 2
+        ks, errors = carve.carve_kallsyms(image, [p for p, _ in res.hits["kallsyms"]])
+    assert ks.phys["kallsyms_token_table"] > start
+    assert any("stale copy" in e for e in errors)

@@ -176,8 +176,10 @@ def best_vmcoreinfo(texts):
 # --- kallsyms --------------------------------------------------------------------------------
 
 
-def carve_kallsyms(image, anchors):
-    """Decode the kallsyms tables at the first anchor that has them. (Kallsyms, errors)."""
+def carve_kallsyms(image, anchors, accept=None):
+    """Decode the kallsyms tables at the first anchor that has them and that ``accept(ks)``
+    (default: :func:`consistent`) agrees with. (Kallsyms, errors)."""
+    accept = accept or (lambda ks: consistent(image, ks))
     errors = []
     seen = set()
     for phys in anchors:
@@ -209,12 +211,26 @@ def carve_kallsyms(image, anchors):
             continue
         window = image.read(lo, hi - lo)
         try:
-            return ksmod.decode_at(window, phys - lo, lo), errors
+            ks = ksmod.decode_at(window, phys - lo, lo)
         except ksmod.KallsymsError as e:
             errors.append(f"{phys:#x}: {e}")
+            continue
         finally:
             del window
+        if accept(ks):
+            return ks, errors
+        errors.append(f"{phys:#x}: tables decode but linux_banner is not where they say (a stale copy?)")
     return None, errors
+
+
+def consistent(image, ks):
+    """True when the tables belong to the image they sit in: linux_banner is at the place
+    they give (kallsyms without data symbols cannot tell: accepted)."""
+    addr = ks.value("linux_banner")
+    phys = phys_of(ks, addr) if addr is not None else None
+    if phys is None:
+        return True
+    return BANNER_RE.match(image.read(phys, 1024)) is not None
 
 
 def _range_of(image, phys):
