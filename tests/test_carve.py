@@ -220,3 +220,19 @@ def test_stale_copy_of_the_tables_is_skipped(tmp_path, btf_blob):
         ks, errors = carve.carve_kallsyms(image, [p for p, _ in res.hits["kallsyms"]])
     assert ks.phys["kallsyms_token_table"] > start
     assert any("stale copy" in e for e in errors)
+
+
+def test_cli_from_dump_with_system_map_and_banner(tmp_path, capsys, btf_blob):
+    """BTF from the dump, symbols from a System.map, banner given: the kallsyms-less fallback."""
+    mem, entries = make_image(btf_blob, with_data=False)
+    smap = tmp_path / "System.map"
+    full = synth.sample_entries(text=TEXT)
+    smap.write_text("".join(f"{a:016x} {k} {n}\n" for k, n, a in sorted(full, key=lambda e: e[2])))
+    out = tmp_path / "k.json"
+    rc, _stdout, err = run_cli(["--from-dump", str(write_raw(tmp_path, mem)), "--system-map", str(smap),
+                                "--banner", "Linux version 9.9.9-x (y) #1", "-o", str(out)], capsys)
+    assert rc == 0, err
+    import json
+    isf = json.loads(out.read_text())
+    assert isf["symbols"]["init_task"]["address"] == dict((n, a) for _k, n, a in full)["init_task"]
+    assert isf["metadata"]["linux"]["symbols"][0]["name"] == "system-map"

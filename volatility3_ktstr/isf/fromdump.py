@@ -187,11 +187,12 @@ def _arch_of(btf, vmci, forced):
 
 
 def carve(image, name="dump", arch=None, text_base=None, symbol_file=None, kallsyms_text=False,
-          log=None, progress=None):
+          banner=None, log=None, progress=None):
     """Carve everything the ISF needs from ``image``; raises DumpError naming what is missing.
 
     ``symbol_file``: a System.map (or kallsyms text when ``kallsyms_text``) to use instead of
     the in-memory kallsyms. ``text_base``: link-time _text (default: the architecture's).
+    ``banner``: the banner text to use instead of the one in the image.
     """
     log = log or (lambda msg: None)
     c = Carved()
@@ -261,7 +262,11 @@ def carve(image, name="dump", arch=None, text_base=None, symbol_file=None, kalls
     log(f"symbols: {len(c.symbols)} ({c.how})")
 
     release = c.vmcoreinfo.get("OSRELEASE") if c.vmcoreinfo else None
-    c.banner = carvemod.carve_banner(image, res, ks, release)
+    if banner:
+        from .banner import banner_bytes
+        c.banner = banner_bytes(banner)
+    else:
+        c.banner = carvemod.carve_banner(image, res, ks, release)
     if c.banner is None:
         raise DumpError(f"no 'Linux version ...' banner in {name}: pass --banner 'Linux version ...'")
     c.timings["total"] = time.perf_counter() - t0
@@ -283,10 +288,9 @@ def sources_of(c):
     ]
 
 
-def build_isf(c, banner=None):
-    from .banner import banner_bytes
-    b = banner_bytes(banner) if banner else c.banner
-    return generate(c.btf, c.symbols, b, c.arch, sources_of(c)), b
+def build_isf(c):
+    """(ISF dict, banner bytes) of what :func:`carve` found."""
+    return generate(c.btf, c.symbols, c.banner, c.arch, sources_of(c)), c.banner
 
 
 def default_path(directory, banner, arch):
@@ -329,10 +333,11 @@ def cli_build(args):
     t0 = time.perf_counter()
     with open_image(path) as image:
         c = carve(image, os.path.basename(path), arch=args.arch, text_base=args.text_base,
-                  symbol_file=args.system_map or args.kallsyms, kallsyms_text=bool(args.kallsyms), log=log)
+                  symbol_file=args.system_map or args.kallsyms, kallsyms_text=bool(args.kallsyms),
+                  banner=args.banner, log=log)
     t1 = time.perf_counter()
     c.kallsyms = None         # the decoded tables are not needed any more (memory)
-    isf, banner = build_isf(c, args.banner)
+    isf, banner = build_isf(c)
     t2 = time.perf_counter()
     out = args.output or default_path(volatility_symbols_dir(), banner, c.arch)
     write(isf, out)
