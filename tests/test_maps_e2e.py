@@ -174,3 +174,13 @@ def test_mapdump_struct_ops_names_programs(dump):
             want = {k: v for k, v in bt[0]["formatted"]["value"]["data"].items()
                     if k in value["data"] and isinstance(v, int) and v and v in progs}
             assert {k: slots[k]["prog_id"] for k in want} == want
+
+
+def test_mapdump_select_by_id_and_name():
+    one = [d for d in DUMPS if d.startswith("x86_64/")][:1] or DUMPS[:1]
+    truth = dumps.load_truth(one[0])
+    arrays = [m for m in truth["maps"] if m["type_name"] == "array"]
+    a, b = arrays[0], arrays[-1]
+    got = rows(one[0], "linux.ktstr.mapdump", "--id", a["id"], 999999, "--name", b["name"])
+    assert {r["MapId"] for r in got if r["MapId"] >= 0} == {a["id"], b["id"]}
+    assert any(r["Error"] == "no BPF map with id 999999" for r in got)

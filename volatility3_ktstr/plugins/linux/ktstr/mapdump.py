@@ -4,7 +4,7 @@ Walks ARRAY (``.bss``/``.data``/``.rodata`` rendered variable by variable from t
 PERCPU_ARRAY, HASH, LRU_HASH, PERCPU_HASH, LRU_PERCPU_HASH and STRUCT_OPS (the registered ops
 value, rendered with the kernel's BTF; function slots name the BPF program behind them).
 Other map types get one row saying why they are not dumped. Select maps with ``--id`` /
-``--name`` (all maps when neither is given).
+``--name`` (either matches; all maps when neither is given).
 
 Rows (one per element; per-CPU maps get one child row per CPU):
 
@@ -201,7 +201,9 @@ class MapDump(interfaces.plugins.PluginInterface):
     def _generator(self):
         kctx = KernelContext.from_plugin(self)
         limit = self.config.get("max_entries") or 4096
-        maps = ps.select_maps(ps.list_maps(kctx), self.config.get("id"), self.config.get("name"))
+        maps, missing = self._select(ps.list_maps(kctx), self.config.get("id"), self.config.get("name"))
+        for what in missing:
+            yield (0, (-1, "", "", -1, renderers.NotApplicableValue(), "", "", "", f"no BPF map with {what}"))
         namer = progs_by_id = None
         for m in maps:
             if m.error and m.type < 0:
@@ -221,6 +223,20 @@ class MapDump(interfaces.plugins.PluginInterface):
                     yield self._row(m, -1, None, "", "", "", f"not dumped: {why}")
             except (bv.ValueError_, LayoutError, ReadError, KtstrError) as e:
                 yield self._row(m, -1, None, "", "", "", f"cannot walk: {e}")
+
+    @staticmethod
+    def _select(maps, ids, names):
+        """Maps matching any of ``ids`` or ``names`` (all when neither is given), and the
+        selectors that matched nothing; nothing matching at all is an error."""
+        ids, names = list(ids or []), list(names or [])
+        if not ids and not names:
+            return maps, []
+        out = [m for m in maps if m.id in ids or m.name in names]
+        missing = [f"id {i}" for i in ids if all(m.id != i for m in out)]
+        missing += [f"name {n!r}" for n in names if all(m.name != n for m in out)]
+        if not out:
+            raise KtstrError(f"no BPF map matches {', '.join(missing)}")
+        return out, missing
 
     @staticmethod
     def _progs(kctx):
