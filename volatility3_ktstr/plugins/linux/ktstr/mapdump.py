@@ -24,6 +24,7 @@ Rows (one per element; per-CPU maps get one child row per CPU):
 """
 
 import json
+import struct
 
 from volatility3.framework import interfaces, renderers
 from volatility3.framework.configuration import requirements
@@ -96,7 +97,11 @@ class MapDump(interfaces.plugins.PluginInterface):
     def _typed(btf, type_id, data):
         if btf is None or not type_id or data is None:
             return None
-        return R.render(btf, type_id, data)
+        try:
+            return R.render(btf, type_id, data)
+        except (ValueError, KeyError, IndexError, RecursionError, struct.error) as e:
+            # A BTF the renderer trips on costs this value its typed view, not the run.
+            return {"__unrendered__": f"{type(e).__name__}: {e}", "hex": R.hex_list(data)}
 
     # --- per map type -------------------------------------------------------------------
 
