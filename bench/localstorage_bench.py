@@ -6,7 +6,8 @@ Builds guest memory with the synthetic builder of tests/test_localstorage.py: on
 map with ``--elements`` elements spread pseudo-randomly over ``1 << --bucket-log`` buckets,
 each owned by its own task, 24-byte values. Layout: the given kernel BTF, else the x86-64 kernel
 BTF under $KTSTR_DUMPS, else the tests' hand-made BTF. Prints elements/s for the walk alone and
-for the walk plus owner naming (pid/tgid/comm). Target: >= 100k elements/s for the walk.
+for the walk plus owner naming (pid/tgid/comm), per CPU second (wall rate shown too).
+Target: >= 100k elements/s for the walk.
 """
 
 import argparse
@@ -65,22 +66,25 @@ def main(argv=None):
     reader = BufferReader({BASE: syn.mem})   # one region: the reader's lookup is not what we time
     offs = ls.LocalStorageOffsets.from_layout(layout)
 
-    best = best_owned = 0.0
+    # CPU time as well as wall time: on a shared machine the wall clock measures the neighbours.
+    best = best_wall = best_owned = 0.0
     for _ in range(args.repeat):
         stats = ls.WalkStats()
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         elems = list(ls.walk(reader, offs, m, args.value_size, stats))
-        dt = time.perf_counter() - t0
+        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
         assert stats.elements == args.elements and stats.complete, stats.summary()
-        best = max(best, len(elems) / dt)
+        best = max(best, len(elems) / cpu)
+        best_wall = max(best_wall, len(elems) / wall)
 
         resolver = OwnerResolver(reader, layout)
-        t0 = time.perf_counter()
+        c0 = time.process_time()
         for e in ls.walk(reader, offs, m, args.value_size):
             resolver.resolve("task", e.owner, e.storage)
-        best_owned = max(best_owned, args.elements / (time.perf_counter() - t0))
-    print(f"walk:            {best:>10,.0f} elements/s ({1e6 / best:.2f} us/element)")
-    print(f"walk + owners:   {best_owned:>10,.0f} elements/s ({1e6 / best_owned:.2f} us/element)")
+        best_owned = max(best_owned, args.elements / (time.process_time() - c0))
+    print(f"walk:            {best:>10,.0f} elements/CPU-s ({1e6 / best:.2f} us/element; "
+          f"wall {best_wall:,.0f}/s)")
+    print(f"walk + owners:   {best_owned:>10,.0f} elements/CPU-s ({1e6 / best_owned:.2f} us/element)")
     ok = best >= 100_000
     print("target >= 100,000 elements/s:", "met" if ok else "NOT met")
     return 0 if ok else 1

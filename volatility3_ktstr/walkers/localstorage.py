@@ -197,6 +197,7 @@ def walk(reader, offs: LocalStorageOffsets, smap_kva, value_size, stats=None, bu
     ls_off, smap_off, val_off = offs.elem_local_storage, offs.elem_smap, offs.value
     val_end = val_off + value_size
     owners = {}  # storage kva -> (owner, error): one storage can hold several maps' elements
+    read = reader.read   # hot loop: one bound-method lookup, not one per element
 
     for index, node in _bucket_heads(reader, offs, buckets, n, stats):
         stats.buckets += 1
@@ -214,12 +215,12 @@ def walk(reader, offs: LocalStorageOffsets, smap_kva, value_size, stats=None, bu
             seen.add(node)
             elem = node - map_node
             try:
-                raw = reader.read(elem, full_len)
+                raw = read(elem, full_len)
             except ReadError:
                 raw = None
             if raw is None:
                 try:
-                    hdr = reader.read(elem, hdr_len)
+                    hdr = read(elem, hdr_len)
                 except ReadError as e:
                     stats.chains_broken += 1
                     stats.problem("chain broken", elem, f"bucket {index}: element unreadable: {e.reason}")

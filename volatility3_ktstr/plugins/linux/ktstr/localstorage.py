@@ -17,7 +17,7 @@ from volatility3_ktstr.render import Hex, hex_list, render, render_text
 from volatility3_ktstr.walkers import arena as arenaw
 from volatility3_ktstr.walkers import localstorage as ls
 from volatility3_ktstr.walkers import sdtalloc
-from volatility3_ktstr.walkers.owners import OWNER_KINDS, OwnerResolver
+from volatility3_ktstr.walkers.owners import OWNER_KINDS, Owner, OwnerResolver
 
 PLUGIN = "linux.ktstr.localstorage"
 NA = renderers.NotApplicableValue
@@ -92,9 +92,8 @@ class LocalStorage(interfaces.plugins.PluginInterface):
         values = _ValueRenderer(kctx, m, *arenas.for_map(m))
         rows = []
         for e in elems:
-            if e.owner_error:
-                owner = owners.resolve(kind, 0)
-                owner.error = e.owner_error
+            if e.owner_error:   # a fresh record: resolver results are cached and shared
+                owner = Owner(kind=kind, kva=0, error=e.owner_error)
             else:
                 owner = owners.resolve(kind, e.owner, e.storage)
             if pids and not (kind == "task" and owner.pid in pids):
@@ -122,13 +121,13 @@ class LocalStorage(interfaces.plugins.PluginInterface):
                 summary += f"; {extra}"
         if stats.problems and not verbose:
             summary += " (--verbose for reasons)"
-        yield 0, self._info_row(m, "summary", m.kva, summary, count=stats.elements)
+        yield 0, self._info_row(m, "summary", m.kva, summary)
 
     @staticmethod
-    def _info_row(m, kind, addr, note, count=None):
-        return (m.id, m.name, kind, format_hints.Hex(addr), NA(), NA(), NA(),
-                count if count is not None else NA(), NA(), NA(), NA(), NA(),
-                format_hints.Hex(0), note)
+    def _info_row(m, kind, addr, note):
+        """A map's summary or problem row: Owner holds the map (summary) or the bad address."""
+        return (m.id, m.name, kind, format_hints.Hex(addr), NA(), NA(), NA(), NA(), NA(), NA(),
+                NA(), NA(), format_hints.Hex(0), note)
 
     def run(self):
         return renderers.TreeGrid(
@@ -249,7 +248,10 @@ class _ValueRenderer:
         if self.pointers and isinstance(typed, dict):
             self._slot_members(typed, value)
         shaped["formatted"] = {"value": typed}
-        return render_text(typed), hexed, _dumps(shaped), None
+        formatted = _dumps(shaped)
+        if self.pointers:
+            _compact_hex(typed)   # after the JSON: the text column gets "0011..." not a list
+        return render_text(typed), hexed, formatted, None
 
 
     def _slot_members(self, typed, value):
@@ -281,6 +283,18 @@ def _pointer_members(btf, type_id, value_size):
                 and m.bit_offset % 64 == 0 and m.bit_offset // 8 + 8 <= value_size):
             out.append((m.name, m.bit_offset // 8))
     return tuple(out)
+
+
+def _compact_hex(value, depth=0):
+    """Untyped slot payloads ({"hex": ["0x00", ...]}) as one hex string, for the text column."""
+    if depth > 8 or not isinstance(value, dict):
+        return
+    for v in value.values():
+        if isinstance(v, dict):
+            p = v.get("payload")
+            if isinstance(p, dict) and isinstance(p.get("hex"), list):
+                p["hex"] = Hex("".join(x[2:] for x in p["hex"]))
+            _compact_hex(v, depth + 1)
 
 
 def _attach_payloads(value, payloads, depth=0):
