@@ -287,3 +287,22 @@ def test_kernel_btf_types_render(amd64_kernel_btf):
     v = render(btf, ts.id, bytes(ts.size))
     assert v["pid"] == 0 and v["comm"] == "" and "__truncated__" not in v
     assert render(btf, btf.struct("cpumask").id, b"\x0f" + bytes(btf.struct("cpumask").size - 1)) == "0-3"
+
+
+def test_fuzz_kernel_types_random_bytes_and_lengths(amd64_kernel_btf):
+    """Random contents and truncation points never raise and always give JSON-able values."""
+    import random
+
+    btf = amd64_kernel_btf
+    rng = random.Random(4)
+    types = [t for t in btf.own_types if t.kind in (4, 5) and 0 < t.size <= 4096]
+    for t in rng.sample(types, 400):
+        data = rng.randbytes(t.size)
+        cut = data[:rng.randrange(t.size + 1)]
+        for d in (data, cut):
+            v = render(btf, t.id, d, max_elems=64)
+            json.dumps(v)
+            render_text(v, 512)
+        v = render(btf, t.id, data, chase=lambda a, n, tid: rng.randbytes(n) if rng.random() < 0.3 else None,
+                   max_depth=3, max_elems=16)
+        json.dumps(v)
