@@ -110,7 +110,7 @@ class SdtAlloc(interfaces.plugins.PluginInterface):
             guarded(NAME, self._generator()))
 
 
-_LEVEL_NAMES = {0: "root descriptor", 1: "level-1 subtree", 2: "leaf chunk", 3: "slot"}
+_LEVEL_NAMES = {0: "root", 1: "level-1 subtree", 2: "leaf subtree", 3: "slot"}
 
 
 def _join(a, b):
