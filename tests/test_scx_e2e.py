@@ -46,8 +46,15 @@ def state(name):
 
 
 def task_comm(t):
-    # task_struct.comm is at most 15 characters; some truth files lack task_comm.
-    return t.get("task_comm", t["comm"][:15])
+    """task_struct.comm of a truth task. Some truth files lack ``task_comm``: derive it from the
+    /proc name (kworkers get a -<wq>/+<wq> suffix there, rescuers are literally kworker/R-<wq>;
+    task_struct.comm holds at most 15 characters)."""
+    if "task_comm" in t:
+        return t["task_comm"]
+    comm = t["comm"]
+    if comm.startswith("kworker/") and not comm.startswith("kworker/R-"):
+        comm = re.split(r"[-+]", comm, maxsplit=1)[0]
+    return comm[:15]
 
 
 @pytest.mark.parametrize("name", DUMPS or ["<no dumps>"])
