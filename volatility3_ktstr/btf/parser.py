@@ -5,6 +5,8 @@ continues the base's type ids and string offsets; pass the base to :meth:`Btf.pa
 Every read is bounds-checked; bad input raises :class:`BtfError` with the byte offset.
 """
 
+import contextlib
+import gc
 import struct
 
 from .types import TRANSPARENT, BtfError, BtfType, Kind, Member
@@ -20,6 +22,27 @@ _PER_VLEN = {
     Kind.FUNC_PROTO: 8, Kind.DATASEC: 12,
 }
 _SIZED = frozenset({Kind.INT, Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64, Kind.FLOAT, Kind.DATASEC})
+
+
+@contextlib.contextmanager
+def paused_gc():
+    """Pause the cyclic GC while building many small containers: a kernel BTF makes ~500k of
+    them and the collector's generational passes cost a third of the time. Nothing built here
+    is garbage, so there is nothing for it to find."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+class _StringTable(dict):
+    __slots__ = ("slow",)
+
+    def __missing__(self, name_off):
+        return self.slow(name_off, None)
 
 
 class Btf:
@@ -73,99 +96,147 @@ class Btf:
             start_id = base.start_id + len(base._types)
             str_base = base.str_base + len(base._strings)
         btf = cls([], start_id, str_base, strings, base, source, endian)
-        btf._parse_types(data, tstart, tstart + type_len, sstart)
+        with paused_gc():
+            btf._parse_types(data, tstart, tstart + type_len, sstart)
         return btf
 
     def _parse_types(self, data, off, end, sstart):
+        # The hot loop of every kernel load (~130k records): locals only, one dict lookup per
+        # name, tuples for members, and the common kinds (FUNC, FUNC_PROTO, PTR) first.
         e = self.endian
-        rec = struct.Struct(e + "III")
-        u32 = struct.Struct(e + "I")
-        i32 = struct.Struct(e + "i")
+        rec = struct.Struct(e + "III").unpack_from
+        u32 = struct.Struct(e + "I").unpack_from
+        i32 = struct.Struct(e + "i").unpack_from
         triple = struct.Struct(e + "III")
-        pair_ii = struct.Struct(e + "Ii")
-        pair = struct.Struct(e + "II")
+        triple_iter = triple.iter_unpack
+        triple_at = triple.unpack_from
+        pair_ii_iter = struct.Struct(e + "Ii").iter_unpack
+        pair_iter = struct.Struct(e + "II").iter_unpack
         name_of = self._name_reader(sstart)
+        names = self._string_table(name_of)
         start = off
         types = self._types
         append = types.append
         next_id = self.start_id
         max_ref = 0
-        K_INT, K_ARRAY, K_STRUCT, K_UNION, K_ENUM, K_ENUM64 = 1, 3, 4, 5, 6, 19
-        K_FUNC, K_FUNC_PROTO, K_VAR, K_DATASEC, K_DECL_TAG = 12, 13, 14, 15, 17
-        sized = _SIZED
-        extra = {int(k): v for k, v in _EXTRA.items()}
-        per_vlen = {int(k): v for k, v in _PER_VLEN.items()}
-        while off < end:
-            if off + 12 > end:
-                raise BtfError(f"type #{next_id}: record truncated", off, self.source)
-            name_off, info, size_type = rec.unpack_from(data, off)
-            kind = (info >> 24) & 0x1F
-            vlen = info & 0xFFFF
-            kflag = info >> 31
-            if kind == 0 or kind > K_ENUM64:
-                raise BtfError(f"type #{next_id}: unknown kind {kind}", off, self.source)
-            need = 12 + extra.get(kind, 0) + per_vlen.get(kind, 0) * vlen
-            if off + need > end:
-                raise BtfError(f"type #{next_id} ({Kind(kind).name}): {need} bytes run past the "
-                               f"type section", off, self.source)
-            t = BtfType(next_id, kind, name_of(name_off, off) if name_off else "", kflag, vlen)
-            if kind in sized:
-                t.size = size_type
-            else:
-                t.type = size_type
-                if size_type > max_ref:
-                    max_ref = size_type
-            p = off + 12
-            if kind == K_STRUCT or kind == K_UNION:
-                members = []
-                for mname, mtype, moff in triple.iter_unpack(data[p:p + 12 * vlen]):
-                    if mtype > max_ref:
-                        max_ref = mtype
-                    if kflag:
-                        members.append(Member(name_of(mname, p) if mname else "", mtype, moff & 0xFFFFFF, moff >> 24))
-                    else:
-                        members.append(Member(name_of(mname, p) if mname else "", mtype, moff, 0))
-                t.members = tuple(members)
-            elif kind == K_INT:
-                word = u32.unpack_from(data, p)[0]
-                t.encoding = (word >> 24) & 0x0F
-                t.int_offset = (word >> 16) & 0xFF
-                t.bits = word & 0xFF
-            elif kind == K_ARRAY:
-                t.type, t.index_type, t.nelems = triple.unpack_from(data, p)
-                max_ref = max(max_ref, t.type, t.index_type)
-            elif kind == K_ENUM:
-                t.values = tuple((name_of(n, p), v) for n, v in pair_ii.iter_unpack(data[p:p + 8 * vlen]))
-            elif kind == K_ENUM64:
-                vals = []
-                for n, lo, hi in triple.iter_unpack(data[p:p + 12 * vlen]):
-                    v = (hi << 32) | lo
-                    if kflag and v >= 1 << 63:
-                        v -= 1 << 64
-                    vals.append((name_of(n, p), v))
-                t.values = tuple(vals)
-            elif kind == K_FUNC_PROTO:
-                t.params = tuple((name_of(n, p) if n else "", ty) for n, ty in pair.iter_unpack(data[p:p + 8 * vlen]))
-                for _, ty in t.params:
-                    if ty > max_ref:
-                        max_ref = ty
-            elif kind == K_VAR:
-                t.linkage = u32.unpack_from(data, p)[0]
-            elif kind == K_FUNC:
-                t.linkage = vlen
-            elif kind == K_DATASEC:
-                t.vars = tuple(triple.iter_unpack(data[p:p + 12 * vlen]))
-                for v in t.vars:
-                    if v[0] > max_ref:
-                        max_ref = v[0]
-            elif kind == K_DECL_TAG:
-                t.component_idx = i32.unpack_from(data, p)[0]
-            append(t)
-            next_id += 1
-            off += need
+        source = self.source
+        new_member = tuple.__new__
+        T = BtfType
+        M = Member
+        K_INT, K_PTR, K_ARRAY, K_STRUCT, K_UNION, K_ENUM, K_ENUM64 = 1, 2, 3, 4, 5, 6, 19
+        K_FUNC, K_FUNC_PROTO, K_VAR, K_DATASEC, K_DECL_TAG, K_FWD = 12, 13, 14, 15, 17, 7
+        # Record length by kind: 12 + fixed extra + per-vlen-entry bytes (kind 0 and >19: invalid).
+        extra = [0] * 32
+        per_vlen = [0] * 32
+        for k, v in _EXTRA.items():
+            extra[k] = v
+        for k, v in _PER_VLEN.items():
+            per_vlen[k] = v
+        sized = [False] * 32
+        for k in _SIZED:
+            sized[k] = True
+        rec_off = off
+        try:
+            while off < end:
+                rec_off = off
+                if off + 12 > end:
+                    raise BtfError(f"type #{next_id}: record truncated", off, source)
+                name_off, info, size_type = rec(data, off)
+                kind = (info >> 24) & 0x1F
+                vlen = info & 0xFFFF
+                if kind == 0 or kind > K_ENUM64:
+                    raise BtfError(f"type #{next_id}: unknown kind {kind}", off, source)
+                p = off + 12
+                off = p + extra[kind] + per_vlen[kind] * vlen
+                if off > end:
+                    raise BtfError(f"type #{next_id} ({Kind(kind).name}): {off - p + 12} bytes run "
+                                   f"past the type section", p - 12, source)
+                if sized[kind]:
+                    t = T(next_id, kind, names[name_off], info >> 31, vlen, size_type, 0)
+                else:
+                    t = T(next_id, kind, names[name_off], info >> 31, vlen, 0, size_type)
+                    if size_type > max_ref:
+                        max_ref = size_type
+                if kind == K_FUNC:
+                    t.linkage = vlen
+                elif kind == K_PTR or K_FWD <= kind < K_FUNC or kind == 18:
+                    pass                              # FWD, TYPEDEF, modifiers, TYPE_TAG: no payload
+                elif kind == K_FUNC_PROTO:
+                    if vlen:
+                        params = [(names[n], ty) for n, ty in pair_iter(data[p:off])]
+                        top = max([ty for _n, ty in params])
+                        if top > max_ref:
+                            max_ref = top
+                        t.params = tuple(params)
+                elif kind == K_STRUCT or kind == K_UNION:
+                    if vlen:
+                        if info >> 31:
+                            members = [new_member(M, (names[n], ty, mo & 0xFFFFFF, mo >> 24))
+                                       for n, ty, mo in triple_iter(data[p:off])]
+                        else:
+                            members = [new_member(M, (names[n], ty, mo, 0))
+                                       for n, ty, mo in triple_iter(data[p:off])]
+                        top = max([m[1] for m in members])
+                        if top > max_ref:
+                            max_ref = top
+                        t.members = tuple(members)
+                elif kind == K_INT:
+                    word = u32(data, p)[0]
+                    t.encoding = (word >> 24) & 0x0F
+                    t.int_offset = (word >> 16) & 0xFF
+                    t.bits = word & 0xFF
+                elif kind == K_ARRAY:
+                    t.type, t.index_type, t.nelems = triple_at(data, p)
+                    if t.type > max_ref:
+                        max_ref = t.type
+                    if t.index_type > max_ref:
+                        max_ref = t.index_type
+                elif kind == K_ENUM:
+                    t.values = tuple([(names[n], v) for n, v in pair_ii_iter(data[p:off])])
+                elif kind == K_ENUM64:
+                    vals = []
+                    for n, lo, hi in triple_iter(data[p:off]):
+                        v = (hi << 32) | lo
+                        if info >> 31 and v >= 1 << 63:
+                            v -= 1 << 64
+                        vals.append((names[n], v))
+                    t.values = tuple(vals)
+                elif kind == K_VAR:
+                    t.linkage = u32(data, p)[0]
+                elif kind == K_DATASEC:
+                    t.vars = tuple(triple_iter(data[p:off]))
+                    for v in t.vars:
+                        if v[0] > max_ref:
+                            max_ref = v[0]
+                elif kind == K_DECL_TAG:
+                    t.component_idx = i32(data, p)[0]
+                append(t)
+                next_id += 1
+        except BtfError as e:
+            # Names are looked up without their record's offset (one dict lookup each); add it.
+            if e.offset is None:
+                raise BtfError(f"type #{next_id}: {e.reason}", rec_off, source) from None
+            raise
         if max_ref >= next_id:
             self._report_bad_ref(next_id, data, start)
         self._normalize_legacy_bitfields()
+
+    def _string_table(self, name_of):
+        """{absolute string offset: str} of every string start of this blob's section, built in
+        one pass, so that a name is one dict lookup. Offsets into the middle of a string, into
+        the base's strings, and bad offsets miss and go through ``name_of`` (checked)."""
+        table = _StringTable()
+        table.slow = name_of
+        table[0] = ""
+        strings = self._strings
+        if strings:
+            pieces = strings.split(b"\0")
+            pieces.pop()        # after the last NUL: empty, or a string with no terminator
+            pos = self.str_base
+            for raw in pieces:
+                table[pos] = raw.decode("utf-8", "replace")
+                pos += len(raw) + 1
+        return table
 
     def _report_bad_ref(self, limit, data, tstart):
         for t in self._types:
@@ -205,11 +276,12 @@ class Btf:
         for t in self._types:
             if t.kind_flag or t.kind not in (Kind.STRUCT, Kind.UNION):
                 continue
-            for m in t.members:
+            members = list(t.members)
+            for i, m in enumerate(members):
                 it = self.resolve(m.type)
                 if it is not None and it.kind == Kind.INT and (it.int_offset or it.bits != it.size * 8):
-                    m.bit_offset += it.int_offset
-                    m.bit_size = it.bits
+                    members[i] = m._replace(bit_offset=m.bit_offset + it.int_offset, bit_size=it.bits)
+            t.members = tuple(members)
 
     def _name_reader(self, sstart):
         strings = self._strings

@@ -4,6 +4,7 @@ One :class:`BtfType` per type id. Kind-specific payloads live in a few shared sl
 parsing a 130k-type vmlinux BTF stays cheap (one small object per type, tuples inside).
 """
 
+import collections
 import enum
 
 
@@ -51,17 +52,17 @@ MODIFIERS = frozenset({Kind.VOLATILE, Kind.CONST, Kind.RESTRICT, Kind.TYPE_TAG})
 TRANSPARENT = MODIFIERS | {Kind.TYPEDEF}
 
 
-class Member:
+_MemberBase = collections.namedtuple("Member", "name type bit_offset bit_size")
+
+
+class Member(_MemberBase):
     """A struct/union member. ``bit_offset`` is from the start of the enclosing type;
-    ``bit_size`` is non-zero only for bitfields (either BTF encoding)."""
+    ``bit_size`` is non-zero only for bitfields (either BTF encoding).
 
-    __slots__ = ("name", "type", "bit_offset", "bit_size")
+    A tuple: a kernel BTF has ~70k members, and tuples are built and read much faster than
+    objects with attributes."""
 
-    def __init__(self, name, type_id, bit_offset, bit_size):
-        self.name = name
-        self.type = type_id
-        self.bit_offset = bit_offset
-        self.bit_size = bit_size
+    __slots__ = ()
 
     def __repr__(self):
         bf = f":{self.bit_size}" if self.bit_size else ""
@@ -93,14 +94,14 @@ class BtfType:
         "members", "values", "params", "vars", "linkage", "component_idx",
     )
 
-    def __init__(self, type_id, kind, name, kind_flag, vlen):
+    def __init__(self, type_id, kind, name, kind_flag, vlen, size=0, type_=0):
         self.id = type_id
         self.kind = kind
         self.name = name
         self.kind_flag = kind_flag
         self.vlen = vlen
-        self.size = 0
-        self.type = 0
+        self.size = size
+        self.type = type_
         self.members = ()
         self.values = ()
         self.params = ()

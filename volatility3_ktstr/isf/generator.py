@@ -18,6 +18,7 @@ import hashlib
 
 from .. import __version__
 from ..btf import INT_BOOL, INT_CHAR, INT_SIGNED, Btf, Kind
+from ..btf.parser import paused_gc
 
 ISF_FORMAT = "6.2.0"
 SIGNED_CHAR_ARCHES = {"x86_64", "x86"}
@@ -77,6 +78,7 @@ KNOWN_SYMBOL_TYPES = {
 }
 
 
+_NAMED_KINDS = frozenset({int(Kind.STRUCT), int(Kind.UNION), int(Kind.ENUM), int(Kind.ENUM64)})
 _UNSIGNED_INT_NAMES = {1: "unsigned char", 2: "short unsigned int", 4: "unsigned int", 8: "long unsigned int"}
 _SIGNED_INT_NAMES = {1: "signed char", 2: "short int", 4: "int", 8: "long int"}
 
@@ -96,14 +98,21 @@ class IsfGenerator:
         self.user_types = {}
         self.enums = {}
         self._types_from = types_only_from   # restrict user_types to ids >= this (program BTF)
+        self._types = None
 
     # --- names ---------------------------------------------------------------------------
+
+    def _all_types(self):
+        if self._types is None:
+            self._types = list(self.btf.all_types())
+        return self._types
 
     def _assign_names(self):
         btf = self.btf
         first_def = {}
         typedef_of_anon = {}
-        types = list(btf.all_types())
+        types = self._all_types()
+        aggregates = _NAMED_KINDS
         for t in types:
             if t.kind == Kind.TYPEDEF:
                 target = btf.type(t.type)
@@ -113,7 +122,7 @@ class IsfGenerator:
                     typedef_of_anon.setdefault(target.id, t.name)
         taken = set()
         for t in types:
-            if t.kind not in (Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64):
+            if t.kind not in aggregates:
                 continue
             if t.name:
                 name = t.name
@@ -268,42 +277,58 @@ class IsfGenerator:
         self.base_types["void"] = {"size": 0, "signed": False, "kind": "void", "endian": "little"}
         self.base_types["pointer"] = {"size": self.btf.pointer_size, "signed": False, "kind": "int",
                                       "endian": "little"}
-        for t in self.btf.all_types():
-            if t.kind in (Kind.INT, Kind.FLOAT) and t.name:
+        types = self._all_types()
+        for t in types:
+            if (t.kind == Kind.INT or t.kind == Kind.FLOAT) and t.name:
                 self._base_name(t)
         start = self._types_from or 0
         pending_enums = []
-        for t in self.btf.all_types():
-            if t.id < start:
-                continue
+        names = self._names
+        user_types = self.user_types
+        desc_cache = self._desc_cache
+        descriptor = self.descriptor
+        field = self._field
+        K_STRUCT, K_UNION, K_ENUM, K_ENUM64 = Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64
+        for t in types:
             k = t.kind
-            if k in (Kind.STRUCT, Kind.UNION):
-                name = self._names[t.id]
+            if k == K_STRUCT or k == K_UNION:
+                if t.id < start:
+                    continue
+                # Inline fast path of _field for plain members (~70k in a kernel); bitfields and
+                # anonymous members go through _field.
                 fields = {}
                 anon = 0
                 for m in t.members:
-                    fname, field = self._field(m, anon)
-                    if not m.name:
+                    name = m[0]
+                    if name and not m[3]:
+                        d = desc_cache.get(m[1])
+                        if d is None:
+                            d = descriptor(m[1])
+                        fields[name] = {"type": d, "offset": m[2] >> 3}
+                        continue
+                    fname, fdict = field(m, anon)
+                    if not name:
                         anon += 1
-                    fields[fname] = field
-                self.user_types[name] = {"kind": "struct" if k == Kind.STRUCT else "union",
-                                         "size": t.size, "fields": fields}
-            elif k in (Kind.ENUM, Kind.ENUM64):
-                pending_enums.append(t)
+                    fields[fname] = fdict
+                user_types[names[t.id]] = {"kind": "struct" if k == K_STRUCT else "union",
+                                           "size": t.size, "fields": fields}
+            elif k == K_ENUM or k == K_ENUM64:
+                if t.id >= start:
+                    pending_enums.append(t)
         for t in pending_enums:
             signed = bool(t.kind_flag) or any(v < 0 for _, v in t.values)
-            self.enums[self._names[t.id]] = {
+            self.enums[names[t.id]] = {
                 "size": t.size, "base": self._int_name(t.size, signed),
                 "constants": {n: v for n, v in t.values},
             }
         # Forward declarations with no definition anywhere: empty placeholders keep lookups sane.
-        for t in self.btf.all_types():
-            if t.kind == Kind.FWD and t.name not in self.user_types and t.id >= start:
-                self.user_types[t.name] = {"kind": "union" if t.kind_flag else "struct", "size": 0, "fields": {}}
+        for t in types:
+            if t.kind == Kind.FWD and t.name not in user_types and t.id >= start:
+                user_types[t.name] = {"kind": "union" if t.kind_flag else "struct", "size": 0, "fields": {}}
 
     def percpu_vars(self):
         """(name, section offset, type descriptor) of the per-CPU variables in BTF's DATASEC."""
-        for t in self.btf.all_types():
+        for t in self._all_types():
             if t.kind == Kind.DATASEC and t.name == ".data..percpu":
                 for var_id, offset, _size in t.vars:
                     var = self.btf.type(var_id)
@@ -343,6 +368,11 @@ def generate(btf: Btf, symbols=None, banner: bytes = None, arch: str = "x86_64",
     ``linux_banner`` including the trailing newline and NUL. ``sources``: metadata entries
     (``[{kind, name, hash_type, hash_value}]``) for the symbol and type inputs.
     """
+    with paused_gc():
+        return _generate(btf, symbols, banner, arch, sources)
+
+
+def _generate(btf, symbols, banner, arch, sources):
     gen = IsfGenerator(btf, arch)
     gen.build_types()
     out_symbols = {}
@@ -394,7 +424,8 @@ def generate_types_only(btf: Btf, arch: str = "x86_64", own_only: bool = True) -
     """An ISF with just the types of ``btf`` (for a program BTF: its own types only, plus what
     they reference being resolvable through the names). Used for run-time symbol tables."""
     gen = IsfGenerator(btf, arch, types_only_from=btf.start_id if own_only else None)
-    gen.build_types()
+    with paused_gc():
+        gen.build_types()
     return {
         "metadata": {"format": ISF_FORMAT,
                      "producer": {"name": "volatility3-ktstr", "version": __version__}},
