@@ -3,7 +3,9 @@
 import base64
 import json
 import lzma
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +156,17 @@ def test_real_vmlinux_banner_from_stripped_elf(amd64_kernel_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"banner: {truth_banner}\n" in proc.stdout
     assert banner_of(read_isf(out)) == truth_banner.encode() + b"\n\0"
+
+
+def test_default_output_is_found_by_vol_without_s(inputs, tmp_path):
+    """What ktstr-isf writes with no -o is what `vol` (no -s) indexes, keyed by the banner."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    made = run_cli(inputs["btf"], "--system-map", inputs["map"], "--banner", BANNER, env=env)
+    assert made.returncode == 0, made.stderr
+    written = made.stdout.split("\n")[0].removeprefix("wrote ")
+    proc = subprocess.run([venv_bin("vol"), "-q", "-r", "json", "isfinfo"], capture_output=True,
+                          text=True, env=env, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["URI"]: r for r in json.loads(proc.stdout)}
+    row = rows[Path(written).as_uri()]
+    assert row["Identifying information"] == repr(BANNER.encode() + b"\n\0")
