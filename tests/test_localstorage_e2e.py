@@ -2,7 +2,8 @@
 
 For every task/cgroup storage map truth.json lists: the set of owners found equals the truth's
 exactly, pid/tgid/comm (task_struct.comm) or cgroup path/id equal the guest's, and values equal
-``value_hex``. Skips without KTSTR_DUMPS.
+``value_hex``. Cgroup and inode naming are also checked on real kernel objects (the dumps
+hold no cgroup/inode storage). Skips without KTSTR_DUMPS.
 """
 
 import functools
@@ -133,3 +134,86 @@ def test_rows_sorted_and_formatted(name):
     for r in rows:
         value = json.loads(r["Formatted"])
         assert isinstance(value, dict) and r["Value"].startswith("{")
+
+
+def kernel_context(name):
+    """A KernelContext over dump ``name`` built in-process, the way `vol` builds a plugin's."""
+    import volatility3.plugins
+    import volatility3.symbols
+    from volatility3 import framework
+    from volatility3.framework import automagic, contexts, interfaces, plugins
+
+    from volatility3_ktstr.kernel import KernelContext
+
+    plugin_dir = PLUGIN_DIRS[1]
+    if plugin_dir not in volatility3.plugins.__path__:
+        volatility3.plugins.__path__.append(plugin_dir)
+    sym_dir = str(volrun.kernel_isf_dir(name))
+    if sym_dir not in volatility3.symbols.__path__:
+        volatility3.symbols.__path__.insert(0, sym_dir)
+    framework.import_files(volatility3.plugins, True)
+    cls = next(c for c in framework.class_subclasses(interfaces.plugins.PluginInterface)
+               if c.__module__ == "volatility3.plugins.linux.ktstr.localstorage")
+    ctx = contexts.Context()
+    ctx.config["automagic.LayerStacker.single_location"] = dumps.dump_path(name).resolve().as_uri()
+    ams = automagic.choose_automagic(automagic.available(ctx), cls)
+    return KernelContext.from_plugin(plugins.construct_plugin(ctx, ams, cls, "plugins", None, None))
+
+
+@pytest.mark.parametrize("name", DUMPS or ["<no dumps>"])
+def test_cgroup_naming_on_real_tasks(name):
+    """The dumps hold no cgroup storage, so name real cgroups instead: each task storage
+    owner's default-hierarchy cgroup (task->cgroups->dfl_cgrp) must have truth's path and id."""
+    from volatility3_ktstr.plugin_support import list_maps
+    from volatility3_ktstr.walkers import localstorage as ls
+    from volatility3_ktstr.walkers.owners import OwnerResolver
+
+    _skip_without_dumps()
+    truth = dumps.load_truth(name)
+    kctx = kernel_context(name)
+    lay, rd = kctx.layout, kctx.reader
+    ids = {c["path"]: c["id"] for c in truth["cgroups"]}
+    tasks = {t["tid"]: t for t in truth["tasks"]}
+    resolver = OwnerResolver(rd, lay)
+    checked = 0
+    for m in list_maps(kctx):
+        if m.type_name != "task_storage":
+            continue
+        for e in ls.walk_map(rd, lay, m.kva, m.value_size)[0]:
+            task = resolver.resolve("task", e.owner, e.storage)
+            cgrp = rd.u64(rd.u64(e.owner + lay.offset("task_struct", "cgroups"))
+                          + lay.offset("css_set", "dfl_cgrp"))
+            owner = resolver.resolve("cgroup", cgrp)
+            want = tasks[task.pid]["cgroup"]
+            assert (owner.name, owner.ident, owner.error) == (want, ids[want], None), task
+            checked += 1
+    assert checked == sum(len(v) for v in truth["task_storage_expected_owners"].values())
+
+
+@pytest.mark.parametrize("name", ONE)
+def test_inode_naming_on_real_files(name):
+    """No inode storage in the dumps either: name the executables of the task storage owners
+    (task->mm->exe_file->f_inode). The scheduler's loader runs a file named after it."""
+    from volatility3_ktstr.plugin_support import list_maps
+    from volatility3_ktstr.walkers import localstorage as ls
+    from volatility3_ktstr.walkers.owners import OwnerResolver
+
+    _skip_without_dumps()
+    truth = dumps.load_truth(name)
+    kctx = kernel_context(name)
+    lay, rd = kctx.layout, kctx.reader
+    resolver = OwnerResolver(rd, lay)
+    exes = {}
+    for m in list_maps(kctx):
+        if m.type_name != "task_storage":
+            continue
+        for e in ls.walk_map(rd, lay, m.kva, m.value_size)[0]:
+            mm = rd.u64(e.owner + lay.offset("task_struct", "mm"))
+            if not mm:   # kernel threads
+                continue
+            f = rd.u64(mm + lay.offset("mm_struct", "exe_file"))
+            ino = resolver.resolve("inode", rd.u64(f + lay.offset("file", "f_inode")))
+            assert ino.error is None and ino.ident and ino.name.startswith("/"), ino
+            exes[resolver.resolve("task", e.owner).comm] = ino.name.split(" on ")[0]
+    sched = truth["scheduler"]["name"]
+    assert exes[sched].rsplit("/", 1)[1] == sched, exes
