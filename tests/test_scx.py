@@ -416,3 +416,17 @@ def test_sub_scheds_depth_first_and_cycle_safe(layout):
     got, errors = scx.sub_scheds(r, layout, sch[0])
     assert len(got) == 3 and any("cycle" in e for e in errors)
     assert scx.sub_scheds(r, layout, 0) == ([], [])
+
+
+def test_runnable_age_and_starvation():
+    t = scx.ScxTask(addr=0, runnable_at=1000, runnable_linked=True)
+    assert scx.runnable_for(t, 1500) == 500
+    assert scx.is_starved(500, 400) and not scx.is_starved(500, 500) and not scx.is_starved(500, None)
+    # jiffies wrapped past 2^64 since runnable_at: still the right age.
+    t.runnable_at = (1 << 64) - 10
+    assert scx.runnable_for(t, 20) == 30
+    # runnable_at after the dump's jiffies, or the task not waiting: no age.
+    t.runnable_at = 2000
+    assert scx.runnable_for(t, 1500) is None
+    t.runnable_linked = False
+    assert scx.runnable_for(t, 5000) is None and not scx.is_starved(None, 10)

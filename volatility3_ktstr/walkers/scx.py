@@ -802,6 +802,21 @@ def walk_scx_tasks(reader, layout, head, cursor_flag=0, max_tasks=MAX_TASKS) -> 
     return w
 
 
+def runnable_for(task: ScxTask, jiffies):
+    """Jiffies the task has waited runnable (``jiffies - scx.runnable_at``), or None when it is
+    not on a runnable list (asleep or running: ``runnable_at`` is stale then) or the value is
+    in the future (not meaningful)."""
+    if not task.runnable_linked or jiffies is None or task.runnable_at is None:
+        return None
+    age = (jiffies - task.runnable_at) & ((1 << 64) - 1)
+    return None if age >= 1 << 63 else age
+
+
+def is_starved(age, watchdog_timeout):
+    """What the sched_ext watchdog checks: runnable for longer than the timeout (jiffies)."""
+    return bool(age is not None and watchdog_timeout and age > watchdog_timeout)
+
+
 def ops_state_text(value, constants):
     """``scx.ops_state``: the low bits are the state (enum scx_ops_state), the rest a qseq."""
     if value is None:

@@ -203,8 +203,8 @@ class ScxState(interfaces.plugins.PluginInterface):
         yield row("dsq", o, "id", f"{d.id:#x}" + (f" ({name})" if name else ""), d.addr)
         w = d.walk
         order = "vtime" if d.vtime else ("fifo" if d.vtime is not None else None)
-        if d.nr == 0 and not d.vtime:
-            order = "fifo (empty)" if d.vtime is not None else None
+        if d.nr == 0 and not d.vtime and d.vtime is not None:
+            order = "empty"  # an empty DSQ keeps no trace of how it was used
         yield row("dsq", o, "ordering", order)
         yield row("dsq", o, "nr", d.nr)
         if w is None:

@@ -100,14 +100,8 @@ class ScxTasks(interfaces.plugins.PluginInterface):
             if not show_all and ext is not None and t.sched_class != ext:
                 continue
             loc, dsq_id = where(t)
-            age = None
-            starved = ""
-            if t.runnable_linked and st.jiffies is not None and t.runnable_at is not None:
-                age = (st.jiffies - t.runnable_at) & ((1 << 64) - 1)
-                if age >= 1 << 63:   # runnable_at after the dump's jiffies: not meaningful
-                    age = None
-                elif timeout and age > timeout:
-                    starved = "STARVED"
+            age = scx.runnable_for(t, st.jiffies)
+            starved = "STARVED" if scx.is_starved(age, timeout) else ""
             yield (0, (t.pid, _v(t.tgid), t.comm, sk.class_name(t.sched_class) or "", loc,
                        format_hints.Hex(dsq_id) if dsq_id is not None else NA(),
                        _v(t.slice), _v(t.dsq_vtime), _v(t.weight), sk.task_flags(t.flags) or "",
