@@ -117,14 +117,21 @@ class Region:
     def off(self, path):
         return self.layout.offset(self.struct, path) - self.lo
 
+    def _at(self, path, size):
+        off = self.off(path)
+        if off < 0 or off + size > len(self.data):
+            raise LayoutError(f"struct {self.struct}.{path} is outside the bytes read")
+        return off
+
     def get(self, path, size, signed=False, default=None):
         """The integer at ``path``, or ``default`` when this kernel lacks the member."""
         if not self.layout.has(self.struct, path):
             return default
-        return _int(self.data, self.off(path), size, signed)
+        return _int(self.data, self._at(path, size), size, signed)
 
     def str(self, path, size):
-        return _cstr(self.data, self.off(path), size)
+        size = min(size, len(self.data) - self.off(path))
+        return _cstr(self.data, self._at(path, size), size)
 
 
 # --- enum decoding -------------------------------------------------------------------------
@@ -319,8 +326,8 @@ def read_sched_state(reader, layout, syms, callback_names=(), enable_state_names
     if st.ops_addr:
         def ops():
             r = Region(reader, layout, "sched_ext_ops", st.ops_addr)
-            st.name = r.str("name", layout.size("sched_ext_ops") - r.off("name")
-                            if not r.has("priv") else r.off("priv") - r.off("name"))
+            # name is a NUL-terminated char array; reading to the struct's end is bounded.
+            st.name = r.str("name", layout.size("sched_ext_ops") - r.off("name"))
             st.ops_flags = r.get("flags", 8)
             st.timeout_ms = r.get("timeout_ms", 4)
             st.dispatch_max_batch = r.get("dispatch_max_batch", 4)
