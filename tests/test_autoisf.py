@@ -98,3 +98,16 @@ def test_layer_image_carves_like_the_file_reader():
     assert isinstance(image, autoisf.LayerImage)
     c = fromdump.carve(image)
     assert c.banner == BANNER and c.symbols["init_task"][0] > 0
+
+
+def test_memo_skips_the_scan_next_time(setup, tmp_path):
+    ctx, out_dir, monkeypatch = setup
+    monkeypatch.setattr(autoisf.constants, "CACHE_PATH", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    monkeypatch.setattr(autoisf.symbol_cache, "load_cache_manager", lambda: FakeCache({BANNER: "file:///k.json"}))
+    assert autoisf.ensure_isf(ctx, "base") is None
+    path = str(tmp_path / "mem.raw")
+    assert autoisf.memo_banner(path) == BANNER
+    monkeypatch.setattr(autoisf, "_attempted", set())
+    monkeypatch.setattr(autoisf, "iter_banners", lambda image: (_ for _ in ()).throw(AssertionError("scanned")))
+    assert autoisf.ensure_isf(ctx, "base") is None

@@ -11,6 +11,8 @@ then build the kernel layer. A failure is one warning line; the run continues as
 Imports Volatility; the rest of ``isf`` does not.
 """
 
+import base64
+import json
 import logging
 import os
 import time
@@ -107,6 +109,50 @@ def symbols_dir():
     return os.path.join(constants.SYMBOL_BASEPATHS[-1], "linux")
 
 
+MEMO_FILE = "ktstr-autoisf.json"
+MAX_MEMO = 256
+
+
+def _memo_path():
+    return os.path.join(constants.CACHE_PATH, MEMO_FILE)
+
+
+def _file_key(path):
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
+
+
+def memo_banner(path):
+    """The banner remembered for this dump file (same size and mtime), or None."""
+    try:
+        with open(_memo_path()) as f:
+            entry = json.load(f).get(path)
+        if entry and entry[:2] == _file_key(path):
+            return base64.b64decode(entry[2])
+    except (OSError, ValueError, TypeError, IndexError):
+        pass
+    return None
+
+
+def remember_banner(path, banner):
+    """Remember the kernel banner of a dump file so later runs skip the banner scan."""
+    try:
+        try:
+            with open(_memo_path()) as f:
+                memo = json.load(f)
+        except (OSError, ValueError):
+            memo = {}
+        memo[path] = _file_key(path) + [base64.b64encode(banner).decode()]
+        if len(memo) > MAX_MEMO:
+            memo = dict(list(memo.items())[-MAX_MEMO:])
+        tmp = f"{_memo_path()}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(memo, f)
+        os.replace(tmp, _memo_path())
+    except OSError:
+        pass        # only a speed-up
+
+
 def known_banners():
     try:
         return symbol_cache.load_cache_manager().get_identifier_dictionary(operating_system="linux")
@@ -125,12 +171,18 @@ def ensure_isf(context, layer_name, progress_callback=None):
         return None
     _attempted.add(key)
     known = known_banners()
+    path = _file_path(context, layer)
+    seen_before = memo_banner(path) if path else None
+    if seen_before is not None and seen_before in known:
+        return None            # this file's kernel was seen before and its ISF is there
     image = image_for(context, layer_name)
     try:
         seen = False
         for _phys, text in iter_banners(image):
             seen = True
             if text in known:
+                if path:
+                    remember_banner(path, text)
                 return None
         if not seen:
             return None        # no Linux kernel here (or not one we can read)
@@ -149,6 +201,8 @@ def ensure_isf(context, layer_name, progress_callback=None):
         out = fromdump.default_path(symbols_dir(), banner, c.arch)
         fromdump.write(isf, out)
         symbol_cache.load_cache_manager().update()
+        if path:
+            remember_banner(path, banner)
         vollog.warning(f"ktstr: wrote {out} ({len(c.symbols)} symbols, "
                        f"{time.perf_counter() - t0:.0f} s); later runs use it directly")
         return out
