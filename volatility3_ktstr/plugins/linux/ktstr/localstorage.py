@@ -9,10 +9,10 @@ from volatility3.framework.renderers import format_hints
 from volatility3_ktstr import plugin_support as ps
 from volatility3_ktstr.bpf import progs as bpfprogs
 from volatility3_ktstr.bpf.maps import LOCAL_STORAGE_TYPES
+from volatility3_ktstr.btf import Kind
 from volatility3_ktstr.core import LayoutError, ReadError
 from volatility3_ktstr.errors import KtstrError, guarded
 from volatility3_ktstr.kernel import KernelContext
-from volatility3_ktstr.btf import Kind
 from volatility3_ktstr.render import Hex, hex_list, render, render_text
 from volatility3_ktstr.walkers import arena as arenaw
 from volatility3_ktstr.walkers import localstorage as ls
