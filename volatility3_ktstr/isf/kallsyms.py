@@ -381,14 +381,20 @@ def link_time(ks, text_link, vmcoreinfo=None):
     shift = None
     if vmcoreinfo and vmcoreinfo.get("KERNELOFFSET") is not None:
         koff = vmcoreinfo["KERNELOFFSET"]
-        for name, runtime in (vmcoreinfo.get("SYMBOL") or {}).items():
+        votes = {}
+        for name, runtime in sorted((vmcoreinfo.get("SYMBOL") or {}).items()):
             v = ks.value(name)
             if v is None or (ks.layout != "pcrel" and not _kernel_va(v)):
                 continue
-            # runtime = value + shift_rt; link = runtime - KERNELOFFSET
-            shift = (runtime - koff - v)
-            how = f"VMCOREINFO (SYMBOL({name}), KERNELOFFSET={koff:#x})"
-            break
+            # runtime = value + (runtime shift); link = runtime - KERNELOFFSET
+            votes.setdefault((runtime - koff - v) & 0xFFFFFFFFFFFFFFFF, []).append(name)
+        if votes:
+            best, names = max(votes.items(), key=lambda kv: len(kv[1]))
+            # A VMCOREINFO of another kernel (stale) would put _text somewhere odd.
+            if _kernel_va((text + best) & 0xFFFFFFFFFFFFFFFF):
+                shift = best
+                how = (f"VMCOREINFO ({len(names)} of {sum(map(len, votes.values()))} SYMBOL()s agree, "
+                       f"KERNELOFFSET={koff:#x})")
     if shift is None:
         shift = text_link - text
     out = {}
