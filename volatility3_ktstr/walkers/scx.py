@@ -860,7 +860,8 @@ def struct_ops_value_data(layout, value_struct=None):
 def struct_ops_kdata(layout, st_map, value_struct=None):
     """Address of the kernel copy of the ops (``kvalue.data``) of the struct_ops map ``st_map``
     (the ``struct bpf_struct_ops_map`` address)."""
-    return st_map + layout.offset("bpf_struct_ops_map", "kvalue") + struct_ops_value_data(layout, value_struct)
+    kvalue = layout.offset("bpf_struct_ops_map", "kvalue")
+    return st_map + kvalue + struct_ops_value_data(layout, value_struct)
 
 
 def struct_ops_callbacks(reader, layout, st_map, ops_struct, callback_names, value_struct=None):
