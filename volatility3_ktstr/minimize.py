@@ -129,8 +129,9 @@ def _is_scan_read(length: int) -> bool:
     return length >= SCAN_READ_MIN
 
 
-def install_recorder(recorder: PageRecorder, dump_file: str) -> None:
-    """Patch Volatility's FileLayer so reads of ``dump_file`` are recorded (this process only).
+def install_recorder(recorder: PageRecorder, dump_file: str):
+    """Patch Volatility's FileLayer so reads of ``dump_file`` are recorded (this process only);
+    returns a function that undoes the patch.
 
     ``is_valid`` is recorded too: Volatility checks that whole structures are mapped (e.g. a
     task_struct in pslist) without reading them, and a sparse ELF must keep those pages valid.
@@ -166,6 +167,11 @@ def install_recorder(recorder: PageRecorder, dump_file: str) -> None:
 
     physical.FileLayer.read = read
     physical.FileLayer.is_valid = is_valid
+
+    def uninstall():
+        physical.FileLayer.read, physical.FileLayer.is_valid = original_read, original_valid
+
+    return uninstall
 
 
 def _location_path(location: str) -> Optional[str]:
@@ -240,12 +246,13 @@ class RunResult:
 
 def vol_argv(dump: str, run: Run, symbol_dirs: Sequence[str] = (), plugin_dirs: Sequence[str] = (),
              extra: Sequence[str] = ()) -> List[str]:
+    # Absolute paths: vol runs in a scratch folder.
     argv = ["-q", "-r", "json"]
     if symbol_dirs:
-        argv += ["-s", ";".join(map(str, symbol_dirs))]
+        argv += ["-s", ";".join(os.path.abspath(d) for d in symbol_dirs)]
     if plugin_dirs:
-        argv += ["-p", ";".join(map(str, plugin_dirs))]
-    return argv + list(extra) + ["-f", str(dump), run.plugin, *run.args]
+        argv += ["-p", ";".join(os.path.abspath(d) for d in plugin_dirs)]
+    return argv + list(extra) + ["-f", os.path.abspath(dump), run.plugin, *run.args]
 
 
 def _run_one(dump: str, run: Run, argv: List[str], record: bool, env: Optional[dict],
@@ -253,7 +260,7 @@ def _run_one(dump: str, run: Run, argv: List[str], record: bool, env: Optional[d
     with tempfile.TemporaryDirectory(prefix="ktstr-min-") as tmp:
         if record:
             pages_file = os.path.join(tmp, "pages")
-            cmd = [sys.executable, "-c", _CHILD, pages_file, str(dump), *argv]
+            cmd = [sys.executable, "-c", _CHILD, pages_file, os.path.abspath(dump), *argv]
         else:
             pages_file = None
             cmd = [sys.executable, "-c", _PLAIN, *argv]

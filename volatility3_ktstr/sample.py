@@ -76,8 +76,13 @@ def find_root(name: str) -> Path:
 
 
 def manifest(name: str = DEFAULT_SAMPLE) -> dict:
-    with open(find_root(name) / "samples" / f"{name}.json", encoding="utf-8") as f:
-        return json.load(f)
+    path = find_root(name) / "samples" / f"{name}.json"
+    with open(path, encoding="utf-8") as f:
+        info = json.load(f)
+    missing = [k for k in ("file", "sha256", "size") if k not in info]
+    if missing or not str(info["file"]).endswith(".xz"):
+        raise SampleError(f"{path}: not a sample manifest (needs file=*.xz, sha256, size)")
+    return info
 
 
 def list_samples() -> List[str]:
@@ -182,7 +187,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         path = unpack(args.name)
         if not args.no_isf:
             install_isf(args.name, Path(args.symbols_dir) if args.symbols_dir else None)
-    except (SampleError, OSError, KeyError, ValueError) as exc:
+    except (SampleError, OSError, ValueError) as exc:
         print(f"ktstr-sample: error: {exc}", file=sys.stderr)
         return 2
     print(path)
