@@ -201,8 +201,6 @@ def _child_main() -> int:
         rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     sys.stdout.flush()
     recorder.save(pages_out)
-    sys.stderr.write(f"ktstr-minimize: recorded {len(recorder.pages)} pages, "
-                     f"scanned {recorder.scan_bytes >> 20} MiB, hits {sum(recorder.hits.values())}\n")
     return rc
 
 
@@ -272,11 +270,18 @@ def _run_one(dump: str, run: Run, argv: List[str], record: bool, env: Optional[d
 
 def run_plugins(dump: str, runs: Sequence[Run], *, record: bool, symbol_dirs=(), plugin_dirs=(),
                 extra=(), jobs: int = 2, env=None, timeout: int = 1800) -> List[RunResult]:
-    """Runs every plugin on ``dump`` (in parallel processes), recording reads if ``record``."""
+    """Runs every plugin on ``dump`` (in parallel processes), recording reads if ``record``.
+
+    A run that fails is run once more on its own: parallel first runs share Volatility's
+    caches (identifier database, ISF validation) and can trip over each other.
+    """
+    def one(r):
+        return _run_one(dump, r, vol_argv(dump, r, symbol_dirs, plugin_dirs, extra), record, env,
+                        timeout)
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(_run_one, dump, r, vol_argv(dump, r, symbol_dirs, plugin_dirs, extra),
-                               record, env, timeout) for r in runs]
-        return [f.result() for f in futures]
+        results = list(pool.map(one, runs))
+    return [one(r.run) if r.rc != 0 else r for r in results]
 
 
 def record_runs(dump: str, runs: Sequence[Run], **kw) -> List[RunResult]:
