@@ -236,3 +236,27 @@ def test_cli_from_dump_with_system_map_and_banner(tmp_path, capsys, btf_blob):
     isf = json.loads(out.read_text())
     assert isf["symbols"]["init_task"]["address"] == dict((n, a) for _k, n, a in full)["init_task"]
     assert isf["metadata"]["linux"]["symbols"][0]["name"] == "system-map"
+
+
+def _core_btf(section=None):
+    from btfbuilder import BtfBuilder
+
+    b = BtfBuilder()
+    i = b.int("int", 4, signed=True)
+    for name in ("task_struct", "mm_struct", "list_head"):
+        b.struct(name, 8, [("x", i, 0), ("y", i, 32)])
+    if section:
+        v = b.var("v", i)
+        b.datasec(section, 4, [(v, 0, 4)])
+    return b.build()
+
+
+def test_check_btf_refuses_a_bpf_objects_btf():
+    """Regression (fuzzing): with the kernel BTF damaged, carving took an scx scheduler's BTF
+    (it has task_struct, from vmlinux.h) as the kernel's and wrote a 291-type ISF."""
+    from volatility3_ktstr.isf import carve as c
+
+    assert c._check_btf(_core_btf(".maps")) is None
+    assert c._check_btf(_core_btf(".bss")) is None
+    assert c._check_btf(_core_btf(".data..percpu")) is not None
+    assert c._check_btf(_core_btf()) is not None   # old pahole: no DATASEC at all

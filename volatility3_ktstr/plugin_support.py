@@ -5,7 +5,10 @@ Not a plugin base class on purpose: Volatility lists every PluginInterface subcl
 
 from volatility3.framework.configuration import requirements
 
+from .bpf import helpers as bh
 from .bpf import maps as bpfmaps
+from .bpf import progs as bpfprogs
+from .core import ReadError
 from .errors import KtstrError
 from .kernel import ARCHITECTURES, KernelContext
 
@@ -29,7 +32,27 @@ def list_maps(kctx: KernelContext, stats=None):
     """All BPF maps of the dump (BpfMap records, id order)."""
     kctx.require_type("bpf_map")
     idr_addr = kctx.require_symbol("map_idr", "the BPF map registry")
-    return list(bpfmaps.iter_maps(kctx.reader, kctx.layout, idr_addr, map_type_names(kctx), stats))
+    try:
+        return list(bpfmaps.iter_maps(kctx.reader, kctx.layout, idr_addr, map_type_names(kctx), stats))
+    except ReadError as e:
+        raise KtstrError(_registry_unreadable("map_idr", idr_addr, e)) from None
+
+
+def list_progs(kctx: KernelContext, stats=None):
+    """All BPF programs of the dump (BpfProg records, id order)."""
+    idr_addr = kctx.require_symbol("prog_idr", "the BPF program registry")
+    kctx.require_type("bpf_prog")
+    names = bpfprogs.prog_type_names(bh.enum_constants(kctx, "bpf_prog_type"))
+    try:
+        return list(bpfprogs.iter_progs(kctx.reader, kctx.layout, idr_addr, names, stats))
+    except ReadError as e:
+        raise KtstrError(_registry_unreadable("prog_idr", idr_addr, e)) from None
+
+
+def _registry_unreadable(symbol, addr, err):
+    # The registry head lives in the kernel image: a truncated or damaged dump is the usual cause.
+    return (f"kernel symbol '{symbol}' at {addr:#x} is unreadable ({err.reason}): "
+            f"the dump is truncated or damaged there")
 
 
 def select_maps(maps, ids=None, names=None, types=None):

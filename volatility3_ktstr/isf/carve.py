@@ -300,9 +300,15 @@ def _check_btf(blob):
         parsed = btfmod.Btf.parse(blob)
     except btfmod.BtfError:
         return None
-    if all(parsed.find(name) for name in CORE_TYPES):
-        return parsed
-    return None
+    if not all(parsed.find(name) for name in CORE_TYPES):
+        return None
+    # A BPF object's BTF (an scx scheduler's, from vmlinux.h) holds task_struct too, but always
+    # has DATASECs of its own (.maps, license, .bss, ...); vmlinux BTF has only .data..percpu
+    # (or no DATASEC at all with a pahole older than per-CPU variable support).
+    secs = {t.name for t in parsed.own_types if t.kind == btfmod.Kind.DATASEC}
+    if secs and ".data..percpu" not in secs:
+        return None
+    return parsed
 
 
 def carve_btf(image, scan_res, ks=None):

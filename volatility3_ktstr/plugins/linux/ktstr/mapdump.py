@@ -32,7 +32,6 @@ from volatility3.framework.configuration import requirements
 from volatility3_ktstr import plugin_support as ps
 from volatility3_ktstr import render as R
 from volatility3_ktstr.bpf import helpers as bh
-from volatility3_ktstr.bpf import progs as bpfprogs
 from volatility3_ktstr.bpf import values as bv
 from volatility3_ktstr.btf import Kind
 from volatility3_ktstr.core import LayoutError, ReadError
@@ -245,11 +244,9 @@ class MapDump(interfaces.plugins.PluginInterface):
 
     @staticmethod
     def _progs(kctx):
-        addr = kctx.symbol("prog_idr")
-        if addr is None:
+        if kctx.symbol("prog_idr") is None:
             return []
-        names = bpfprogs.prog_type_names(bh.enum_constants(kctx, "bpf_prog_type"))
-        return list(bpfprogs.iter_progs(kctx.reader, kctx.layout, addr, names))
+        return ps.list_progs(kctx)
 
     def run(self):
         return renderers.TreeGrid(

@@ -45,16 +45,10 @@ class Progs(interfaces.plugins.PluginInterface):
 
     # --- listing ------------------------------------------------------------------------
 
-    def _list(self, kctx, stats):
-        names = bpfprogs.prog_type_names(bh.enum_constants(kctx, "bpf_prog_type"))
-        idr_addr = kctx.require_symbol("prog_idr", "the BPF program registry")
-        kctx.require_type("bpf_prog")
-        return list(bpfprogs.iter_progs(kctx.reader, kctx.layout, idr_addr, names, stats))
-
     def _generator(self):
         kctx = KernelContext.from_plugin(self)
         stats = idr.WalkStats()
-        progs = self._list(kctx, stats)
+        progs = ps.list_progs(kctx, stats)
         map_stats = idr.WalkStats()
         try:
             ids_by_kva = {m.kva: m.id for m in ps.list_maps(kctx, map_stats)}
@@ -89,7 +83,7 @@ class Progs(interfaces.plugins.PluginInterface):
 
     def _disasm(self, prog_id):
         kctx = KernelContext.from_plugin(self)
-        progs = self._list(kctx, idr.WalkStats())
+        progs = ps.list_progs(kctx, idr.WalkStats())
         prog = next((p for p in progs if p.id == prog_id), None)
         if prog is None:
             raise KtstrError(f"no BPF program with id {prog_id}")

@@ -160,7 +160,10 @@ class ScxState(interfaces.plugins.PluginInterface):
 
         # --- dispatch queues ---
         dsqs = []
-        for node, addr in self._global(sk, st, row):
+        addrs, errors = self._global(sk, st)
+        for e in errors:
+            yield row("dsq", "global", "error", e)
+        for node, addr in addrs:
             dsqs.append(scx.read_dsq(reader, layout, sk.dsq_offs, addr, "global", walk=True, node=node))
         for c in cpus:
             if c.local_dsq is not None:
@@ -180,13 +183,12 @@ class ScxState(interfaces.plugins.PluginInterface):
         for d in dsqs:
             yield from self._dsq_rows(sk, d, row, task_text, walk)
 
-    def _global(self, sk, st, row):
+    @staticmethod
+    def _global(sk, st):
+        """([(node, address)] of the global DSQs, [errors]); none without a scheduler."""
         if st.sch == 0:
-            return
-        addrs, errors = scx.global_dsq_addrs(sk.reader, sk.layout, st.sch, sk.syms, sk.nr_nodes())
-        for e in errors:
-            yield row("dsq", "global", "error", e)
-        yield from addrs
+            return [], []
+        return scx.global_dsq_addrs(sk.reader, sk.layout, st.sch, sk.syms, sk.nr_nodes())
 
     def _dsq_rows(self, sk, d, row, task_text, walk):
         ids = sk.enum("scx_dsq_id_flags")

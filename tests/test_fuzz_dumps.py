@@ -1,0 +1,153 @@
+"""Hostile dumps, quick mode: mutants of the real dumps must not crash, hang or lose entries.
+
+Each real dump gets a deterministic set of mutants (tests/fuzzlib.py: bit flips, pointer swaps,
+self-loops, huge counts, zeroed pages, page-table damage, truncation) aimed at the structures the
+plugins read; every linux.ktstr plugin runs on each. The long mode is tools/fuzz_dumps.py.
+Defects the harness found are pinned below as regression tests with the smallest mutant.
+"""
+
+import struct
+
+import pytest
+
+import dumps
+import fuzzlib
+import volrun
+
+# (dump, mutants): a few hundred in all, about five minutes on 2 cores.
+QUICK = {"x86_64/scx_sdt": 200, "arm64/scx_sdt_lpa2": 100}
+SEED_BASE = 20261202
+GENERATOR_MUTANTS = 6
+
+
+def _available(name):
+    return dumps.dumps_root() is not None and (dumps.dumps_root() / name / "truth.json").is_file()
+
+
+def _skip_reason(name):
+    if dumps.dumps_root() is None:
+        return "KTSTR_DUMPS is unset or not a directory"
+    return f"no {name} under {dumps.dumps_root()}"
+
+
+@pytest.fixture(scope="module", params=sorted(QUICK))
+def session(request):
+    name = request.param
+    if not _available(name):
+        pytest.skip(_skip_reason(name))
+    s = fuzzlib.Session(name, volrun.kernel_isf_dir(name), dumps.dump_path(name))
+    s.record_baseline()
+    return s
+
+
+def test_baseline_is_clean_and_targets_every_walker(session):
+    bad = {p: (o.status, o.message) for p, o in session.baseline.items() if o.status != "ok"}
+    assert not bad, f"{session.name}: plugins fail on the intact dump: {bad}"
+    pool = fuzzlib.target_pool(session)
+    for cat in ("idr", "maps", "progs", "btf", "localstorage", "owners", "sdtalloc", "arena", "scx",
+                "pagetable"):
+        assert pool.get(cat), f"{session.name}: no {cat} reads recorded to mutate"
+    for p in ("maps", "progs", "localstorage", "sdtalloc"):
+        assert session.models[p].reach, f"{session.name}: no entries modelled for {p}"
+
+
+def test_quick_mode_no_crash_hang_or_loss(session):
+    n = QUICK[session.name]
+    tallies, findings = fuzzlib.fuzz(session, range(SEED_BASE, SEED_BASE + n), timeout=60)
+    print(f"\n{session.name}: {n} mutants\n{fuzzlib.table(tallies)}")
+    assert all(t.mutants == tallies["maps"].mutants for t in tallies.values())
+    assert tallies["maps"].mutants >= n * 0.9, "too many seeds made no mutant"
+    assert not findings, "\n".join(str(f) for f in findings[:10])
+
+
+# --- the checker itself can fail ----------------------------------------------------------------
+
+
+def test_lost_entries_are_detected_outside_the_damage_only(session):
+    model = session.models["localstorage"]
+    base = session.baseline["localstorage"].rows
+    keys = sorted(model.keys(base), key=repr)
+    assert len(keys) >= 2
+    victim, other = keys[0], keys[1]
+    rows = [r for r in base if model.key_of(r) != victim]
+    # Damage elsewhere (a page no entry depends on): the missing entry is a loss.
+    used = model.shared + [r for reach in model.reach.values() for r in reach]
+    page = next(p for p in range(session.file_size - fuzzlib.PAGE, 0, -fuzzlib.PAGE)
+                if not fuzzlib._overlaps([(p, fuzzlib.PAGE)], used))
+    assert model.lost(base, rows, [(page, 8)]) == [victim]
+    # Damage on the victim's own element: its absence is allowed.
+    assert model.lost(base, rows, model.reach[victim]) == []
+    # Damage on the map's registry entry or page tables hides everything: nothing is judged.
+    rows2 = [r for r in rows if model.key_of(r) != other]
+    assert model.lost(base, rows2, model.shared[:1]) == []
+
+
+def test_a_mutant_that_changes_nothing_reports_everything(session):
+    read = [(o, n) for reads in session.reads.values() for o, n, _c in reads]
+    page = next(p for p in range(session.file_size - fuzzlib.PAGE, 0, -fuzzlib.PAGE)
+                if not fuzzlib._overlaps([(p, fuzzlib.PAGE)], read))   # no plugin reads it
+    m = fuzzlib.Mutant(-1, "zero_page", "none", [(page, bytes(fuzzlib.PAGE))])
+    outcomes = session.run_mutant(m)
+    for p, out in outcomes.items():
+        assert out.status == "ok", (p, out.message)
+        assert out.rows == session.baseline[p].rows, f"{p}: output changed by an unread page"
+
+
+# --- regressions: the smallest mutants of defects found ------------------------------------------
+
+
+def test_regression_unreadable_registry_is_one_line(session):
+    """Truncating the dump at map_idr's page crashed every map-listing plugin (ReadError)."""
+    kctx = session.kctx
+    idr = kctx.symbol("map_idr")
+    cut = session.file_ranges(idr, 1)[0][0] & ~(fuzzlib.PAGE - 1)
+    m = fuzzlib.Mutant(-2, "truncate", "idr", [], truncate=cut)
+    outcomes = session.run_mutant(m)
+    for p in ("maps", "localstorage", "mapdump", "arena", "sdtalloc"):
+        out = outcomes[p]
+        assert out.status == "error", (p, out.status, out.message)
+        assert "map_idr" in out.message and "unreadable" in out.message, out.message
+
+
+def test_regression_unreadable_global_dsq_array_is_a_row(session):
+    """An unreadable global DSQ pointer array made scxstate raise TypeError (error rows were
+    mixed into the (node, address) list)."""
+    kctx = session.kctx
+    layout = kctx.layout
+    root = kctx.symbol("scx_root")
+    if root is None:
+        pytest.skip("kernel without scx_root")
+    field = next((f for f in ("pnode", "global_dsqs") if layout.has("scx_sched", f)), None)
+    if field is None:
+        pytest.skip("scx_sched has neither pnode nor global_dsqs")
+    sch = kctx.reader.u64(root)
+    at = session.file_ranges(sch + layout.offset("scx_sched", field), 8)
+    m = fuzzlib.Mutant(-3, "ptr_other", "scx", [(at[0][0], struct.pack("<Q", 8))])
+    out = session.run_mutant(m)["scxstate"]
+    assert out.status == "ok", out.message
+    assert any(r[:3] == ("dsq", "global", "error") and "unreadable" in str(r[3]) for r in out.rows), \
+        [r for r in out.rows if r[0] == "dsq"][:5]
+
+
+# --- the ISF generator ---------------------------------------------------------------------------
+
+
+def test_generator_on_mutants_fails_cleanly_or_succeeds(tmp_path):
+    name = "x86_64/scx_sdt"
+    if not _available(name):
+        pytest.skip(_skip_reason(name))
+    path = dumps.dump_path(name)
+    targets = fuzzlib.generator_targets(path)
+    assert any(t[0] == "btf header" for t in targets) and len(targets) > 2
+    results = []
+    for seed in range(SEED_BASE, SEED_BASE + GENERATOR_MUTANTS):
+        what, patches = fuzzlib.generator_mutant(path, targets, seed)
+        status, message = fuzzlib.run_generator(path, patches, tmp_path / f"{seed}.json.gz")
+        results.append((what, status, message))
+    bad = [r for r in results if r[1] not in ("ok", "error")]
+    assert not bad, bad
+    # The BTF header made huge must be refused with the reason, not crash.
+    btf_phys = next(p for n, p, _ in targets if n == "btf header")
+    status, message = fuzzlib.run_generator(path, [(btf_phys + 8, struct.pack("<I", 0xFFFFFFF0))],
+                                            tmp_path / "hdr.json.gz")
+    assert status in ("ok", "error"), message

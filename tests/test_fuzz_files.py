@@ -1,0 +1,108 @@
+"""Hostile files through the real `vol` CLI: truncated dumps and corrupt ISF files.
+
+Uses the bundled sample (a real minimized dump, samples/) so each run takes seconds. What a user
+may see is documented in README ("Errors and exit status"): exit 0 with rows; exit 2 and one
+line `linux.ktstr.<plugin>: error: ...` when something the plugin needs is missing or
+unreadable; exit 1 with Volatility's own "Unable to validate the plugin requirements" when the
+file cannot be opened as a Linux kernel at all. Never a traceback.
+"""
+
+import json
+import lzma
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Volatility validates a changed ISF with jsonschema (about a minute each); the ISFs here are
+# broken on purpose, so the check is skipped in these runs by hiding jsonschema.
+_VOL = ("import sys; sys.modules['jsonschema'] = None; sys.argv[0] = 'vol'; "
+        "from volatility3.cli import main; main()")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("xdg")
+    return dict(os.environ, XDG_CACHE_HOME=str(cache))
+
+
+@pytest.fixture(scope="module")
+def sample_path(env):
+    out = subprocess.run([sys.executable, "-m", "volatility3_ktstr.sample"], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return Path(out.stdout.strip())
+
+
+def vol(env, dump, plugin, *args, symbols=None):
+    argv = [sys.executable, "-c", _VOL, "-q", "-r", "json"]
+    if symbols:
+        argv += ["-s", str(symbols)]
+    argv += ["-f", str(dump), plugin, *args]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+
+
+def check_documented(out, plugin):
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.returncode in (0, 1, 2), (out.returncode, out.stderr[-2000:])
+    if out.returncode == 2:
+        lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip() and not ln.startswith(("WARNING", "Volatility 3 Framework"))]
+        assert len(lines) == 1 and lines[0].startswith(f"{plugin}: error: "), out.stderr
+    if out.returncode == 1:
+        assert "Unable to validate the plugin requirements" in out.stderr, out.stderr[-2000:]
+    if out.returncode == 0:
+        json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("fraction", [0.0001, 0.3, 0.8, 0.97])
+def test_truncated_dump(tmp_path, env, sample_path, fraction):
+    data = sample_path.read_bytes()
+    cut = tmp_path / "cut.elf"
+    cut.write_bytes(data[:int(len(data) * fraction)])
+    for plugin in ("linux.ktstr.sdtalloc", "linux.ktstr.maps"):
+        check_documented(vol(env, cut, plugin), plugin)
+
+
+def _write_isf(folder, isf):
+    src = sorted((REPO / "symbols" / "linux").glob("*.json.xz"))[0]
+    (folder / "linux").mkdir(parents=True)
+    out = folder / "linux" / src.name
+    out.write_bytes(lzma.compress(isf if isinstance(isf, bytes) else json.dumps(isf).encode(),
+                                  preset=0))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sample_isf():
+    src = sorted((REPO / "symbols" / "linux").glob("*.json.xz"))[0]
+    return json.loads(lzma.decompress(src.read_bytes()))
+
+
+def test_truncated_isf_file(tmp_path, sample_path, sample_isf):
+    text = json.dumps(sample_isf).encode()
+    symbols = _write_isf(tmp_path / "sym", text[: len(text) // 3])
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    check_documented(vol(env, sample_path, "linux.ktstr.maps", symbols=symbols), "linux.ktstr.maps")
+
+
+def test_isf_without_a_type_names_it(tmp_path, sample_path, sample_isf):
+    isf = dict(sample_isf, user_types=dict(sample_isf["user_types"]))
+    del isf["user_types"]["bpf_map"]
+    symbols = _write_isf(tmp_path / "sym", isf)
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    out = vol(env, sample_path, "linux.ktstr.maps", symbols=symbols)
+    check_documented(out, "linux.ktstr.maps")
+    assert out.returncode == 2 and "struct bpf_map" in out.stderr, out.stderr[-2000:]
+
+
+def test_isf_without_a_symbol_names_it(tmp_path, sample_path, sample_isf):
+    isf = dict(sample_isf, symbols=dict(sample_isf["symbols"]))
+    del isf["symbols"]["map_idr"]
+    symbols = _write_isf(tmp_path / "sym", isf)
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    out = vol(env, sample_path, "linux.ktstr.sdtalloc", symbols=symbols)
+    check_documented(out, "linux.ktstr.sdtalloc")
+    assert out.returncode == 2 and "'map_idr'" in out.stderr, out.stderr[-2000:]
