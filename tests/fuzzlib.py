@@ -809,7 +809,7 @@ def run_generator(path, patches, out_path, timeout=120.0):
     signal.setitimer(signal.ITIMER_REAL, timeout)
     fromdump.open_image = lambda p, phys_base=0: mutated_image(p, patches, real_open)
     try:
-        with contextlib.redirect_stderr(err):
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             rc = cli.main(["--from-dump", str(path), "-o", str(out_path)])
         lines = err.getvalue().strip().splitlines()
         if rc == 0:

@@ -88,21 +88,16 @@ def test_truncated_isf_file(tmp_path, sample_path, sample_isf):
     check_documented(vol(env, sample_path, "linux.ktstr.maps", symbols=symbols), "linux.ktstr.maps")
 
 
-def test_isf_without_a_type_names_it(tmp_path, sample_path, sample_isf):
-    isf = dict(sample_isf, user_types=dict(sample_isf["user_types"]))
-    del isf["user_types"]["bpf_map"]
+@pytest.mark.parametrize("section, name, plugin, expect", [
+    ("user_types", "bpf_map", "linux.ktstr.maps", "struct bpf_map"),
+    ("symbols", "map_idr", "linux.ktstr.sdtalloc", "'map_idr'"),
+])
+def test_isf_without_what_a_plugin_needs_names_it(tmp_path, sample_path, sample_isf, section, name,
+                                                  plugin, expect):
+    isf = dict(sample_isf, **{section: dict(sample_isf[section])})
+    del isf[section][name]
     symbols = _write_isf(tmp_path / "sym", isf)
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "xdg"))
-    out = vol(env, sample_path, "linux.ktstr.maps", symbols=symbols)
-    check_documented(out, "linux.ktstr.maps")
-    assert out.returncode == 2 and "struct bpf_map" in out.stderr, out.stderr[-2000:]
-
-
-def test_isf_without_a_symbol_names_it(tmp_path, sample_path, sample_isf):
-    isf = dict(sample_isf, symbols=dict(sample_isf["symbols"]))
-    del isf["symbols"]["map_idr"]
-    symbols = _write_isf(tmp_path / "sym", isf)
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "xdg"))
-    out = vol(env, sample_path, "linux.ktstr.sdtalloc", symbols=symbols)
-    check_documented(out, "linux.ktstr.sdtalloc")
-    assert out.returncode == 2 and "'map_idr'" in out.stderr, out.stderr[-2000:]
+    out = vol(env, sample_path, plugin, symbols=symbols)
+    check_documented(out, plugin)
+    assert out.returncode == 2 and expect in out.stderr, out.stderr[-2000:]
