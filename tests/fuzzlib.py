@@ -309,16 +309,14 @@ class Session:
         for pname, model in build_models(self).items():
             self.models[pname] = model
         gc.collect()
-        self.rss_base = _rss_mb()
+        self.rss_base = rss_mb()
 
     def run_mutant(self, mutant: Mutant, timeout=60.0) -> Dict[str, Outcome]:
+        """Every plugin on ``mutant``. Caches are clean on entry (reset after the baseline and
+        after each mutant), and what one plugin caches under this mutant is valid for the next."""
         self.overlay.apply(mutant)
         try:
-            out = {}
-            for pname in PLUGINS:
-                self.reset_caches()
-                out[pname] = self.run(pname, timeout)
-            return out
+            return {pname: self.run(pname, timeout) for pname in PLUGINS}
         finally:
             self.overlay.apply(None)
             self.reset_caches()
@@ -357,7 +355,7 @@ def _dedupe(reads):
     return list(dict.fromkeys(reads))
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -382,15 +380,15 @@ class EntryModel:
         return {k for k in map(self.key_of, rows) if k is not None}
 
     def lost(self, baseline_rows, rows, damaged) -> List[object]:
-        if _overlaps(damaged, self.shared):
+        if overlaps(damaged, self.shared):
             return []
         have = self.keys(rows)
         return sorted((k for k in self.keys(baseline_rows)
-                       if k not in have and not _overlaps(damaged, self.reach.get(k, [(0, 1 << 62)]))),
+                       if k not in have and not overlaps(damaged, self.reach.get(k, [(0, 1 << 62)]))),
                       key=repr)
 
 
-def _overlaps(a, b) -> bool:
+def overlaps(a, b) -> bool:
     return any(x < y + m and y < x + n for x, n in a for y, m in b)
 
 
@@ -677,7 +675,7 @@ def check_mutant(session, mutant, outcomes, rss_limit_mb=1536.0) -> List[Finding
                 why = f" ({out.message})" if out.status != "ok" else ""
                 findings.append(Finding(mutant, pname, "lost",
                                         f"{len(lost)} entries outside the damage{why}: {lost[:5]}"))
-    grown = _rss_mb() - session.rss_base
+    grown = rss_mb() - session.rss_base
     if grown > rss_limit_mb:
         findings.append(Finding(mutant, "*", "memory", f"peak RSS grew by {grown:.0f} MB"))
     return findings
@@ -686,7 +684,6 @@ def check_mutant(session, mutant, outcomes, rss_limit_mb=1536.0) -> List[Finding
 @dataclasses.dataclass
 class Tally:
     mutants: int = 0
-    runs: int = 0
     errors: int = 0
     crashes: int = 0
     hangs: int = 0
@@ -709,7 +706,6 @@ def fuzz(session, seeds, timeout=60.0, on_mutant=None):
         for pname, out in outcomes.items():
             t = tallies[pname]
             t.mutants += 1
-            t.runs += 1
             t.seconds += out.seconds
             t.errors += out.status == "error"
             t.crashes += out.status == "crash"
@@ -724,7 +720,7 @@ def table(tallies) -> str:
     lines = [f"{'plugin':14} {'mutants':>8} {'errors':>7} {'crashes':>8} {'hangs':>6} "
              f"{'lost':>5} {'avg s':>7}"]
     for pname, t in tallies.items():
-        avg = t.seconds / t.runs if t.runs else 0.0
+        avg = t.seconds / t.mutants if t.mutants else 0.0
         lines.append(f"{pname:14} {t.mutants:8d} {t.errors:7d} {t.crashes:8d} {t.hangs:6d} "
                      f"{t.lost:5d} {avg:7.3f}")
     return "\n".join(lines)

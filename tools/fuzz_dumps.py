@@ -47,7 +47,7 @@ def fuzz_dump(name, args, out):
     tallies, findings = fuzzlib.fuzz(session, range(args.seed, args.seed + args.mutants),
                                      timeout=args.timeout, on_mutant=progress)
     print(fuzzlib.table(tallies))
-    print(f"   peak RSS {fuzzlib._rss_mb():.0f} MB, {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"   peak RSS {fuzzlib.rss_mb():.0f} MB, {time.perf_counter() - t0:.0f} s", flush=True)
     return findings
 
 
