@@ -10,6 +10,7 @@ from test_render import BtfBuilder
 from volatility3_ktstr.bpf.maps import BpfMap
 from volatility3_ktstr.bpf.progs import BpfProg
 from volatility3_ktstr.errors import KtstrError
+from volatility3_ktstr.views import maps as maps_view
 
 PLUGINS = Path(__file__).resolve().parents[1] / "volatility3_ktstr" / "plugins" / "linux" / "ktstr"
 
@@ -32,21 +33,19 @@ class _Kctx:
 
 
 def test_maps_row_reports_corrupt_btf():
-    maps = _load("maps")
     m = BpfMap(kva=1, id=6, type_name="array", btf_kva=0x1000, btf_value_type_id=5)
     errors = []
-    key_t, value_t, _ = maps.Maps._type_names(_Kctx(error="BTF object at 0x1000: corrupt BTF at byte 0x0: bad magic"), m, errors)
+    key_t, value_t, _ = maps_view.type_names(_Kctx(error="BTF object at 0x1000: corrupt BTF at byte 0x0: bad magic"), m, errors)
     assert (key_t, value_t) == ("", "") and errors and "bad magic" in errors[0]
 
 
 def test_maps_type_names_from_program_btf():
-    maps = _load("maps")
     b = BtfBuilder()
     i = b.int("int", 4, signed=True)
     s = b.struct("val", 4, [("x", i, 0)])
     m = BpfMap(kva=1, id=4, type_name="hash", btf_kva=0x1000, btf_key_type_id=i, btf_value_type_id=s)
     errors = []
-    assert maps.Maps._type_names(_Kctx(b.btf()), m, errors)[:2] == ("int", "struct val") and not errors
+    assert maps_view.type_names(_Kctx(b.btf()), m, errors)[:2] == ("int", "struct val") and not errors
 
 
 def test_mapdump_without_btf_is_hex_only():

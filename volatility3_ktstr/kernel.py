@@ -19,6 +19,8 @@ from .core import Layout, LayoutError, ReadError, Reader
 from .core.layout import Field
 from .errors import KtstrError
 from .kds import DamageLog
+from .walkers import arena as arenaw
+from .walkers import sdtalloc
 
 vollog = logging.getLogger(__name__)
 
@@ -394,6 +396,43 @@ class KernelContext:
                                  f"the dump is truncated or damaged there") from None
             self._cache[symbol + ":damage"] = log
         return self._cache[symbol]
+
+    # --- arenas and sched_ext allocators ----------------------------------------------------
+
+    def arenas(self):
+        """ArenaInfo of every BPF arena map (read once)."""
+        return self._memo("arenas", lambda: arenaw.arena_infos(
+            self.reader, self.layout, self.maps(), self.page_size))
+
+    def prog_arenas(self):
+        """(programs, {prog kva: prog->aux->arena}) for arena attribution; ([], {}) when the
+        program registry cannot be read (attribution then falls back to pointer ranges)."""
+
+        def read():
+            try:
+                progs = self.progs()
+            except (KtstrError, LayoutError):
+                return [], {}
+            return progs, {p.kva: arenaw.prog_arena_kva(self.reader, self.layout, p.aux_kva)
+                           for p in progs}
+
+        return self._memo("prog_arenas", read)
+
+    def sdt_programs(self, type_name=None, walk=True, **kwargs):
+        """The loaded BPF objects that declare ``struct scx_allocator`` variables, with their
+        arenas and (``walk``) live sdt_alloc slots (walkers.sdtalloc.find_programs); cached per
+        set of arguments. Structs the kernel also has are not payload candidates (a scheduler's
+        BTF carries vmlinux.h's types)."""
+        key = ("sdt", type_name, walk, tuple(sorted(kwargs.items())))
+
+        def find():
+            progs, prog_arenas = self.prog_arenas()
+            return sdtalloc.find_programs(
+                self.reader, self.layout, self.maps(), self.btf_at, self.arenas(), progs,
+                prog_arenas=prog_arenas, is_foreign=self.layout.has, type_name=type_name,
+                walk=walk, **kwargs)
+
+        return self._memo(key, find)
 
     # --- BTF from the dump ---------------------------------------------------------------
 

@@ -48,9 +48,9 @@ class SdtAlloc(interfaces.plugins.PluginInterface):
         if header is not None and not 0 <= header < sdtalloc.MIN_ELEM_SIZE:
             raise KtstrError(f"--header-size must be 0..{sdtalloc.MIN_ELEM_SIZE - 1}")
         # Program BTFs carry copies of the kernel structs they touch (vmlinux.h); a payload is a
-        # struct the program defines, so kernel_programs drops names the kernel ISF also has.
-        programs = sdtalloc.kernel_programs(kctx, maps, type_name=self.config.get("type"),
-                                            header_override=header, max_entries=max_entries)
+        # struct the program defines, so sdt_programs drops names the kernel ISF also has.
+        programs = kctx.sdt_programs(type_name=self.config.get("type"),
+                                     header_override=header, max_entries=max_entries)
         return maps, programs
 
     # --- rows ---------------------------------------------------------------------------
