@@ -26,7 +26,8 @@ vollog = logging.getLogger(__name__)
 
 MAX_CPUS = 8192
 # Architectures our plugins accept in ModuleRequirement (AArch64 comes from our arm64 layer).
-ARCHITECTURES = ["Intel32", "Intel64", "AArch64"]
+# Every walker assumes 8-byte pointers: 32-bit kernels are not accepted.
+ARCHITECTURES = ["Intel64", "AArch64"]
 
 
 class LayerReader(Reader):
