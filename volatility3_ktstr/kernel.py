@@ -368,34 +368,29 @@ class KernelContext:
     def maps(self, damage=None):
         """All BPF maps of the dump (BpfMap records, id order); registry damage into ``damage``."""
         self.require_type("bpf_map")
-        addr = self.require_symbol("map_idr", "the BPF map registry")
-        log = DamageLog()
-        maps = self._registry("map_idr", addr, lambda: list(bpfmaps.iter_maps(
-            self.reader, self.layout, addr, self.map_type_names(), damage=log)), log)
-        if damage is not None:
-            damage.extend(self._cache["map_idr:damage"])
-        return maps
+        return self._registry("map_idr", "the BPF map registry", bpfmaps.iter_maps,
+                              self.map_type_names, damage)
 
     def progs(self, damage=None):
         """All BPF programs of the dump (BpfProg records, id order)."""
-        addr = self.require_symbol("prog_idr", "the BPF program registry")
         self.require_type("bpf_prog")
-        log = DamageLog()
-        progs = self._registry("prog_idr", addr, lambda: list(bpfprogs.iter_progs(
-            self.reader, self.layout, addr, self.prog_type_names(), damage=log)), log)
-        if damage is not None:
-            damage.extend(self._cache["prog_idr:damage"])
-        return progs
+        return self._registry("prog_idr", "the BPF program registry", bpfprogs.iter_progs,
+                              self.prog_type_names, damage)
 
-    def _registry(self, symbol, addr, walk, log):
+    def _registry(self, symbol, what, walk, type_names, damage):
+        """The objects of IDR ``symbol``, walked once per context."""
+        addr = self.require_symbol(symbol, what)
         if symbol not in self._cache:
+            log = DamageLog()
             try:
-                self._cache[symbol] = walk()
+                self._cache[symbol] = list(walk(self.reader, self.layout, addr, type_names(), damage=log))
             except ReadError as e:
                 # The registry head lives in the kernel image: a truncated or damaged dump.
                 raise KtstrError(f"kernel symbol '{symbol}' at {addr:#x} is unreadable ({e.reason}): "
                                  f"the dump is truncated or damaged there") from None
             self._cache[symbol + ":damage"] = log
+        if damage is not None:
+            damage.extend(self._cache[symbol + ":damage"])
         return self._cache[symbol]
 
     # --- arenas and sched_ext allocators ----------------------------------------------------
