@@ -1,30 +1,46 @@
-"""Arena window and pointer translation on synthetic memory (no dump needed)."""
+"""Arena window and pointer translation on synthetic memory (no dump needed).
 
-from volatility3_ktstr.core import BtfLayout, ReadError
-from volatility3_ktstr.walkers import arena
-
-from test_sdtalloc_support import SparseMemory, kernel_btf
+Two layouts: a synthetic kernel with every member off its kernel offset, and the real x86-64
+kernel BTF when KTSTR_DUMPS is set. Memory is written through the layout only."""
 
 import pytest
+
+from helpers.synth import Memory, SynthKernel
+from volatility3_ktstr.core import BtfLayout, ReadError
+from volatility3_ktstr.walkers import arena
 
 MAP_KVA = 0xFFFF_8880_0100_0000
 VM_KVA = 0xFFFF_8880_0200_0000
 VM_ADDR = 0xFFFF_C900_0000_0000
 USER = 0x1000_0000_0000
 
+ARENA_DECLS = """
+struct vm_struct { struct vm_struct *next; void *addr; unsigned long size; };
+struct bpf_arena { u64 user_vm_start; u64 user_vm_end; struct vm_struct *kern_vm; };
+struct task_struct { int pid; };
+"""
 
-def make_arena(page=4096, user=USER, user_end=None, kern_vm=VM_KVA, vm_addr=VM_ADDR):
-    layout = BtfLayout(kernel_btf())
-    mem = SparseMemory(page=4096)
-    raw = bytearray(504)
-    raw[288:296] = user.to_bytes(8, "little")
-    raw[296:304] = (user_end if user_end is not None else user + (1 << 32)).to_bytes(8, "little")
-    raw[304:312] = kern_vm.to_bytes(8, "little")
-    mem.put(MAP_KVA, raw)
-    vm = bytearray(80)
-    vm[8:16] = vm_addr.to_bytes(8, "little")
-    mem.put(VM_KVA, vm)
-    info = arena.read_arena_info(mem, layout, MAP_KVA, 3, page, max_entries=1 << 20, name="arena")
+
+@pytest.fixture(scope="module")
+def synth_layout():
+    return SynthKernel(ARENA_DECLS).layout
+
+
+@pytest.fixture(params=["synthetic", "kernel"])
+def layout(request, synth_layout):
+    if request.param == "synthetic":
+        return synth_layout
+    return BtfLayout(request.getfixturevalue("amd64_kernel_btf"))
+
+
+def make_arena(layout, user=USER, user_end=None, kern_vm=VM_KVA, vm_addr=VM_ADDR):
+    mem = Memory.sparse_pages(layout)
+    mem.write(MAP_KVA, bytes(layout.size("bpf_arena")))
+    mem.put("bpf_arena", MAP_KVA, user_vm_start=user, kern_vm=kern_vm,
+            user_vm_end=user_end if user_end is not None else user + (1 << 32))
+    mem.write(VM_KVA, bytes(layout.size("vm_struct")))
+    mem.set("vm_struct", VM_KVA, "addr", vm_addr)
+    info = arena.read_arena_info(mem, layout, MAP_KVA, 3, 4096, max_entries=1 << 20, name="arena")
     return mem, layout, info
 
 
@@ -33,8 +49,8 @@ def test_guard_half_by_page_size(page, half):
     assert arena.guard_half(page) == half
 
 
-def test_read_info_and_window():
-    _, _, info = make_arena()
+def test_read_info_and_window(layout):
+    _, _, info = make_arena(layout)
     assert info.error is None and info.usable
     assert info.user_vm_start == USER
     assert info.size == 1 << 32
@@ -44,45 +60,44 @@ def test_read_info_and_window():
     assert info.to_kernel(0x4010) == info.to_kernel(USER + 0x4010)
 
 
-def test_read_arena_through_window():
-    mem, _, info = make_arena()
-    mem.put(info.kern_vm_start + 0x8000, b"hello arena")
+def test_read_arena_through_window(layout):
+    mem, _, info = make_arena(layout)
+    mem.write(info.kern_vm_start + 0x8000, b"hello arena")
     assert arena.read_arena(mem, info, USER + 0x8000, 11) == b"hello arena"
     with pytest.raises(ReadError):
         arena.read_arena(mem, info, USER + 0x20000, 8)
 
 
-def test_owns_checks_upper_bits_and_span():
-    _, _, info = make_arena(user_end=USER + 0x10_0000)
+def test_owns_checks_upper_bits_and_span(layout):
+    _, _, info = make_arena(layout, user_end=USER + 0x10_0000)
     assert info.owns(USER + 0x10)
     assert info.owns(0x10)
     assert not info.owns(USER + 0x10_0000)
     assert not info.owns(0x2000_0000_0010)
 
 
-def test_size_falls_back_to_max_entries_when_end_is_bogus():
-    _, _, info = make_arena(user_end=0)
+def test_size_falls_back_to_max_entries_when_end_is_bogus(layout):
+    _, _, info = make_arena(layout, user_end=0)
     assert info.size == min((1 << 20) * 4096, 1 << 32)
 
 
-def test_null_kern_vm_and_unreadable_vm_struct():
-    _, _, info = make_arena(kern_vm=0)
+def test_null_kern_vm_and_unreadable_vm_struct(layout):
+    _, _, info = make_arena(layout, kern_vm=0)
     assert not info.usable and "kern_vm is NULL" in info.error
     assert info.user_vm_start == USER
-    _, _, info = make_arena(kern_vm=0xFFFF_8880_0300_0000)
+    _, _, info = make_arena(layout, kern_vm=0xFFFF_8880_0300_0000)
     assert not info.usable and "unreadable" in info.error
     with pytest.raises(ReadError):
-        arena.read_arena(SparseMemory(), info, USER, 8)
+        arena.read_arena(Memory.sparse_pages(), info, USER, 8)
 
 
-def test_unreadable_arena_struct():
-    layout = BtfLayout(kernel_btf())
-    info = arena.read_arena_info(SparseMemory(), layout, MAP_KVA, 7, 4096, max_entries=16)
+def test_unreadable_arena_struct(layout):
+    info = arena.read_arena_info(Memory.sparse_pages(), layout, MAP_KVA, 7, 4096, max_entries=16)
     assert info.error and "bpf_arena" in info.error and info.size == 16 * 4096
 
 
-def test_mapped_pages_splits_runs_into_pages():
-    _, _, info = make_arena(user_end=USER + 16 * 4096)
+def test_mapped_pages_splits_runs_into_pages(layout):
+    _, _, info = make_arena(layout, user_end=USER + 16 * 4096)
     k = info.kern_vm_start
     runs = [(k + 0x1000, 0x2000, 0x5000, 0x2000, "memory_layer"),
             (k + 0x8000, 0x1000, 0x9000, 0x1000, "memory_layer")]
@@ -99,10 +114,10 @@ def test_mapped_pages_splits_runs_into_pages():
     assert len(list(arena.mapped_pages(info, mapping, limit=2))) == 2
 
 
-def test_arena_infos_picks_arena_maps_only():
+def test_arena_infos_picks_arena_maps_only(layout):
     from volatility3_ktstr.bpf.maps import BpfMap
 
-    mem, layout, _ = make_arena()
+    mem, layout, _ = make_arena(layout)
     maps = [BpfMap(kva=MAP_KVA, id=3, type_name="arena", name="arena", max_entries=1 << 20),
             BpfMap(kva=0x1234, id=4, type_name="array", name="x.bss")]
     infos = arena.arena_infos(mem, layout, maps, 4096)
@@ -131,15 +146,12 @@ def test_arena_for_program_attribution_order():
     assert got is a1 and how == "the only arena map"
 
 
-def test_prog_arena_kva_reads_aux():
-    from test_sdtalloc_support import BtfWriter
-
-    w = BtfWriter()
-    u64 = w.int("long long unsigned int", 8)
-    w.struct("bpf_prog_aux", 256, [("arena", u64, 208)])
-    layout = BtfLayout(w.btf())
-    mem = SparseMemory()
-    mem.put(0xFFFF_8880_0000_1000 + 208, (0xA1).to_bytes(8, "little"))
-    assert arena.prog_arena_kva(mem, layout, 0xFFFF_8880_0000_1000) == 0xA1
-    assert arena.prog_arena_kva(mem, layout, 0xFFFF_8880_0009_0000) == 0
-    assert arena.prog_arena_kva(mem, BtfLayout(kernel_btf()), 0xFFFF_8880_0000_1000) == 0
+def test_prog_arena_kva_reads_aux(synth_layout):
+    k = SynthKernel(ARENA_DECLS + "struct bpf_prog_aux { u64 id; struct bpf_arena *arena; };")
+    mem = Memory.sparse_pages(k.layout)
+    mem.write(0xFFFF_8880_0000_1000, bytes(k.layout.size("bpf_prog_aux")))
+    mem.set("bpf_prog_aux", 0xFFFF_8880_0000_1000, "arena", 0xA1)
+    assert arena.prog_arena_kva(mem, k.layout, 0xFFFF_8880_0000_1000) == 0xA1
+    assert arena.prog_arena_kva(mem, k.layout, 0xFFFF_8880_0009_0000) == 0
+    # a kernel without bpf_prog_aux.arena (before 6.9): no arena from the aux
+    assert arena.prog_arena_kva(mem, synth_layout, 0xFFFF_8880_0000_1000) == 0

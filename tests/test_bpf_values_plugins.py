@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from test_render import BtfBuilder
+from helpers.btf import BtfBuilder
 from volatility3_ktstr.bpf.maps import BpfMap
 from volatility3_ktstr.bpf.progs import BpfProg
 from volatility3_ktstr.errors import KtstrError
@@ -62,10 +62,10 @@ def test_struct_ops_slots_name_programs():
 
     b = BtfBuilder()
     i = b.int("int", 4, signed=True)
-    proto = b.func_proto(i)
+    proto = b.func_proto(i, [])
     fp = b.ptr(proto)
     char = b.int("char", 1, signed=True)
-    name = b.array(char, 8, i)
+    name = b.array(char, i, 8)
     ops = b.struct("sched_ext_ops", 32, [("select_cpu", fp, 0), ("enqueue", fp, 64), ("tick", fp, 128),
                                          ("name", name, 192)])
     common = b.struct("bpf_struct_ops_common_value", 8, [("refcnt", i, 0), ("state", i, 32)])

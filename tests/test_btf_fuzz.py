@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from btfbuilder import BtfBuilder, all_kinds_blob
+from helpers.btf import BtfBuilder, all_kinds_blob
 from volatility3_ktstr.btf import Btf, BtfError
 from volatility3_ktstr.isf import generate_types_only
 

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from btfbuilder import BOOL, KINDS, BtfBuilder, all_kinds_blob
+from helpers.btf import BOOL, KINDS, BtfBuilder, all_kinds_blob
 from volatility3_ktstr.btf import Btf, BtfError, Kind
 
 

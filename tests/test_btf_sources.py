@@ -3,7 +3,7 @@ real vmlinux), and the real kernels' BTF (this machine's and the dumps' 7.2 kern
 
 import pytest
 
-from btfbuilder import all_kinds_blob, make_elf
+from helpers.btf import all_kinds_blob, make_elf
 from conftest import kernel_dirs
 import dumps
 from volatility3_ktstr import btf as btfmod

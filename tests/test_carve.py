@@ -239,7 +239,7 @@ def test_cli_from_dump_with_system_map_and_banner(tmp_path, capsys, btf_blob):
 
 
 def _core_btf(section=None):
-    from btfbuilder import BtfBuilder
+    from helpers.btf import BtfBuilder
 
     b = BtfBuilder()
     i = b.int("int", 4, signed=True)

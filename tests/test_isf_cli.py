@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import dumps
-from btfbuilder import BtfBuilder, make_elf
+from helpers.btf import BtfBuilder, make_elf
 from volatility3_ktstr.isf import cli
 from volrun import venv_bin
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from btfbuilder import BtfBuilder, all_kinds_blob
+from helpers.btf import BtfBuilder, all_kinds_blob
 from volatility3_ktstr.btf import Btf
 from volatility3_ktstr.isf import generate, generate_types_only
 from volatility3_ktstr.isf.banner import banner_bytes

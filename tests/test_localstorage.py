@@ -11,7 +11,7 @@ import ipaddress
 
 import pytest
 
-from btfbuilder import CHAR, BtfBuilder
+from helpers.btf import CHAR, BtfBuilder
 from volatility3_ktstr.btf import Btf
 from volatility3_ktstr.core import BtfLayout, Field, Layout, LayoutError, ReadError, Reader
 from volatility3_ktstr.walkers import localstorage as ls

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from btfbuilder import BtfBuilder
+from helpers.btf import BtfBuilder
 from test_localstorage import UNMAPPED, Synth, handmade_btf, val
 from volatility3_ktstr.bpf.maps import BpfMap
 from volatility3_ktstr.btf import Btf

@@ -5,85 +5,8 @@ import struct
 
 import pytest
 
-from volatility3_ktstr.btf import Btf
+from helpers.btf import BOOL, BtfBuilder
 from volatility3_ktstr.render import CpuList, EnumName, Hex, hex_list, render, render_text
-
-
-class BtfBuilder:
-    """Build a raw BTF blob type by type; each add_* returns the new type id."""
-
-    def __init__(self):
-        self.strings = bytearray(b"\0")
-        self.recs = []
-
-    def s(self, name):
-        if not name:
-            return 0
-        off = len(self.strings)
-        self.strings += name.encode() + b"\0"
-        return off
-
-    def _add(self, name, kind, vlen, size_type, extra=b"", kflag=0):
-        info = (kflag << 31) | (kind << 24) | vlen
-        self.recs.append(struct.pack("<III", self.s(name), info, size_type) + extra)
-        return len(self.recs)
-
-    def int(self, name, size, signed=False, bits=None, char=False, bool_=False):
-        enc = (1 if signed else 0) | (2 if char else 0) | (4 if bool_ else 0)
-        return self._add(name, 1, 0, size, struct.pack("<I", (enc << 24) | (bits or size * 8)))
-
-    def ptr(self, target):
-        return self._add("", 2, 0, target)
-
-    def array(self, elem, n, index=None):
-        return self._add("", 3, 0, 0, struct.pack("<III", elem, index or elem, n))
-
-    def struct(self, name, size, members, union=False, kflag=0):
-        """members: (name, type id, bit offset[, bit size]) (bit size needs kflag=1)."""
-        extra = b""
-        for m in members:
-            mname, mtype, boff = m[:3]
-            bsz = m[3] if len(m) > 3 else 0
-            extra += struct.pack("<III", self.s(mname), mtype, (bsz << 24) | boff if kflag else boff)
-        return self._add(name, 5 if union else 4, len(members), size, extra, kflag)
-
-    def enum(self, name, size, values, signed=False):
-        extra = b"".join(struct.pack("<Ii", self.s(n), v) for n, v in values)
-        return self._add(name, 6, len(values), size, extra, 1 if signed else 0)
-
-    def enum64(self, name, size, values):
-        extra = b"".join(struct.pack("<III", self.s(n), v & 0xFFFFFFFF, v >> 32) for n, v in values)
-        return self._add(name, 19, len(values), size, extra)
-
-    def typedef(self, name, target):
-        return self._add(name, 8, 0, target)
-
-    def const(self, target):
-        return self._add("", 10, 0, target)
-
-    def fwd(self, name):
-        return self._add(name, 7, 0, 0)
-
-    def float(self, name, size):
-        return self._add(name, 16, 0, size)
-
-    def var(self, name, target):
-        return self._add(name, 14, 0, target, struct.pack("<I", 1))
-
-    def datasec(self, name, size, vars_):
-        extra = b"".join(struct.pack("<III", *v) for v in vars_)
-        return self._add(name, 15, len(vars_), size, extra)
-
-    def func_proto(self, ret=0):
-        return self._add("", 13, 0, ret)
-
-    def blob(self):
-        types = b"".join(self.recs)
-        hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(self.strings))
-        return hdr + types + bytes(self.strings)
-
-    def btf(self):
-        return Btf.parse(self.blob())
 
 
 @pytest.fixture(scope="module")
@@ -95,22 +18,22 @@ def sample():
     ids["u64"] = b.int("long unsigned int", 8)
     ids["s8"] = b.int("signed char", 1, signed=True)
     ids["char"] = b.int("char", 1, signed=True)
-    ids["bool"] = b.int("_Bool", 1, bool_=True)
+    ids["bool"] = b.int("_Bool", 1, encoding=BOOL)
     ids["u8"] = b.int("unsigned char", 1)
     ids["__u8"] = b.typedef("__u8", ids["u8"])
     ids["dbl"] = b.float("double", 8)
     ids["e"] = b.enum("color", 4, [("RED", 0), ("GREEN", 1), ("BIG", -1)])
     ids["e64"] = b.enum64("big", 8, [("HUGE", 1 << 40)])
     ids["se"] = b.enum("sgn", 4, [("NEG", -2)], signed=True)
-    ids["comm"] = b.array(ids["char"], 8, ids["int"])
-    ids["bytes"] = b.array(ids["__u8"], 4, ids["int"])
-    ids["ints"] = b.array(ids["int"], 3, ids["int"])
+    ids["comm"] = b.array(ids["char"], ids["int"], 8)
+    ids["bytes"] = b.array(ids["__u8"], ids["int"], 4)
+    ids["ints"] = b.array(ids["int"], ids["int"], 3)
     ids["pint"] = b.ptr(ids["int"])
     ids["cint"] = b.const(ids["int"])
-    ids["words"] = b.array(ids["u64"], 2, ids["int"])
+    ids["words"] = b.array(ids["u64"], ids["int"], 2)
     ids["cpumask"] = b.struct("cpumask", 16, [("bits", ids["words"], 0)])
     ids["inner"] = b.struct("", 8, [("a", ids["int"], 0), ("b", ids["u32"], 32)])
-    ids["un"] = b.struct("", 4, [("x", ids["u32"], 0), ("y", ids["int"], 0)], union=True)
+    ids["un"] = b.union("", 4, [("x", ids["u32"], 0), ("y", ids["int"], 0)])
     ids["task"] = b.struct("task", 64, [
         ("pid", ids["int"], 0),
         ("comm", ids["comm"], 32),

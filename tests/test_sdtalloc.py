@@ -1,4 +1,4 @@
-"""sdt_alloc walk on synthetic trees (BTF built in the test, memory in a SparseMemory)."""
+"""sdt_alloc walk on synthetic trees (BTF built in the test, memory in a sparse Memory)."""
 
 import struct
 
@@ -7,7 +7,9 @@ import pytest
 from volatility3_ktstr.walkers import sdtalloc
 from volatility3_ktstr.walkers.arena import ArenaInfo
 
-from test_sdtalloc_support import (SparseMemory, TreeBuilder, allocator_bytes, sdt_program_btf)
+from helpers.btf import BtfBuilder
+from helpers.sdt import TreeBuilder, allocator_bytes, sdt_program_btf
+from helpers.synth import Memory, SynthKernel
 
 USER = 0x1000_0000_0000
 KBASE = 0xFFFF_C900_0000_8000
@@ -24,7 +26,7 @@ def stats(pid):
 
 
 def build(live=(), freed=(), racing=(), elem=ELEM, header=8):
-    mem = SparseMemory()
+    mem = Memory.sparse_pages()
     tb = TreeBuilder(mem, USER, KBASE, elem, header)
     for i in live:
         tb.slot(i, genn=0, payload=stats(1000 + i))
@@ -63,9 +65,7 @@ def test_header_size_comes_from_sdt_data_when_declared(header):
 
 
 def test_missing_allocator_type_is_an_error():
-    from test_sdtalloc_support import BtfWriter
-
-    w = BtfWriter()
+    w = BtfBuilder()
     w.int("int", 4)
     with pytest.raises(sdtalloc.SdtError, match="scx_allocator"):
         sdtalloc.SdtOffsets.from_btf(w.btf())
@@ -176,7 +176,7 @@ def test_elem_smaller_than_header():
 
 
 def test_uninitialised_and_empty_allocators():
-    mem = SparseMemory()
+    mem = Memory.sparse_pages()
     btf, _, _ = sdt_program_btf()
     offs = sdtalloc.SdtOffsets.from_btf(btf)
     w = sdtalloc.walk_allocator(mem, arena_info(), offs, allocator_bytes(0, 0), "x")
@@ -203,7 +203,7 @@ def test_max_entries_truncates():
 
 
 def test_sixteen_byte_header():
-    mem = SparseMemory()
+    mem = Memory.sparse_pages()
     tb = TreeBuilder(mem, USER, KBASE, 64, header=16)
     tb.slot(5, genn=2, payload=stats(42))
     root = tb.finish()
@@ -291,13 +291,8 @@ def test_render_payload_hex_fallback():
 # --- programs in a dump ----------------------------------------------------------------------
 
 def _kernel_layout():
-    from test_sdtalloc_support import BtfWriter
-    from volatility3_ktstr.core import BtfLayout
-
-    w = BtfWriter()
-    u64 = w.int("long long unsigned int", 8)
-    w.struct("bpf_array", 320, [("elem_size", u64, 232), ("value", w.array(u64, 0, u64), 256)])
-    return BtfLayout(w.btf())
+    """bpf_array with its members off their kernel offsets (the .bss value is at ``value``)."""
+    return SynthKernel("struct bpf_array { u32 pad; u32 elem_size; u64 value[0]; };").layout
 
 
 def test_find_programs_attributes_and_walks():
@@ -309,7 +304,8 @@ def test_find_programs_attributes_and_walks():
     off = info["alloc_offsets"]["scx_task_allocator"]
     value[off:off + 40] = allocator_bytes(ELEM, root)
     bss_kva = 0xFFFF_8880_0500_0000
-    mem.put(bss_kva + 256, bytes(value))
+    layout = _kernel_layout()
+    mem.write(bss_kva + layout.offset("bpf_array", "value"), bytes(value))
     maps = [BpfMap(kva=bss_kva, id=6, type_name="array", name="scx_sdt.bss",
                    value_size=len(value), btf_kva=0xB7F, btf_value_type_id=bss),
             BpfMap(kva=0x1, id=7, type_name="array", name="broken.bss", value_size=8,
@@ -322,7 +318,7 @@ def test_find_programs_attributes_and_walks():
             raise ValueError("corrupt BTF")
         return btf
 
-    progs = sdtalloc.find_programs(mem, _kernel_layout(), maps, btf_at, [arena_info()], [])
+    progs = sdtalloc.find_programs(mem, layout, maps, btf_at, [arena_info()], [])
     assert [(p.scheduler, p.error is None) for p in progs] == [("scx_sdt", True), ("broken", False)]
     good = progs[0]
     assert "the only arena" in good.arena_how and len(good.slots) == 3
@@ -331,7 +327,7 @@ def test_find_programs_attributes_and_walks():
     assert tid == info["scx_stats"] and [e.idx for e in walk.entries] == [0, 1, 2]
     assert "corrupt BTF" in progs[1].error
     # No arena at all: the program is reported, not walked.
-    progs = sdtalloc.find_programs(mem, _kernel_layout(), maps[:1], btf_at, [], [])
+    progs = sdtalloc.find_programs(mem, layout, maps[:1], btf_at, [], [])
     assert progs[0].slots is None and "cannot tell which of 0" in progs[0].error
 
 

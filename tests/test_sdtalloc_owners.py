@@ -3,7 +3,8 @@
 import struct
 from types import SimpleNamespace as NS
 
-from test_sdtalloc_support import BtfWriter, sdt_program_btf
+from helpers.btf import BtfBuilder
+from helpers.sdt import sdt_program_btf
 from volatility3_ktstr.core import ReadError
 from volatility3_ktstr.walkers import sdtalloc
 
@@ -22,12 +23,12 @@ class _Reader:
 
 
 def test_pointer_members_of_task_storage_value():
-    w = BtfWriter()
+    w = BtfBuilder()
     s32 = w.int("int", 4, signed=True)
     u64 = w.int("long long unsigned int", 8)
     fwd = w.fwd("sdt_data")
     ptr = w.ptr(w.type_tag("arena", fwd))
-    val = w.struct("scx_task_map_val", 24, [("tid", u64, 0), ("tptr", u64, 8), ("data", ptr, 16)])
+    val = w.struct("scx_task_map_val", 24, [("tid", u64, 0), ("tptr", u64, 64), ("data", ptr, 128)])
     btf = w.btf()
     assert [off for _, off in sdtalloc.pointer_members(btf, val, 24)] == [16]
     assert sdtalloc.pointer_members(btf, val, 20) == ()       # value too short for the member
@@ -49,9 +50,9 @@ def test_who_prefers_owner_and_flags_disagreement():
 
 
 def test_who_follows_a_task_pointer():
-    w = BtfWriter()
+    w = BtfBuilder()
     task = w.fwd("task_struct")
-    ctx = w.struct("task_ctx", 16, [("task", w.ptr(task), 0), ("x", w.int("long", 8), 8)])
+    ctx = w.struct("task_ctx", 16, [("task", w.ptr(task), 0), ("x", w.int("long", 8), 64)])
     btf = w.btf()
     ident = sdtalloc.payload_identity(btf, ctx)
     assert ident.kind == "task"

@@ -15,15 +15,17 @@ Grammar (one declaration per ``;``-terminated statement, members one per line):
 ``struct NAME { MEMBER; ... };``, ``union NAME { ... };``, ``enum NAME { A = 1, B, ... };``; a
 member is ``TYPE NAME``, ``TYPE NAME[N]`` or ``TYPE NAME : BITS`` where TYPE is a base type
 (u8 u16 u32 u64 s8 s16 s32 s64 int long char bool), ``struct X``/``union X``/``enum X`` (embedded),
-any of those followed by ``*`` (pointer), or ``fnptr`` (a function pointer).
+any of those followed by ``*`` (pointer), or ``fnptr`` (a function pointer). A member line that
+is only ``struct X`` / ``union X`` embeds X anonymously (its members are reached as if they were
+the outer struct's, as in ``bpf_array``'s ``union { value[]; ptrs[]; pptrs[]; }``).
 """
 
 import re
 import struct as _struct
 
-from btfbuilder import BtfBuilder
+from .btf import BtfBuilder
 from volatility3_ktstr.btf import Btf
-from volatility3_ktstr.core import BtfLayout, BufferReader
+from volatility3_ktstr.core import BtfLayout, BufferReader, Reader, ReadError
 
 BASE_TYPES = {  # name: (size, signed, encoding)
     "u8": (1, False, 0), "u16": (2, False, 0), "u32": (4, False, 0), "u64": (8, False, 0),
@@ -50,6 +52,7 @@ struct idr { struct xarray idr_rt; unsigned int idr_base; unsigned int idr_next;
 """
 
 _DECL = re.compile(r"(struct|union|enum)\s+(\w+)\s*\{(.*?)\}\s*;", re.S)
+_ANON = re.compile(r"^(struct|union)\s+\w+$")       # an anonymous member of a declared type
 _MEMBER = re.compile(r"^(?P<type>.+?)\s*(?P<stars>\**)\s*(?P<name>\w+)\s*"
                      r"(?:\[(?P<count>\d+)\])?\s*(?::\s*(?P<bits>\d+))?$")
 
@@ -155,7 +158,9 @@ class SynthKernel:
         self._defining.add(name)
         members = []
         for line in filter(None, (x.strip() for x in body.split(";"))):
-            m = _MEMBER.match(line)
+            anon = _ANON.match(line)
+            m = {"type": line, "stars": "", "name": "", "count": None, "bits": None} if anon \
+                else _MEMBER.match(line)
             if not m:
                 raise ValueError(f"cannot parse member {line!r} of {name}")
             members.append(m)
@@ -222,14 +227,27 @@ class SynthKernel:
 
 
 class Memory(BufferReader):
-    """A synthetic address space: one mapped region with a bump allocator, plus holes."""
+    """A synthetic address space: one mapped region with a bump allocator (``alloc``/``new``),
+    plus, with ``sparse=True``, zeroed pages mapped wherever something is written at a fixed
+    address (an arena window, a map at a chosen address); ``unmap`` drops such a page.
 
-    def __init__(self, layout, base=0xFFFF888000100000, size=4 << 20):
-        super().__init__({base: bytes(size)})
+    ``layout`` may be None for byte-level use (``write``/``read``/``u64`` only)."""
+
+    def __init__(self, layout=None, base=0xFFFF888000100000, size=4 << 20, sparse=False,
+                 page=4096):
+        super().__init__({base: bytes(size)} if size else None)
         self.layout = layout
         self.base = base
         self.size = size
+        self.sparse = sparse
+        self.page = page
+        self.pages = {}              # page address -> bytearray (sparse mode)
         self._next = base + 0x1000
+
+    @classmethod
+    def sparse_pages(cls, layout=None, page=4096):
+        """No bump region: every write maps its pages (SparseMemory of the older tests)."""
+        return cls(layout, size=0, sparse=True, page=page)
 
     def alloc(self, what, count=1, align=64):
         """Address of a fresh zeroed object (a struct name, or a byte count)."""
@@ -243,6 +261,51 @@ class Memory(BufferReader):
     def hole(self):
         """An address that is not mapped (reads there raise ReadError)."""
         return self.base + self.size + 0x100000
+
+    # --- bytes ---------------------------------------------------------------------------------
+
+    def write(self, addr, data):
+        data = bytes(data)
+        if not self.sparse or any(b <= addr and addr + len(data) <= b + len(buf)
+                                  for b, buf in self.regions):
+            return super().write(addr, data)
+        pos = 0
+        while pos < len(data):
+            a = addr + pos
+            pbase = a - a % self.page
+            buf = self.pages.setdefault(pbase, bytearray(self.page))
+            n = min(len(data) - pos, pbase + self.page - a)
+            buf[a - pbase:a - pbase + n] = data[pos:pos + n]
+            pos += n
+
+    def unmap(self, addr):
+        """Drop the sparse page holding ``addr`` (reads there then fail)."""
+        self.pages.pop(addr - addr % self.page, None)
+
+    def read(self, addr, size):
+        if not self.pages:
+            return super().read(addr, size)
+        try:
+            return super().read(addr, size)
+        except ReadError:
+            pass
+        out = bytearray()
+        while len(out) < size:
+            a = addr + len(out)
+            pbase = a - a % self.page
+            buf = self.pages.get(pbase)
+            if buf is None:
+                raise ReadError(addr, size, f"unmapped at {a:#x}")
+            n = min(size - len(out), pbase + self.page - a)
+            out += buf[a - pbase:a - pbase + n]
+        return bytes(out)
+
+    def with_holes(self, holes):
+        """A live view of this memory (later writes show) where ``holes`` [(addr, size)] are
+        unreadable."""
+        return _HoleyView(self, holes)
+
+    # --- members at the layout's offsets -------------------------------------------------------
 
     def set(self, struct, addr, path, value):
         """Write ``value`` into member ``path`` of the ``struct`` at ``addr`` (ints by the member's
@@ -263,6 +326,11 @@ class Memory(BufferReader):
             return
         self.write(addr + f.offset, (value & ((1 << (8 * f.size)) - 1)).to_bytes(f.size, "little"))
 
+    def get(self, struct, addr, path):
+        """The integer in member ``path`` of the ``struct`` at ``addr``."""
+        f = self.layout.field(struct, path)
+        return f.decode(self.read(addr + f.offset, f.size), f.offset)
+
     def put(self, struct, addr, fields=None, **kw):
         """Set several members: a dict of dotted paths, and/or keywords (``a__b`` for ``a.b``)."""
         for path, value in dict(fields or {}, **{k.replace("__", "."): v for k, v in kw.items()}).items():
@@ -276,6 +344,13 @@ class Memory(BufferReader):
         if value is None:
             return super().u64(addr)
         self.write(addr, _struct.pack("<Q", value & (2**64 - 1)))
+
+    def string(self, text):
+        """A fresh NUL-terminated copy of ``text``; its address."""
+        data = (text.encode() if isinstance(text, str) else bytes(text)) + b"\0"
+        addr = self.alloc(len(data), align=8)
+        self.write(addr, data)
+        return addr
 
     # --- list_head plumbing at the layout's offsets -----------------------------------------
 
@@ -302,3 +377,14 @@ class Memory(BufferReader):
         self.u64(node + self.layout.offset("hlist_node", "next"), first)
         self.u64(head + self.layout.offset("hlist_head", "first"), node)
         return node
+
+
+class _HoleyView(Reader):
+    def __init__(self, mem, holes):
+        self.mem, self.holes = mem, list(holes)
+
+    def read(self, addr, size):
+        for h, n in self.holes:
+            if addr < h + n and h < addr + size:
+                raise ReadError(addr, size, f"unmapped at {max(h, addr):#x}")
+        return self.mem.read(addr, size)

@@ -1,13 +1,16 @@
-"""A tiny BTF writer for tests: build blobs of every kind (include/uapi/linux/btf.h layout).
+"""The tests' one BTF writer: blobs of every kind (include/uapi/linux/btf.h layout).
 
     b = BtfBuilder()
     i = b.int("int", 4, signed=True)
     s = b.struct("pair", 8, [("a", i, 0), ("b", i, 32)])
-    blob = b.build()
+    blob = b.build()          # raw bytes; b.btf() parses them into a Btf
 
 Members are (name, type id, bit offset[, bitfield size]); a struct with any bitfield size uses
-the kind_flag encoding unless ``kflag=False`` is passed. Split BTF: ``BtfBuilder(base=b)``
-continues the base's type ids and string offsets.
+the kind_flag encoding unless ``kflag=False`` is passed. Arrays are ``array(elem, index type,
+count)``. Split BTF: ``BtfBuilder(base=b)`` continues the base's type ids and string offsets.
+``replace(id, ...)`` rewrites a record in place (a struct whose members point back at it).
+Also here: :func:`all_kinds_blob` (one BTF using every kind) and :func:`make_elf` (an ELF64
+with given sections).
 """
 
 import struct
@@ -140,7 +143,25 @@ class BtfBuilder:
     def type_tag(self, name, target):
         return self._add("TYPE_TAG", name, 0, target)
 
+    def replace(self, type_id, kind, name, size, members, kflag=None):
+        """Re-encode struct/union ``type_id`` (reserved earlier, e.g. for pointers to it)."""
+        saved, next_id = self.types, self.next_id
+        self.types = []
+        try:
+            self._aggregate(kind.upper(), name, size, members, kflag)
+            record = self.types[0]
+        finally:
+            self.types, self.next_id = saved, next_id
+        self.types[type_id - (self.base.next_id if self.base else 1)] = record
+        return type_id
+
     # --- output --------------------------------------------------------------------------------
+
+    def btf(self, source="test BTF"):
+        """The blob parsed (split BTF: against the base's parsed Btf)."""
+        from volatility3_ktstr.btf import Btf
+
+        return Btf.parse(self.build(), source=source)
 
     def build(self, version=1, hdr_len=24) -> bytes:
         types = b"".join(self.types)
