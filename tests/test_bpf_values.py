@@ -1,26 +1,34 @@
-"""Value walkers on synthetic kernel memory laid out by the real x86-64 kernel BTF."""
+"""Value walkers on synthetic kernel memory: a synthetic kernel whose map structs have no
+member at its kernel offset, and the real x86-64 kernel BTF when KTSTR_DUMPS is set."""
 
 import struct
 
 import pytest
 
+from helpers.bpf import BPF_DECLS, ELEMS, MAP, PCPU, htab, put, set_next
+from helpers.synth import SynthKernel
 from volatility3_ktstr.bpf import values
 from volatility3_ktstr.bpf.maps import BpfMap
 from volatility3_ktstr.core import BtfLayout, BufferReader
 
-MAP = 0xFFFF888000100000
-BUCKETS = 0xFFFF888000200000
-ELEMS = 0xFFFF888000300000
-PCPU = 0xFFFF888000400000
-
 
 @pytest.fixture(scope="module")
-def layout(amd64_kernel_btf):
-    return BtfLayout(amd64_kernel_btf)
+def synth_layout():
+    return SynthKernel(BPF_DECLS).layout
 
 
-def put(mem, addr, fmt, *vals):
-    mem.write(addr, struct.pack(fmt, *vals))
+@pytest.fixture(params=["synthetic", "kernel"])
+def layout(request, synth_layout):
+    if request.param == "synthetic":
+        return synth_layout
+    return BtfLayout(request.getfixturevalue("amd64_kernel_btf"))
+
+
+def test_synthetic_offsets_are_not_the_kernels(synth_layout):
+    """The synthetic layout must differ where a walker could hard-code an offset."""
+    L = synth_layout
+    assert L.offset("htab_elem", "hash_node") != 0 and L.offset("hlist_nulls_node", "next") != 0
+    assert L.offset("bucket", "head") != 0 and L.offset("hlist_nulls_head", "first") != 0
 
 
 def test_array(layout):
@@ -63,35 +71,10 @@ def test_percpu_array(layout):
         list(values.iter_entries(mem, layout, m, []))
 
 
-def _htab(layout, n_buckets=4, chains=(), percpu=False, key_size=4, value_size=8):
-    """chains: {bucket: [(elem addr, key bytes, value bytes or pptr int)]}; returns (mem, map)."""
-    mem = BufferReader({MAP: bytes(layout.size("bpf_htab")), BUCKETS: bytes(n_buckets * layout.size("bucket")),
-                        ELEMS: bytes(0x10000), PCPU: bytes(0x2000)})
-    put(mem, MAP + layout.offset("bpf_htab", "n_buckets"), "<I", n_buckets)
-    put(mem, MAP + layout.offset("bpf_htab", "buckets"), "<Q", BUCKETS)
-    stride = layout.size("bucket")
-    head = layout.offset("bucket", "head")
-    node_off = layout.offset("htab_elem", "hash_node")
-    key_off = layout.offset("htab_elem", "key")
-    for b in range(n_buckets):
-        put(mem, BUCKETS + b * stride + head, "<Q", (b << 1) | 1)   # empty: nulls marker
-    for b, elems in dict(chains).items():
-        nxt = (b << 1) | 1
-        for addr, key, val in reversed(elems):
-            put(mem, addr + node_off, "<Q", nxt)
-            mem.write(addr + key_off, key)
-            voff = addr + key_off + ((key_size + 7) & ~7)
-            mem.write(voff, struct.pack("<Q", val) if percpu else val)
-            nxt = addr + node_off
-        put(mem, BUCKETS + b * stride + head, "<Q", nxt)
-    t = "percpu_hash" if percpu else "hash"
-    return mem, BpfMap(kva=MAP, id=3, type_name=t, key_size=key_size, value_size=value_size, max_entries=16)
-
-
 def test_hash_chains(layout):
     chains = {1: [(ELEMS, b"k1\0\0", b"v1v1v1v1"), (ELEMS + 0x100, b"k2\0\0", b"v2v2v2v2")],
               3: [(ELEMS + 0x200, b"k3\0\0", b"v3v3v3v3")]}
-    mem, m = _htab(layout, chains=chains)
+    mem, m = htab(layout, chains=chains)
     info = values.WalkInfo()
     es = list(values.iter_entries(mem, layout, m, info=info))
     assert [(e.key, e.value) for e in es] == [(b"k1\0\0", b"v1v1v1v1"), (b"k2\0\0", b"v2v2v2v2"),
@@ -105,9 +88,9 @@ def test_hash_cycle_and_bad_node(layout):
     node_off = layout.offset("htab_elem", "hash_node")
     chains = {0: [(ELEMS, b"a\0\0\0", b"11111111"), (ELEMS + 0x100, b"b\0\0\0", b"22222222")],
               2: [(ELEMS + 0x200, b"c\0\0\0", b"33333333")]}
-    mem, m = _htab(layout, chains=chains)
-    put(mem, ELEMS + 0x100 + node_off, "<Q", ELEMS + node_off)                  # b -> a: a cycle
-    put(mem, ELEMS + 0x200 + node_off, "<Q", 0xFFFF888077770000)                # c -> unmapped
+    mem, m = htab(layout, chains=chains)
+    set_next(mem, layout, ELEMS + 0x100, ELEMS + node_off)                  # b -> a: a cycle
+    set_next(mem, layout, ELEMS + 0x200, 0xFFFF888077770000)                # c -> unmapped
     info = values.WalkInfo()
     es = list(values.iter_entries(mem, layout, m, info=info))
     assert [e.key[:1] for e in es] == [b"a", b"b", b"c"]
@@ -116,7 +99,7 @@ def test_hash_cycle_and_bad_node(layout):
 
 
 def test_percpu_hash(layout):
-    mem, m = _htab(layout, chains={0: [(ELEMS, b"kk\0\0", PCPU)]}, percpu=True)
+    mem, m = htab(layout, chains={0: [(ELEMS, b"kk\0\0", PCPU)]}, percpu=True)
     put(mem, PCPU, "<Q", 5)
     put(mem, PCPU + 0x1000, "<Q", 6)
     es = list(values.iter_entries(mem, layout, m, [0, 0x1000]))
@@ -124,7 +107,7 @@ def test_percpu_hash(layout):
 
 
 def test_hash_implausible_header(layout):
-    mem, m = _htab(layout)
+    mem, m = htab(layout)
     put(mem, MAP + layout.offset("bpf_htab", "n_buckets"), "<I", 3)   # not a power of two
     with pytest.raises(values.ValueError_, match="implausible"):
         list(values.iter_entries(mem, layout, m))

@@ -102,6 +102,18 @@ def test_plugin_modules_hold_one_plugin_class(plugin):
     assert len(classes) == 1
 
 
+@pytest.fixture(params=["synthetic", "kernel"])
+def layout(request):
+    """Kernel map structs: a synthetic kernel with other offsets, and the real BTF if present."""
+    from helpers.bpf import BPF_DECLS
+    from helpers.synth import SynthKernel
+    from volatility3_ktstr.core import BtfLayout
+
+    if request.param == "synthetic":
+        return SynthKernel(BPF_DECLS).layout
+    return BtfLayout(request.getfixturevalue("amd64_kernel_btf"))
+
+
 class _MemKctx:
     """Reader + layout + per-CPU offsets + one program BTF: what MapDump._elements uses."""
 
@@ -123,15 +135,13 @@ def _prog_btf():
     return b.btf(), i, val
 
 
-def test_mapdump_hash_rows_are_bpftool_shaped(amd64_kernel_btf):
+def test_mapdump_hash_rows_are_bpftool_shaped(layout):
     import json
 
-    import test_bpf_values as tv
-    from volatility3_ktstr.core import BtfLayout
+    import helpers.bpf as tv
 
-    layout = BtfLayout(amd64_kernel_btf)
     chains = {1: [(tv.ELEMS, struct.pack("<i", 42), struct.pack("<Q", 7))]}
-    mem, m = tv._htab(layout, chains=chains)
+    mem, m = tv.htab(layout, chains=chains)
     btf, key_t, val_t = _prog_btf()
     m.name, m.btf_kva, m.btf_key_type_id, m.btf_value_type_id = "counts", 0x1000, key_t, val_t
     rows = list(mapdump_view.elements(_MemKctx(mem, layout, btf), m, 16))
@@ -143,14 +153,12 @@ def test_mapdump_hash_rows_are_bpftool_shaped(amd64_kernel_btf):
                                      "formatted": {"key": 42, "value": {"count": 7}}}
 
 
-def test_mapdump_percpu_hash_rows(amd64_kernel_btf):
+def test_mapdump_percpu_hash_rows(layout):
     import json
 
-    import test_bpf_values as tv
-    from volatility3_ktstr.core import BtfLayout
+    import helpers.bpf as tv
 
-    layout = BtfLayout(amd64_kernel_btf)
-    mem, m = tv._htab(layout, chains={0: [(tv.ELEMS, struct.pack("<i", 1), tv.PCPU)]}, percpu=True)
+    mem, m = tv.htab(layout, chains={0: [(tv.ELEMS, struct.pack("<i", 1), tv.PCPU)]}, percpu=True)
     mem.write(tv.PCPU, struct.pack("<Q", 5))
     mem.write(tv.PCPU + 0x1000, struct.pack("<Q", 6))
     btf, key_t, val_t = _prog_btf()
@@ -164,15 +172,12 @@ def test_mapdump_percpu_hash_rows(amd64_kernel_btf):
     assert [(r[1][4], r[1][6]) for r in rows[1:]] == [(0, "{count=5}"), (1, "{count=6}")]
 
 
-def test_mapdump_truncation_and_skips_are_rows(amd64_kernel_btf):
-    import test_bpf_values as tv
-    from volatility3_ktstr.core import BtfLayout
+def test_mapdump_truncation_and_skips_are_rows(layout):
+    import helpers.bpf as tv
 
-    layout = BtfLayout(amd64_kernel_btf)
-    node_off = layout.offset("htab_elem", "hash_node")
     chains = {0: [(tv.ELEMS + 0x100 * k, struct.pack("<i", k), struct.pack("<Q", k)) for k in range(3)]}
-    mem, m = tv._htab(layout, chains=chains)
-    mem.write(tv.ELEMS + 0x200 + node_off, struct.pack("<Q", 0xFFFF888077770000))   # -> unmapped
+    mem, m = tv.htab(layout, chains=chains)
+    tv.set_next(mem, layout, tv.ELEMS + 0x200, 0xFFFF888077770000)   # -> unmapped
     btf, key_t, val_t = _prog_btf()
     m.name, m.btf_kva, m.btf_key_type_id, m.btf_value_type_id = "h", 0x1000, key_t, val_t
     rows = list(mapdump_view.elements(_MemKctx(mem, layout, btf), m, 2))
@@ -180,12 +185,10 @@ def test_mapdump_truncation_and_skips_are_rows(amd64_kernel_btf):
     assert any("unreadable" in e for e in errors) and any("not shown" in e for e in errors)
 
 
-def test_mapdump_empty_hash_says_so(amd64_kernel_btf):
-    import test_bpf_values as tv
-    from volatility3_ktstr.core import BtfLayout
+def test_mapdump_empty_hash_says_so(layout):
+    import helpers.bpf as tv
 
-    layout = BtfLayout(amd64_kernel_btf)
-    mem, m = tv._htab(layout)
+    mem, m = tv.htab(layout)
     btf, key_t, val_t = _prog_btf()
     m.name, m.btf_kva, m.btf_key_type_id, m.btf_value_type_id = "empty", 0x1000, key_t, val_t
     rows = list(mapdump_view.elements(_MemKctx(mem, layout, btf), m, 16))

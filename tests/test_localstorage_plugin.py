@@ -9,7 +9,7 @@ import json
 import pytest
 
 from helpers.btf import BtfBuilder
-from test_localstorage import UNMAPPED, Synth, handmade_btf, val
+from helpers.localstorage import UNMAPPED, Synth, handmade_btf, val
 from volatility3_ktstr.bpf.maps import BpfMap
 from volatility3_ktstr.btf import Btf
 from volatility3_ktstr.core import BtfLayout
