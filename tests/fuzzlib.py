@@ -189,38 +189,22 @@ class Session:
     """One dump opened once; every ktstr plugin constructed on that context."""
 
     def __init__(self, name, symbol_dir, dump_path):
-        import volatility3.plugins
-        import volatility3.symbols
-        from volatility3 import framework
-        from volatility3.framework import automagic, contexts, interfaces, plugins
+        """Opens ``dump_path`` the way `vol -f DUMP -s SYMBOL_DIR` does (volrun.open_in_process;
+        ``symbol_dir`` may be None: Volatility's own symbol paths and the automatic ISF builder
+        then decide, as with a plain `vol -f DUMP`). A dump Volatility cannot open raises
+        volrun.OpenError with a one-line reason."""
         from volatility3.framework.layers import physical
 
-        plugin_dir = str(REPO / "volatility3_ktstr" / "plugins")
-        if plugin_dir not in volatility3.plugins.__path__:
-            volatility3.plugins.__path__.append(plugin_dir)
-        if str(symbol_dir) not in volatility3.symbols.__path__:
-            volatility3.symbols.__path__.insert(0, str(symbol_dir))
-        framework.import_files(volatility3.plugins, True)
-        classes = {c.__module__.rsplit(".", 1)[-1]: c
-                   for c in framework.class_subclasses(interfaces.plugins.PluginInterface)
-                   if ".ktstr." in c.__module__ and c.__module__.rsplit(".", 1)[-1] in PLUGINS}
+        import volrun
+
         self.name = name
         self.path = Path(dump_path)
-        self.context = ctx = contexts.Context()
-        ctx.config["automagic.LayerStacker.single_location"] = self.path.resolve().as_uri()
-        self.plugins = {}
-        first = None
-        for pname in PLUGINS:
-            cls = classes[pname]
-            if first is not None:   # same kernel module config: no second stacking / ISF load
-                ctx.config.splice(f"plugins.{cls.__name__}", first)
-            ams = automagic.choose_automagic(automagic.available(ctx), cls)
-            self.plugins[pname] = plugins.construct_plugin(ctx, ams, cls, "plugins", None, None)
-            if first is None:
-                first = ctx.config.branch(f"plugins.{cls.__name__}")
+        self.context, self.plugins = volrun.open_in_process(
+            self.path, PLUGINS, [symbol_dir] if symbol_dir else [])
+        ctx = self.context
         files = [layer for layer in ctx.layers.values() if isinstance(layer, physical.FileLayer)]
         if len(files) != 1:
-            raise RuntimeError(f"{name}: expected one file layer, found {len(files)}")
+            raise volrun.OpenError(f"{name}: expected one file layer under the kernel, found {len(files)}")
         self.file_layer_name = files[0].name
         self.overlay = Overlay(files[0])
         self.file_size = self.path.stat().st_size

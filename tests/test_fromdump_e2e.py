@@ -16,7 +16,6 @@ DUMPS = [d for d in dumps.list_dumps() if ALL or d == "x86_64/scx_sdt"]
 PLUGINS = ["linux.pslist", "linux.ktstr.maps", "linux.ktstr.localstorage"]
 pytestmark = pytest.mark.skipif(not DUMPS, reason="KTSTR_DUMPS is unset or holds no x86_64/scx_sdt")
 
-PLUGIN_DIR = ["-p", str(volrun.REPO / "volatility3_ktstr" / "plugins")]
 _built = {}
 
 
@@ -48,9 +47,8 @@ def plugin_available(plugin):
 def test_same_output_as_system_map_isf(name, plugin):
     if not plugin_available(plugin):
         pytest.skip(f"{plugin} is not in the tree yet")
-    ref = volrun.run_vol(name, plugin, extra_global=PLUGIN_DIR).check()
-    got = volrun.run_vol(dumps.dump_path(name), plugin, symbol_dirs=[fromdump_isf_dir(name)],
-                         extra_global=PLUGIN_DIR).check()
+    ref = volrun.run_vol(name, plugin).check()
+    got = volrun.run_vol(dumps.dump_path(name), plugin, symbol_dirs=[fromdump_isf_dir(name)]).check()
     assert ref.rows, f"{plugin} gave no rows with the System.map ISF"
     assert got.rows == ref.rows
 
@@ -61,12 +59,12 @@ def test_vol_without_any_isf_builds_one_once(name, tmp_path):
     says so once, and pslist equals the System.map ISF's output; the next run reuses it."""
     env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
     dump = dumps.dump_path(name)
-    first = volrun.run_vol(dump, "linux.pslist", env=env, extra_global=PLUGIN_DIR).check()
+    first = volrun.run_vol(dump, "linux.pslist", env=env).check()
     assert "building one from the image" in first.stderr and "wrote" in first.stderr
     written = list((tmp_path / "xdg" / "volatility3" / "symbols" / "linux").glob("*.json.gz"))
     assert len(written) == 1
-    ref = volrun.run_vol(name, "linux.pslist", extra_global=PLUGIN_DIR).check()
+    ref = volrun.run_vol(name, "linux.pslist").check()
     assert first.rows == ref.rows
-    again = volrun.run_vol(dump, "linux.pslist", env=env, extra_global=PLUGIN_DIR).check()
+    again = volrun.run_vol(dump, "linux.pslist", env=env).check()
     assert "building one" not in again.stderr
     assert again.rows == ref.rows

@@ -5,9 +5,6 @@ Every dump whose truth.json says 5-level x86-64 paging or arm64 must give a `lin
 list.  Skips with a reason when KTSTR_DUMPS is unset or holds no such dump.
 """
 
-import functools
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +14,6 @@ import dumps
 import volrun
 
 REPO = Path(__file__).resolve().parents[1]
-PLUGINS_DIR = REPO / "volatility3_ktstr" / "plugins"
 
 
 def _needs_new_layer(truth) -> bool:
@@ -55,15 +51,6 @@ def task_comm(task) -> str:
 
 def truth_processes(truth):
     return sorted((t["tid"], t["ppid"], task_comm(t)) for t in truth["tasks"] if t["tid"] == t["tgid"])
-
-
-@functools.lru_cache(maxsize=None)
-def _plugin_args():
-    """`-p <repo plugins>` unless `vol` already finds our plugin folder (installed .pth)."""
-    code = "import volatility3.plugins as p; print(p.__path__)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=volrun.vol_env()).stdout
-    return () if str(PLUGINS_DIR) in out else ("-p", str(PLUGINS_DIR))
 
 
 def _banner_cache(name):
@@ -161,7 +148,7 @@ def test_stacker_declines_4level_quickly(name, monkeypatch):
 @pytest.mark.parametrize("name", _params(NEW_LAYER_DUMPS, "LA57/arm64"))
 def test_pslist_matches_truth(name):
     truth = dumps.load_truth(name)
-    res = volrun.run_vol(name, "linux.pslist", extra_global=_plugin_args()).check()
+    res = volrun.run_vol(name, "linux.pslist").check()
     got = sorted((r["PID"], r["PPID"], r["COMM"]) for r in res.rows if r["__depth"] == 0)
     want = truth_processes(truth)
     assert got == want, (

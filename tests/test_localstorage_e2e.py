@@ -15,8 +15,6 @@ import dumps
 import volrun
 
 PLUGIN = "linux.ktstr.localstorage"
-# -p as well: an install without the package's .pth (e.g. an older editable one) still finds us.
-PLUGIN_DIRS = ("-p", str(volrun.REPO / "volatility3_ktstr" / "plugins"))
 DUMPS = dumps.list_dumps()
 # Option tests need one dump; an x86-64 one needs no extra translation layer.
 ONE = ([d for d in DUMPS if d.startswith("x86_64/")] or DUMPS)[:1] or ["<no dumps>"]
@@ -24,7 +22,7 @@ ONE = ([d for d in DUMPS if d.startswith("x86_64/")] or DUMPS)[:1] or ["<no dump
 
 @functools.lru_cache(maxsize=None)
 def plugin_rows(name, *args):
-    res = volrun.run_vol(name, PLUGIN, *args, extra_global=PLUGIN_DIRS).check()
+    res = volrun.run_vol(name, PLUGIN, *args).check()
     return res.rows
 
 
@@ -120,7 +118,7 @@ def test_filters(name):
     data = [r for r in rows if r["OwnerKind"] == "task"]
     assert [r["PID"] for r in data] == [pid]
     assert [r["MapId"] for r in rows if r["OwnerKind"] == "summary"] == [int(map_id)]
-    res = volrun.run_vol(name, PLUGIN, "--map-id", 99999, extra_global=PLUGIN_DIRS)
+    res = volrun.run_vol(name, PLUGIN, "--map-id", 99999)
     assert res.rc == 2 and "no BPF map matches id 99999" in res.stderr
     assert "Traceback" not in res.stderr
 
@@ -138,26 +136,11 @@ def test_rows_sorted_and_formatted(name):
 
 def kernel_context(name):
     """A KernelContext over dump ``name`` built in-process, the way `vol` builds a plugin's."""
-    import volatility3.plugins
-    import volatility3.symbols
-    from volatility3 import framework
-    from volatility3.framework import automagic, contexts, interfaces, plugins
-
     from volatility3_ktstr.kernel import KernelContext
 
-    plugin_dir = PLUGIN_DIRS[1]
-    if plugin_dir not in volatility3.plugins.__path__:
-        volatility3.plugins.__path__.append(plugin_dir)
-    sym_dir = str(volrun.kernel_isf_dir(name))
-    if sym_dir not in volatility3.symbols.__path__:
-        volatility3.symbols.__path__.insert(0, sym_dir)
-    framework.import_files(volatility3.plugins, True)
-    cls = next(c for c in framework.class_subclasses(interfaces.plugins.PluginInterface)
-               if c.__module__ == "volatility3.plugins.linux.ktstr.localstorage")
-    ctx = contexts.Context()
-    ctx.config["automagic.LayerStacker.single_location"] = dumps.dump_path(name).resolve().as_uri()
-    ams = automagic.choose_automagic(automagic.available(ctx), cls)
-    return KernelContext.from_plugin(plugins.construct_plugin(ctx, ams, cls, "plugins", None, None))
+    _, plugins = volrun.open_in_process(dumps.dump_path(name), ["localstorage"],
+                                        [volrun.kernel_isf_dir(name)])
+    return KernelContext.from_plugin(plugins["localstorage"])
 
 
 @pytest.mark.parametrize("name", DUMPS or ["<no dumps>"])

@@ -18,8 +18,6 @@ import dumps
 import volrun
 
 DUMPS = dumps.list_dumps()
-# The editable install of this venv predates the .pth plugin hook: name the plugin dir.
-PLUGIN_DIRS = ("-p", str(volrun.REPO / "volatility3_ktstr" / "plugins"))
 pytestmark = pytest.mark.skipif(not DUMPS, reason="KTSTR_DUMPS is unset or holds no dumps")
 
 
@@ -28,13 +26,7 @@ def _run(name, plugin, *args):
         dumps.dump_path(name)
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    for _ in range(3):
-        res = volrun.run_vol(name, plugin, *args, extra_global=PLUGIN_DIRS)
-        # Concurrent vol runs updating the shared symbol cache can make one run miss the kernel
-        # ISF ("Unsatisfied requirement ... symbol_table_name"): retry those only.
-        if res.rc == 0 or "symbol_table_name" not in res.stdout + res.stderr:
-            break
-    return res.check().rows
+    return volrun.run_vol(name, plugin, *args).check().rows
 
 
 @pytest.fixture(scope="module", params=DUMPS)

@@ -20,7 +20,6 @@ import pytest
 import dumps
 import volrun
 
-PLUGIN_DIRS = ("-p", str(volrun.REPO / "volatility3_ktstr" / "plugins"))
 DUMPS = dumps.list_dumps()
 ONE = ([d for d in DUMPS if d.startswith("x86_64/")] or DUMPS)[:1] or ["<no dumps>"]
 # Kernel threads that set a non-fair policy for themselves (so switch_all does not move them).
@@ -29,7 +28,7 @@ OTHER_CLASS = re.compile(r"^(migration/\d+|idle_inject/\d+|irq/.*|watchdogd|scx_
 
 @functools.lru_cache(maxsize=None)
 def rows(name, plugin, *args):
-    return volrun.run_vol(name, plugin, *args, extra_global=PLUGIN_DIRS).check().rows
+    return volrun.run_vol(name, plugin, *args).check().rows
 
 
 def _skip_without_dumps():

@@ -1,8 +1,6 @@
 """linux.ktstr.sdtalloc against truth.json on every dump of a scheduler using sdt_alloc."""
 
 import functools
-import site
-from pathlib import Path
 
 import pytest
 
@@ -17,25 +15,9 @@ def _skip_without_dumps():
         pytest.skip("KTSTR_DUMPS is unset (real-dump tests need it)")
 
 
-def _plugin_dir_args():
-    """`-p <plugins>` unless the installed package's .pth hook already adds our plugins
-    (an editable install made before the hook existed lacks it)."""
-    for d in site.getsitepackages():
-        for pth in Path(d).glob("*.pth"):
-            if "_plugin_path" in pth.read_text(errors="replace"):
-                return ()
-    return ("-p", str(volrun.REPO / "volatility3_ktstr" / "plugins"))
-
-
 @functools.lru_cache(maxsize=None)
 def _rows(name):
-    for _ in range(3):
-        res = volrun.run_vol(name, "linux.ktstr.sdtalloc", extra_global=_plugin_dir_args())
-        # Volatility's shared banner cache is rewritten by concurrent vol runs; a run that
-        # misses the kernel ISF that way fails before our code runs: try again.
-        if res.rc == 0 or "symbol_table_name" not in res.stderr:
-            break
-    return res.check().rows
+    return volrun.run_vol(name, "linux.ktstr.sdtalloc").check().rows
 
 
 def _live(rows):
@@ -112,12 +94,8 @@ def test_type_column_says_why_hex(dump):
 def test_options_type_and_max_entries(dump):
     if dump != SDT_DUMPS[0]:
         pytest.skip("options are checked on one dump")
-    for _ in range(3):
-        res = volrun.run_vol(dump, "linux.ktstr.sdtalloc", "--max-entries", "5", "--type",
-                             "scx_alloc_stats", extra_global=_plugin_dir_args())
-        if res.rc == 0 or "symbol_table_name" not in res.stderr:
-            break
-    rows = res.check().rows
+    rows = volrun.run_vol(dump, "linux.ktstr.sdtalloc", "--max-entries", "5", "--type",
+                          "scx_alloc_stats").check().rows
     live = _live(rows)
     assert [r["Idx"] for r in live] == sorted(r["Idx"] for r in live) and len(live) == 5
     assert all(r["Type"] == "struct scx_alloc_stats" and r["Payload"].startswith("{chunk_allocs=")

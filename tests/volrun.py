@@ -6,7 +6,11 @@
   Volatility's per-content-hash schema validation (about a minute for a full kernel ISF) is
   paid once per generator change, not once per run.
 - :func:`run_vol` runs the current venv's `vol` as a subprocess with `-q -r json` and returns
-  the rows flattened (tree children follow their parent), plus rc/stdout/stderr.
+  the rows flattened (tree children follow their parent), plus rc/stdout/stderr. It names our
+  plugin folder with `-p` only when `vol` does not already find it (:func:`plugin_dir_args`).
+- :func:`open_in_process` constructs linux.ktstr plugins in this process the way `vol` does
+  (fuzzlib.Session, in-process real-dump tests); a dump it cannot open is an
+  :class:`OpenError` whose message says why in one line.
 
 vol runs use their own XDG_CACHE_HOME under the same cache dir: Volatility always searches
 $XDG_CACHE_HOME/volatility3/symbols, and a stray ISF for the same banner there (say from a manual
@@ -113,13 +117,29 @@ def vol_env(extra=None):
     return env
 
 
+PLUGINS_DIR = REPO / "volatility3_ktstr" / "plugins"
+
+
+@functools.lru_cache(maxsize=None)
+def plugin_dir_args():
+    """`-p <repo plugins>` unless `vol` already finds our plugin folder (the installed .pth
+    hook; an editable install made before the hook existed lacks it)."""
+    code = "import volatility3.plugins as p; print(p.__path__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=vol_env()).stdout
+    return () if str(PLUGINS_DIR) in out else ("-p", str(PLUGINS_DIR))
+
+
 def run_vol(dump, plugin, *plugin_args, renderer="json", symbol_dirs=(), extra_global=(),
-            timeout=900, env=None, name=None) -> VolResult:
-    """Run ``vol -q -r <renderer> -s <dirs> -f <dump> [extra_global] plugin plugin_args``.
+            timeout=900, env=None, name=None, tries=3) -> VolResult:
+    """Run ``vol -q -r <renderer> -s <dirs> -f <dump> [-p plugins] [extra_global] plugin
+    plugin_args``.
 
     ``dump``: a path, or a dump name ("x86_64/scx_sdt"), in which case its kernel ISF dir is
     added to the symbol dirs automatically. ``name``: the dump name whose kernel ISF to use
-    when ``dump`` is a path (e.g. an ELF core of that dump).
+    when ``dump`` is a path (e.g. an ELF core of that dump). A run that misses the kernel ISF
+    because concurrent vol runs were rewriting Volatility's shared banner cache is tried again
+    (up to ``tries`` runs).
     """
     dirs = [str(d) for d in symbol_dirs]
     if name is None and not os.path.exists(str(dump)):
@@ -130,10 +150,14 @@ def run_vol(dump, plugin, *plugin_args, renderer="json", symbol_dirs=(), extra_g
     argv = [venv_bin("vol"), "-q", "-r", renderer]
     if dirs:
         argv += ["-s", ";".join(dirs)]
-    argv += ["-f", str(dump), *extra_global, plugin, *map(str, plugin_args)]
+    ours = () if (env or {}).get("VOLATILITY3_KTSTR_DISABLE") else plugin_dir_args()
+    argv += ["-f", str(dump), *ours, *extra_global, plugin, *map(str, plugin_args)]
     CACHE.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=vol_env(env),
-                          cwd=str(CACHE if CACHE.exists() else REPO))
+    for _ in range(max(1, tries)):
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              env=vol_env(env), cwd=str(CACHE if CACHE.exists() else REPO))
+        if proc.returncode == 0 or "symbol_table_name" not in proc.stdout + proc.stderr:
+            break
     rows = []
     if renderer == "json" and proc.stdout.strip():
         try:
@@ -204,3 +228,106 @@ def elf_core_of(name) -> Path:
     machine = 183 if truth["run"]["arch"] in ("arm64", "aarch64") else 62
     return make_elf_core(raw, out, ram_ranges(truth), truth["memory"].get(
         "dump_raw_phys_base", truth["run"]["ram_phys_base"]), machine)
+
+
+# --- in-process ---------------------------------------------------------------------------------
+
+
+class OpenError(Exception):
+    """Volatility could not open a dump in this process; the message is one line saying why."""
+
+
+def open_in_process(dump, modules, symbol_dirs=()):
+    """Construct the linux.ktstr plugins ``modules`` (module names: "maps", "sdtalloc", ...) on
+    one Volatility context over the file ``dump``, the way `vol -f DUMP -s DIRS PLUGIN` builds
+    its plugin: our plugin folder on volatility3.plugins' path, ``symbol_dirs`` in front of
+    Volatility's own symbol paths (its user cache included, where the autoisf stacker writes),
+    every automagic, and the stackers the CLI picks for a Linux plugin. Later plugins share the
+    first one's kernel configuration (one stacking, one ISF load).
+
+    Returns (context, {module: plugin}). Raises :class:`OpenError` (one line) when the kernel
+    requirement cannot be met, where `vol` would print "Unable to validate the plugin
+    requirements".
+    """
+    import volatility3.plugins
+    import volatility3.symbols
+    from volatility3 import framework
+    from volatility3.framework import automagic, constants, contexts, exceptions, interfaces, plugins
+    from volatility3.framework.automagic import stacker
+    from volatility3.framework.configuration import requirements
+
+    if str(PLUGINS_DIR) not in volatility3.plugins.__path__:
+        volatility3.plugins.__path__.append(str(PLUGINS_DIR))
+    dirs = [os.path.abspath(str(d)) for d in symbol_dirs]
+    volatility3.symbols.__path__ = dirs + constants.SYMBOL_BASEPATHS
+    framework.import_files(volatility3.plugins, True)
+    classes = {c.__module__.rsplit(".", 1)[-1]: c
+               for c in framework.class_subclasses(interfaces.plugins.PluginInterface)
+               if ".ktstr." in c.__module__}
+    missing = [m for m in modules if m not in classes]
+    if missing:
+        raise OpenError(f"no linux.ktstr plugin module named {', '.join(missing)}")
+    path = Path(dump)
+    if not path.is_file():
+        raise OpenError(f"{dump}: no such file")
+    ctx = contexts.Context()
+    ctx.config["automagic.LayerStacker.single_location"] = \
+        requirements.URIRequirement.location_from_file(str(path.resolve()))
+    ctx.config["automagic.LayerStacker.stackers"] = stacker.choose_os_stackers(classes[modules[0]])
+    built = {}
+    first = None
+    for module in modules:
+        cls = classes[module]
+        if first is not None:   # same kernel config: no second stacking / ISF load
+            ctx.config.splice(f"plugins.{cls.__name__}", first)
+        ams = automagic.choose_automagic(automagic.available(ctx), cls)
+        try:
+            built[module] = plugins.construct_plugin(ctx, ams, cls, "plugins", None, None)
+        except exceptions.UnsatisfiedException as e:
+            raise OpenError(_why_unopened(path, e, dirs)) from None
+        if first is None:
+            first = ctx.config.branch(f"plugins.{cls.__name__}")
+    return ctx, built
+
+
+def _why_unopened(path, excp, dirs):
+    """One line: what Volatility could not satisfy, and the likely reason."""
+    names = sorted({p.rsplit(".", 1)[-1] for p in excp.unsatisfied})
+    msg = f"{path}: Volatility cannot open this dump (unsatisfied: {', '.join(names)})"
+    if not {"symbol_table_name", "layer_name"} & set(names):
+        return msg
+    banners = dump_banners(path)
+    if not banners:
+        return msg + ": no Linux banner in the file (not a Linux memory image Volatility reads)"
+    from volatility3.framework.automagic import symbol_cache
+
+    try:
+        known = symbol_cache.load_cache_manager().get_identifier_dictionary(operating_system="linux")
+    except ValueError:
+        known = {}
+    banner = banners[0].rstrip(b"\0\n").decode("utf-8", "replace")
+    if not any(b in known for b in banners):
+        where = "; ".join(dirs) if dirs else "no -s"
+        return (msg + f": no ISF matches its banner {banner[:100]!r} (symbol dirs: {where}; "
+                "the automatic ISF builder could not make one, see its warning)")
+    return msg + f": an ISF matches its banner {banner[:60]!r} but no kernel page tables were found"
+
+
+def dump_banners(path, limit=4):
+    """The first ``limit`` Linux banners (exact bytes) in a raw/ELF/LiME dump file."""
+    from volatility3_ktstr.isf import fromdump
+    from volatility3_ktstr.isf.autoisf import iter_banners
+
+    try:
+        image = fromdump.open_image(str(path))
+    except (OSError, ValueError):
+        return []
+    try:
+        out = []
+        for _phys, text in iter_banners(image):
+            out.append(text)
+            if len(out) >= limit:
+                break
+        return out
+    finally:
+        image.close()

@@ -8,7 +8,8 @@ Per dump: the baseline run, then ``--mutants`` mutants (tests/fuzzlib.py: bit fl
 swaps, self-loops, huge counts, zeroed pages, page-table damage, truncation) with every plugin
 on each, and ``--generator`` mutants of what `ktstr-isf --from-dump` carves (x86-64 raw dumps).
 Prints, per plugin: mutants, documented errors (one line, exit 2), crashes, hangs, mutants that
-lost entries outside their damage, mean seconds per run. Findings (with the mutant that shows
+lost entries outside their damage, mean seconds per run. A dump is opened the way `vol` opens
+it; one it cannot open is one "not fuzzed: <why>" line, and the next dump follows. Findings (with the mutant that shows
 each) go to stderr and, with --findings, to a file. Exit status 1 when anything was found.
 The quick mode of the same harness runs in the tests (tests/test_fuzz_dumps.py).
 """
@@ -27,9 +28,20 @@ import fuzzlib  # noqa: E402
 import volrun  # noqa: E402
 
 
+def harness_isf_dir(name):
+    """The kernel ISF the tests build for ``name`` (kernels/<release>/ BTF + System.map), or
+    None when the dumps folder lacks them: then, as for a plain `vol -f`, Volatility's own
+    symbol paths and the automatic ISF builder decide."""
+    try:
+        btf, sysmap, _, _ = volrun.kernel_inputs(name)
+    except (FileNotFoundError, KeyError):
+        return None
+    return volrun.kernel_isf_dir(name) if btf.is_file() and sysmap.is_file() else None
+
+
 def fuzz_dump(name, args, out):
     t0 = time.perf_counter()
-    session = fuzzlib.Session(name, volrun.kernel_isf_dir(name), dumps.dump_path(name))
+    session = fuzzlib.Session(name, harness_isf_dir(name), dumps.dump_path(name))
     session.record_baseline()
     print(f"== {name}: baseline {time.perf_counter() - t0:.1f} s; "
           + ", ".join(f"{p} {len(o.rows)} rows" for p, o in session.baseline.items()), flush=True)
@@ -87,7 +99,16 @@ def main(argv=None):
     bad = 0
     try:
         for name in names:
-            bad += len(fuzz_dump(name, args, out))
+            try:
+                bad += len(fuzz_dump(name, args, out))
+            except (volrun.OpenError, FileNotFoundError) as e:
+                # What vol would refuse too (or a missing file): one line, then the next dump.
+                line = f"{name}: not fuzzed: {e}"
+                print(f"== {line}", file=sys.stderr, flush=True)
+                if out:
+                    out.write(line + "\n")
+                bad += 1
+                continue
             if args.generator and dumps.load_truth(name)["run"]["arch"] == "x86_64":
                 bad += fuzz_generator(name, args, out)
     finally:
