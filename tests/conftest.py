@@ -26,12 +26,6 @@ def dumps_root():
     return root
 
 
-def kernel_dirs():
-    """kernels/<release>/ folders of the dumps folder ([] without KTSTR_DUMPS)."""
-    root = dumps.dumps_root()
-    return sorted(p for p in (root / "kernels").iterdir() if p.is_dir()) if root else []
-
-
 @pytest.fixture(scope="session")
 def machine_btf_path():
     if not (MACHINE_BTF.exists() and os.access(MACHINE_BTF, os.R_OK)):
@@ -49,7 +43,7 @@ def machine_btf(machine_btf_path):
 @pytest.fixture(scope="session")
 def amd64_kernel_dir(dumps_root):
     """The x86-64 kernel folder of the dumps (btf.raw, System.map, vmlinux.zst)."""
-    for d in kernel_dirs():
+    for d in dumps.kernel_dirs():
         if d.name.endswith("-amd64"):
             return d
     pytest.skip("no *-amd64 kernel folder under KTSTR_DUMPS/kernels")

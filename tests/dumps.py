@@ -29,6 +29,14 @@ def list_dumps():
                   if p.parent.parent.name != "kernels")
 
 
+def kernel_dirs():
+    """kernels/<release>/ folders of the dumps folder ([] without KTSTR_DUMPS)."""
+    root = dumps_root()
+    if root is None or not (root / "kernels").is_dir():
+        return []
+    return sorted(p for p in (root / "kernels").iterdir() if p.is_dir())
+
+
 @functools.lru_cache(maxsize=None)
 def load_truth(name):
     root = dumps_root()

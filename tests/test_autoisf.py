@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from test_carve import BANNER, make_image, tiny_btf, write_raw
+from helpers.images import BANNER, make_image, tiny_btf, write_raw
 
 volatility3 = pytest.importorskip("volatility3")
 

@@ -4,7 +4,6 @@ real vmlinux), and the real kernels' BTF (this machine's and the dumps' 7.2 kern
 import pytest
 
 from helpers.btf import all_kinds_blob, make_elf
-from conftest import kernel_dirs
 import dumps
 from volatility3_ktstr import btf as btfmod
 from volatility3_ktstr.btf import Btf, BtfError
@@ -93,7 +92,7 @@ def test_machine_btf(machine_btf):
     assert btfmod.guess_arch(machine_btf) in ("x86_64", "arm64")
 
 
-@pytest.mark.parametrize("kdir", kernel_dirs(), ids=lambda p: p.name)
+@pytest.mark.parametrize("kdir", dumps.kernel_dirs(), ids=lambda p: p.name)
 def test_dump_kernel_btf(kdir):
     k = btfmod.load(kdir / "btf.raw")
     check_kernel_btf(k)

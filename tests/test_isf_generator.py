@@ -3,40 +3,16 @@
 import base64
 import json
 import re
-from pathlib import Path
 
 import pytest
 
 from helpers.btf import BtfBuilder, all_kinds_blob
+from helpers.isf import validate, volatility_table
 from volatility3_ktstr.btf import Btf
 from volatility3_ktstr.isf import generate, generate_types_only
 from volatility3_ktstr.isf.banner import banner_bytes
 
 BANNER = "Linux version 9.9.9-test (t@example) (gcc 1.0) #1 SMP"
-
-
-def schema():
-    import volatility3
-
-    path = Path(volatility3.__file__).parent / "schemas" / "schema-6.2.0.json"
-    return json.loads(path.read_text())
-
-
-def validate(isf):
-    import jsonschema
-
-    jsonschema.Draft4Validator(schema()).validate(isf)
-
-
-def volatility_table(isf, name="t"):
-    """The ISF dict as a Volatility 6.2.0 symbol table (no file, no cache)."""
-    from volatility3.framework import contexts
-    from volatility3.framework.symbols import intermed
-
-    ctx = contexts.Context()
-    table = intermed.Version8Format(ctx, f"tables.{name}", name, isf)
-    ctx.symbol_space.append(table)
-    return ctx, table
 
 
 def kernel_like(prefix_types=0):

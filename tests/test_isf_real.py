@@ -13,14 +13,12 @@ from pathlib import Path
 import pytest
 
 import dumps
-from conftest import kernel_dirs
+from helpers.isf import schema, volatility_table
 from volatility3_ktstr import btf as btfmod
 from volatility3_ktstr.btf import Kind
 from volatility3_ktstr.isf import generate
 from volatility3_ktstr.isf.banner import banner_bytes
 from volatility3_ktstr.isf.symbols import load_symbol_file
-
-from test_isf_generator import schema, volatility_table
 
 AGGREGATE = (Kind.STRUCT, Kind.UNION)
 
@@ -32,7 +30,7 @@ def truth_banner(kdir):
     return f"Linux version {kdir.name} (no dump)"
 
 
-@pytest.fixture(scope="module", params=kernel_dirs(), ids=lambda p: p.name)
+@pytest.fixture(scope="module", params=dumps.kernel_dirs(), ids=lambda p: p.name)
 def kernel(request):
     kdir = request.param
     arch = "arm64" if kdir.name.endswith("arm64") else "x86_64"

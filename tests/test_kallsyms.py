@@ -2,7 +2,7 @@
 
 import pytest
 
-import kallsyms_synth as synth
+from helpers import kallsyms as synth
 from volatility3_ktstr.isf import kallsyms as ks
 
 TEXT = 0xFFFFFFFF81000000
