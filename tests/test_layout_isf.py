@@ -1,5 +1,8 @@
 """IsfLayout (answers from the ISF dictionary) agrees with Volatility's own templates and with
-BtfLayout over the same kernel's BTF: offsets, sizes, signedness, bitfields, anonymous members."""
+BtfLayout over the same kernel's BTF: offsets, sizes, signedness, bitfields, anonymous members.
+
+Offline: a padded synthetic kernel's BTF, turned into an ISF by our generator. With the dumps:
+the bundled sample ISF against the real kernel BTF."""
 
 import json
 import lzma
@@ -21,6 +24,47 @@ PATHS = [
     ("sk_buff", "pkt_type"), ("file", "f_op"), ("cgroup", "kn"), ("dentry", "d_name.name"),
     ("scx_dispatch_q", "list"), ("bpf_local_storage_elem", "map_node"), ("rq", "scx.nr_running"),
 ]
+
+
+SYNTH_DECLS = """
+struct list_head { struct list_head *next; struct list_head *prev; };
+union val_u { u64 whole; u32 half[2]; };
+struct sched_ext_ops { fnptr select_cpu; u32 flags; fnptr enqueue; char name[16]; };
+struct task_struct { int pid; char comm[16]; struct list_head tasks; u32 lo : 3; s32 neg : 5;
+                     union val_u; bool on; struct sched_ext_ops *ops; long vruntime; };
+"""
+SYNTH_PATHS = [("task_struct", p) for p in ("pid", "comm", "tasks", "tasks.prev", "lo", "neg",
+                                            "whole", "half", "on", "ops", "vruntime")] + [
+    ("sched_ext_ops", "enqueue"), ("sched_ext_ops", "name"), ("list_head", "next")]
+
+
+@pytest.fixture(scope="module")
+def synth_layouts():
+    """(IsfLayout, BtfLayout) over one padded synthetic kernel."""
+    from helpers.isf import volatility_table
+    from helpers.synth import SynthKernel
+    from volatility3_ktstr.isf import generate_types_only
+    from volatility3_ktstr.kernel import IsfLayout
+
+    k = SynthKernel(SYNTH_DECLS)
+    ctx, _table = volatility_table(generate_types_only(k.btf), "synth")
+    return IsfLayout(ctx, "synth"), k.layout
+
+
+def test_synthetic_isf_layout_matches_btf_layout(synth_layouts):
+    L, B = synth_layouts
+    for struct, path in SYNTH_PATHS:
+        a, b = L.field(struct, path), B.field(struct, path)
+        assert (a.offset * 8 + a.bit_offset, a.bit_size, a.signed, a.kind) == \
+               (b.offset * 8 + b.bit_offset, b.bit_size, b.signed, b.kind), (struct, path)
+        if not a.bit_size:
+            assert (a.size, a.count, a.elem_size) == (b.size, b.count, b.elem_size), (struct, path)
+    assert L.size("task_struct") == B.size("task_struct")
+    assert [n for n, _ in L.members("task_struct")] == [n for n, _ in B.members("task_struct")]
+    assert [n for n, f in L.members("sched_ext_ops") if f.kind == "function"] == ["select_cpu", "enqueue"]
+    assert B.offset("task_struct", "pid") != 0        # padded: nothing at its natural offset
+    with pytest.raises(LayoutError):
+        L.field("task_struct", "no_such_member")
 
 
 @pytest.fixture(scope="module")

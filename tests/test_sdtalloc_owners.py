@@ -5,21 +5,20 @@ from types import SimpleNamespace as NS
 
 from helpers.btf import BtfBuilder
 from helpers.sdt import sdt_program_btf
-from volatility3_ktstr.core import ReadError
+from helpers.synth import Memory
 from volatility3_ktstr.walkers import sdtalloc
+
 
 def _entry(payload, idx=1):
     return sdtalloc.SdtEntry(idx, 0, idx, 0x1000_0000_4000, payload)
 
 
-class _Reader:
-    def __init__(self, pids):
-        self.pids = pids
-
-    def s32(self, addr):
-        if addr not in self.pids:
-            raise ReadError(addr, 4)
-        return self.pids[addr]
+def _pids(pids):
+    """Memory holding an s32 pid at each address of ``pids`` and nothing else."""
+    mem = Memory.sparse_pages()
+    for addr, pid in pids.items():
+        mem.write(addr, struct.pack("<i", pid))
+    return mem
 
 
 def test_pointer_members_of_task_storage_value():
@@ -40,7 +39,7 @@ def test_who_prefers_owner_and_flags_disagreement():
     btf, _, info = sdt_program_btf()
     ident = sdtalloc.payload_identity(btf, info["scx_stats"])
     payload = struct.pack("<ii40x", 0, 42)
-    kctx = NS(reader=_Reader({}))
+    kctx = NS(reader=_pids({}))
     owner = NS(pid=42, comm="labweb")
     assert sdtalloc.slot_task(kctx.reader, ident, _entry(payload), owner, 2808) == (42, "labweb", "")
     assert sdtalloc.slot_task(kctx.reader, ident, _entry(payload), None, 2808) == (42, "", "")
@@ -56,7 +55,7 @@ def test_who_follows_a_task_pointer():
     btf = w.btf()
     ident = sdtalloc.payload_identity(btf, ctx)
     assert ident.kind == "task"
-    kctx = NS(reader=_Reader({0xFFFF_8880_0000_1000 + 2808: 99}))
+    kctx = NS(reader=_pids({0xFFFF_8880_0000_1000 + 2808: 99}))
     payload = (0xFFFF_8880_0000_1000).to_bytes(8, "little") + bytes(8)
     assert sdtalloc.slot_task(kctx.reader, ident, _entry(payload), None, 2808) == (99, "", "")
     payload = (0xFFFF_8880_0000_2000).to_bytes(8, "little") + bytes(8)
