@@ -14,6 +14,8 @@ import dumps
 import fuzzlib
 import volrun
 
+pytestmark = pytest.mark.fuzz
+
 # (dump, mutants): a few hundred in all, about five minutes on 2 cores.
 QUICK = {"x86_64/scx_sdt": 200, "arm64/scx_sdt_lpa2": 100}
 SEED_BASE = 20261202

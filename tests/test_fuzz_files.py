@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.fuzz      # hostile files, each through a real `vol` run
+
 REPO = Path(__file__).resolve().parents[1]
 # Volatility validates a changed ISF with jsonschema (about a minute each); the ISFs here are
 # broken on purpose, so the check is skipped in these runs by hiding jsonschema.

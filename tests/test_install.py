@@ -80,6 +80,7 @@ def run(argv, **kw):
                           timeout=600, **kw)
 
 
+@pytest.mark.install
 @pytest.mark.parametrize("mode", ["regular", "editable"])
 def test_install_and_vol_lists_plugins(mode, source_copy, tmp_path):
     bin_dir = fresh_venv(tmp_path / "venv")
