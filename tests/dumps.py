@@ -37,6 +37,24 @@ def kernel_dirs():
     return sorted(p for p in (root / "kernels").iterdir() if p.is_dir())
 
 
+# The quick tier's real dump: 4-level x86-64 with every structure the plugins read.
+SMOKE_DUMPS = ("x86_64/scx_sdt",)
+
+
+def smoke_first(names, smoke=None):
+    """pytest params for a test parametrised per dump: the smoke dump (``smoke``, else the first
+    of SMOKE_DUMPS among ``names``, else the first name) stays in the quick tier; every other
+    dump is marked ``slow``. Items that are already pytest params pass unchanged."""
+    import pytest
+
+    names = list(names)
+    plain = [n for n in names if isinstance(n, str)]
+    keep = smoke if smoke in plain else next((n for n in SMOKE_DUMPS if n in plain),
+                                            plain[0] if plain else None)
+    return [n if not isinstance(n, str) or n == keep
+            else pytest.param(n, marks=pytest.mark.slow, id=n) for n in names]
+
+
 @functools.lru_cache(maxsize=None)
 def load_truth(name):
     root = dumps_root()
