@@ -246,7 +246,8 @@ class Memory(BufferReader):
 
     @classmethod
     def sparse_pages(cls, layout=None, page=4096):
-        """No bump region: every write maps its pages (SparseMemory of the older tests)."""
+        """No bump region: every write maps the pages it touches (arena windows, objects at
+        chosen addresses)."""
         return cls(layout, size=0, sparse=True, page=page)
 
     def alloc(self, what, count=1, align=64):
