@@ -5,8 +5,8 @@ kernel BTF when KTSTR_DUMPS is set. Memory is written through the layout only.""
 
 import pytest
 
-from helpers.synth import Memory, SynthKernel
-from volatility3_ktstr.core import BtfLayout, ReadError
+from helpers.synth import Memory, SynthKernel, layout_fixture
+from volatility3_ktstr.core import ReadError
 from volatility3_ktstr.walkers import arena
 
 MAP_KVA = 0xFFFF_8880_0100_0000
@@ -21,16 +21,7 @@ struct task_struct { int pid; };
 """
 
 
-@pytest.fixture(scope="module")
-def synth_layout():
-    return SynthKernel(ARENA_DECLS).layout
-
-
-@pytest.fixture(params=["synthetic", "kernel"])
-def layout(request, synth_layout):
-    if request.param == "synthetic":
-        return synth_layout
-    return BtfLayout(request.getfixturevalue("amd64_kernel_btf"))
+layout = layout_fixture(lambda: SynthKernel(ARENA_DECLS).layout)
 
 
 def make_arena(layout, user=USER, user_end=None, kern_vm=VM_KVA, vm_addr=VM_ADDR):
@@ -146,7 +137,7 @@ def test_arena_for_program_attribution_order():
     assert got is a1 and how == "the only arena map"
 
 
-def test_prog_arena_kva_reads_aux(synth_layout):
+def test_prog_arena_kva_reads_aux():
     k = SynthKernel(ARENA_DECLS + "struct bpf_prog_aux { u64 id; struct bpf_arena *arena; };")
     mem = Memory.sparse_pages(k.layout)
     mem.write(0xFFFF_8880_0000_1000, bytes(k.layout.size("bpf_prog_aux")))
@@ -154,4 +145,4 @@ def test_prog_arena_kva_reads_aux(synth_layout):
     assert arena.prog_arena_kva(mem, k.layout, 0xFFFF_8880_0000_1000) == 0xA1
     assert arena.prog_arena_kva(mem, k.layout, 0xFFFF_8880_0009_0000) == 0
     # a kernel without bpf_prog_aux.arena (before 6.9): no arena from the aux
-    assert arena.prog_arena_kva(mem, synth_layout, 0xFFFF_8880_0000_1000) == 0
+    assert arena.prog_arena_kva(mem, SynthKernel(ARENA_DECLS).layout, 0xFFFF_8880_0000_1000) == 0

@@ -6,27 +6,17 @@ import struct
 import pytest
 
 from helpers.bpf import BPF_DECLS, ELEMS, MAP, PCPU, htab, put, set_next
-from helpers.synth import SynthKernel
+from helpers.synth import SynthKernel, layout_fixture
 from volatility3_ktstr.bpf import values
 from volatility3_ktstr.bpf.maps import BpfMap
-from volatility3_ktstr.core import BtfLayout, BufferReader
+from volatility3_ktstr.core import BufferReader
+
+layout = layout_fixture(lambda: SynthKernel(BPF_DECLS).layout)
 
 
-@pytest.fixture(scope="module")
-def synth_layout():
-    return SynthKernel(BPF_DECLS).layout
-
-
-@pytest.fixture(params=["synthetic", "kernel"])
-def layout(request, synth_layout):
-    if request.param == "synthetic":
-        return synth_layout
-    return BtfLayout(request.getfixturevalue("amd64_kernel_btf"))
-
-
-def test_synthetic_offsets_are_not_the_kernels(synth_layout):
+def test_synthetic_offsets_are_not_the_kernels():
     """The synthetic layout must differ where a walker could hard-code an offset."""
-    L = synth_layout
+    L = SynthKernel(BPF_DECLS).layout
     assert L.offset("htab_elem", "hash_node") != 0 and L.offset("hlist_nulls_node", "next") != 0
     assert L.offset("bucket", "head") != 0 and L.offset("hlist_nulls_head", "first") != 0
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers.bpf import BPF_DECLS
 from helpers.btf import BtfBuilder
+from helpers.synth import SynthKernel, layout_fixture
 from volatility3_ktstr.bpf.maps import BpfMap
 from volatility3_ktstr.bpf.progs import BpfProg
 from volatility3_ktstr.errors import KtstrError
@@ -102,16 +104,8 @@ def test_plugin_modules_hold_one_plugin_class(plugin):
     assert len(classes) == 1
 
 
-@pytest.fixture(params=["synthetic", "kernel"])
-def layout(request):
-    """Kernel map structs: a synthetic kernel with other offsets, and the real BTF if present."""
-    from helpers.bpf import BPF_DECLS
-    from helpers.synth import SynthKernel
-    from volatility3_ktstr.core import BtfLayout
-
-    if request.param == "synthetic":
-        return SynthKernel(BPF_DECLS).layout
-    return BtfLayout(request.getfixturevalue("amd64_kernel_btf"))
+# Kernel map structs: a synthetic kernel with other offsets, and the real BTF if present.
+layout = layout_fixture(lambda: SynthKernel(BPF_DECLS).layout)
 
 
 class _MemKctx:

@@ -38,6 +38,16 @@ SYNTH_PATHS = [("task_struct", p) for p in ("pid", "comm", "tasks", "tasks.prev"
     ("sched_ext_ops", "enqueue"), ("sched_ext_ops", "name"), ("list_head", "next")]
 
 
+def assert_fields_agree(isf_layout, btf_layout, paths):
+    """Every (struct, path): the same bit position, bitfield size, signedness, kind, size."""
+    for struct, path in paths:
+        a, b = isf_layout.field(struct, path), btf_layout.field(struct, path)
+        assert (a.offset * 8 + a.bit_offset, a.bit_size, a.signed, a.kind) == \
+               (b.offset * 8 + b.bit_offset, b.bit_size, b.signed, b.kind), (struct, path)
+        if not a.bit_size:
+            assert (a.size, a.count, a.elem_size) == (b.size, b.count, b.elem_size), (struct, path)
+
+
 @pytest.fixture(scope="module")
 def synth_layouts():
     """(IsfLayout, BtfLayout) over one padded synthetic kernel."""
@@ -53,12 +63,7 @@ def synth_layouts():
 
 def test_synthetic_isf_layout_matches_btf_layout(synth_layouts):
     L, B = synth_layouts
-    for struct, path in SYNTH_PATHS:
-        a, b = L.field(struct, path), B.field(struct, path)
-        assert (a.offset * 8 + a.bit_offset, a.bit_size, a.signed, a.kind) == \
-               (b.offset * 8 + b.bit_offset, b.bit_size, b.signed, b.kind), (struct, path)
-        if not a.bit_size:
-            assert (a.size, a.count, a.elem_size) == (b.size, b.count, b.elem_size), (struct, path)
+    assert_fields_agree(L, B, SYNTH_PATHS)
     assert L.size("task_struct") == B.size("task_struct")
     assert [n for n, _ in L.members("task_struct")] == [n for n, _ in B.members("task_struct")]
     assert [n for n, f in L.members("sched_ext_ops") if f.kind == "function"] == ["select_cpu", "enqueue"]
@@ -106,13 +111,7 @@ def test_isf_layout_matches_volatility_templates(isf_layout):
 
 def test_isf_layout_matches_btf_layout(isf_layout, amd64_kernel_btf):
     _, L = isf_layout
-    B = BtfLayout(amd64_kernel_btf)
-    for struct, path in PATHS:
-        a, b = L.field(struct, path), B.field(struct, path)
-        assert (a.offset * 8 + a.bit_offset, a.bit_size, a.signed, a.kind) == \
-               (b.offset * 8 + b.bit_offset, b.bit_size, b.signed, b.kind), (struct, path)
-        if not a.bit_size:
-            assert (a.size, a.count, a.elem_size) == (b.size, b.count, b.elem_size), (struct, path)
+    assert_fields_agree(L, BtfLayout(amd64_kernel_btf), PATHS)
 
 
 def test_members_and_function_pointers_agree(isf_layout, amd64_kernel_btf):

@@ -10,6 +10,7 @@ only, so the tests also check that the walker hard-codes nothing.
 import pytest
 
 from helpers.localstorage import BASE, UNMAPPED, Synth, handmade_btf, val
+from helpers.synth import layout_fixture
 from volatility3_ktstr.core import BtfLayout, Field, Layout, LayoutError
 from volatility3_ktstr.walkers import localstorage as ls
 from volatility3_ktstr.walkers.owners import OwnerResolver
@@ -20,11 +21,7 @@ def handmade_layout():
     return BtfLayout(handmade_btf())
 
 
-@pytest.fixture(params=["handmade", "kernel"])
-def layout(request, handmade_layout):
-    if request.param == "handmade":
-        return handmade_layout
-    return BtfLayout(request.getfixturevalue("amd64_kernel_btf"))
+layout = layout_fixture(lambda: BtfLayout(handmade_btf()))
 
 
 def walk(syn, smap, value_size, reader=None, budget=None):

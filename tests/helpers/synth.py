@@ -226,6 +226,26 @@ class SynthKernel:
         return Memory(self.layout, base, size)
 
 
+def layout_fixture(synthetic):
+    """A pytest fixture ``layout`` with two parameters: ``synthetic()`` (a Layout with
+    non-kernel offsets, built once per module) and the real x86-64 kernel BTF (the
+    ``amd64_kernel_btf`` fixture: skipped without KTSTR_DUMPS). In a test module:
+    ``layout = layout_fixture(lambda: SynthKernel(DECLS).layout)``."""
+    import pytest
+
+    made = []
+
+    @pytest.fixture(params=["synthetic", "kernel"])
+    def layout(request):
+        if request.param == "kernel":
+            return BtfLayout(request.getfixturevalue("amd64_kernel_btf"))
+        if not made:
+            made.append(synthetic())
+        return made[0]
+
+    return layout
+
+
 class Memory(BufferReader):
     """A synthetic address space: one mapped region with a bump allocator (``alloc``/``new``),
     plus, with ``sparse=True``, zeroed pages mapped wherever something is written at a fixed
