@@ -108,6 +108,31 @@ def flatten(rows, depth=0):
     return out
 
 
+SEED_FILES = ("valid_isf.hashcache", "ktstr-autoisf.json")
+
+
+def identifier_cache_dir(symbol_dirs, xdg=None) -> Path:
+    """Volatility's cache folder (``--cache-path``: identifier cache, autoisf memo) for one set
+    of symbol dirs. Volatility drops from its identifier cache every ISF that is not on the
+    current run's symbol path, so runs with other ``-s`` dirs sharing one cache undo each
+    other's entries, and a concurrent run then misses its kernel ISF ("unsatisfied
+    symbol_table_name"). One cache per set of dirs (and XDG_CACHE_HOME) keeps runs apart. A new
+    one starts with what XDG_CACHE_HOME's cache learnt (:data:`SEED_FILES`: the ISF validations,
+    by content hash, since validating a kernel ISF again costs about a minute of CPU; the
+    banners the automatic ISF builder found per dump file)."""
+    xdg = xdg or os.environ.get("XDG_CACHE_HOME") or str(Path("~/.cache").expanduser())
+    key = "\0".join([os.path.abspath(xdg)] + [os.path.abspath(str(d)) for d in symbol_dirs])
+    path = CACHE / "vcache" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    path.mkdir(parents=True, exist_ok=True)
+    for seed in SEED_FILES:
+        mine, shared = path / seed, Path(xdg) / "volatility3" / seed
+        if not mine.exists() and shared.is_file():
+            tmp = mine.with_name(f"{seed}.{os.getpid()}")
+            tmp.write_bytes(shared.read_bytes())
+            os.replace(tmp, mine)
+    return path
+
+
 def vol_env(extra=None):
     env = dict(os.environ)
     env["XDG_CACHE_HOME"] = str(VOL_XDG)
@@ -137,9 +162,9 @@ def run_vol(dump, plugin, *plugin_args, renderer="json", symbol_dirs=(), extra_g
 
     ``dump``: a path, or a dump name ("x86_64/scx_sdt"), in which case its kernel ISF dir is
     added to the symbol dirs automatically. ``name``: the dump name whose kernel ISF to use
-    when ``dump`` is a path (e.g. an ELF core of that dump). A run that misses the kernel ISF
-    because concurrent vol runs were rewriting Volatility's shared banner cache is tried again
-    (up to ``tries`` runs).
+    when ``dump`` is a path (e.g. an ELF core of that dump). Each set of symbol dirs gets its
+    own identifier cache (:func:`identifier_cache_dir`); a run that still misses the kernel ISF
+    ("symbol_table_name" unsatisfied) is tried again, up to ``tries`` runs.
     """
     dirs = [str(d) for d in symbol_dirs]
     if name is None and not os.path.exists(str(dump)):
@@ -147,7 +172,9 @@ def run_vol(dump, plugin, *plugin_args, renderer="json", symbol_dirs=(), extra_g
         dump = dumps.dump_path(name)
     if name is not None:
         dirs.insert(0, str(kernel_isf_dir(name)))
-    argv = [venv_bin("vol"), "-q", "-r", renderer]
+    full_env = vol_env(env)
+    argv = [venv_bin("vol"), "-q", "-r", renderer, "--cache-path",
+            str(identifier_cache_dir(dirs, full_env["XDG_CACHE_HOME"]))]
     if dirs:
         argv += ["-s", ";".join(dirs)]
     ours = () if (env or {}).get("VOLATILITY3_KTSTR_DISABLE") else plugin_dir_args()
@@ -155,7 +182,7 @@ def run_vol(dump, plugin, *plugin_args, renderer="json", symbol_dirs=(), extra_g
     CACHE.mkdir(parents=True, exist_ok=True)
     for _ in range(max(1, tries)):
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              env=vol_env(env), cwd=str(CACHE if CACHE.exists() else REPO))
+                              env=full_env, cwd=str(CACHE if CACHE.exists() else REPO))
         if proc.returncode == 0 or "symbol_table_name" not in proc.stdout + proc.stderr:
             break
     rows = []
@@ -237,13 +264,15 @@ class OpenError(Exception):
     """Volatility could not open a dump in this process; the message is one line saying why."""
 
 
-def open_in_process(dump, modules, symbol_dirs=()):
+def open_in_process(dump, modules, symbol_dirs=(), tries=2):
     """Construct the linux.ktstr plugins ``modules`` (module names: "maps", "sdtalloc", ...) on
     one Volatility context over the file ``dump``, the way `vol -f DUMP -s DIRS PLUGIN` builds
     its plugin: our plugin folder on volatility3.plugins' path, ``symbol_dirs`` in front of
     Volatility's own symbol paths (its user cache included, where the autoisf stacker writes),
     every automagic, and the stackers the CLI picks for a Linux plugin. Later plugins share the
-    first one's kernel configuration (one stacking, one ISF load).
+    first one's kernel configuration (one stacking, one ISF load). Volatility's cache folder is
+    the one `run_vol` gives these symbol dirs (:func:`identifier_cache_dir`, i.e. `vol
+    --cache-path`); a run that misses the kernel ISF anyway is tried again (``tries``).
 
     Returns (context, {module: plugin}). Raises :class:`OpenError` (one line) when the kernel
     requirement cannot be met, where `vol` would print "Unable to validate the plugin
@@ -252,14 +281,13 @@ def open_in_process(dump, modules, symbol_dirs=()):
     import volatility3.plugins
     import volatility3.symbols
     from volatility3 import framework
-    from volatility3.framework import automagic, constants, contexts, exceptions, interfaces, plugins
-    from volatility3.framework.automagic import stacker
-    from volatility3.framework.configuration import requirements
+    from volatility3.framework import constants, exceptions, interfaces
 
     if str(PLUGINS_DIR) not in volatility3.plugins.__path__:
         volatility3.plugins.__path__.append(str(PLUGINS_DIR))
     dirs = [os.path.abspath(str(d)) for d in symbol_dirs]
     volatility3.symbols.__path__ = dirs + constants.SYMBOL_BASEPATHS
+    constants.CACHE_PATH = str(identifier_cache_dir(dirs))
     framework.import_files(volatility3.plugins, True)
     classes = {c.__module__.rsplit(".", 1)[-1]: c
                for c in framework.class_subclasses(interfaces.plugins.PluginInterface)
@@ -270,21 +298,31 @@ def open_in_process(dump, modules, symbol_dirs=()):
     path = Path(dump)
     if not path.is_file():
         raise OpenError(f"{dump}: no such file")
+    for attempt in range(max(1, tries)):
+        try:
+            return _construct(path, [classes[m] for m in modules], modules)
+        except exceptions.UnsatisfiedException as e:
+            if attempt + 1 < max(1, tries) and any(p.endswith("symbol_table_name") for p in e.unsatisfied):
+                continue
+            raise OpenError(_why_unopened(path, e, dirs)) from None
+
+
+def _construct(path, classes, modules):
+    from volatility3.framework import automagic, contexts, plugins
+    from volatility3.framework.automagic import stacker
+    from volatility3.framework.configuration import requirements
+
     ctx = contexts.Context()
     ctx.config["automagic.LayerStacker.single_location"] = \
         requirements.URIRequirement.location_from_file(str(path.resolve()))
-    ctx.config["automagic.LayerStacker.stackers"] = stacker.choose_os_stackers(classes[modules[0]])
+    ctx.config["automagic.LayerStacker.stackers"] = stacker.choose_os_stackers(classes[0])
     built = {}
     first = None
-    for module in modules:
-        cls = classes[module]
+    for module, cls in zip(modules, classes):
         if first is not None:   # same kernel config: no second stacking / ISF load
             ctx.config.splice(f"plugins.{cls.__name__}", first)
         ams = automagic.choose_automagic(automagic.available(ctx), cls)
-        try:
-            built[module] = plugins.construct_plugin(ctx, ams, cls, "plugins", None, None)
-        except exceptions.UnsatisfiedException as e:
-            raise OpenError(_why_unopened(path, e, dirs)) from None
+        built[module] = plugins.construct_plugin(ctx, ams, cls, "plugins", None, None)
         if first is None:
             first = ctx.config.branch(f"plugins.{cls.__name__}")
     return ctx, built
