@@ -7,7 +7,13 @@ import dumps
 import volrun
 
 
-def test_open_in_process_says_why_in_one_line(tmp_path):
+def test_open_in_process_says_why_in_one_line(tmp_path, monkeypatch):
+    import volatility3.symbols
+    from volatility3.framework import constants
+
+    # the opener sets these process-wide, as `vol` does; put them back for later tests
+    monkeypatch.setattr(constants, "CACHE_PATH", constants.CACHE_PATH)
+    monkeypatch.setattr(volatility3.symbols, "__path__", list(volatility3.symbols.__path__))
     not_linux = tmp_path / "zeros.raw"
     not_linux.write_bytes(bytes(1 << 20))
     with pytest.raises(volrun.OpenError) as e:
