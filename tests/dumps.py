@@ -41,6 +41,14 @@ def kernel_dirs():
 SMOKE_DUMPS = ("x86_64/scx_sdt",)
 
 
+def smoke_dump(names, smoke=None):
+    """Which of ``names`` is the quick tier's dump (see :func:`smoke_first`); None if none."""
+    plain = [n for n in names if isinstance(n, str)]
+    if smoke in plain:
+        return smoke
+    return next((n for n in SMOKE_DUMPS if n in plain), plain[0] if plain else None)
+
+
 def smoke_first(names, smoke=None):
     """pytest params for a test parametrised per dump: the smoke dump (``smoke``, else the first
     of SMOKE_DUMPS among ``names``, else the first name) stays in the quick tier; every other
@@ -48,9 +56,7 @@ def smoke_first(names, smoke=None):
     import pytest
 
     names = list(names)
-    plain = [n for n in names if isinstance(n, str)]
-    keep = smoke if smoke in plain else next((n for n in SMOKE_DUMPS if n in plain),
-                                            plain[0] if plain else None)
+    keep = smoke_dump(names, smoke)
     return [n if not isinstance(n, str) or n == keep
             else pytest.param(n, marks=pytest.mark.slow, id=n) for n in names]
 

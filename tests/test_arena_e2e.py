@@ -11,7 +11,7 @@ ARENA_DUMPS = [n for n in dumps.list_dumps() if dumps.load_truth(n).get("arenas"
 _RUNS = {}
 
 
-@pytest.fixture(params=ARENA_DUMPS or [None])
+@pytest.fixture(params=dumps.smoke_first(ARENA_DUMPS) or [None])
 def dump(request):
     if dumps.dumps_root() is None:
         pytest.skip("KTSTR_DUMPS is unset (real-dump tests need it)")

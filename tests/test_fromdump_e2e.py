@@ -14,6 +14,7 @@ import volrun
 ALL = os.environ.get("KTSTR_E2E_ALL") == "1"
 DUMPS = [d for d in dumps.list_dumps() if ALL or d == "x86_64/scx_sdt"]
 PLUGINS = ["linux.pslist", "linux.ktstr.maps", "linux.ktstr.localstorage"]
+QUICK_PLUGIN = "linux.ktstr.maps"     # the quick tier's check; the others are slow
 pytestmark = pytest.mark.skipif(not DUMPS, reason="KTSTR_DUMPS is unset or holds no x86_64/scx_sdt")
 
 _built = {}
@@ -42,7 +43,8 @@ def plugin_available(plugin):
                                         / f"{mod}.py").exists()
 
 
-@pytest.mark.parametrize("plugin", PLUGINS)
+@pytest.mark.parametrize("plugin", [p if p == QUICK_PLUGIN else pytest.param(p, marks=pytest.mark.slow)
+                                    for p in PLUGINS])
 @pytest.mark.parametrize("name", DUMPS)
 def test_same_output_as_system_map_isf(name, plugin):
     if not plugin_available(plugin):
@@ -53,6 +55,7 @@ def test_same_output_as_system_map_isf(name, plugin):
     assert got.rows == ref.rows
 
 
+@pytest.mark.slow   # a fresh Volatility cache: the ISF is carved, written and validated
 @pytest.mark.parametrize("name", DUMPS[:1])
 def test_vol_without_any_isf_builds_one_once(name, tmp_path):
     """A fresh Volatility cache and no -s: the autoisf stacker builds the ISF from the dump,

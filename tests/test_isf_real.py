@@ -30,7 +30,14 @@ def truth_banner(kdir):
     return f"Linux version {kdir.name} (no dump)"
 
 
-@pytest.fixture(scope="module", params=dumps.kernel_dirs(), ids=lambda p: p.name)
+def _kernel_params():
+    """The x86-64 kernel in the quick tier, the others slow."""
+    kdirs = dumps.kernel_dirs()
+    quick = next((k for k in kdirs if k.name.endswith("-amd64")), kdirs[0] if kdirs else None)
+    return [pytest.param(k, id=k.name, marks=() if k == quick else pytest.mark.slow) for k in kdirs]
+
+
+@pytest.fixture(scope="module", params=_kernel_params())
 def kernel(request):
     kdir = request.param
     arch = "arm64" if kdir.name.endswith("arm64") else "x86_64"

@@ -31,7 +31,7 @@ FOUR_LEVEL_DUMPS = _dumps(lambda t: t["run"]["arch"] == "x86_64" and (t.get("pag
 
 def _params(names, what):
     if names:
-        return names
+        return dumps.smoke_first(names)
     reason = ("KTSTR_DUMPS is unset or not a directory" if dumps.dumps_root() is None
               else f"no {what} dump under {dumps.dumps_root()}")
     return [pytest.param(None, marks=pytest.mark.skip(reason=reason))]

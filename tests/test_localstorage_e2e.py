@@ -39,7 +39,7 @@ def _by_map(rows, kind):
     return out
 
 
-@pytest.mark.parametrize("name", DUMPS or ["<no dumps>"])
+@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
 def test_task_storage_matches_truth(name):
     _skip_without_dumps()
     truth = dumps.load_truth(name)
@@ -89,7 +89,7 @@ def _check_slot(formatted, ptr, truth_slot, tid):
         assert payload.get("pid") == tid, payload
 
 
-@pytest.mark.parametrize("name", DUMPS or ["<no dumps>"])
+@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
 def test_cgroup_storage_matches_truth(name):
     _skip_without_dumps()
     truth = dumps.load_truth(name)
@@ -143,7 +143,7 @@ def kernel_context(name):
     return KernelContext.from_plugin(plugins["localstorage"])
 
 
-@pytest.mark.parametrize("name", DUMPS or ["<no dumps>"])
+@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
 def test_cgroup_naming_on_real_tasks(name):
     """The dumps hold no cgroup storage, so name real cgroups instead: each task storage
     owner's default-hierarchy cgroup (task->cgroups->dfl_cgrp) must have truth's path and id."""

@@ -29,7 +29,7 @@ def _run(name, plugin, *args):
     return volrun.run_vol(name, plugin, *args).check().rows
 
 
-@pytest.fixture(scope="module", params=DUMPS)
+@pytest.fixture(scope="module", params=dumps.smoke_first(DUMPS))
 def dump(request):
     return request.param
 

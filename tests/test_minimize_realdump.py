@@ -12,6 +12,8 @@ import dumps
 import volrun
 from volatility3_ktstr import minimize as m
 
+pytestmark = pytest.mark.slow   # every plugin recorded on the full dump, then minimized
+
 NAME = "x86_64/scx_sdt"
 RUNS = [m.Run("linux.pslist"), m.Run("linux.ktstr.maps"), m.Run("linux.ktstr.sdtalloc")]
 

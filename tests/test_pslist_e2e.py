@@ -22,7 +22,7 @@ def four_level_x86_dumps():
 DUMPS = four_level_x86_dumps()
 
 
-@pytest.fixture(scope="module", params=DUMPS or [None], ids=lambda n: n or "none")
+@pytest.fixture(scope="module", params=dumps.smoke_first(DUMPS) or [None], ids=lambda n: n or "none")
 def dump(request, tmp_path_factory):
     name = request.param
     if name is None:

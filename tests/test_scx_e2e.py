@@ -56,7 +56,7 @@ def task_comm(t):
     return comm[:15]
 
 
-@pytest.mark.parametrize("name", DUMPS or ["<no dumps>"])
+@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
 def test_scheduler_matches_sysfs(name):
     _skip_without_dumps()
     truth = dumps.load_truth(name)
@@ -73,7 +73,7 @@ def test_scheduler_matches_sysfs(name):
     assert "error" not in s, s["error"]
 
 
-@pytest.mark.parametrize("name", DUMPS or ["<no dumps>"])
+@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
 def test_callbacks_map_to_truth_programs(name):
     _skip_without_dumps()
     truth = dumps.load_truth(name)
@@ -95,7 +95,7 @@ def test_callbacks_map_to_truth_programs(name):
     assert {"enqueue", "dispatch", "init"} <= {r["Object"] for r in cbs}
 
 
-@pytest.mark.parametrize("name", DUMPS or ["<no dumps>"])
+@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
 def test_cpus_and_dsqs_consistent(name):
     _skip_without_dumps()
     truth = dumps.load_truth(name)
@@ -118,7 +118,7 @@ def test_cpus_and_dsqs_consistent(name):
             assert task_comm(tids[int(pid)]) == comm, r
 
 
-@pytest.mark.parametrize("name", DUMPS or ["<no dumps>"])
+@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
 def test_tasks_under_sched_ext_match_truth(name):
     _skip_without_dumps()
     truth = dumps.load_truth(name)
@@ -133,7 +133,7 @@ def test_tasks_under_sched_ext_match_truth(name):
         assert r["Weight"] > 0 and r["Starved"] == "", r
 
 
-@pytest.mark.parametrize("name", DUMPS or ["<no dumps>"])
+@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
 def test_all_adds_exactly_other_class_tasks(name):
     _skip_without_dumps()
     truth = dumps.load_truth(name)
@@ -146,7 +146,7 @@ def test_all_adds_exactly_other_class_tasks(name):
     assert {r["SchedClass"] for r in others.values()} <= {"stop", "rt", "dl", "idle"}
 
 
-@pytest.mark.parametrize("name", DUMPS or ["<no dumps>"])
+@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
 def test_running_tasks_agree(name):
     """A CPU's current ext task is shown by scxtasks as running on that CPU, and vice versa."""
     _skip_without_dumps()
