@@ -2,7 +2,7 @@
 
     python bench/localstorage_bench.py [--elements 50000] [--bucket-log 16] [--btf btf.raw]
 
-Builds guest memory with the synthetic builder of tests/test_localstorage.py: one task storage
+Builds guest memory with the synthetic builder of tests/helpers/localstorage.py: one task storage
 map with ``--elements`` elements spread pseudo-randomly over ``1 << --bucket-log`` buckets,
 each owned by its own task, 24-byte values. Layout: the given kernel BTF, else the x86-64 kernel
 BTF under $KTSTR_DUMPS, else the tests' hand-made BTF. Prints elements/s for the walk alone and
@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from test_localstorage import BASE, Synth, handmade_btf  # noqa: E402
+from helpers.localstorage import Synth, handmade_btf  # noqa: E402
 from volatility3_ktstr.btf import load  # noqa: E402
 from volatility3_ktstr.core import BtfLayout, BufferReader  # noqa: E402
 from volatility3_ktstr.walkers import localstorage as ls  # noqa: E402
@@ -63,7 +63,8 @@ def main(argv=None):
     syn, m = build(layout, args.elements, args.bucket_log, args.value_size)
     print(f"layout: {origin}; built {args.elements} elements over {1 << args.bucket_log} buckets "
           f"in {time.perf_counter() - t0:.1f}s")
-    reader = BufferReader({BASE: syn.mem})   # one region: the reader's lookup is not what we time
+    base, buf = syn.mem.regions[0]
+    reader = BufferReader({base: buf})   # one region: the reader's lookup is not what we time
     offs = ls.LocalStorageOffsets.from_layout(layout)
 
     # CPU time as well as wall time: on a shared machine the wall clock measures the neighbours.

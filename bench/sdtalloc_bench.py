@@ -2,7 +2,7 @@
 
     python bench/sdtalloc_bench.py [--allocs 100000] [--subtrees 2] [--freed 0.05] [--repeat 3]
 
-Builds an arena window with the tree builder of tests/test_sdtalloc_support.py: ``--allocs``
+Builds an arena window with the tree builder of tests/helpers/sdt.py: ``--allocs``
 live slots (56-byte elements: 8-byte header + the 48-byte ``struct scx_stats`` payload of
 scx_sdt) spread over ``--subtrees`` level-1 subtrees, so both internal levels have several
 children and most leaves are full (parent bits set, as the allocator leaves them); a fraction
@@ -20,7 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from test_sdtalloc_support import SparseMemory, TreeBuilder, allocator_bytes, sdt_program_btf  # noqa: E402
+from helpers.sdt import TreeBuilder, allocator_bytes, sdt_program_btf  # noqa: E402
+from helpers.synth import Memory  # noqa: E402
 from volatility3_ktstr.render import render, render_text  # noqa: E402
 from volatility3_ktstr.walkers import sdtalloc  # noqa: E402
 from volatility3_ktstr.walkers.arena import ArenaInfo  # noqa: E402
@@ -31,7 +32,7 @@ ELEM = 56
 
 
 def build(n_allocs, subtrees, freed_frac):
-    mem = SparseMemory()
+    mem = Memory.sparse_pages()
     tb = TreeBuilder(mem, USER, KBASE, ELEM, 8)
     per = -(-n_allocs // subtrees)
     idxs = [(s << 18) + i for s in range(subtrees) for i in range(per)][:n_allocs]
