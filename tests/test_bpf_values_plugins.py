@@ -94,6 +94,21 @@ def test_struct_ops_slots_name_programs():
     assert value["data"]["select_cpu"] == {"prog": "sym@0xffffffffc0001000", "ptr": "0xffffffffc0001000"}
 
 
+def test_struct_ops_naming_with_a_type_id_not_in_the_btf():
+    """Regression (tests/fuzzlib.py, seed 20261216 on x86_64/scx_sdt: the kernel BTF pointer
+    swapped for a program's BTF): the value is not rendered, and naming its slots must not
+    raise on the unknown type id."""
+    from volatility3_ktstr.render import render
+
+    b = BtfBuilder()
+    b.int("int", 4, signed=True)
+    btf = b.btf()
+    value = render(btf, 70277, bytes(16))
+    assert "__unrendered__" in value
+    mapdump_view.name_ops(btf, 70277, bytes(16), None, value, None, {})
+    assert "__unrendered__" in value and "data" not in value
+
+
 @pytest.mark.parametrize("plugin", ["maps", "progs", "mapdump"])
 def test_plugin_modules_hold_one_plugin_class(plugin):
     from volatility3.framework import interfaces

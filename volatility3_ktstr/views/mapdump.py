@@ -151,8 +151,10 @@ def struct_ops(kctx, m, namer, progs_by_id):
 def name_ops(kbtf, tid, kval, uval, value, namer, progs_by_id):
     """Replace function pointers of the ops struct (``data``) by the program behind them:
     ``uvalue`` holds the program id in each function slot (what bpftool shows)."""
+    if not isinstance(value, dict) or not isinstance(value.get("data"), dict):
+        return      # not rendered (say the type id is not in this BTF): nothing to name
     wrapper = kbtf.resolve(tid)
-    if wrapper is None or not isinstance(value, dict) or not isinstance(value.get("data"), dict):
+    if wrapper is None:
         return
     dm = wrapper.member("data")
     ops = kbtf.resolve(dm.type) if dm is not None else None
