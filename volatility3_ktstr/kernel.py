@@ -15,6 +15,7 @@ from volatility3.framework.objects import templates
 from .bpf import btfobj
 from .btf import Btf, BtfError
 from .core import Layout, LayoutError, ReadError, Reader
+from .dumpfile.errors import ExcludedPage
 from .errors import KtstrError
 
 vollog = logging.getLogger(__name__)
@@ -25,7 +26,8 @@ ARCHITECTURES = ["Intel32", "Intel64", "AArch64"]
 
 
 class LayerReader(Reader):
-    """Reader over a Volatility translation layer; unmapped pages raise ReadError."""
+    """Reader over a Volatility translation layer; unmapped pages raise ReadError, pages a
+    kdump's dump level left out raise ExcludedPage (a ReadError whose message says so)."""
 
     def __init__(self, context, layer_name):
         self._layer = context.layers[layer_name]
@@ -37,7 +39,11 @@ class LayerReader(Reader):
         try:
             return self._layer.read(addr, size, pad=False)
         except exceptions.InvalidAddressException as e:
-            raise ReadError(addr, size, f"unmapped at {e.invalid_address:#x}") from None
+            level = getattr(e, "dump_level", False)
+            if level is not False:
+                raise ExcludedPage(addr, size, level) from None
+            reason = getattr(e, "ktstr_reason", None)
+            raise ReadError(addr, size, reason or f"unmapped at {e.invalid_address:#x}") from None
 
 
 class IsfLayout(Layout):

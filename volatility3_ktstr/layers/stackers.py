@@ -39,6 +39,8 @@ from volatility3.framework.automagic import symbol_cache
 from volatility3.framework.configuration import requirements
 from volatility3.framework.layers import intel, physical, segmented
 
+from volatility3_ktstr import vmcoreinfo as vmcimod
+from volatility3_ktstr.layers import fileinfo
 from volatility3_ktstr.layers.arm64 import LinuxAArch64, WalkConfig
 from volatility3_ktstr.layers.la57 import LinuxIntel32eLA57
 
@@ -55,6 +57,7 @@ MAX_BANNER_HITS = 64
 MAX_VMCOREINFO_HITS = 16
 MAX_VMCOREINFO_BYTES = 8192
 MAX_BANNER_LEN = 512
+KERNEL_IMAGE_WINDOW = 64 << 20     # where linux_banner is looked for after _stext
 
 _BANNER_MAGIC = b"Linux version "
 _VMCI_MAGIC = b"OSRELEASE="
@@ -63,79 +66,13 @@ _VMCI_MAGIC = b"OSRELEASE="
 # --- pure helpers -------------------------------------------------------------------------
 
 
-def parse_vmcoreinfo(data: bytes) -> Optional[Dict[str, object]]:
-    """Parses VMCOREINFO text (``KEY=VALUE`` lines, NUL-terminated) into a dict.
-
-    SYMBOL()/KERNELOFFSET values are bare hex, NUMBER() values are C integers (decimal,
-    possibly negative, or 0x-hex), the rest decimal or text.  Returns None for text that is
-    not a filled-in VMCOREINFO (e.g. the ``OSRELEASE=%s`` format string in .rodata).
-    """
-    text = data.split(b"\0", 1)[0].decode("latin-1")
-    result: Dict[str, object] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if not sep or not key:
-            continue
-        try:
-            if key.startswith("SYMBOL(") or key == "KERNELOFFSET":
-                result[key] = int(value, 16)
-            elif key.startswith("NUMBER("):
-                result[key] = int(value, 0)
-            elif key.startswith(("OFFSET(", "SIZE(", "LENGTH(")) or key == "PAGESIZE":
-                result[key] = int(value, 10)
-            else:
-                result[key] = value
-        except ValueError:
-            result[key] = value
-    release = result.get("OSRELEASE")
-    if not isinstance(release, str) or "%" in release or not isinstance(result.get("PAGESIZE"), int):
-        return None
-    return result
-
-
-def vmcoreinfo_arch(info: Dict[str, object]) -> Optional[str]:
-    """'x86_64', 'arm64' or None, from keys only these architectures export."""
-    if "NUMBER(kimage_voffset)" in info or "NUMBER(TCR_EL1_T1SZ)" in info:
-        return "arm64"
-    if "NUMBER(phys_base)" in info or "SYMBOL(init_top_pgt)" in info or "NUMBER(pgtable_l5_enabled)" in info:
-        return "x86_64"
-    return None
-
-
-def arm64_page_offset(va_bits: int) -> int:
-    """PAGE_OFFSET for a VA width (start of the linear map, bottom of the TTBR1 range)."""
-    return ((1 << 64) - (1 << va_bits)) & ((1 << 64) - 1)
-
-
-def arm64_config_from_vmcoreinfo(info: Dict[str, object]) -> Optional[Tuple[int, int, bool]]:
-    """(granule, va_bits actually in use, 52-bit OA format) from arm64 VMCOREINFO."""
-    granule = info.get("PAGESIZE")
-    t1sz = info.get("NUMBER(TCR_EL1_T1SZ)")
-    va_bits = 64 - t1sz if isinstance(t1sz, int) and t1sz else info.get("NUMBER(VA_BITS)")
-    if granule not in (4096, 16384, 65536) or not isinstance(va_bits, int):
-        return None
-    if granule == 65536:
-        lpa = info.get("NUMBER(MAX_PHYSMEM_BITS)") == 52
-    else:
-        # 4K/16K only reach 52 bits with LPA2 (TCR_EL1.DS=1), which also changes descriptors.
-        lpa = va_bits > 48
-    return granule, va_bits, lpa
-
-
-def arm64_phys_offset_from_vmcoreinfo(info: Dict[str, object]) -> Optional[int]:
-    """The RAM base (memstart_addr) with the VA_BITS=52-kernel-on-48-bit-CPU bias removed.
-
-    Such kernels lower memstart_addr by PAGE_OFFSET(48) - PAGE_OFFSET(52) so that the
-    compile-time PAGE_OFFSET keeps working; undo that to get a physical address.
-    """
-    phys = info.get("NUMBER(PHYS_OFFSET)")
-    cfg_bits = info.get("NUMBER(VA_BITS)")
-    actual = arm64_config_from_vmcoreinfo(info)
-    if not isinstance(phys, int):
-        return None
-    if isinstance(cfg_bits, int) and actual and actual[1] != cfg_bits:
-        phys += arm64_page_offset(actual[1]) - arm64_page_offset(cfg_bits)
-    return phys & ((1 << 64) - 1)
+# VMCOREINFO parsing and facts live in volatility3_ktstr.vmcoreinfo (one parser for the package);
+# these names stay for callers of this module.
+parse_vmcoreinfo = vmcimod.parse
+vmcoreinfo_arch = vmcimod.arch
+arm64_page_offset = vmcimod.arm64_page_offset
+arm64_config_from_vmcoreinfo = vmcimod.arm64_config
+arm64_phys_offset_from_vmcoreinfo = vmcimod.arm64_phys_offset
 
 
 def arm64_candidate_configs(hint: Optional[Tuple[int, int, bool]] = None) -> List[Tuple[int, int, bool]]:
@@ -295,8 +232,10 @@ def _build_arm64(context, phys_layer: str, root: int, cfg: Tuple[int, int, bool]
     return LinuxAArch64(context, path, name, metadata={"os": "Linux"})
 
 
-def _build_la57(context, phys_layer: str, root: int, kvo: int, banner: Optional[bytes]) -> LinuxIntel32eLA57:
-    name = context.layers.free_layer_name("KtstrLA57")
+def _build_x86(context, phys_layer: str, root: int, kvo: int, banner: Optional[bytes],
+               la57: bool) -> intel.LinuxIntel32e:
+    """LinuxIntel32eLA57 (5 levels) or Volatility's LinuxIntel32e (4 levels)."""
+    name = context.layers.free_layer_name("KtstrLA57" if la57 else "KtstrIntel32e")
     path = interfaces.configuration.path_join("KtstrStacker", name)
     join = interfaces.configuration.path_join
     context.config[join(path, "memory_layer")] = phys_layer
@@ -304,22 +243,29 @@ def _build_la57(context, phys_layer: str, root: int, kvo: int, banner: Optional[
     context.config[join(path, "kernel_virtual_offset")] = kvo
     if banner:
         context.config[join(path, "kernel_banner")] = str(banner, "latin-1")
-    return LinuxIntel32eLA57(context, path, name, metadata={"os": "Linux"})
+    cls = LinuxIntel32eLA57 if la57 else intel.LinuxIntel32e
+    return cls(context, path, name, metadata={"os": "Linux"})
 
 
-def _uts_matches(context, layer, info: Dict[str, object]) -> bool:
+def _build_la57(context, phys_layer: str, root: int, kvo: int, banner: Optional[bytes]) -> LinuxIntel32eLA57:
+    return _build_x86(context, phys_layer, root, kvo, banner, True)
+
+
+def _set_banner(context, layer, banner: Optional[bytes]) -> None:
+    if banner:
+        context.config[interfaces.configuration.path_join(layer.config_path, "kernel_banner")] = \
+            str(banner, "latin-1")
+
+
+def _uts_matches(context, layer, info) -> bool:
     """True if init_uts_ns (VMCOREINFO address) reads back as Linux + OSRELEASE through layer."""
-    uts = info.get("SYMBOL(init_uts_ns)")
-    if not isinstance(uts, int):
-        return False
-    uts += info.get("OFFSET(uts_namespace.name)", 0) or 0
-    try:
-        data = layer.read(uts, 65 * 3)
-    except exceptions.InvalidAddressException:
-        return False
-    sysname = data[:65].split(b"\0", 1)[0]
-    release = data[130:195].split(b"\0", 1)[0]
-    return sysname == b"Linux" and release == str(info["OSRELEASE"]).encode("latin-1")
+    return _uts_of(context, layer, info) is not None
+
+
+def _uts_of(context, layer, info) -> Optional[Tuple[str, str]]:
+    """(release, version) of init_uts_ns read through the virtual ``layer``, when it says Linux
+    and OSRELEASE; else None."""
+    return fileinfo.read_uts(layer.read, info, physical=False)
 
 
 def _drop_layers(context, names: List[str]) -> None:
@@ -356,6 +302,15 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
             banners = {}
         if not banners:
             return None
+
+        # The file's own VMCOREINFO (kdump sub-header, ELF note): no scan of memory at all.
+        direct = fileinfo.layer_vmcoreinfo(context, layer_name)
+        if direct is not None and vmcoreinfo_arch(direct):
+            result = cls._from_vmcoreinfo(context, layer_name, direct, [], banners, any_levels=True)
+            if result is not None:
+                return result
+            vollog.info("ktstr: the file's VMCOREINFO did not give a working configuration; "
+                        "searching memory")
 
         vmcis: List[Tuple[int, Dict[str, object]]] = []
         hits: List[Tuple[int, bytes]] = []
@@ -404,28 +359,69 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
         fallback.sort(key=lambda k: re.search(rb"\) #\d", k) is None)
         return (fallback[0] if fallback else None), False
 
+    @staticmethod
+    def _banner_by_uts(context, phys_layer, info, uts, banners) -> Optional[bytes]:
+        """The cached banner of the kernel whose uname -r/-v are ``uts``, without a scan.
+
+        linux_banner is "Linux version <release> (<builder>) (<compiler>) <version>\\n": the
+        release and version pick it among the cached banners; if builds differ only in builder
+        or compiler, the candidates are looked for in the kernel image (a bounded window after
+        _stext, physical, the image being physically contiguous).
+        """
+        release, version = uts
+        found = [k for k in banners if k and vmcimod.banner_matches(k, release, version)]
+        if len({banners[k] for k in found}) <= 1:
+            return found[0] if found else None
+        stext = info.symbol("_stext") or info.symbol("_text")
+        start = vmcimod.kernel_pa(info, stext) if stext is not None else None
+        if start is None:
+            return found[0]
+        window = b""
+        for offset in range(0, KERNEL_IMAGE_WINDOW, SCAN_CHUNK):
+            try:
+                window = context.layers.read(phys_layer, start + offset, SCAN_CHUNK, pad=True)
+            except exceptions.InvalidAddressException:
+                continue
+            for key in found:
+                if key.rstrip(b"\0") in window:
+                    return key
+        return found[0]
+
     @classmethod
-    def _from_vmcoreinfo(cls, context, layer_name, info, hits, banners):
+    def _from_vmcoreinfo(cls, context, layer_name, info, hits, banners, any_levels=False):
+        """The kernel's layer from VMCOREINFO, validated by reading init_uts_ns through it.
+
+        ``any_levels``: also build 4-level x86-64 (otherwise left to the stock stackers, which
+        the scan path has already paid for); used for VMCOREINFO from the file's headers.
+        """
         banner, cached = cls._banner_for(info, hits, banners)
-        if not cached:
-            vollog.info("ktstr: no ISF for kernel %s in the symbol cache", info.get("OSRELEASE"))
         arch = vmcoreinfo_arch(info)
         kvo = info.get("KERNELOFFSET", 0) or 0
         if arch == "x86_64":
-            vaddr = info.get("SYMBOL(init_top_pgt)", info.get("SYMBOL(swapper_pg_dir)"))
-            phys_base = info.get("NUMBER(phys_base)")
-            if not isinstance(vaddr, int) or not isinstance(phys_base, int):
+            root = vmcimod.x86_page_table_root(info)
+            if root is None:
                 return None
-            root = (vaddr - X86_START_KERNEL_MAP + phys_base) & ((1 << 64) - 1)
+            levels = vmcimod.x86_levels(info)
+            if levels == 5 or not any_levels:
+                tries = [True]
+            else:
+                tries = [False] if levels == 4 else [False, True]
             for base in cls._x86_bases(context, layer_name):
                 added = []
                 phys = _physical_view(context, layer_name, base)
                 if phys != layer_name:
                     added.append(phys)
-                new = _build_la57(context, phys, root, kvo, banner)
-                if _uts_matches(context, new, info):
-                    vollog.debug("ktstr: LA57 from VMCOREINFO, root %#x, KASLR %#x", root, kvo)
-                    return new
+                for la57 in tries:
+                    new = _build_x86(context, phys, root, kvo, banner, la57)
+                    uts = _uts_of(context, new, info)
+                    if uts is not None:
+                        if not cached:
+                            _set_banner(context, new, cls._banner_by_uts(context, phys, info, uts, banners)
+                                        or banner)
+                        vollog.debug("ktstr: %s from VMCOREINFO, root %#x, KASLR %#x",
+                                     "LA57" if la57 else "4-level", root, kvo)
+                        return new
+                    _drop_layers(context, [new.name])
                 _drop_layers(context, added)
             return None
 
@@ -447,7 +443,11 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
                     new = _build_arm64(context, phys, candidate_root, cfg, kvo, banner)
                 except exceptions.LayerException:
                     continue
-                if _uts_matches(context, new, info):
+                uts = _uts_of(context, new, info)
+                if uts is not None:
+                    if not cached:
+                        _set_banner(context, new, cls._banner_by_uts(context, phys, info, uts, banners)
+                                    or banner)
                     vollog.debug("ktstr: AArch64 from VMCOREINFO, %s root %#x base %#x", cfg, candidate_root, base)
                     return new
             _drop_layers(context, added)

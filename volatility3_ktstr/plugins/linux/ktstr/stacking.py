@@ -1,4 +1,4 @@
-"""Registers the ktstr LA57/AArch64 stackers with Volatility.
+"""Registers the ktstr stackers with Volatility: kdump-compressed files, LA57/AArch64/VMCOREINFO.
 
 Volatility imports every module under its plugin directories before automagic runs, and
 the LayerStacker picks up every StackerLayerInterface subclass that has been imported.
@@ -6,4 +6,4 @@ Importing the stackers module here is therefore all it takes; this module delibe
 defines no PluginInterface class (it would show up as a plugin).
 """
 
-from volatility3_ktstr.layers import stackers  # noqa: F401  (import registers the stackers)
+from volatility3_ktstr.layers import kdump, stackers  # noqa: F401  (import registers the stackers)
