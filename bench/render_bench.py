@@ -54,7 +54,7 @@ def cases_from_dump(dump, symbol_dirs):
 
     kctx = kernel_context(dump, symbol_dirs)
     cases = []
-    for m in ps.list_maps(kctx):
+    for m in kctx.maps():
         if m.error or not m.btf_kva or not m.btf_value_type_id:
             continue
         try:

@@ -60,3 +60,25 @@ def amd64_kernel_btf(amd64_kernel_dir):
     from volatility3_ktstr import btf
 
     return btf.load(amd64_kernel_dir / "btf.raw")
+
+
+# --- tiers ------------------------------------------------------------------------------------
+
+TIERS = ("slow", "fuzz", "install")
+
+
+def enabled_tiers():
+    """Marked tiers to run: KTSTR_TEST_TIERS="all" or a comma list (".ci/run" sets "all")."""
+    raw = os.environ.get("KTSTR_TEST_TIERS", "").strip()
+    if raw == "all":
+        return set(TIERS)
+    return {t.strip() for t in raw.split(",") if t.strip()}
+
+
+def pytest_collection_modifyitems(config, items):
+    on = enabled_tiers()
+    for item in items:
+        off = [t for t in TIERS if t in item.keywords and t not in on]
+        if off:
+            item.add_marker(pytest.mark.skip(
+                reason=f"tier {off[0]!r} is off (KTSTR_TEST_TIERS=all or ={off[0]} turns it on)"))

@@ -153,8 +153,8 @@ class Overlay:
 
 _TABLE_FUNCS = frozenset({"_get_valid_table", "_table", "_translate_entry", "_walk"})
 _CATEGORY_BY_FILE = {
-    "bpf/idr.py": "idr", "bpf/maps.py": "maps", "bpf/progs.py": "progs", "bpf/btfobj.py": "btf",
-    "bpf/values.py": "values", "bpf/helpers.py": "progs", "walkers/localstorage.py": "localstorage",
+    "kds/xarray.py": "idr", "bpf/maps.py": "maps", "bpf/progs.py": "progs", "bpf/btfobj.py": "btf",
+    "bpf/values.py": "values", "bpf/disasm.py": "progs", "walkers/localstorage.py": "localstorage",
     "walkers/owners.py": "owners", "walkers/sdtalloc.py": "sdtalloc", "walkers/arena.py": "arena",
     "walkers/scx.py": "scx", "scx_support.py": "scx", "render/plan.py": "render",
 }
@@ -245,7 +245,7 @@ class Session:
                     clear = getattr(attr, "cache_clear", None)
                     if clear is not None:
                         clear()
-        KernelContext._btf_caches.pop(self.context, None)
+        KernelContext._caches.pop(self.context, None)
 
     def run(self, pname, timeout=60.0) -> Outcome:
         """One plugin run: its rows as plain values, and how it ended."""
@@ -413,7 +413,7 @@ def build_models(session) -> Dict[str, EntryModel]:
     kctx = session.kctx
     from volatility3_ktstr import plugin_support as ps
 
-    maps = ps.list_maps(kctx)
+    maps = kctx.maps()
     # Every entry of every plugin is reached through the kernel's page tables and the id
     # registries; damage there may hide anything (still checked for crashes and hangs).
     common = _pagetable_ranges(session)
@@ -498,7 +498,7 @@ def _sdtalloc_model(session, common):
     try:
         from volatility3_ktstr import plugin_support as ps
 
-        programs = sdtalloc.kernel_programs(kctx, ps.list_maps(kctx))
+        programs = sdtalloc.kernel_programs(kctx, kctx.maps())
     except Exception:
         return model
     reader = kctx.reader

@@ -164,7 +164,6 @@ def kernel_context(name):
 def test_cgroup_naming_on_real_tasks(name):
     """The dumps hold no cgroup storage, so name real cgroups instead: each task storage
     owner's default-hierarchy cgroup (task->cgroups->dfl_cgrp) must have truth's path and id."""
-    from volatility3_ktstr.plugin_support import list_maps
     from volatility3_ktstr.walkers import localstorage as ls
     from volatility3_ktstr.walkers.owners import OwnerResolver
 
@@ -176,7 +175,7 @@ def test_cgroup_naming_on_real_tasks(name):
     tasks = {t["tid"]: t for t in truth["tasks"]}
     resolver = OwnerResolver(rd, lay)
     checked = 0
-    for m in list_maps(kctx):
+    for m in kctx.maps():
         if m.type_name != "task_storage":
             continue
         for e in ls.walk_map(rd, lay, m.kva, m.value_size)[0]:
@@ -194,7 +193,6 @@ def test_cgroup_naming_on_real_tasks(name):
 def test_inode_naming_on_real_files(name):
     """No inode storage in the dumps either: name the executables of the task storage owners
     (task->mm->exe_file->f_inode). The scheduler's loader runs a file named after it."""
-    from volatility3_ktstr.plugin_support import list_maps
     from volatility3_ktstr.walkers import localstorage as ls
     from volatility3_ktstr.walkers.owners import OwnerResolver
 
@@ -204,7 +202,7 @@ def test_inode_naming_on_real_files(name):
     lay, rd = kctx.layout, kctx.reader
     resolver = OwnerResolver(rd, lay)
     exes = {}
-    for m in list_maps(kctx):
+    for m in kctx.maps():
         if m.type_name != "task_storage":
             continue
         for e in ls.walk_map(rd, lay, m.kva, m.value_size)[0]:

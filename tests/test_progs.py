@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from volatility3_ktstr.bpf import helpers, progs
+from volatility3_ktstr.bpf import disasm, progs
 from volatility3_ktstr.core import BtfLayout, BufferReader, ReadError
 
 PROG = 0xFFFF888000100000
@@ -111,41 +111,20 @@ def test_prog_type_names_fallback():
 
 def test_disassemble_x86_and_arm64():
     code = b"\x55\x48\x89\xe5\xe8\x00\x00\x00\x00\xc3"   # push rbp; mov rbp,rsp; call next; ret
-    insns = list(helpers.disassemble("x86_64", code, 0xFFFFFFFFC0000000))
+    insns = list(disasm.disassemble("x86_64", code, 0xFFFFFFFFC0000000))
     assert [i[2] for i in insns] == ["push", "mov", "call", "ret"]
     assert insns[2][4] == 0xFFFFFFFFC0000009
     arm = struct.pack("<II", 0x94000002, 0xD65F03C0)      # bl +8; ret
-    insns = list(helpers.disassemble("arm64", arm, 0xFFFF800080000000))
+    insns = list(disasm.disassemble("arm64", arm, 0xFFFF800080000000))
     assert insns[0][2] == "bl" and insns[0][4] == 0xFFFF800080000008 and insns[1][2] == "ret"
 
 
-class _FakeLayer:
-    address_mask = (1 << 48) - 1
-
-
-class _FakeKctx:
-    """Just what SymbolNamer needs: a module offset and a table with ISF JSON symbols."""
-
-    def __init__(self, symbols, offset):
-        class Table:
-            _json_object = {"symbols": {n: {"address": a} for n, a in symbols.items()}}
-
-        class Space(dict):
-            pass
-
-        class Module:
-            symbol_table_name = "kernel"
-
-        Module.offset = offset
-        self.module = Module()
-        self.layer = _FakeLayer()
-        self.context = type("C", (), {"symbol_space": Space(kernel=Table())})()
-
-
 def test_symbol_namer_programs_and_kaslr():
-    kctx = _FakeKctx({"bpf_trace_printk": 0xFFFFFFFF815966C0, "_text": 0xFFFFFFFF81000000}, 0x37000000)
+    shift = 0x37000000     # KASLR: the kernel adapter hands over runtime addresses
+    syms = sorted((a + shift, n) for n, a in
+                  {"bpf_trace_printk": 0xFFFFFFFF815966C0, "_text": 0xFFFFFFFF81000000}.items())
     p = progs.BpfProg(kva=0, id=7, name="sdt_select_cpu", bpf_func=0xFFFFFFFFC01DD648, jited_len=384)
-    n = helpers.SymbolNamer(kctx, [p])
+    n = disasm.SymbolNamer(lambda: syms, [p])
     assert n.name(0xFFFFFFFFB85966C0) == "bpf_trace_printk"
     assert n.name(0xFFFFFFFFB85966C4) == "bpf_trace_printk+0x4"
     assert n.name(0xFFFFFFFFC01DD648 + 0x84) == "prog:sdt_select_cpu[7]+0x84"
@@ -163,6 +142,6 @@ def test_arm64_register_calls_get_targets():
                        movk(10, 0xFFFF, 3), 0xD63F0140,            # blr x10
                        0x91000540,                                  # add x0, x10, #1
                        0xD63F0000)                                  # blr x0: unknown
-    insns = list(helpers.disassemble("arm64", code, 0xFFFF800080000000))
+    insns = list(disasm.disassemble("arm64", code, 0xFFFF800080000000))
     assert insns[4][2] == "blr" and insns[4][4] == 0xFFFF800056781234
     assert insns[6][4] is None

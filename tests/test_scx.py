@@ -297,10 +297,10 @@ class HidingLayout(BtfLayout):
             raise LayoutError(f"type 'struct {struct_name}' is not in the BTF")
         return super()._size(struct_name)
 
-    def _offset(self, struct_name, path):
+    def _field(self, struct_name, path):
         if struct_name in self.hide_types or (struct_name, path) in self.hide_members:
             raise LayoutError(f"type 'struct {struct_name}' has no member '{path}'")
-        return super()._offset(struct_name, path)
+        return super()._field(struct_name, path)
 
 
 def test_older_kernel_globals(btf):

@@ -10,13 +10,16 @@ import logging
 import weakref
 
 from volatility3.framework import constants, exceptions
-from volatility3.framework.objects import templates
 
 from .bpf import btfobj
+from .bpf import maps as bpfmaps
+from .bpf import progs as bpfprogs
 from .btf import Btf, BtfError
 from .core import Layout, LayoutError, ReadError, Reader
+from .core.layout import Field
 from .dumpfile.errors import ExcludedPage
 from .errors import KtstrError
+from .kds import DamageLog
 
 vollog = logging.getLogger(__name__)
 
@@ -47,51 +50,161 @@ class LayerReader(Reader):
 
 
 class IsfLayout(Layout):
-    """Layout from a Volatility symbol table (the kernel ISF). Anonymous members are reachable
-    directly (Volatility flattens them)."""
+    """Layout from a Volatility symbol table (the kernel ISF).
+
+    Answers from the table's ISF dictionary (``user_types``/``base_types``/``enums``): no
+    Volatility type templates are built for what walkers only need as offsets and widths.
+    Anonymous members are looked through, as Volatility flattens them. Extra structs of one
+    name (BTF may hold several) are ``name__<8 hex>`` in our ISFs (see :meth:`variants`)."""
 
     def __init__(self, context, table_name):
         super().__init__()
         self.context = context
         self.table = table_name
+        self._isf = isf_dict(context, table_name) or {}
+        self._types = self._isf.get("user_types") or {}
+        self._base = self._isf.get("base_types") or {}
+        self._enums = self._isf.get("enums") or {}
 
-    def _template(self, name):
-        try:
-            return self.context.symbol_space.get_type(self.table + constants.BANG + name)
-        except (exceptions.SymbolError, exceptions.SymbolSpaceError):
-            raise LayoutError(f"type 'struct {name}' is not in the kernel symbol table") from None
+    def _struct(self, name):
+        t = self._types.get(name)
+        if not isinstance(t, dict) or not isinstance(t.get("fields"), dict):
+            raise LayoutError(f"type 'struct {name}' is not in the kernel symbol table")
+        return t
 
     def _size(self, struct):
-        return self._template(struct).size
+        return int(self._struct(struct).get("size", 0))
 
-    def _offset(self, struct, path):
-        tmpl = self._template(struct)
+    def _member_names(self, struct):
+        out = []
+
+        def collect(t, depth):
+            for name, f in t["fields"].items():
+                if not isinstance(f, dict):
+                    continue
+                if not f.get("anonymous"):
+                    out.append(name)
+                elif depth < 8:
+                    inner = self._types.get((f.get("type") or {}).get("name"))
+                    if isinstance(inner, dict) and isinstance(inner.get("fields"), dict):
+                        collect(inner, depth + 1)
+
+        collect(self._struct(struct), 0)
+        return list(dict.fromkeys(out))
+
+    def _find(self, struct_type, part, depth=0):
+        """(byte offset, ISF field) of member ``part``, looking through anonymous members."""
+        fields = struct_type["fields"]
+        f = fields.get(part)
+        if isinstance(f, dict):
+            return f.get("offset", 0), f
+        if depth > 8:
+            return None
+        for f in fields.values():
+            if isinstance(f, dict) and f.get("anonymous"):
+                desc = f.get("type") or {}
+                inner = self._types.get(desc.get("name"))
+                if isinstance(inner, dict) and isinstance(inner.get("fields"), dict):
+                    hit = self._find(inner, part, depth + 1)
+                    if hit is not None:
+                        return f.get("offset", 0) + hit[0], hit[1]
+        return None
+
+    def _field(self, struct, path):
+        t = self._struct(struct)
         total = 0
-        for part in path.split("."):
-            members = getattr(tmpl.vol, "members", None) or {}
-            if part not in members:
+        desc = None
+        for i, part in enumerate(path.split(".")):
+            if i:
+                if desc.get("kind") not in ("struct", "union", "class"):
+                    raise LayoutError(f"type 'struct {struct}' has no member '{path}'")
+                t = self._types.get(desc.get("name"))
+                if not isinstance(t, dict) or not isinstance(t.get("fields"), dict):
+                    raise LayoutError(f"type 'struct {struct}' has no member '{path}'")
+            hit = self._find(t, part)
+            if hit is None:
                 raise LayoutError(f"type 'struct {struct}' has no member '{path}'")
-            off, sub = members[part]
+            off, fdesc = hit
             total += off
-            if isinstance(sub, templates.ReferenceTemplate):
-                sub = self.context.symbol_space.get_type(sub.vol.type_name)
-            tmpl = sub
-        return total
+            desc = fdesc.get("type") or {}
+        return self._describe(desc, total)
+
+    def _type_size(self, desc, depth=0):
+        kind = desc.get("kind")
+        if depth > 32:
+            return 0
+        if kind == "base":
+            return int((self._base.get(desc.get("name")) or {}).get("size", 0))
+        if kind == "pointer":
+            return int((self._base.get("pointer") or {}).get("size", 8))
+        if kind == "array":
+            return int(desc.get("count", 0)) * self._type_size(desc.get("subtype") or {}, depth + 1)
+        if kind in ("struct", "union", "class"):
+            return int((self._types.get(desc.get("name")) or {}).get("size", 0))
+        if kind == "enum":
+            return int((self._enums.get(desc.get("name")) or {}).get("size", 0))
+        if kind == "bitfield":
+            return self._type_size(desc.get("type") or {}, depth + 1)
+        return 0
+
+    def _describe(self, desc, offset):
+        kind = desc.get("kind")
+        name = desc.get("name", "")
+        size = self._type_size(desc)
+        if kind == "base":
+            base = self._base.get(name) or {}
+            bkind = base.get("kind", "int")
+            return Field(offset, size, bool(base.get("signed")),
+                         {"int": "int", "char": "char", "bool": "bool", "float": "float"}.get(bkind, "other"),
+                         name)
+        if kind == "pointer":
+            sub = desc.get("subtype") or {}
+            return Field(offset, size, False, "function" if sub.get("kind") == "function" else "pointer",
+                         (sub.get("name") or sub.get("kind", "")) + " *")
+        if kind == "array":
+            sub = desc.get("subtype") or {}
+            return Field(offset, size, False, "array", sub.get("name", sub.get("kind", "")),
+                         count=int(desc.get("count", 0)), elem_size=self._type_size(sub))
+        if kind in ("struct", "union", "class"):
+            return Field(offset, size, False, "union" if kind == "union" else "struct", name)
+        if kind == "enum":
+            enum = self._enums.get(name) or {}
+            base = self._base.get(enum.get("base")) or {}
+            return Field(offset, size, bool(base.get("signed")), "enum", name)
+        if kind == "bitfield":
+            inner = self._describe(desc.get("type") or {}, offset)
+            return Field(offset, inner.size, inner.signed, "int", inner.type_name,
+                         bit_offset=int(desc.get("bit_position", 0)),
+                         bit_size=int(desc.get("bit_length", 0)))
+        return Field(offset, size, False, "function" if kind == "function" else "other", name)
 
     def variants(self, struct):
-        """Names of every struct called ``struct`` in the ISF (BTF may hold several; extra ones
-        are emitted as ``name__<hash>``)."""
-        table = self.context.symbol_space[self.table]
         prefix = struct + "__"
         return [struct] * self.has(struct) + sorted(
-            n for n in table.types if n.startswith(prefix) and len(n) == len(prefix) + 8)
+            n for n in self._types if n.startswith(prefix) and len(n) == len(prefix) + 8)
+
+
+def isf_dict(context, table_name):
+    """The decoded ISF of a symbol table (Volatility keeps it on the format delegate), or None."""
+    try:
+        table = context.symbol_space[table_name]
+    except (KeyError, exceptions.SymbolSpaceError):
+        return None
+    isf = getattr(getattr(table, "_delegate", table), "_json_object", None)
+    return isf if isinstance(isf, dict) else None
 
 
 class KernelContext:
-    """Reader, layout and symbols of the kernel module ``module_name`` of a plugin's context."""
+    """The kernel as walkers see it: the one adapter between a Volatility kernel module and the
+    Volatility-free code (Reader, Layout, plain values).
 
-    # Parsed BTF objects per Volatility context (a vol run has one; tests may have many).
-    _btf_caches = weakref.WeakKeyDictionary()
+    Symbols are returned canonical (as the kernel's own pointers hold them); enums come from the
+    ISF or, failing that, the kernel's BTF read from the dump; per-CPU offsets, BTF objects and
+    the map/program registries are read once per context."""
+
+    # Per Volatility context (a vol run has one; tests may have many): parsed BTF objects,
+    # the registries, enums.
+    _caches = weakref.WeakKeyDictionary()
 
     def __init__(self, context, module_name="kernel"):
         self.context = context
@@ -103,24 +216,48 @@ class KernelContext:
         arch = self.layer.metadata.get("architecture", "Intel64")
         self.arch = "arm64" if arch == "AArch64" else "x86_64"
         self.page_size = int(getattr(self.layer, "page_size", 4096) or 4096)
-        self._percpu = None
+        self._mask = getattr(self.layer, "address_mask", (1 << 64) - 1)
         try:
-            self._btf_cache = self._btf_caches.setdefault(context, {})
+            cache = self._caches.setdefault(context, {})
         except TypeError:  # a context that cannot be weakly referenced: cache per instance
-            self._btf_cache = {}
+            cache = {}
+        self._cache = cache.setdefault((module_name, self.layer_name), {})
+        self._btf_cache = cache.setdefault("btf", {})
 
     @classmethod
     def from_plugin(cls, plugin, requirement="kernel"):
         return cls(plugin.context, plugin.config[requirement])
 
+    def _memo(self, key, fn):
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
+
     # --- symbols -----------------------------------------------------------------------
 
+    def canonical(self, addr):
+        """``addr`` as the kernel's pointers hold it: Volatility may cut symbol addresses to the
+        layer's address width (48 or 57 bits), which breaks per-CPU sums and comparisons with
+        pointers read from memory."""
+        addr &= (1 << 64) - 1
+        mask = self._mask
+        if mask < (1 << 64) - 1 and addr & ((mask + 1) >> 1):
+            addr |= ((1 << 64) - 1) & ~mask
+        # The symbol table itself may cut to 48 bits even under a wider layer.
+        if addr >> 48 == 0 and addr & (1 << 47):
+            addr |= 0xFFFF << 48
+        return addr
+
     def symbol(self, name):
-        """Runtime address of a kernel symbol, or None if the symbol table lacks it."""
+        """Runtime address of a kernel symbol (canonical), or None if the table lacks it."""
         try:
-            return self.module.get_absolute_symbol_address(name)
+            return self.canonical(self.module.get_absolute_symbol_address(name))
         except (exceptions.SymbolError, exceptions.SymbolSpaceError):
             return None
+
+    def first_symbol(self, *names):
+        """Address of the first of ``names`` the kernel has (symbols renamed across versions)."""
+        return next((a for a in map(self.symbol, names) if a is not None), None)
 
     def require_symbol(self, name, why=""):
         addr = self.symbol(name)
@@ -134,6 +271,49 @@ class KernelContext:
         if not self.layout.has(struct):
             raise KtstrError(f"kernel type 'struct {struct}' is not in the symbol table (kernel "
                              f"without it, or an ISF not made from this kernel's BTF)")
+
+    def sorted_symbols(self):
+        """Sorted (canonical runtime address, name) of every kernel symbol, built once, from the
+        table's ISF dictionary (asking the table symbol by symbol costs seconds on 130k)."""
+
+        def build():
+            isf = isf_dict(self.context, self.module.symbol_table_name) or {}
+            pairs = []
+            for name, sym in (isf.get("symbols") or {}).items():
+                addr = sym.get("address") if isinstance(sym, dict) else None
+                if addr:
+                    pairs.append((self.canonical(addr + self.module.offset), name))
+            pairs.sort()
+            return pairs
+
+        return self._memo("sorted_symbols", build)
+
+    # --- enums -------------------------------------------------------------------------
+
+    def enum(self, name):
+        """Constants of ``enum name`` as (name, value) pairs in declaration order, or None.
+
+        From the ISF; kernels whose ISF lacks the enum (types-only tables, older generators)
+        fall back to the kernel's own BTF read from the dump."""
+
+        def lookup():
+            try:
+                return list(self.module.get_enumeration(name).choices.items())
+            except Exception:  # not in the ISF (SymbolError and friends)
+                pass
+            try:
+                types = self.kernel_btf().find(name)
+                if types and types[0].values:
+                    return list(types[0].values)
+            except KtstrError as e:
+                vollog.debug("enum %s: %s", name, e)
+            return None
+
+        return self._memo(("enum", name), lookup)
+
+    def enum_constants(self, name):
+        """{enumerator: value} of a kernel enum, {} when absent."""
+        return dict(self.enum(name) or ())
 
     # --- per-CPU -----------------------------------------------------------------------
 
@@ -150,7 +330,8 @@ class KernelContext:
 
     def per_cpu_offsets(self):
         """``__per_cpu_offset[cpu]`` for each possible CPU (zeros past the last are dropped)."""
-        if self._percpu is None:
+
+        def read():
             base = self.require_symbol("__per_cpu_offset", "per-CPU data")
             n = self.nr_cpu_ids() or 64
             raw = self.reader.try_read(base, 8 * n) or b""
@@ -158,8 +339,67 @@ class KernelContext:
             # A zero offset after CPU 0 is the unused tail of the array, not a CPU.
             while len(offs) > 1 and offs[-1] == 0:
                 offs.pop()
-            self._percpu = offs
-        return self._percpu
+            return offs
+
+        return self._memo("percpu", read)
+
+    # --- time ----------------------------------------------------------------------------
+
+    def boot_epoch_ns(self):
+        """Wall-clock ns of boot from the core timekeeper (``tk_core`` or, since 6.17,
+        ``timekeeper_data[0]``), or None."""
+        lay = self.layout
+        if not (lay.has("timekeeper", "offs_real") and lay.has("timekeeper", "offs_boot")):
+            return None
+        for sym in ("timekeeper_data", "tk_core"):
+            addr = self.symbol(sym)
+            if addr is not None and lay.has("tk_data", "timekeeper"):
+                return bpfprogs.boot_epoch_ns(self.reader, lay, addr + lay.offset("tk_data", "timekeeper"))
+        return None
+
+    # --- BPF registries ---------------------------------------------------------------------
+
+    def map_type_names(self):
+        """Map type numbers to bpftool names, from the kernel's enum (uapi numbering otherwise)."""
+        return self._memo("map_types", lambda: bpfmaps.type_names_from_enum(
+            self.enum_constants("bpf_map_type"), "BPF_MAP_TYPE_", bpfmaps.UAPI_MAP_TYPES))
+
+    def prog_type_names(self):
+        return self._memo("prog_types", lambda: bpfprogs.prog_type_names(
+            self.enum_constants("bpf_prog_type")))
+
+    def maps(self, damage=None):
+        """All BPF maps of the dump (BpfMap records, id order); registry damage into ``damage``."""
+        self.require_type("bpf_map")
+        addr = self.require_symbol("map_idr", "the BPF map registry")
+        log = DamageLog()
+        maps = self._registry("map_idr", addr, lambda: list(bpfmaps.iter_maps(
+            self.reader, self.layout, addr, self.map_type_names(), damage=log)), log)
+        if damage is not None:
+            damage.extend(self._cache["map_idr:damage"])
+        return maps
+
+    def progs(self, damage=None):
+        """All BPF programs of the dump (BpfProg records, id order)."""
+        addr = self.require_symbol("prog_idr", "the BPF program registry")
+        self.require_type("bpf_prog")
+        log = DamageLog()
+        progs = self._registry("prog_idr", addr, lambda: list(bpfprogs.iter_progs(
+            self.reader, self.layout, addr, self.prog_type_names(), damage=log)), log)
+        if damage is not None:
+            damage.extend(self._cache["prog_idr:damage"])
+        return progs
+
+    def _registry(self, symbol, addr, walk, log):
+        if symbol not in self._cache:
+            try:
+                self._cache[symbol] = walk()
+            except ReadError as e:
+                # The registry head lives in the kernel image: a truncated or damaged dump.
+                raise KtstrError(f"kernel symbol '{symbol}' at {addr:#x} is unreadable ({e.reason}): "
+                                 f"the dump is truncated or damaged there") from None
+            self._cache[symbol + ":damage"] = log
+        return self._cache[symbol]
 
     # --- BTF from the dump ---------------------------------------------------------------
 
@@ -173,6 +413,15 @@ class KernelContext:
         if not kva:
             raise KtstrError("btf_vmlinux is NULL: the kernel has not loaded its BTF")
         return self.btf_at(kva)
+
+    def btf_id_at(self, kva):
+        """The ``id`` of the ``struct btf`` at ``kva`` (0 for NULL, -1 when unreadable)."""
+        if not kva:
+            return 0
+        try:
+            return self.reader.u32(kva + self.layout.offset("btf", "id"))
+        except ReadError:
+            return -1
 
     def btf_at(self, kva, _depth=0) -> Btf:
         """Parse the ``struct btf`` at ``kva`` (split on its base, recursively); cached.

@@ -1,16 +1,17 @@
-"""Pieces every linux.ktstr plugin shares (requirements, kernel context, map selection).
+"""Pieces every linux.ktstr plugin shares: the kernel requirement, map selection, and the
+views -> TreeGrid adapter.
 
 Not a plugin base class on purpose: Volatility lists every PluginInterface subclass as a plugin.
+The reusable kernel API is :class:`KtstrKernel` (versioned, for other plugins to require).
 """
 
+from volatility3.framework import interfaces, renderers
 from volatility3.framework.configuration import requirements
+from volatility3.framework.renderers import format_hints
 
-from .bpf import helpers as bh
-from .bpf import maps as bpfmaps
-from .bpf import progs as bpfprogs
-from .core import ReadError
-from .errors import KtstrError
+from .errors import KtstrError, guarded
 from .kernel import ARCHITECTURES, KernelContext
+from .views import HEX, NA, UNREADABLE
 
 
 def kernel_requirement():
@@ -18,41 +19,28 @@ def kernel_requirement():
                                           architectures=ARCHITECTURES)
 
 
-def map_type_names(kctx):
-    """Map type numbers to bpftool names, from the kernel's own enum when the ISF has it."""
-    try:
-        enum = kctx.module.get_enumeration("bpf_map_type")
-        constants = dict(enum.choices)
-    except Exception:  # older ISF or no such enum: uapi numbering is stable
-        constants = {}
-    return bpfmaps.type_names_from_enum(constants, "BPF_MAP_TYPE_", bpfmaps.UAPI_MAP_TYPES)
+class KtstrKernel(interfaces.configuration.VersionableInterface):
+    """The project's reusable API for other plugins (``VersionRequirement(component=KtstrKernel,
+    version=(1, 0, 0))``): the kernel adapter the linux.ktstr plugins run on."""
 
+    _required_framework_version = (2, 0, 0)
+    _version = (1, 0, 0)
 
-def list_maps(kctx: KernelContext, stats=None):
-    """All BPF maps of the dump (BpfMap records, id order)."""
-    kctx.require_type("bpf_map")
-    idr_addr = kctx.require_symbol("map_idr", "the BPF map registry")
-    try:
-        return list(bpfmaps.iter_maps(kctx.reader, kctx.layout, idr_addr, map_type_names(kctx), stats))
-    except ReadError as e:
-        raise KtstrError(_registry_unreadable("map_idr", idr_addr, e)) from None
+    @classmethod
+    def kernel(cls, context, kernel_module_name="kernel") -> KernelContext:
+        """Reader, layout, symbols, enums, per-CPU offsets, BTF objects and the BPF registries
+        of a kernel module."""
+        return KernelContext(context, kernel_module_name)
 
+    @classmethod
+    def list_maps(cls, context, kernel_module_name="kernel", damage=None):
+        """Every BPF map (``map_idr``), id order, as BpfMap records."""
+        return KernelContext(context, kernel_module_name).maps(damage)
 
-def list_progs(kctx: KernelContext, stats=None):
-    """All BPF programs of the dump (BpfProg records, id order)."""
-    idr_addr = kctx.require_symbol("prog_idr", "the BPF program registry")
-    kctx.require_type("bpf_prog")
-    names = bpfprogs.prog_type_names(bh.enum_constants(kctx, "bpf_prog_type"))
-    try:
-        return list(bpfprogs.iter_progs(kctx.reader, kctx.layout, idr_addr, names, stats))
-    except ReadError as e:
-        raise KtstrError(_registry_unreadable("prog_idr", idr_addr, e)) from None
-
-
-def _registry_unreadable(symbol, addr, err):
-    # The registry head lives in the kernel image: a truncated or damaged dump is the usual cause.
-    return (f"kernel symbol '{symbol}' at {addr:#x} is unreadable ({err.reason}): "
-            f"the dump is truncated or damaged there")
+    @classmethod
+    def list_progs(cls, context, kernel_module_name="kernel", damage=None):
+        """Every BPF program (``prog_idr``), id order, as BpfProg records."""
+        return KernelContext(context, kernel_module_name).progs(damage)
 
 
 def select_maps(maps, ids=None, names=None, types=None):
@@ -64,3 +52,33 @@ def select_maps(maps, ids=None, names=None, types=None):
         want = ", ".join([f"id {i}" for i in ids or []] + [repr(n) for n in names or []])
         raise KtstrError(f"no BPF map matches {want}")
     return out
+
+
+# --- views -> TreeGrid ---------------------------------------------------------------------
+
+
+def _vol_value(column, value):
+    if value is NA or value is None:
+        return renderers.NotApplicableValue()
+    if value is UNREADABLE:
+        return renderers.UnreadableValue()
+    if column.type is HEX:
+        return format_hints.Hex(value)
+    if column.type is str and not isinstance(value, str):
+        return str(value)
+    if column.type is int and isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def tree_grid(plugin_name, grid, rows):
+    """A Volatility TreeGrid of a :class:`views.Grid` and its ``(depth, row)`` pairs; a
+    KtstrError raised while rows are produced ends the run with one line (exit 2)."""
+    columns = [(c.name, format_hints.Hex if c.type is HEX else c.type) for c in grid.columns]
+    cols = grid.columns
+
+    def converted():
+        for depth, row in rows:
+            yield depth, tuple(_vol_value(c, v) for c, v in zip(cols, row))
+
+    return renderers.TreeGrid(columns, guarded(plugin_name, converted()))

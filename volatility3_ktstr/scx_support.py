@@ -1,17 +1,12 @@
 """What the sched_ext plugins share: symbols, enum constants and the kernel-type facts they need.
 
-Kept outside the plugins directory so that no plugin imports another plugin module.
+Kept outside the plugins directory so that no plugin imports another plugin module. Everything
+comes through the kernel adapter (KernelContext); no Volatility import here.
 """
-
-import logging
-
-from volatility3.framework import objects
 
 from .errors import KtstrError
 from .kernel import KernelContext
 from .walkers import scx
-
-vollog = logging.getLogger(__name__)
 
 
 class ScxKernel:
@@ -26,66 +21,25 @@ class ScxKernel:
                              "this kernel has no sched_ext (CONFIG_SCHED_CLASS_EXT)")
         self.syms = scx.resolve_symbols(self.symbol)
         self.classes = scx.class_names(self.syms)
-        self._enums = {}
-        self._btf = None
         lnode = self.enum("scx_dsq_lnode_flags")
         cursor = dict(lnode).get("SCX_DSQ_LNODE_ITER_CURSOR", 1) if lnode else 1
         self.dsq_offs = scx.DsqOffsets.from_layout(self.layout, cursor_flag=cursor)
 
     def symbol(self, name):
-        """A symbol's address as the kernel's pointers hold it (canonical: the layer may hand back
-        symbol addresses cut to its address width, which breaks per-CPU sums and comparisons
-        with pointers read from memory)."""
-        addr = self.kctx.symbol(name)
-        return None if addr is None else self.canonical(addr)
+        return self.kctx.symbol(name)
 
     def canonical(self, addr):
-        addr &= (1 << 64) - 1
-        mask = getattr(self.kctx.layer, "address_mask", (1 << 64) - 1)
-        if mask < (1 << 64) - 1 and addr & ((mask + 1) >> 1):
-            addr |= ((1 << 64) - 1) & ~mask
-        # Kernel image symbols live in the top half; a 48-bit-cut one is sign-extended (the
-        # symbol table may cut to 48 bits even under a wider layer).
-        if addr >> 48 == 0 and addr & (1 << 47):
-            addr |= 0xFFFF << 48
-        return addr
+        return self.kctx.canonical(addr)
 
     def enum(self, name):
         """Constants of ``enum name`` as (name, value) pairs in declaration order, or None."""
-        if name in self._enums:
-            return self._enums[name]
-        out = None
-        try:
-            out = list(self.kctx.module.get_enumeration(name).choices.items())
-        except Exception:  # not in the ISF: try the kernel's own BTF
-            try:
-                if self._btf is None:
-                    self._btf = self.kctx.kernel_btf()
-                types = self._btf.find(name)
-                if types:
-                    out = list(types[0].values)
-            except KtstrError as e:
-                vollog.debug("enum %s: %s", name, e)
-        self._enums[name] = out
-        return out
+        return self.kctx.enum(name)
 
     def callback_names(self, struct="sched_ext_ops"):
-        """Function-pointer members of ``struct`` in offset order (from the kernel ISF)."""
-        try:
-            tmpl = self.kctx.module.get_type(struct)
-        except Exception:
+        """Function-pointer members of ``struct`` in offset order."""
+        if not self.layout.has(struct):
             return []
-        members = sorted(tmpl.vol.members.items(), key=lambda kv: kv[1][0])
-        out = []
-        for name, (_off, sub) in members:
-            if getattr(sub.vol, "object_class", None) is objects.Pointer:
-                target = sub.vol.get("subtype")
-                # Volatility types a function as Function or as Void named "<table>!function".
-                if target is not None and (
-                        getattr(target.vol, "object_class", None) is objects.Function
-                        or str(target.vol.get("type_name", "")).endswith("!function")):
-                    out.append(name)
-        return out
+        return [n for n, f in self.layout.members(struct) if f.kind == "function"]
 
     def nr_nodes(self):
         addr = self.syms.get("nr_node_ids")

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from ..core import ReadError
-from . import idr
+from ..kds import idr_entries
 
 # enum bpf_map_type is uapi (stable ABI): names for kernels whose ISF lacks the enum.
 UAPI_MAP_TYPES = (
@@ -83,7 +83,7 @@ def read_map(reader, layout, kva, map_id=None, type_names=None) -> BpfMap:
     return m
 
 
-def iter_maps(reader, layout, map_idr_addr, type_names=None, stats=None, max_maps=1 << 16):
-    """Every map in ``map_idr`` in id order."""
-    for map_id, kva in idr.idr_entries(reader, layout, map_idr_addr, max_maps, stats):
+def iter_maps(reader, layout, map_idr_addr, type_names=None, damage=None, max_maps=1 << 16):
+    """Every map in ``map_idr`` in id order; skipped registry nodes go to ``damage``."""
+    for map_id, kva in idr_entries(reader, layout, map_idr_addr, limit=max_maps, damage=damage):
         yield read_map(reader, layout, kva, map_id, type_names)

@@ -10,7 +10,7 @@ CLOCK_BOOTTIME), JIT and xlated sizes, used map ids, BTF object, and the attach 
 from dataclasses import dataclass, field
 
 from ..core import ReadError
-from . import idr
+from ..kds import idr_entries
 from .maps import type_names_from_enum
 
 # enum bpf_prog_type is uapi (stable): names when the ISF lacks the enum.
@@ -168,9 +168,9 @@ def resolve_map_ids(reader, layout, prog, ids_by_kva):
     return out
 
 
-def iter_progs(reader, layout, prog_idr_addr, type_names=None, stats=None, max_progs=1 << 16):
-    """Every program in ``prog_idr`` in id order."""
-    for prog_id, kva in idr.idr_entries(reader, layout, prog_idr_addr, max_progs, stats):
+def iter_progs(reader, layout, prog_idr_addr, type_names=None, damage=None, max_progs=1 << 16):
+    """Every program in ``prog_idr`` in id order; skipped registry nodes go to ``damage``."""
+    for prog_id, kva in idr_entries(reader, layout, prog_idr_addr, limit=max_progs, damage=damage):
         yield read_prog(reader, layout, kva, prog_id, type_names)
 
 
@@ -213,3 +213,21 @@ def boot_epoch_ns(reader, layout, tk_addr):
     boot = int.from_bytes(raw[layout.offset("timekeeper", "offs_boot"):][:8], "little", signed=True)
     epoch = real - boot
     return epoch if 0 < epoch < (1 << 62) else None
+
+
+def attach_point(prog, btf_at):
+    """``<type>.<member>`` for struct_ops programs (the ops callback), else the attach function.
+
+    ``btf_at(kva)`` parses the ``struct btf`` the program attaches to (KernelContext.btf_at);
+    it may raise (unreadable BTF): the type id is shown instead."""
+    func = prog.attach_func_name
+    if not prog.attach_btf_kva or not prog.attach_btf_id:
+        return func
+    try:
+        t = btf_at(prog.attach_btf_kva).type(prog.attach_btf_id)
+        tname = t.name if t is not None else ""
+    except Exception:   # KtstrError (unreadable/corrupt BTF) or KeyError (id out of range)
+        tname = f"btf type {prog.attach_btf_id}"
+    if prog.type_name == "struct_ops" and tname:
+        return f"{tname}.{func}" if func else tname
+    return func or tname

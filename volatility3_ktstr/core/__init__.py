@@ -1,6 +1,8 @@
 """Memory readers and type layouts the walkers run on (no Volatility import)."""
 
-from .layout import BtfLayout, Layout, LayoutError
+from .layout import BtfLayout, Field, Layout, LayoutError
 from .reader import BufferReader, ReadError, Reader
+from .record import Record
 
-__all__ = ["Reader", "ReadError", "BufferReader", "Layout", "BtfLayout", "LayoutError"]
+__all__ = ["Reader", "ReadError", "BufferReader", "Layout", "BtfLayout", "Field", "LayoutError",
+           "Record"]

@@ -40,7 +40,7 @@ class Arena(interfaces.plugins.PluginInterface):
     def _generator(self):
         kctx = KernelContext.from_plugin(self)
         kctx.require_type("bpf_arena")
-        maps = ps.select_maps(ps.list_maps(kctx), ids=self.config.get("id"))
+        maps = ps.select_maps(kctx.maps(), ids=self.config.get("id"))
         infos = arenaw.arena_infos(kctx.reader, kctx.layout, maps, kctx.page_size)
         if not infos:
             raise KtstrError("no BPF arena map in the dump" if not self.config.get("id")

@@ -55,7 +55,7 @@ class LocalStorage(interfaces.plugins.PluginInterface):
         """(every map, the local storage maps selected)."""
         ids = self.config.get("map_id") or None
         names = self.config.get("map_name") or None
-        every = ps.list_maps(kctx)
+        every = kctx.maps()
         maps = ps.select_maps(every, ids, names)
         chosen = [m for m in maps if m.type_name in LOCAL_STORAGE_TYPES]
         if (ids or names) and not chosen:

@@ -31,7 +31,7 @@ from volatility3.framework.configuration import requirements
 
 from volatility3_ktstr import plugin_support as ps
 from volatility3_ktstr import render as R
-from volatility3_ktstr.bpf import helpers as bh
+from volatility3_ktstr.bpf import disasm
 from volatility3_ktstr.bpf import values as bv
 from volatility3_ktstr.btf import Kind
 from volatility3_ktstr.core import LayoutError, ReadError
@@ -205,7 +205,7 @@ class MapDump(interfaces.plugins.PluginInterface):
     def _generator(self):
         kctx = KernelContext.from_plugin(self)
         limit = self.config.get("max_entries") or 4096
-        maps, missing = self._select(ps.list_maps(kctx), self.config.get("id"), self.config.get("name"))
+        maps, missing = self._select(kctx.maps(), self.config.get("id"), self.config.get("name"))
         for what in missing:
             yield (0, (-1, "", "", -1, renderers.NotApplicableValue(), "", "", "", f"no BPF map with {what}"))
         namer = progs_by_id = None
@@ -217,7 +217,7 @@ class MapDump(interfaces.plugins.PluginInterface):
                 if m.type_name == "struct_ops":
                     if namer is None:
                         progs = self._progs(kctx)
-                        namer = bh.SymbolNamer(kctx, progs)
+                        namer = disasm.SymbolNamer(kctx.sorted_symbols, progs)
                         progs_by_id = {p.id: p for p in progs}
                     yield from self._struct_ops(kctx, m, namer, progs_by_id)
                 elif m.type_name in bv.WALKABLE:
@@ -246,7 +246,7 @@ class MapDump(interfaces.plugins.PluginInterface):
     def _progs(kctx):
         if kctx.symbol("prog_idr") is None:
             return []
-        return ps.list_progs(kctx)
+        return kctx.progs()
 
     def run(self):
         return renderers.TreeGrid(

@@ -17,8 +17,8 @@ from volatility3.framework.configuration import requirements
 from volatility3.framework.renderers import format_hints
 
 from volatility3_ktstr import plugin_support as ps
-from volatility3_ktstr.bpf import idr
-from volatility3_ktstr.bpf import helpers as bh
+from volatility3_ktstr.kds import DamageLog
+from volatility3_ktstr.bpf import disasm
 from volatility3_ktstr.bpf import progs as bpfprogs
 from volatility3_ktstr.core import ReadError
 from volatility3_ktstr.errors import KtstrError, guarded
@@ -47,21 +47,20 @@ class Progs(interfaces.plugins.PluginInterface):
 
     def _generator(self):
         kctx = KernelContext.from_plugin(self)
-        stats = idr.WalkStats()
-        progs = ps.list_progs(kctx, stats)
-        map_stats = idr.WalkStats()
+        damage = DamageLog()
+        progs = kctx.progs(damage)
         try:
-            ids_by_kva = {m.kva: m.id for m in ps.list_maps(kctx, map_stats)}
+            ids_by_kva = {m.kva: m.id for m in kctx.maps()}
         except KtstrError:
             ids_by_kva = {}
-        epoch = bh.boot_epoch_ns(kctx)
+        epoch = kctx.boot_epoch_ns()
         for p in progs:
             if p.error and not p.name and p.type < 0:
                 yield (0, self._bad_row(p.id, p.kva, p.error))
                 continue
             bpfprogs.resolve_map_ids(kctx.reader, kctx.layout, p, ids_by_kva)
-            btf_id = bh.btf_id_at(kctx, p.btf_kva)
-            attach = bh.attach_point(kctx, p)
+            btf_id = kctx.btf_id_at(p.btf_kva)
+            attach = bpfprogs.attach_point(p, kctx.btf_at)
             if epoch is not None and p.load_time_ns:
                 when = datetime.datetime.fromtimestamp((epoch + p.load_time_ns) / 1e9, datetime.timezone.utc)
             else:
@@ -70,10 +69,8 @@ class Progs(interfaces.plugins.PluginInterface):
                        round(p.load_time_ns / 1e9, 6), when, p.jited_len, p.xlated_len,
                        ",".join(map(str, p.used_map_ids)), btf_id, attach,
                        format_hints.Hex(p.kva), format_hints.Hex(p.bpf_func), p.error or ""))
-        for node, reason in stats.bad_nodes:
-            yield (0, self._bad_row(-1, node, f"prog_idr node skipped: {reason}"))
-        if stats.truncated:
-            yield (0, self._bad_row(-1, 0, "prog_idr walk stopped at its bound"))
+        for d in damage:
+            yield (0, self._bad_row(-1, d.addr, f"prog_idr node skipped: {d.reason}"))
 
     def _bad_row(self, pid, addr, reason):
         return (pid, "?", "", "", 0, 0.0, renderers.NotAvailableValue(), 0, 0, "", -1, "",
@@ -83,7 +80,7 @@ class Progs(interfaces.plugins.PluginInterface):
 
     def _disasm(self, prog_id):
         kctx = KernelContext.from_plugin(self)
-        progs = ps.list_progs(kctx, idr.WalkStats())
+        progs = kctx.progs()
         prog = next((p for p in progs if p.id == prog_id), None)
         if prog is None:
             raise KtstrError(f"no BPF program with id {prog_id}")
@@ -91,11 +88,11 @@ class Progs(interfaces.plugins.PluginInterface):
             images = bpfprogs.read_jit_images(kctx.reader, prog)
         except ReadError as e:
             raise KtstrError(f"program {prog_id} ({prog.name}): {e}") from None
-        names = bh.SymbolNamer(kctx, progs)
+        names = disasm.SymbolNamer(kctx.sorted_symbols, progs)
         budget = self.config.get("max_insns") or 20000
         for n, (base, image) in enumerate(images):
             label = prog.name if n == 0 else f"{prog.name}/sub{n}"
-            for addr, size, mnemonic, op_str, target in bh.disassemble(kctx.arch, image, base, budget):
+            for addr, size, mnemonic, op_str, target in disasm.disassemble(kctx.arch, image, base, budget):
                 budget -= 1
                 where = names.name(target) if target is not None else ""
                 yield (0, (format_hints.Hex(addr), f"{label}+{addr - base:#x}",

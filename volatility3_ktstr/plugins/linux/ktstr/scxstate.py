@@ -233,7 +233,7 @@ class ScxState(interfaces.plugins.PluginInterface):
         match, errors = None, []
         if layout.has("bpf_struct_ops_map"):
             try:
-                maps = [m for m in ps.list_maps(kctx) if m.type_name == "struct_ops"]
+                maps = [m for m in kctx.maps() if m.type_name == "struct_ops"]
             except Exception as e:  # noqa: BLE001 - the callbacks are still worth showing
                 maps, errors = [], [f"map list: {e}"]
             value_struct = "bpf_struct_ops_sched_ext_ops"

@@ -40,7 +40,7 @@ class SdtAlloc(interfaces.plugins.PluginInterface):
     # --- discovery ----------------------------------------------------------------------
 
     def _programs(self, kctx):
-        maps = ps.list_maps(kctx)
+        maps = kctx.maps()
         max_entries = self.config.get("max_entries")
         if max_entries is not None and max_entries < 0:
             raise KtstrError("--max-entries must be >= 0")

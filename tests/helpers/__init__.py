@@ -1,0 +1,1 @@
+"""Shared test helpers: synthetic kernels (BTF + memory) for walker tests without a dump."""

@@ -1,0 +1,271 @@
+"""kds generators on synthetic kernels laid out with padding (no member at its kernel offset),
+plus the real kernel BTF when present: order, bounds, cycles, NULL links, unreadable nodes."""
+
+import pytest
+
+from helpers.synth import MINI_KERNEL, SynthKernel
+from volatility3_ktstr import kds
+from volatility3_ktstr.core import BtfLayout, Record
+
+DECLS = MINI_KERNEL + """
+struct item { int id; struct list_head link; struct hlist_node hnode; struct rb_node rb;
+              struct rhash_head rh; struct item *parent; u32 flags : 3; s16 delta; char name[8]; };
+"""
+
+
+@pytest.fixture(params=[8, 0], ids=["padded", "natural"])
+def k(request):
+    return SynthKernel(DECLS, pad=request.param)
+
+
+def items(k, mem, n):
+    return [mem.new("item", id=i, name=f"i{i}") for i in range(n)]
+
+
+def ids(k, mem, addrs):
+    return [Record(mem, k.layout, "item", a).int("id") for a in addrs]
+
+
+# --- list_head ---------------------------------------------------------------------------------
+
+
+def test_list_entries_in_order(k):
+    mem = k.memory()
+    head = mem.list_init(mem.alloc("list_head"))
+    objs = items(k, mem, 5)
+    for o in objs:
+        mem.list_add_tail(head, o + k.layout.offset("item", "link"))
+    damage = kds.DamageLog()
+    got = list(kds.list_entries(mem, k.layout, head, "item", "link", damage=damage))
+    assert got == objs and not damage
+    assert ids(k, mem, got) == [0, 1, 2, 3, 4]
+
+
+def test_list_window_reads_container_fields(k):
+    mem = k.memory()
+    head = mem.list_init(mem.alloc("list_head"))
+    objs = items(k, mem, 3)
+    for o in objs:
+        mem.list_add_tail(head, o + k.layout.offset("item", "link"))
+    f = k.layout.field("item", "id")
+    got = [(a, f.decode(raw, 0)) for a, raw in
+           kds.list_entries(mem, k.layout, head, "item", "link", window=(0, k.layout.size("item")))]
+    assert got == [(o, i) for i, o in enumerate(objs)]
+
+
+def test_list_empty_cycle_null_unreadable_bound(k):
+    L = k.layout
+    mem = k.memory()
+    head = mem.list_init(mem.alloc("list_head"))
+    assert list(kds.list_nodes(mem, L, head)) == []
+    a, b, c = (o + L.offset("item", "link") for o in items(k, mem, 3))
+    for n in (a, b, c):
+        mem.list_add_tail(head, n)
+    nxt = L.offset("list_head", "next")
+    # cycle: c -> b (never back to head)
+    mem.u64(c + nxt, b)
+    d = kds.DamageLog()
+    assert list(kds.list_nodes(mem, L, head, damage=d)) == [a, b, c]
+    assert [x.reason for x in d] == ["cycle (node already visited)"] and d.items[0].addr == b
+    # NULL link
+    mem.u64(b + nxt, 0)
+    d = kds.DamageLog()
+    assert list(kds.list_nodes(mem, L, head, damage=d)) == [a, b]
+    assert "NULL" in str(d.items[0])
+    # unreadable node
+    mem.u64(b + nxt, mem.hole())
+    d = kds.DamageLog()
+    assert list(kds.list_nodes(mem, L, head, damage=d)) == [a, b]
+    assert d.items[0].addr == mem.hole() and "unreadable" in d.items[0].reason
+    # bound
+    mem.u64(b + nxt, c)
+    mem.u64(c + nxt, head)
+    d = kds.DamageLog()
+    assert list(kds.list_nodes(mem, L, head, limit=2, damage=d)) == [a, b]
+    assert "stopped after 2" in d.items[0].reason
+    # unreadable head
+    d = kds.DamageLog()
+    assert list(kds.list_nodes(mem, L, mem.hole(), damage=d)) == [] and d.items[0].what == "list head"
+
+
+# --- hlist, hlist_nulls, parent chains ------------------------------------------------------------
+
+
+def test_hlist_and_nulls(k):
+    L = k.layout
+    mem = k.memory()
+    head = mem.alloc("hlist_head")
+    objs = items(k, mem, 3)
+    nodes = [o + L.offset("item", "hnode") for o in objs]
+    for n in nodes:
+        mem.hlist_add_head(head, n)
+    assert list(kds.hlist_nodes(mem, L, head)) == nodes[::-1]
+    # the same nodes as a nulls chain: the last link is an odd marker, not NULL
+    nh = mem.alloc("hlist_nulls_head")
+    nxt = L.offset("hlist_nulls_node", "next")
+    mem.u64(nh + L.offset("hlist_nulls_head", "first"), nodes[0])
+    mem.u64(nodes[0] + nxt, nodes[1])
+    mem.u64(nodes[1] + nxt, (7 << 1) | 1)
+    d = kds.DamageLog()
+    assert list(kds.hlist_nulls_nodes(mem, L, nh, damage=d)) == nodes[:2] and not d
+    mem.u64(nodes[1] + nxt, 0)      # a NULL inside a nulls chain is damage
+    d = kds.DamageLog()
+    assert list(kds.hlist_nulls_nodes(mem, L, nh, damage=d)) == nodes[:2] and len(d) == 1
+
+
+def test_parent_chain(k):
+    L = k.layout
+    mem = k.memory()
+    a, b, c = items(k, mem, 3)
+    off = L.offset("item", "parent")
+    mem.set("item", c, "parent", b)
+    mem.set("item", b, "parent", a)
+    mem.set("item", a, "parent", a)          # a root pointing at itself (dentry style)
+    assert list(kds.parent_chain(mem, c, off)) == [c, b, a]
+    mem.set("item", a, "parent", c)          # a cycle
+    d = kds.DamageLog()
+    assert list(kds.parent_chain(mem, c, off, damage=d)) == [c, b, a] and "cycle" in d.items[0].reason
+    d = kds.DamageLog()
+    assert list(kds.parent_chain(mem, c, off, limit=2, damage=d)) == [c, b] and len(d) == 1
+
+
+# --- rbtree -------------------------------------------------------------------------------------
+
+
+def _rb_build(k, mem, keys):
+    """A binary search tree (colour bits are irrelevant to the walk) of items keyed by id."""
+    L = k.layout
+    root = mem.alloc("rb_root")
+    objs = {}
+    top = 0
+    left, right = L.offset("rb_node", "rb_left"), L.offset("rb_node", "rb_right")
+    node_off = L.offset("item", "rb")
+    for key in keys:
+        o = mem.new("item", id=key)
+        objs[key] = o
+        n = o + node_off
+        if not top:
+            top = n
+            continue
+        cur = top
+        while True:
+            ck = Record(mem, L, "item", cur - node_off).int("id")
+            side = left if key < ck else right
+            child = mem.u64(cur + side)
+            if not child:
+                mem.u64(cur + side, n)
+                break
+            cur = child
+    mem.u64(root + L.offset("rb_root", "rb_node"), top)
+    return root, objs, node_off
+
+
+def test_rb_in_order_and_damage(k):
+    mem = k.memory()
+    keys = [50, 20, 80, 10, 30, 70, 90, 25]
+    root, objs, node_off = _rb_build(k, mem, keys)
+    got = [Record(mem, k.layout, "item", n - node_off).int("id") for n in kds.rb_nodes(mem, k.layout, root)]
+    assert got == sorted(keys)
+    # an unreadable right subtree of 20 (30, 25) is skipped and reported; the rest stays
+    n20 = objs[20] + node_off
+    mem.u64(n20 + k.layout.offset("rb_node", "rb_right"), mem.hole())
+    d = kds.DamageLog()
+    got = [Record(mem, k.layout, "item", n - node_off).int("id") for n in kds.rb_nodes(mem, k.layout, root, damage=d)]
+    assert got == [10, 20, 50, 70, 80, 90] and len(d) == 1 and "subtree skipped" in d.items[0].reason
+    # a cycle (90's left child is the root) is cut
+    mem.u64(objs[90] + node_off + k.layout.offset("rb_node", "rb_left"), objs[50] + node_off)
+    d = kds.DamageLog()
+    assert len(list(kds.rb_nodes(mem, k.layout, root, damage=d))) == 6 and any("cycle" in x.reason for x in d)
+
+
+# --- rhashtable ---------------------------------------------------------------------------------
+
+
+def test_rhashtable_future_table_and_nulls(k):
+    L = k.layout
+    mem = k.memory()
+    ht = mem.alloc("rhashtable")
+    nb = 4
+    base = L.offset("bucket_table", "buckets")
+    t1 = mem.alloc(base + 8 * nb)
+    t2 = mem.alloc(base + 8 * nb)
+    mem.set("bucket_table", t1, "size", nb)
+    mem.set("bucket_table", t2, "size", nb)
+    mem.set("bucket_table", t1, "future_tbl", t2)
+    mem.set("rhashtable", ht, "tbl", t1)
+    objs = items(k, mem, 4)
+    rh = [o + L.offset("item", "rh") for o in objs]
+    nxt = L.offset("rhash_head", "next")
+    # table 1: bucket 0 = rh0 -> rh1 -> nulls; bucket 2 = rh2 (head with the lock bit set)
+    mem.u64(t1 + base, rh[0])
+    mem.u64(rh[0] + nxt, rh[1])
+    mem.u64(rh[1] + nxt, 1)
+    mem.u64(t1 + base + 16, rh[2] | 1)
+    mem.u64(rh[2] + nxt, 5)
+    # table 2 (rehash in flight): rh1 again and rh3
+    mem.u64(t2 + base + 8, rh[3])
+    mem.u64(rh[3] + nxt, rh[1])
+    d = kds.DamageLog()
+    assert sorted(kds.rhashtable_nodes(mem, L, ht, damage=d)) == sorted(rh) and not d
+    mem.set("bucket_table", t2, "size", 3)   # not a power of two
+    d = kds.DamageLog()
+    assert sorted(kds.rhashtable_nodes(mem, L, ht, damage=d)) == sorted(rh[:3]) and "implausible" in str(d.items[0])
+
+
+# --- xarray / idr -------------------------------------------------------------------------------
+
+
+def test_idr_two_levels_and_bad_node(k):
+    L = k.layout
+    mem = k.memory()
+    idr = mem.alloc("idr")
+    mem.set("idr", idr, "idr_base", 1)
+    top = mem.alloc("xa_node")
+    mem.set("xa_node", top, "shift", 6)
+    leaves = [mem.alloc("xa_node"), mem.alloc("xa_node")]
+    slots = L.offset("xa_node", "slots")
+    mem.u64(top + slots + 0, leaves[0] | 2)
+    mem.u64(top + slots + 8 * 3, leaves[1] | 2)
+    objs = items(k, mem, 3)
+    mem.u64(leaves[0] + slots + 8 * 5, objs[0])
+    mem.u64(leaves[0] + slots + 8 * 6, 0x7)            # a value entry: not an object
+    mem.u64(leaves[1] + slots + 8 * 0, objs[1])
+    mem.u64(leaves[1] + slots + 8 * 63, objs[2])
+    mem.set("idr", idr, "idr_rt.xa_head", top | 2)
+    d = kds.DamageLog()
+    got = list(kds.idr_entries(mem, L, idr, damage=d))
+    assert got == [(1 + 5, objs[0]), (1 + 192, objs[1]), (1 + 255, objs[2])] and not d
+    mem.set("xa_node", leaves[0], "shift", 5)          # corrupt: not a multiple of the chunk
+    d = kds.DamageLog()
+    assert [i for i, _ in kds.idr_entries(mem, L, idr, damage=d)] == [193, 256]
+    assert "implausible shift" in str(d.items[0])
+
+
+# --- Record / Field ----------------------------------------------------------------------------
+
+
+def test_record_decodes_widths_signs_bitfields(k):
+    mem = k.memory()
+    o = mem.new("item", id=-5, flags=6, delta=-2, name="abc")
+    r = Record(mem, k.layout, "item", o)
+    assert (r.int("id"), r.int("flags"), r.int("delta"), r.str("name")) == (-5, 6, -2, "abc")
+    assert r.int("no_such", default=42) == 42
+    part = Record(mem, k.layout, "item", o, paths=["flags", "delta"])
+    assert part.int("delta") == -2 and len(part.data) < k.layout.size("item")
+
+
+def test_damage_log_bounded_summary():
+    d = kds.DamageLog(limit=2)
+    for i in range(5):
+        d.add("bucket", 0x1000 + i, "unreadable")
+    assert len(d) == 5 and len(d.items) == 2 and d.summary() == "5 parts skipped (bucket: 2, 3 more)"
+    assert str(d.items[0]) == "bucket at 0x1000: unreadable"
+
+
+def test_real_kernel_btf_field_kinds(amd64_kernel_btf):
+    L = BtfLayout(amd64_kernel_btf)
+    assert L.field("task_struct", "comm").kind == "array" and L.field("task_struct", "comm").size == 16
+    assert L.field("task_struct", "pid").signed and L.field("task_struct", "pid").size == 4
+    assert L.field("list_head", "next").kind == "pointer"
+    assert L.field("sched_ext_ops", "dispatch").kind == "function"
+    assert L.variants("bucket")[0] == "bucket" and L.variants("no_such_struct") == []

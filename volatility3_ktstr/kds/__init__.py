@@ -1,0 +1,24 @@
+"""Kernel data structures over a Reader + Layout (drgn's ``helpers/linux`` in spirit).
+
+Each generator walks one kernel structure, yields addresses, is bounded and cycle-checked, and
+records what it could not read in a :class:`DamageLog` (one :class:`Damage` per skipped part).
+No Volatility import.
+
+    list_nodes / list_entries     struct list_head (circular)
+    hlist_nodes                   struct hlist_head (NULL-terminated)
+    hlist_nulls_nodes             struct hlist_nulls_head (odd nulls marker)
+    parent_chain                  parent pointers up to the root
+    rb_nodes                      struct rb_root (in order)
+    rhashtable_nodes              struct rhashtable (bucket tables, future_tbl)
+    xa_entries / idr_entries      struct xarray / struct idr
+"""
+
+from .damage import Damage, DamageLog
+from .lists import hlist_nodes, hlist_nulls_nodes, list_entries, list_nodes, parent_chain
+from .rbtree import rb_nodes
+from .rhashtable import rhashtable_nodes
+from .xarray import idr_entries, xa_entries
+
+__all__ = ["Damage", "DamageLog", "list_nodes", "list_entries", "hlist_nodes",
+           "hlist_nulls_nodes", "parent_chain", "rb_nodes", "rhashtable_nodes", "xa_entries",
+           "idr_entries"]

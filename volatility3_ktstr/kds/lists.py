@@ -1,0 +1,129 @@
+"""Linked lists of include/linux/types.h and list_nulls.h, and parent-pointer chains.
+
+- ``struct list_head {next, prev}``: circular, the head is not an entry.
+- ``struct hlist_head {first}`` / ``struct hlist_node {next, pprev}``: NULL-terminated.
+- ``struct hlist_nulls_head {first}`` / ``hlist_nulls_node {next, pprev}``: terminated by an odd
+  "nulls" marker (``(value << 1) | 1``), used by RCU hash tables that recycle elements.
+- parent chains (``cgroup.kn->parent``, ``dentry.d_parent``): a root points at NULL or at itself.
+
+Every generator is bounded (``limit`` nodes), detects cycles, and records what stopped it in a
+:class:`DamageLog` instead of raising: a broken link ends that walk only. Offsets come from the
+layout (``list_head.next`` ...); these types have not changed since 2.6, but nothing assumes it.
+"""
+
+from ..core import ReadError
+from .damage import log_of
+
+MAX_LIST = 1 << 20
+
+
+def _walk(reader, first, next_off, stop, *, limit, damage, what, window):
+    """Shared loop: follow ``next`` from ``first`` until ``stop(addr)``; yield node or (node, raw)."""
+    lo, size = window if window is not None else (next_off, 8)
+    lo = min(lo, next_off)
+    size = max(size, next_off + 8 - lo)
+    seen = set()
+    cur = first
+    while not stop(cur):
+        if not cur:
+            damage.add(what, 0, "NULL link (list cut)")
+            return
+        if cur in seen:
+            damage.add(what, cur, "cycle (node already visited)")
+            return
+        if len(seen) >= limit:
+            damage.add(what, cur, f"stopped after {limit} nodes")
+            return
+        seen.add(cur)
+        try:
+            raw = reader.read(cur + lo, size)
+        except ReadError as e:
+            damage.add(what, cur, f"node unreadable ({e.reason})")
+            return
+        yield (cur, raw) if window is not None else cur
+        cur = int.from_bytes(raw[next_off - lo:next_off - lo + 8], "little")
+
+
+def list_nodes(reader, layout, head, *, limit=MAX_LIST, damage=None, what="list node", window=None):
+    """Nodes of the circular ``struct list_head`` list at ``head`` (the head excluded), in
+    ``next`` order. With ``window=(start, size)`` (relative to each node) yields (node, bytes)
+    from one read per node, the bytes covering the ``next`` pointer and whatever the caller
+    asked for around it."""
+    damage = log_of(damage)
+    next_off = layout.offset("list_head", "next")
+    try:
+        first = reader.ptr(head + next_off)
+    except ReadError as e:
+        damage.add("list head", head, f"unreadable ({e.reason})")
+        return
+    yield from _walk(reader, first, next_off, lambda a: a == head, limit=limit, damage=damage,
+                     what=what, window=window)
+
+
+def list_entries(reader, layout, head, struct, member, *, window=None, **kw):
+    """Addresses of the ``struct`` objects linked on ``head`` through their ``member`` list_head
+    (``list_for_each_entry``). ``window`` is relative to the object: yields (object, bytes)."""
+    off = layout.offset(struct, member)
+    if window is None:
+        for node in list_nodes(reader, layout, head, **kw):
+            yield node - off
+    else:
+        for node, raw in list_nodes(reader, layout, head, window=(window[0] - off, window[1]), **kw):
+            yield node - off, raw
+
+
+def hlist_nodes(reader, layout, head, *, limit=MAX_LIST, damage=None, what="hlist node", window=None):
+    """Nodes of the NULL-terminated ``struct hlist_head`` chain at ``head``."""
+    damage = log_of(damage)
+    try:
+        first = reader.ptr(head + layout.offset("hlist_head", "first"))
+    except ReadError as e:
+        damage.add("hlist head", head, f"unreadable ({e.reason})")
+        return
+    yield from _walk(reader, first, layout.offset("hlist_node", "next"), lambda a: a == 0,
+                     limit=limit, damage=damage, what=what, window=window)
+
+
+def _is_nulls(addr):
+    return addr & 1 == 1
+
+
+def hlist_nulls_nodes(reader, layout, head=None, *, first=None, limit=MAX_LIST, damage=None,
+                      what="hlist_nulls node", window=None):
+    """Nodes of the ``struct hlist_nulls_head`` chain at ``head`` (or starting at ``first``,
+    for callers that already read the head), ending at the odd nulls marker. A NULL link is
+    damage (a nulls chain never holds one)."""
+    damage = log_of(damage)
+    if first is None:
+        try:
+            first = reader.ptr(head + layout.offset("hlist_nulls_head", "first"))
+        except ReadError as e:
+            damage.add("hlist_nulls head", head, f"unreadable ({e.reason})")
+            return
+    yield from _walk(reader, first, layout.offset("hlist_nulls_node", "next"), _is_nulls,
+                     limit=limit, damage=damage, what=what, window=window)
+
+
+def parent_chain(reader, addr, parent_offset, *, limit=256, damage=None, what="parent link"):
+    """``addr`` and its ancestors through the pointer at ``parent_offset`` (``kernfs_node.parent``,
+    ``dentry.d_parent``), up to the root (whose parent is NULL or itself)."""
+    damage = log_of(damage)
+    seen = set()
+    cur = addr
+    while cur:
+        if cur in seen:
+            damage.add(what, cur, "cycle (ancestor already visited)")
+            return
+        if len(seen) >= limit:
+            damage.add(what, cur, f"deeper than {limit}")
+            return
+        seen.add(cur)
+        yield cur
+        try:
+            parent = reader.ptr(cur + parent_offset)
+        except ReadError as e:
+            damage.add(what, cur, f"unreadable ({e.reason})")
+            return
+        if parent == cur:
+            return
+        cur = parent

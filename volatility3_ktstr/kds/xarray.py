@@ -1,0 +1,95 @@
+"""XArray and IDR walks (lib/xarray.c, lib/idr.c): ``map_idr``, ``prog_idr``, ``link_idr``...
+
+An IDR is an XArray (``idr.idr_rt``) plus ``idr_base``. XArray entries are tagged pointers: a
+node pointer has low bits 0b10 and is > 4096 (smaller 0b10 values are sibling/retry markers), a
+value entry has bit 0 set. A ``struct xa_node`` holds ``1 << XA_CHUNK_SHIFT`` slots (64 unless
+the kernel was built with a small base); the slot count comes from the layout. IDRs replaced
+radix trees in 4.11 (same node layout under ``radix_tree_node`` before 4.20).
+"""
+
+from .damage import log_of
+
+MAX_DEPTH = 16
+MAX_ENTRIES = 1 << 20
+MAX_NODES = 1 << 16
+
+
+def is_node(entry):
+    return entry & 3 == 2 and entry > 4096
+
+
+def is_internal(entry):
+    return entry & 3 == 2
+
+
+def xa_entries(reader, layout, xa, *, limit=MAX_ENTRIES, damage=None, what="xa_node"):
+    """(index, entry) for every normal (pointer) entry of the ``struct xarray`` at ``xa``, in
+    index order."""
+    damage = log_of(damage)
+    head = reader.u64(xa + layout.offset("xarray", "xa_head"))
+    if head == 0:
+        return
+    if not is_node(head):
+        if not head & 1 and not is_internal(head):
+            yield 0, head
+        return
+    off_shift = layout.offset("xa_node", "shift")
+    off_slots = layout.offset("xa_node", "slots")
+    nslots = (layout.size("xa_node") - off_slots) // 8
+    nslots = 64 if nslots <= 0 else min(nslots, 64)
+    chunk_shift = max(1, nslots.bit_length() - 1)
+    node_size = off_slots + 8 * (1 << chunk_shift)
+    seen = set()
+    emitted = 0
+    stack = [(head - 2, 0, 0)]
+    while stack:
+        node, base_index, depth = stack.pop()
+        if node in seen:
+            damage.add(what, node, "cycle (node already visited)")
+            continue
+        if depth > MAX_DEPTH:
+            damage.add(what, node, f"deeper than {MAX_DEPTH}")
+            continue
+        seen.add(node)
+        if len(seen) > MAX_NODES:
+            damage.add(what, node, f"stopped after {MAX_NODES} nodes")
+            return
+        try:
+            raw = reader.read(node, node_size)
+        except Exception as e:  # ReadError; broad so one bad node never ends the walk
+            damage.add(what, node, str(getattr(e, "reason", e)))
+            continue
+        shift = raw[off_shift]
+        if shift >= 64 or shift % chunk_shift:
+            damage.add(what, node, f"implausible shift {shift}")
+            continue
+        children = []
+        for slot in range(1 << chunk_shift):
+            e = int.from_bytes(raw[off_slots + 8 * slot:off_slots + 8 * slot + 8], "little")
+            if e == 0:
+                continue
+            index = base_index + (slot << shift)
+            if is_node(e):
+                if shift == 0:
+                    damage.add(what, node, "node entry at the leaf level")
+                    continue
+                children.append((e - 2, index, depth + 1))
+            elif is_internal(e) or e & 1:
+                continue   # sibling/retry markers and value entries are not objects
+            else:
+                yield index, e
+                emitted += 1
+                if emitted >= limit:
+                    damage.add(what, node, f"stopped after {limit} entries")
+                    return
+        stack.extend(reversed(children))
+
+
+def idr_entries(reader, layout, idr, *, limit=MAX_ENTRIES, damage=None):
+    """(id, pointer) for every object in the ``struct idr`` at ``idr``, in id order."""
+    base = 0
+    if layout.has("idr", "idr_base"):
+        base = reader.u32(idr + layout.offset("idr", "idr_base"))
+    xa = idr + layout.offset("idr", "idr_rt")
+    for index, ptr in xa_entries(reader, layout, xa, limit=limit, damage=damage):
+        yield index + base, ptr
