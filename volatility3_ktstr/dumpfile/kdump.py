@@ -561,8 +561,8 @@ class KdumpFile:
     # -- what the file holds --
 
     def dumped_runs(self, start_pfn: int = 0, end_pfn: Optional[int] = None) -> Iterator[Tuple[int, int]]:
-        """(first pfn, count) of the runs of pages in the file, at byte granularity of the
-        bitmap (a run may begin or end up to 7 pages early or late: reads pad those)."""
+        """(first pfn, count) of the runs of pages in the file: exact at both ends, but a run
+        may hold pages that are not in the file (a byte of the bitmap with a gap in it)."""
         end_pfn = min(self.end_pfn if end_pfn is None else end_pfn, self.end_pfn, self.max_mapnr)
         start_pfn = max(start_pfn, self.start_pfn)
         pos = start_pfn & ~7
@@ -572,8 +572,9 @@ class KdumpFile:
             if not data:
                 break
             for m in re.finditer(rb"[^\x00]+", data):
-                a = max(pos + m.start() * 8, start_pfn)
-                b = min(pos + m.end() * 8, end_pfn)
+                first, last = data[m.start()], data[m.end() - 1]
+                a = max(pos + m.start() * 8 + (first & -first).bit_length() - 1, start_pfn)
+                b = min(pos + (m.end() - 1) * 8 + last.bit_length(), end_pfn)
                 if a < b:
                     yield a, b - a
             pos += len(data) * 8
