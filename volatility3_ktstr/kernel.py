@@ -33,6 +33,7 @@ class LayerReader(Reader):
     kdump's dump level left out raise ExcludedPage (a ReadError whose message says so)."""
 
     def __init__(self, context, layer_name):
+        self._context = context
         self._layer = context.layers[layer_name]
         self.layer_name = layer_name
 
@@ -42,11 +43,21 @@ class LayerReader(Reader):
         try:
             return self._layer.read(addr, size, pad=False)
         except exceptions.InvalidAddressException as e:
-            level = getattr(e, "dump_level", False)
-            if level is not False:
-                raise ExcludedPage(addr, size, level) from None
-            reason = getattr(e, "ktstr_reason", None)
-            raise ReadError(addr, size, reason or f"unmapped at {e.invalid_address:#x}") from None
+            raise self._read_error(addr, size, e) from None
+
+    def _read_error(self, addr, size, e):
+        # The page-table walk checks the physical layer's is_valid and raises its own
+        # exception; a kdump layer can still say why that page is missing.
+        why = getattr(e, "ktstr_reason", None)
+        level = getattr(e, "dump_level", False)
+        if why is None and e.layer_name in self._context.layers:
+            explain = getattr(self._context.layers[e.layer_name], "explain_invalid", None)
+            err = explain(e.invalid_address) if explain is not None else None
+            if err is not None:
+                why, level = err.reason, getattr(err, "dump_level", False)
+        if level is not False:
+            return ExcludedPage(addr, size, level)
+        return ReadError(addr, size, why or f"unmapped at {e.invalid_address:#x}")
 
 
 class IsfLayout(Layout):

@@ -100,6 +100,15 @@ class KdumpLayer(interfaces.layers.DataLayerInterface):
     def vmcoreinfo_texts(self) -> List[bytes]:
         return self._kdump.vmcoreinfo_texts()
 
+    def explain_invalid(self, offset: int) -> Optional[PageError]:
+        """Why the page at physical ``offset`` cannot be read (excluded, absent, corrupt), or
+        None if it can."""
+        try:
+            self._kdump.read(offset, 1, pad=False)
+        except PageError as e:
+            return e
+        return None
+
     def reset_caches(self) -> None:
         self._kdump.reset_caches()
 
