@@ -17,9 +17,9 @@ import volrun
 PLUGIN = "linux.ktstr.localstorage"
 # -p as well: an install without the package's .pth (e.g. an older editable one) still finds us.
 PLUGIN_DIRS = ("-p", str(volrun.REPO / "volatility3_ktstr" / "plugins"))
-DUMPS = dumps.list_dumps()
+DUMPS = dumps.with_kdump(dumps.list_dumps())
 # Option tests need one dump; an x86-64 one needs no extra translation layer.
-ONE = ([d for d in DUMPS if d.startswith("x86_64/")] or DUMPS)[:1] or ["<no dumps>"]
+ONE = ([d for d in dumps.list_dumps() if d.startswith("x86_64/")] or dumps.list_dumps())[:1] or ["<no dumps>"]
 
 
 @functools.lru_cache(maxsize=None)

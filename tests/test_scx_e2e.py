@@ -21,8 +21,8 @@ import dumps
 import volrun
 
 PLUGIN_DIRS = ("-p", str(volrun.REPO / "volatility3_ktstr" / "plugins"))
-DUMPS = dumps.list_dumps()
-ONE = ([d for d in DUMPS if d.startswith("x86_64/")] or DUMPS)[:1] or ["<no dumps>"]
+DUMPS = dumps.with_kdump(dumps.list_dumps())
+ONE = ([d for d in dumps.list_dumps() if d.startswith("x86_64/")] or dumps.list_dumps())[:1] or ["<no dumps>"]
 # Kernel threads that set a non-fair policy for themselves (so switch_all does not move them).
 OTHER_CLASS = re.compile(r"^(migration/\d+|idle_inject/\d+|irq/.*|watchdogd|scx_enable_help.*|sched_ext_helpe.*)$")
 

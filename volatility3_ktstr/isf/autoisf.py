@@ -33,7 +33,7 @@ DISABLE_ENV = ("VOLATILITY3_KTSTR_NO_AUTOISF", "VOLATILITY3_KTSTR_DISABLE")
 SCAN_CHUNK = 32 << 20
 MAX_BANNERS = 64
 # Layers our own reader handles directly (mmap of the file: faster than layer.read).
-FILE_FORMATS = {"FileLayer": "raw", "Elf64Layer": "elf", "LimeLayer": "lime"}
+FILE_FORMATS = {"FileLayer": "raw", "Elf64Layer": "elf", "LimeLayer": "lime", "KdumpLayer": "kdump"}
 
 _attempted = set()
 
@@ -160,6 +160,20 @@ def known_banners():
         return {}
 
 
+def _known_by_vmcoreinfo(context, layer_name, known):
+    """Whether the file carries VMCOREINFO (kdump, ELF note) naming a kernel (release and
+    uname -v, read from init_uts_ns) for which a cached ISF exists: no banner scan then."""
+    from .. import vmcoreinfo
+    from ..layers import fileinfo
+
+    try:
+        ident = fileinfo.kernel_identity(context, layer_name)
+    except Exception as e:  # only a shortcut: any failure means "scan as before"
+        vollog.debug(f"ktstr: VMCOREINFO identity unavailable: {e}")
+        return False
+    return ident is not None and any(k and vmcoreinfo.banner_matches(k, *ident) for k in known)
+
+
 def ensure_isf(context, layer_name, progress_callback=None):
     """Build and cache the ISF for the image's kernel unless one is known. Returns the path
     written, or None."""
@@ -175,6 +189,8 @@ def ensure_isf(context, layer_name, progress_callback=None):
     seen_before = memo_banner(path) if path else None
     if seen_before is not None and seen_before in known:
         return None            # this file's kernel was seen before and its ISF is there
+    if _known_by_vmcoreinfo(context, layer_name, known):
+        return None            # the file's VMCOREINFO names a kernel whose ISF is there
     image = image_for(context, layer_name)
     try:
         seen = False
