@@ -64,8 +64,9 @@ def with_kdump(names):
     checks then run on the kdump reader and layer."""
     import pytest
 
+    extra = [n for n in os.environ.get("KTSTR_EXTRA_DUMPS", "").split(",") if n]
     return list(names) + [pytest.param(v, marks=pytest.mark.slow, id=v) for v in kdump_variants()
-                          if base_name(v) in names]
+                          if base_name(v) in names] + extra
 
 
 @functools.lru_cache(maxsize=None)
