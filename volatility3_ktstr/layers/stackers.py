@@ -1,8 +1,15 @@
-"""Stackers that put an LA57 or AArch64 layer on a Linux memory image.
+"""Stackers that put the kernel's page-table layer on a Linux memory image.
 
-``KtstrLinuxStacker`` runs before Volatility's Linux stackers (stack_order 33 < 34) and
-returns None -- leaving the stock path untouched -- unless the image holds an x86-64 kernel
-running 5-level paging or an arm64 kernel.  Evidence, cheapest first:
+``KtstrLinuxStacker`` runs before Volatility's Linux stackers (stack_order 33 < 34).
+
+0. The file's own VMCOREINFO (kdump-compressed sub-header, ELF core note; ``fileinfo``): the
+   layer for any x86-64 kernel (4 or 5 levels) or arm64 kernel is built from it directly --
+   ``NUMBER(phys_base)`` (not the kdump sub-header's, which QEMU 7.2 writes wrong), KERNELOFFSET,
+   ``SYMBOL(init_top_pgt)``/``swapper_pg_dir``, ``NUMBER(pgtable_l5_enabled)``, arm64 VA bits,
+   ``kimage_voffset`` -- and the cached banner is chosen by release and ``uname -v``: no scan.
+
+Otherwise it returns None -- leaving the stock path untouched -- unless the image holds an
+x86-64 kernel running 5-level paging or an arm64 kernel. Evidence, cheapest first:
 
 1. VMCOREINFO text in physical memory (``NUMBER(pgtable_l5_enabled)``, ``NUMBER(VA_BITS)``,
    ``NUMBER(TCR_EL1_T1SZ)``, ``NUMBER(kimage_voffset)``, ``SYMBOL(swapper_pg_dir)``,
