@@ -77,7 +77,7 @@ setup(
     if os.path.exists(os.path.join(HERE, "README.md"))
     else "",
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     packages=find_packages(include=["volatility3_ktstr", "volatility3_ktstr.*"]),
     # Plugin folders are namespace-less on purpose (no __init__.py in plugins/linux), so
     # find_packages does not see them: ship them as package data.

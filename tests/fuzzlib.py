@@ -520,9 +520,7 @@ def _sdtalloc_model(session, common):
     discovery = _category_ranges(session, "sdtalloc", {"progs", "maps", "btf", "arena", "values"})
     model.shared = common + discovery
     try:
-        from volatility3_ktstr import plugin_support as ps
-
-        programs = sdtalloc.kernel_programs(kctx, kctx.maps())
+        programs = kctx.sdt_programs()
     except Exception:
         return model
     reader = kctx.reader

@@ -24,12 +24,12 @@ def dump(request):
 
 @pytest.fixture
 def run(dump, tmp_path_factory):
-    """(rows, dump dir) of `linux.ktstr.arena --dump DIR`, once per dump."""
+    """(rows, dump dir) of `vol -o DIR linux.ktstr.arena --dump`, once per dump."""
     if dump not in _RUNS:
         out = tmp_path_factory.mktemp("arena")
         for _ in range(3):
-            res = volrun.run_vol(dump, "linux.ktstr.arena", "--dump", str(out),
-                                 extra_global=_plugin_dir_args())
+            res = volrun.run_vol(dump, "linux.ktstr.arena", "--dump",
+                                 extra_global=["-o", str(out), *_plugin_dir_args()])
             # A concurrent vol run rewriting the banner cache can hide the ISF: retry.
             if res.rc == 0 or "symbol_table_name" not in res.stderr:
                 break

@@ -10,6 +10,8 @@ from test_render import BtfBuilder
 from volatility3_ktstr.bpf.maps import BpfMap
 from volatility3_ktstr.bpf.progs import BpfProg
 from volatility3_ktstr.errors import KtstrError
+from volatility3_ktstr.views import mapdump as mapdump_view
+from volatility3_ktstr.views import maps as maps_view
 
 PLUGINS = Path(__file__).resolve().parents[1] / "volatility3_ktstr" / "plugins" / "linux" / "ktstr"
 
@@ -32,34 +34,30 @@ class _Kctx:
 
 
 def test_maps_row_reports_corrupt_btf():
-    maps = _load("maps")
     m = BpfMap(kva=1, id=6, type_name="array", btf_kva=0x1000, btf_value_type_id=5)
     errors = []
-    key_t, value_t, _ = maps.Maps._type_names(_Kctx(error="BTF object at 0x1000: corrupt BTF at byte 0x0: bad magic"), m, errors)
+    key_t, value_t, _ = maps_view.type_names(_Kctx(error="BTF object at 0x1000: corrupt BTF at byte 0x0: bad magic"), m, errors)
     assert (key_t, value_t) == ("", "") and errors and "bad magic" in errors[0]
 
 
 def test_maps_type_names_from_program_btf():
-    maps = _load("maps")
     b = BtfBuilder()
     i = b.int("int", 4, signed=True)
     s = b.struct("val", 4, [("x", i, 0)])
     m = BpfMap(kva=1, id=4, type_name="hash", btf_kva=0x1000, btf_key_type_id=i, btf_value_type_id=s)
     errors = []
-    assert maps.Maps._type_names(_Kctx(b.btf()), m, errors)[:2] == ("int", "struct val") and not errors
+    assert maps_view.type_names(_Kctx(b.btf()), m, errors)[:2] == ("int", "struct val") and not errors
 
 
 def test_mapdump_without_btf_is_hex_only():
-    md = _load("mapdump")
     m = BpfMap(kva=1, id=8, type_name="array", btf_kva=0, btf_value_type_id=0)
-    assert md.MapDump._map_btf(None, _Kctx(), m) == (None, None)
+    assert mapdump_view.map_btf(_Kctx(), m) == (None, None)
     m = BpfMap(kva=1, id=6, type_name="array", btf_kva=0x1000, btf_value_type_id=3)
-    btf, problem = md.MapDump._map_btf(None, _Kctx(error="unreadable"), m)
+    btf, problem = mapdump_view.map_btf(_Kctx(error="unreadable"), m)
     assert btf is None and "no typed view" in problem
 
 
 def test_struct_ops_slots_name_programs():
-    md = _load("mapdump")
     from volatility3_ktstr.render import render
 
     b = BtfBuilder()
@@ -82,7 +80,7 @@ def test_struct_ops_slots_name_programs():
             return f"sym@{addr:#x}"
 
     progs = {7: BpfProg(kva=0, id=7, name="sdt_select_cpu")}
-    md.MapDump._name_ops(kbtf, wrap, kval, uval, value, Namer(), progs)
+    mapdump_view.name_ops(kbtf, wrap, kval, uval, value, Namer(), progs)
     data = value["data"]
     assert data["select_cpu"] == {"prog_id": 7, "prog": "sdt_select_cpu", "ptr": "0xffffffffc0001000"}
     # id 9 is not a known program: fall back to the symbol name of the pointer
@@ -90,7 +88,7 @@ def test_struct_ops_slots_name_programs():
     assert data["tick"] == "0x0" and data["name"] == "sdt"
     # without uvalue: names from addresses only
     value = render(kbtf, wrap, kval)
-    md.MapDump._name_ops(kbtf, wrap, kval, None, value, Namer(), progs)
+    mapdump_view.name_ops(kbtf, wrap, kval, None, value, Namer(), progs)
     assert value["data"]["select_cpu"] == {"prog": "sym@0xffffffffc0001000", "ptr": "0xffffffffc0001000"}
 
 
@@ -125,24 +123,18 @@ def _prog_btf():
     return b.btf(), i, val
 
 
-def _plugin_self(md):
-    """A MapDump without Volatility construction: _elements/_row need no config."""
-    return md.MapDump.__new__(md.MapDump)
-
-
 def test_mapdump_hash_rows_are_bpftool_shaped(amd64_kernel_btf):
     import json
 
     import test_bpf_values as tv
     from volatility3_ktstr.core import BtfLayout
 
-    md = _load("mapdump")
     layout = BtfLayout(amd64_kernel_btf)
     chains = {1: [(tv.ELEMS, struct.pack("<i", 42), struct.pack("<Q", 7))]}
     mem, m = tv._htab(layout, chains=chains)
     btf, key_t, val_t = _prog_btf()
     m.name, m.btf_kva, m.btf_key_type_id, m.btf_value_type_id = "counts", 0x1000, key_t, val_t
-    rows = list(_plugin_self(md)._elements(_MemKctx(mem, layout, btf), m, 16))
+    rows = list(mapdump_view.elements(_MemKctx(mem, layout, btf), m, 16))
     assert len(rows) == 1
     level, (map_id, name, mtype, index, cpu, key, value, formatted, error) = rows[0]
     assert (level, map_id, name, mtype, index, key, value, error) == (0, 3, "counts", "hash", 0, "42", "{count=7}", "")
@@ -157,14 +149,13 @@ def test_mapdump_percpu_hash_rows(amd64_kernel_btf):
     import test_bpf_values as tv
     from volatility3_ktstr.core import BtfLayout
 
-    md = _load("mapdump")
     layout = BtfLayout(amd64_kernel_btf)
     mem, m = tv._htab(layout, chains={0: [(tv.ELEMS, struct.pack("<i", 1), tv.PCPU)]}, percpu=True)
     mem.write(tv.PCPU, struct.pack("<Q", 5))
     mem.write(tv.PCPU + 0x1000, struct.pack("<Q", 6))
     btf, key_t, val_t = _prog_btf()
     m.name, m.btf_kva, m.btf_key_type_id, m.btf_value_type_id = "pc", 0x1000, key_t, val_t
-    rows = list(_plugin_self(md)._elements(_MemKctx(mem, layout, btf, [0, 0x1000]), m, 16))
+    rows = list(mapdump_view.elements(_MemKctx(mem, layout, btf, [0, 0x1000]), m, 16))
     assert [r[0] for r in rows] == [0, 1, 1]
     shaped = json.loads(rows[0][1][7])
     assert shaped["formatted"] == {"key": 1, "values": [{"cpu": 0, "value": {"count": 5}},
@@ -177,7 +168,6 @@ def test_mapdump_truncation_and_skips_are_rows(amd64_kernel_btf):
     import test_bpf_values as tv
     from volatility3_ktstr.core import BtfLayout
 
-    md = _load("mapdump")
     layout = BtfLayout(amd64_kernel_btf)
     node_off = layout.offset("htab_elem", "hash_node")
     chains = {0: [(tv.ELEMS + 0x100 * k, struct.pack("<i", k), struct.pack("<Q", k)) for k in range(3)]}
@@ -185,7 +175,7 @@ def test_mapdump_truncation_and_skips_are_rows(amd64_kernel_btf):
     mem.write(tv.ELEMS + 0x200 + node_off, struct.pack("<Q", 0xFFFF888077770000))   # -> unmapped
     btf, key_t, val_t = _prog_btf()
     m.name, m.btf_kva, m.btf_key_type_id, m.btf_value_type_id = "h", 0x1000, key_t, val_t
-    rows = list(_plugin_self(md)._elements(_MemKctx(mem, layout, btf), m, 2))
+    rows = list(mapdump_view.elements(_MemKctx(mem, layout, btf), m, 2))
     errors = [r[1][8] for r in rows if r[1][3] == -1]
     assert any("unreadable" in e for e in errors) and any("not shown" in e for e in errors)
 
@@ -194,10 +184,9 @@ def test_mapdump_empty_hash_says_so(amd64_kernel_btf):
     import test_bpf_values as tv
     from volatility3_ktstr.core import BtfLayout
 
-    md = _load("mapdump")
     layout = BtfLayout(amd64_kernel_btf)
     mem, m = tv._htab(layout)
     btf, key_t, val_t = _prog_btf()
     m.name, m.btf_kva, m.btf_key_type_id, m.btf_value_type_id = "empty", 0x1000, key_t, val_t
-    rows = list(_plugin_self(md)._elements(_MemKctx(mem, layout, btf), m, 16))
+    rows = list(mapdump_view.elements(_MemKctx(mem, layout, btf), m, 16))
     assert [(r[1][3], r[1][6]) for r in rows] == [(-1, "(no elements)")]

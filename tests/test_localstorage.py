@@ -13,7 +13,7 @@ import pytest
 
 from btfbuilder import CHAR, BtfBuilder
 from volatility3_ktstr.btf import Btf
-from volatility3_ktstr.core import BtfLayout, Layout, LayoutError, ReadError, Reader
+from volatility3_ktstr.core import BtfLayout, Field, Layout, LayoutError, ReadError, Reader
 from volatility3_ktstr.walkers import localstorage as ls
 from volatility3_ktstr.walkers.owners import OwnerResolver
 
@@ -271,10 +271,10 @@ class _DictLayout(Layout):
             raise LayoutError(f"type 'struct {s}' is not in the BTF")
         return self.sizes[s]
 
-    def _offset(self, s, p):
+    def _field(self, s, p):
         if (s, p) not in self.offs:
             raise LayoutError(f"type 'struct {s}' has no member '{p}'")
-        return self.offs[(s, p)]
+        return Field(self.offs[(s, p)], 8)
 
 
 def test_missing_member_is_a_one_line_layout_error():
@@ -366,7 +366,7 @@ def test_cycle_is_cut(layout):
     elems, st = walk(syn, m, 24)
     assert [e.kva for e in elems] == [c, b, a]
     assert st.cycles == 1 and not st.complete
-    assert "cycle" in st.problems[0][2] and "1 chains cut at a cycle" in st.summary()
+    assert "cycle" in st.damage.items[0].reason and "1 chains cut at a cycle" in st.summary()
 
 
 def test_self_loop(layout):
@@ -387,7 +387,7 @@ def test_unreadable_element_ends_its_chain_only(layout):
     syn.elem(m, 1, 0, val(3))
     elems, st = walk(syn, m, 24)
     assert sorted(e.value[0] for e in elems) == [1, 2, 3]
-    assert st.chains_broken == 1 and st.problems[0][1] == UNMAPPED - syn.offs.map_node
+    assert st.chains_broken == 1 and st.damage.items[0].addr == UNMAPPED - syn.offs.map_node
     assert "1 chains broken" in st.summary()
 
 
@@ -400,7 +400,7 @@ def test_unreadable_bucket_is_skipped(layout):
     elems, st = walk(syn, m, 24, reader=syn.reader(holes=[(hole, 8)]))
     assert sorted(e.value[0] for e in elems) == [0, 2, 3]
     assert st.buckets_skipped == 1 and st.buckets == 3
-    assert "bucket 1" in st.problems[0][2]
+    assert "bucket 1" in st.damage.items[0].reason
 
 
 def test_short_value_drops_the_element_and_keeps_the_chain(layout):
@@ -412,7 +412,7 @@ def test_short_value_drops_the_element_and_keeps_the_chain(layout):
     hole = b + syn.offs.value + 20   # the last 4 value bytes of b are unmapped
     elems, st = walk(syn, m, 24, reader=syn.reader(holes=[(hole, 4)]))
     assert [e.value[0] for e in elems] == [3, 1]
-    assert st.dropped_short == 1 and st.problems[0][1] == b
+    assert st.dropped_short == 1 and st.damage.items[0].addr == b
 
 
 @pytest.mark.parametrize("log, ok", [(0, True), (16, True), (17, False), (31, False), (32, False),
@@ -469,7 +469,7 @@ def test_problem_list_is_bounded(handmade_layout, monkeypatch):
         syn.set_next(syn.elem(m, b, 0, val(b)), UNMAPPED)
     elems, st = walk(syn, m, 24)
     assert len(elems) == 8 and st.chains_broken == 8
-    assert len(st.problems) == 3 and st.problems_dropped == 5
+    assert len(st.damage.items) == 3 and st.damage.dropped == 5
 
 
 def test_walk_map_helper(layout):

@@ -4,7 +4,6 @@
 The plugin module is loaded from its file under a private name (library code never imports
 plugin modules; a test may, as long as Volatility does not also list it)."""
 
-import importlib.util
 import json
 
 import pytest
@@ -19,13 +18,8 @@ from volatility3_ktstr.walkers import localstorage as ls
 from volatility3_ktstr.walkers.owners import OwnerResolver
 from volatility3_ktstr.walkers.sdtalloc import SdtEntry, SlotHit
 
-from conftest import REPO
-
-_spec = importlib.util.spec_from_file_location(
-    "_ktstr_localstorage_under_test",
-    REPO / "volatility3_ktstr" / "plugins" / "linux" / "ktstr" / "localstorage.py")
-plugin = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(plugin)
+from volatility3_ktstr.views import NA
+from volatility3_ktstr.views import localstorage as view
 
 COLUMNS = ["MapId", "MapName", "OwnerKind", "Owner", "PID", "TGID", "Comm", "OwnerId", "OwnerName",
            "Value", "ValueHex", "Formatted", "Element", "Note"]
@@ -61,9 +55,10 @@ class NoArenas:
 
 def rows_of(kctx, m, pids=(), verbose=False, arenas=None, budget=None):
     offs = ls.LocalStorageOffsets.from_layout(kctx.layout)
-    gen = plugin.LocalStorage._map_rows(plugin.LocalStorage, kctx, offs, m, budget or ls.VisitBudget(),
-                                        OwnerResolver(kctx.reader, kctx.layout), set(pids), verbose,
-                                        arenas or NoArenas())
+    assert view.GRID.names() == COLUMNS
+    gen = view._map_rows(kctx, offs, m, budget or ls.VisitBudget(),
+                         OwnerResolver(kctx.reader, kctx.layout), set(pids), verbose,
+                         arenas or NoArenas())
     out = []
     for level, row in gen:
         assert level == 0 and len(row) == len(COLUMNS)
@@ -72,7 +67,7 @@ def rows_of(kctx, m, pids=(), verbose=False, arenas=None, budget=None):
 
 
 def na(v):
-    return isinstance(v, plugin.renderers.NotApplicableValue)
+    return v is NA
 
 
 def task_map(syn, btf_kva=0, value_size=16, type_id=0):

@@ -20,12 +20,15 @@ from .core.layout import Field
 from .dumpfile.errors import ExcludedPage
 from .errors import KtstrError
 from .kds import DamageLog
+from .walkers import arena as arenaw
+from .walkers import sdtalloc
 
 vollog = logging.getLogger(__name__)
 
 MAX_CPUS = 8192
 # Architectures our plugins accept in ModuleRequirement (AArch64 comes from our arm64 layer).
-ARCHITECTURES = ["Intel32", "Intel64", "AArch64"]
+# Every walker assumes 8-byte pointers: 32-bit kernels are not accepted.
+ARCHITECTURES = ["Intel64", "AArch64"]
 
 
 class LayerReader(Reader):
@@ -382,35 +385,67 @@ class KernelContext:
     def maps(self, damage=None):
         """All BPF maps of the dump (BpfMap records, id order); registry damage into ``damage``."""
         self.require_type("bpf_map")
-        addr = self.require_symbol("map_idr", "the BPF map registry")
-        log = DamageLog()
-        maps = self._registry("map_idr", addr, lambda: list(bpfmaps.iter_maps(
-            self.reader, self.layout, addr, self.map_type_names(), damage=log)), log)
-        if damage is not None:
-            damage.extend(self._cache["map_idr:damage"])
-        return maps
+        return self._registry("map_idr", "the BPF map registry", bpfmaps.iter_maps,
+                              self.map_type_names, damage)
 
     def progs(self, damage=None):
         """All BPF programs of the dump (BpfProg records, id order)."""
-        addr = self.require_symbol("prog_idr", "the BPF program registry")
         self.require_type("bpf_prog")
-        log = DamageLog()
-        progs = self._registry("prog_idr", addr, lambda: list(bpfprogs.iter_progs(
-            self.reader, self.layout, addr, self.prog_type_names(), damage=log)), log)
-        if damage is not None:
-            damage.extend(self._cache["prog_idr:damage"])
-        return progs
+        return self._registry("prog_idr", "the BPF program registry", bpfprogs.iter_progs,
+                              self.prog_type_names, damage)
 
-    def _registry(self, symbol, addr, walk, log):
+    def _registry(self, symbol, what, walk, type_names, damage):
+        """The objects of IDR ``symbol``, walked once per context."""
+        addr = self.require_symbol(symbol, what)
         if symbol not in self._cache:
+            log = DamageLog()
             try:
-                self._cache[symbol] = walk()
+                self._cache[symbol] = list(walk(self.reader, self.layout, addr, type_names(), damage=log))
             except ReadError as e:
                 # The registry head lives in the kernel image: a truncated or damaged dump.
                 raise KtstrError(f"kernel symbol '{symbol}' at {addr:#x} is unreadable ({e.reason}): "
                                  f"the dump is truncated or damaged there") from None
             self._cache[symbol + ":damage"] = log
+        if damage is not None:
+            damage.extend(self._cache[symbol + ":damage"])
         return self._cache[symbol]
+
+    # --- arenas and sched_ext allocators ----------------------------------------------------
+
+    def arenas(self):
+        """ArenaInfo of every BPF arena map (read once)."""
+        return self._memo("arenas", lambda: arenaw.arena_infos(
+            self.reader, self.layout, self.maps(), self.page_size))
+
+    def prog_arenas(self):
+        """(programs, {prog kva: prog->aux->arena}) for arena attribution; ([], {}) when the
+        program registry cannot be read (attribution then falls back to pointer ranges)."""
+
+        def read():
+            try:
+                progs = self.progs()
+            except (KtstrError, LayoutError):
+                return [], {}
+            return progs, {p.kva: arenaw.prog_arena_kva(self.reader, self.layout, p.aux_kva)
+                           for p in progs}
+
+        return self._memo("prog_arenas", read)
+
+    def sdt_programs(self, type_name=None, walk=True, **kwargs):
+        """The loaded BPF objects that declare ``struct scx_allocator`` variables, with their
+        arenas and (``walk``) live sdt_alloc slots (walkers.sdtalloc.find_programs); cached per
+        set of arguments. Structs the kernel also has are not payload candidates (a scheduler's
+        BTF carries vmlinux.h's types)."""
+        key = ("sdt", type_name, walk, tuple(sorted(kwargs.items())))
+
+        def find():
+            progs, prog_arenas = self.prog_arenas()
+            return sdtalloc.find_programs(
+                self.reader, self.layout, self.maps(), self.btf_at, self.arenas(), progs,
+                prog_arenas=prog_arenas, is_foreign=self.layout.has, type_name=type_name,
+                walk=walk, **kwargs)
+
+        return self._memo(key, find)
 
     # --- BTF from the dump ---------------------------------------------------------------
 

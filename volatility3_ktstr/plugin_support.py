@@ -9,7 +9,7 @@ from volatility3.framework import interfaces, renderers
 from volatility3.framework.configuration import requirements
 from volatility3.framework.renderers import format_hints
 
-from .errors import KtstrError, guarded
+from .errors import guarded
 from .kernel import ARCHITECTURES, KernelContext
 from .views import HEX, NA, UNREADABLE
 
@@ -43,15 +43,18 @@ class KtstrKernel(interfaces.configuration.VersionableInterface):
         return KernelContext(context, kernel_module_name).progs(damage)
 
 
-def select_maps(maps, ids=None, names=None, types=None):
-    """Filter by ids, names and type names; an explicit id or name that matches nothing is an error."""
-    out = [m for m in maps
-           if (not ids or m.id in ids) and (not names or m.name in names)
-           and (not types or m.type_name in types)]
-    if (ids or names) and not out:
-        want = ", ".join([f"id {i}" for i in ids or []] + [repr(n) for n in names or []])
-        raise KtstrError(f"no BPF map matches {want}")
-    return out
+def map_selectors():
+    """``--id`` and ``--name``: the same map selection in every plugin that takes one (a map
+    matching any given id or name is selected)."""
+    return [requirements.ListRequirement(name="id", element_type=int, optional=True,
+                                         description="Only maps with these ids"),
+            requirements.ListRequirement(name="name", element_type=str, optional=True,
+                                         description="Only maps with these names")]
+
+
+def selected_maps(config):
+    """(ids, names) given to :func:`map_selectors` (None when absent)."""
+    return config.get("id") or None, config.get("name") or None
 
 
 # --- views -> TreeGrid ---------------------------------------------------------------------

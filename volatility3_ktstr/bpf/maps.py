@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from ..core import ReadError
+from ..core import ReadError, Record
 from ..kds import idr_entries
 
 # enum bpf_map_type is uapi (stable ABI): names for kernels whose ISF lacks the enum.
@@ -49,12 +49,12 @@ class BpfMap:
     error: str = None   # set when the struct could not be read; other fields are then unknown
 
 
-_FIELDS = (  # (attribute, member, width)
-    ("type", "map_type", 4), ("key_size", "key_size", 4), ("value_size", "value_size", 4),
-    ("max_entries", "max_entries", 4), ("flags", "map_flags", 4), ("map_extra", "map_extra", 8),
-    ("btf_kva", "btf", 8), ("btf_key_type_id", "btf_key_type_id", 4),
-    ("btf_value_type_id", "btf_value_type_id", 4),
-    ("btf_vmlinux_value_type_id", "btf_vmlinux_value_type_id", 4), ("frozen", "frozen", 1),
+_FIELDS = (  # (attribute, member): widths and signedness come from the layout
+    ("type", "map_type"), ("key_size", "key_size"), ("value_size", "value_size"),
+    ("max_entries", "max_entries"), ("flags", "map_flags"), ("map_extra", "map_extra"),
+    ("btf_kva", "btf"), ("btf_key_type_id", "btf_key_type_id"),
+    ("btf_value_type_id", "btf_value_type_id"),
+    ("btf_vmlinux_value_type_id", "btf_vmlinux_value_type_id"), ("frozen", "frozen"),
 )
 
 
@@ -62,22 +62,19 @@ def read_map(reader, layout, kva, map_id=None, type_names=None) -> BpfMap:
     """The ``struct bpf_map`` at ``kva``. Unreadable memory gives a BpfMap with ``error`` set."""
     m = BpfMap(kva=kva, id=map_id if map_id is not None else -1)
     try:
-        raw = reader.read(kva, layout.size("bpf_map"))
+        r = Record(reader, layout, "bpf_map", kva)
     except ReadError as e:
         m.error = f"struct bpf_map unreadable: {e.reason}"
         return m
-    for attr, member, width in _FIELDS:
-        if layout.has("bpf_map", member):
-            off = layout.offset("bpf_map", member)
-            setattr(m, attr, int.from_bytes(raw[off:off + width], "little"))
+    for attr, member in _FIELDS:
+        if r.has(member):
+            setattr(m, attr, r.int(member))
     m.frozen = bool(m.frozen)
-    off = layout.offset("bpf_map", "id")
-    real_id = int.from_bytes(raw[off:off + 4], "little")
+    real_id = r.int("id")
     if map_id is not None and real_id != map_id:
         m.error = f"map_idr says id {map_id} but the struct says {real_id} (stale or corrupt)"
     m.id = real_id if map_id is None else map_id
-    off = layout.offset("bpf_map", "name")
-    m.name = raw[off:off + 16].split(b"\0", 1)[0].decode("utf-8", "replace")
+    m.name = r.str("name")
     names = type_names or dict(enumerate(UAPI_MAP_TYPES))
     m.type_name = names.get(m.type, f"type {m.type}")
     return m

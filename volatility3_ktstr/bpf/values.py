@@ -21,6 +21,7 @@ Layouts (kernel/bpf/arraymap.c, hashtab.c, bpf_struct_ops.c):
 from dataclasses import dataclass, field
 
 from ..core import LayoutError, ReadError
+from ..kds import DamageLog, hlist_nulls_nodes
 
 MAX_VALUE_SIZE = 16 << 20          # one value (ktstr's cap)
 MAX_BUCKETS = 1 << 20              # bpf_htab.n_buckets bound (the kernel caps at 2^31; be sane)
@@ -150,34 +151,13 @@ def percpu_array_entries(reader, layout, m, offsets, limit=4096, info=None):
 # --- HASH family -------------------------------------------------------------------------------
 
 def bucket_struct(layout):
-    """The ``struct bucket`` of the hash table (BTF may hold several ``bucket`` structs; the ISF
-    names extras ``bucket__<hash>``): the one whose ``head`` is an hlist_nulls_head."""
-    names = layout.variants("bucket") if hasattr(layout, "variants") else ["bucket"]
-    for name in names:
-        if layout.has(name, "head") and _is_nulls_head(layout, name):
+    """The ``struct bucket`` of the hash table (a kernel may have several structs named
+    ``bucket``): the one whose ``head`` is an hlist_nulls_head."""
+    for name in layout.variants("bucket"):
+        if layout.has(name, "head") and \
+                layout.field(name, "head").type_name.split()[-1] == "hlist_nulls_head":
             return name
     raise LayoutError("no 'struct bucket' with an hlist_nulls_head 'head' member in the kernel types")
-
-
-def _is_nulls_head(layout, name):
-    """Whether ``struct <name>.head`` is an ``hlist_nulls_head`` (BtfLayout or the kernel's
-    IsfLayout; other layouts cannot tell and are trusted)."""
-    btf = getattr(layout, "btf", None)
-    if btf is not None:
-        try:
-            _, member = btf.member_path(btf.struct(name).id, "head")
-            t = btf.resolve(member.type)
-            return t is not None and t.name == "hlist_nulls_head"
-        except KeyError:
-            return False
-    template = getattr(layout, "_template", None)
-    if template is not None:
-        try:
-            _, sub = template(name).vol.members["head"]
-            return str(getattr(sub.vol, "type_name", "")).split("!")[-1] == "hlist_nulls_head"
-        except (KeyError, AttributeError, LayoutError):
-            return False
-    return True
 
 
 def htab_entries(reader, layout, m, offsets=None, limit=4096, info=None, bucket=None):
@@ -197,7 +177,6 @@ def htab_entries(reader, layout, m, offsets=None, limit=4096, info=None, bucket=
         raise ValueError_(f"implausible hash table (n_buckets {n_buckets}, buckets {buckets:#x})")
     stride = layout.size(bucket)
     head_off = layout.offset(bucket, "head") + layout.offset("hlist_nulls_head", "first")
-    next_off = layout.offset("hlist_nulls_node", "next")
     node_off = layout.first("htab_elem", "hash_node")
     key_off = layout.offset("htab_elem", "key") if layout.has("htab_elem", "key") else layout.size("htab_elem")
     val_off = key_off + _round8(m.key_size)
@@ -205,41 +184,31 @@ def htab_entries(reader, layout, m, offsets=None, limit=4096, info=None, bucket=
     elem_read = val_off + vsize
     visits = 0
     ordinal = 0
-    seen = set()
     for b0 in range(0, n_buckets, max(1, BULK // stride)):
         nb = min(n_buckets - b0, max(1, BULK // stride))
         raw = reader.try_read(buckets + b0 * stride, nb * stride)
         for bi in range(nb):
             baddr = buckets + (b0 + bi) * stride
             if raw is not None:
-                node = int.from_bytes(raw[bi * stride + head_off:bi * stride + head_off + 8], "little")
+                first = int.from_bytes(raw[bi * stride + head_off:bi * stride + head_off + 8], "little")
             else:
                 try:
-                    node = reader.u64(baddr + head_off)
+                    first = reader.u64(baddr + head_off)
                 except ReadError as e:
                     info.skipped.append((baddr, f"bucket {b0 + bi} unreadable: {e.reason}"))
                     continue
-            # An odd pointer is the nulls marker that ends every chain.
-            while node and not node & 1:
+            chain = DamageLog()
+            for node, data in hlist_nulls_nodes(reader, layout, first=first, damage=chain,
+                                                limit=MAX_CHAIN_VISITS - visits,
+                                                window=(-node_off, elem_read)):
                 visits += 1
-                if visits > MAX_CHAIN_VISITS:
-                    info.truncated = True
-                    info.skipped.append((node, f"stopped after {MAX_CHAIN_VISITS} chain nodes"))
-                    return
-                if node in seen:
-                    info.skipped.append((node, f"cycle in bucket {b0 + bi}"))
-                    break
-                seen.add(node)
                 elem = node - node_off
-                data = reader.try_read(elem, elem_read)
                 if data is None:
                     info.skipped.append((elem, f"element in bucket {b0 + bi} unreadable"))
-                    break
-                nxt = int.from_bytes(data[node_off + next_off:node_off + next_off + 8], "little")
+                    continue
                 if ordinal >= limit:
                     info.truncated = True
                     info.total = ordinal + 1
-                    node = nxt
                     ordinal += 1
                     continue
                 key = data[key_off:key_off + m.key_size]
@@ -253,7 +222,15 @@ def htab_entries(reader, layout, m, offsets=None, limit=4096, info=None, bucket=
                 ordinal += 1
                 info.shown += 1
                 yield e
-                node = nxt
+            for d in chain:
+                if d.kind == "bound":
+                    info.truncated = True
+                    info.skipped.append((d.addr, f"stopped after {MAX_CHAIN_VISITS} chain nodes"))
+                    return
+                if d.kind == "cycle":
+                    info.skipped.append((d.addr, f"cycle in bucket {b0 + bi}"))
+                else:
+                    info.skipped.append((d.addr - node_off, f"element in bucket {b0 + bi} unreadable"))
     info.total = max(info.total, ordinal)
 
 

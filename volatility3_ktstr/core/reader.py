@@ -61,9 +61,6 @@ class Reader:
             out += data
         return out.decode("utf-8", "replace")
 
-    def is_readable(self, addr: int, size: int = 1) -> bool:
-        return self.try_read(addr, size) is not None
-
 
 class BufferReader(Reader):
     """A reader over byte regions keyed by start address (for tests and synthetic images)."""

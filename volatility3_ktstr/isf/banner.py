@@ -37,19 +37,3 @@ def banner_from_elf(path, address):
                 return None
             return data[:end + 1]
     return None
-
-
-def find_banners(read_chunk, size, chunk=16 << 20, limit=64):
-    """Scan a memory image for banner strings; yields (physical offset, bytes)."""
-    overlap = 512
-    off = 0
-    found = 0
-    while off < size and found < limit:
-        data = read_chunk(off, min(chunk + overlap, size - off))
-        if not data:
-            break
-        for m in BANNER_RE.finditer(data):
-            if m.start() < chunk or off + chunk >= size:
-                yield off + m.start(), m.group(0)
-                found += 1
-        off += chunk

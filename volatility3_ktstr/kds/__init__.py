@@ -8,17 +8,18 @@ No Volatility import.
     hlist_nodes                   struct hlist_head (NULL-terminated)
     hlist_nulls_nodes             struct hlist_nulls_head (odd nulls marker)
     parent_chain                  parent pointers up to the root
+    follow                        any singly linked chain (the loop the above share)
     rb_nodes                      struct rb_root (in order)
     rhashtable_nodes              struct rhashtable (bucket tables, future_tbl)
     xa_entries / idr_entries      struct xarray / struct idr
 """
 
 from .damage import Damage, DamageLog
-from .lists import hlist_nodes, hlist_nulls_nodes, list_entries, list_nodes, parent_chain
+from .lists import follow, hlist_nodes, hlist_nulls_nodes, list_entries, list_nodes, parent_chain
 from .rbtree import rb_nodes
 from .rhashtable import rhashtable_nodes
 from .xarray import idr_entries, xa_entries
 
-__all__ = ["Damage", "DamageLog", "list_nodes", "list_entries", "hlist_nodes",
+__all__ = ["Damage", "DamageLog", "follow", "list_nodes", "list_entries", "hlist_nodes",
            "hlist_nulls_nodes", "parent_chain", "rb_nodes", "rhashtable_nodes", "xa_entries",
            "idr_entries"]

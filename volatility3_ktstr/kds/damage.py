@@ -8,6 +8,7 @@ read" never look alike.
 from dataclasses import dataclass
 
 DEFAULT_LIMIT = 1000     # records kept per log; later ones are only counted
+KINDS = ("unreadable", "cycle", "null", "bound", "corrupt", "excluded")
 
 
 @dataclass(frozen=True)
@@ -16,11 +17,13 @@ class Damage:
 
     ``what`` names the part ("list node", "bucket", "xa_node", "leaf subtree"), ``addr`` is where
     it is (0 when there is no address), ``reason`` why it was skipped ("unmapped at 0x...",
-    "cycle", "NULL link", "stopped after 65536 entries")."""
+    "cycle", "NULL link", "stopped after 65536 entries"); ``kind`` classifies it for counting:
+    one of :data:`KINDS`."""
 
     what: str
     addr: int
     reason: str
+    kind: str = "unreadable"
 
     def __str__(self):
         where = f" at {self.addr:#x}" if self.addr else ""
@@ -36,8 +39,8 @@ class DamageLog:
         self.dropped = 0
         self.limit = limit
 
-    def add(self, what, addr, reason) -> Damage:
-        d = Damage(what, addr or 0, str(reason))
+    def add(self, what, addr, reason, kind="unreadable") -> Damage:
+        d = Damage(what, addr or 0, str(reason), kind)
         if len(self.items) < self.limit:
             self.items.append(d)
         else:
@@ -46,7 +49,7 @@ class DamageLog:
 
     def extend(self, other):
         for d in other:
-            self.add(d.what, d.addr, d.reason)
+            self.add(d.what, d.addr, d.reason, d.kind)
         self.dropped += getattr(other, "dropped", 0)
 
     def __iter__(self):
@@ -57,6 +60,10 @@ class DamageLog:
 
     def __bool__(self):
         return bool(self.items) or bool(self.dropped)
+
+    def count(self, kind) -> int:
+        """Records of ``kind`` kept (the dropped ones are not classified)."""
+        return sum(1 for d in self.items if d.kind == kind)
 
     def summary(self) -> str:
         """"2 parts skipped (list node: 1, bucket: 1)", or "" when nothing was."""

@@ -17,8 +17,14 @@ from .damage import log_of
 MAX_LIST = 1 << 20
 
 
-def _walk(reader, first, next_off, stop, *, limit, damage, what, window):
-    """Shared loop: follow ``next`` from ``first`` until ``stop(addr)``; yield node or (node, raw)."""
+def follow(reader, first, next_off, stop, *, limit=MAX_LIST, damage=None, what="node", window=None):
+    """The loop every singly-followed chain shares: follow the pointer at ``next_off`` from
+    ``first`` until ``stop(addr)``; yields nodes, or (node, bytes) with ``window=(start, size)``.
+
+    With a window, a node whose window is unreadable but whose ``next`` pointer is readable is
+    yielded as (node, None) and the walk goes on (the caller decides what a short node means,
+    e.g. an element whose large value crosses into an unmapped page)."""
+    damage = log_of(damage)
     lo, size = window if window is not None else (next_off, 8)
     lo = min(lo, next_off)
     size = max(size, next_off + 8 - lo)
@@ -26,20 +32,29 @@ def _walk(reader, first, next_off, stop, *, limit, damage, what, window):
     cur = first
     while not stop(cur):
         if not cur:
-            damage.add(what, 0, "NULL link (list cut)")
+            damage.add(what, 0, "NULL link (list cut)", "null")
             return
         if cur in seen:
-            damage.add(what, cur, "cycle (node already visited)")
+            damage.add(what, cur, "cycle (node already visited)", "cycle")
             return
         if len(seen) >= limit:
-            damage.add(what, cur, f"stopped after {limit} nodes")
+            damage.add(what, cur, f"stopped after {limit} nodes", "bound")
             return
         seen.add(cur)
         try:
             raw = reader.read(cur + lo, size)
         except ReadError as e:
-            damage.add(what, cur, f"node unreadable ({e.reason})")
-            return
+            if window is None or size == 8:
+                damage.add(what, cur, f"node unreadable ({e.reason})")
+                return
+            try:
+                nxt = reader.ptr(cur + next_off)
+            except ReadError:
+                damage.add(what, cur, f"node unreadable ({e.reason})")
+                return
+            yield cur, None
+            cur = nxt
+            continue
         yield (cur, raw) if window is not None else cur
         cur = int.from_bytes(raw[next_off - lo:next_off - lo + 8], "little")
 
@@ -56,7 +71,7 @@ def list_nodes(reader, layout, head, *, limit=MAX_LIST, damage=None, what="list 
     except ReadError as e:
         damage.add("list head", head, f"unreadable ({e.reason})")
         return
-    yield from _walk(reader, first, next_off, lambda a: a == head, limit=limit, damage=damage,
+    yield from follow(reader, first, next_off, lambda a: a == head, limit=limit, damage=damage,
                      what=what, window=window)
 
 
@@ -72,15 +87,18 @@ def list_entries(reader, layout, head, struct, member, *, window=None, **kw):
             yield node - off, raw
 
 
-def hlist_nodes(reader, layout, head, *, limit=MAX_LIST, damage=None, what="hlist node", window=None):
-    """Nodes of the NULL-terminated ``struct hlist_head`` chain at ``head``."""
+def hlist_nodes(reader, layout, head=None, *, first=None, limit=MAX_LIST, damage=None,
+                what="hlist node", window=None):
+    """Nodes of the NULL-terminated ``struct hlist_head`` chain at ``head`` (or starting at
+    ``first``, for callers that read bucket heads in bulk)."""
     damage = log_of(damage)
-    try:
-        first = reader.ptr(head + layout.offset("hlist_head", "first"))
-    except ReadError as e:
-        damage.add("hlist head", head, f"unreadable ({e.reason})")
-        return
-    yield from _walk(reader, first, layout.offset("hlist_node", "next"), lambda a: a == 0,
+    if first is None:
+        try:
+            first = reader.ptr(head + layout.offset("hlist_head", "first"))
+        except ReadError as e:
+            damage.add("hlist head", head, f"unreadable ({e.reason})")
+            return
+    yield from follow(reader, first, layout.offset("hlist_node", "next"), lambda a: a == 0,
                      limit=limit, damage=damage, what=what, window=window)
 
 
@@ -100,7 +118,7 @@ def hlist_nulls_nodes(reader, layout, head=None, *, first=None, limit=MAX_LIST, 
         except ReadError as e:
             damage.add("hlist_nulls head", head, f"unreadable ({e.reason})")
             return
-    yield from _walk(reader, first, layout.offset("hlist_nulls_node", "next"), _is_nulls,
+    yield from follow(reader, first, layout.offset("hlist_nulls_node", "next"), _is_nulls,
                      limit=limit, damage=damage, what=what, window=window)
 
 
@@ -112,10 +130,10 @@ def parent_chain(reader, addr, parent_offset, *, limit=256, damage=None, what="p
     cur = addr
     while cur:
         if cur in seen:
-            damage.add(what, cur, "cycle (ancestor already visited)")
+            damage.add(what, cur, "cycle (ancestor already visited)", "cycle")
             return
         if len(seen) >= limit:
-            damage.add(what, cur, f"deeper than {limit}")
+            damage.add(what, cur, f"deeper than {limit}", "bound")
             return
         seen.add(cur)
         yield cur

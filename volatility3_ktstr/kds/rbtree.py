@@ -30,14 +30,14 @@ def rb_nodes(reader, layout, root, *, limit=MAX_NODES, damage=None, what="rb_nod
     while node or stack:
         while node:
             if node in seen:
-                damage.add(what, node, "cycle (node already visited)")
+                damage.add(what, node, "cycle (node already visited)", "cycle")
                 node = 0
                 break
             if len(seen) >= limit:
-                damage.add(what, node, f"stopped after {limit} nodes")
+                damage.add(what, node, f"stopped after {limit} nodes", "bound")
                 return
             if len(stack) >= MAX_DEPTH:
-                damage.add(what, node, f"deeper than {MAX_DEPTH}: subtree skipped")
+                damage.add(what, node, f"deeper than {MAX_DEPTH}: subtree skipped", "bound")
                 node = 0
                 break
             seen.add(node)

@@ -33,7 +33,7 @@ def rhashtable_nodes(reader, layout, ht, *, limit=MAX_ENTRIES, damage=None, what
     tables = set()
     while tbl and len(tables) < MAX_TABLES:
         if tbl in tables:
-            damage.add("bucket_table", tbl, "future_tbl cycle")
+            damage.add("bucket_table", tbl, "future_tbl cycle", "corrupt")
             return
         tables.add(tbl)
         try:
@@ -44,11 +44,11 @@ def rhashtable_nodes(reader, layout, ht, *, limit=MAX_ENTRIES, damage=None, what
         size = f_size.decode(hdr)
         future = f_future.decode(hdr)
         if f_nest is not None and f_nest.decode(hdr):
-            damage.add("bucket_table", tbl, f"nested table of {size} buckets: not walked")
+            damage.add("bucket_table", tbl, f"nested table of {size} buckets: not walked", "bound")
             tbl = future
             continue
         if not 0 < size <= MAX_BUCKETS or size & (size - 1):
-            damage.add("bucket_table", tbl, f"implausible size {size}")
+            damage.add("bucket_table", tbl, f"implausible size {size}", "corrupt")
             return
         try:
             buckets = reader.read(tbl + off_buckets, 8 * size)
@@ -62,10 +62,10 @@ def rhashtable_nodes(reader, layout, ht, *, limit=MAX_ENTRIES, damage=None, what
                 if p in seen:
                     break      # rehash duplicate, or a cycle back into known nodes
                 if len(seen) >= limit:
-                    damage.add(what, p, f"stopped after {limit} entries")
+                    damage.add(what, p, f"stopped after {limit} entries", "bound")
                     return
                 if steps > limit:
-                    damage.add(what, p, "chain longer than the table bound")
+                    damage.add(what, p, "chain longer than the table bound", "bound")
                     break
                 seen.add(p)
                 steps += 1

@@ -45,14 +45,14 @@ def xa_entries(reader, layout, xa, *, limit=MAX_ENTRIES, damage=None, what="xa_n
     while stack:
         node, base_index, depth = stack.pop()
         if node in seen:
-            damage.add(what, node, "cycle (node already visited)")
+            damage.add(what, node, "cycle (node already visited)", "cycle")
             continue
         if depth > MAX_DEPTH:
-            damage.add(what, node, f"deeper than {MAX_DEPTH}")
+            damage.add(what, node, f"deeper than {MAX_DEPTH}", "bound")
             continue
         seen.add(node)
         if len(seen) > MAX_NODES:
-            damage.add(what, node, f"stopped after {MAX_NODES} nodes")
+            damage.add(what, node, f"stopped after {MAX_NODES} nodes", "bound")
             return
         try:
             raw = reader.read(node, node_size)
@@ -61,7 +61,7 @@ def xa_entries(reader, layout, xa, *, limit=MAX_ENTRIES, damage=None, what="xa_n
             continue
         shift = raw[off_shift]
         if shift >= 64 or shift % chunk_shift:
-            damage.add(what, node, f"implausible shift {shift}")
+            damage.add(what, node, f"implausible shift {shift}", "corrupt")
             continue
         children = []
         for slot in range(1 << chunk_shift):
@@ -71,7 +71,7 @@ def xa_entries(reader, layout, xa, *, limit=MAX_ENTRIES, damage=None, what="xa_n
             index = base_index + (slot << shift)
             if is_node(e):
                 if shift == 0:
-                    damage.add(what, node, "node entry at the leaf level")
+                    damage.add(what, node, "node entry at the leaf level", "corrupt")
                     continue
                 children.append((e - 2, index, depth + 1))
             elif is_internal(e) or e & 1:
@@ -80,7 +80,7 @@ def xa_entries(reader, layout, xa, *, limit=MAX_ENTRIES, damage=None, what="xa_n
                 yield index, e
                 emitted += 1
                 if emitted >= limit:
-                    damage.add(what, node, f"stopped after {limit} entries")
+                    damage.add(what, node, f"stopped after {limit} entries", "bound")
                     return
         stack.extend(reversed(children))
 

@@ -38,7 +38,7 @@ import json
 
 from .plan import CpuList, EnumName, Hex, compiler_for, cpu_list, hex_list, render_at
 
-__all__ = ["render", "render_text", "hex_list", "cpu_list", "Hex", "EnumName", "CpuList", "type_size"]
+__all__ = ["render", "render_text", "hex_list", "cpu_list", "Hex", "EnumName", "CpuList"]
 
 
 class _Chaser:
@@ -79,11 +79,6 @@ def render(btf, type_id, data, *, chase=None, max_depth=32, max_elems=4096):
     if len(data) >= plan.size:
         return plan.fn(data, 0, ctx)
     return render_at(plan, data, 0, ctx)
-
-
-def type_size(btf, type_id) -> int:
-    """Bytes ``render`` needs for ``type_id`` (0 for void and types without a size)."""
-    return compiler_for(btf).plan(type_id, 4096).size
 
 
 _ESC = json.encoder.encode_basestring   # C-accelerated "..." quoting

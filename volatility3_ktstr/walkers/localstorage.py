@@ -13,6 +13,7 @@ read (links, storage pointer and value together).
 from dataclasses import dataclass, field
 
 from ..core import LayoutError, ReadError
+from ..kds import DamageLog, follow
 
 MAX_BUCKETS = 1 << 16
 MAX_VISITS = 1_000_000
@@ -81,7 +82,8 @@ class StorageElem:
 
 @dataclass
 class WalkStats:
-    """What one map's walk saw. Every skip is counted and (up to MAX_PROBLEMS) explained."""
+    """What one map's walk saw. Every skip is counted, and explained in ``damage`` (a bounded
+    DamageLog: --verbose shows one row per record)."""
 
     bucket_log: int = 0
     buckets: int = 0             # buckets walked
@@ -93,14 +95,7 @@ class WalkStats:
     smap_mismatch: int = 0       # element whose sdata.smap is another map (kept, flagged)
     visit_cap_hit: bool = False  # the global visit budget ran out inside this map
     rejected: str = None         # the map as a whole could not be walked: why
-    problems: list = field(default_factory=list)   # (what, address, reason)
-    problems_dropped: int = 0
-
-    def problem(self, what, addr, reason):
-        if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append((what, addr, reason))
-        else:
-            self.problems_dropped += 1
+    damage: DamageLog = field(default_factory=lambda: DamageLog(MAX_PROBLEMS))
 
     @property
     def complete(self) -> bool:
@@ -163,7 +158,7 @@ def _bucket_heads(reader, offs, buckets, n, stats):
                 yield start + i, _U64(reader.read(addr + first, 8), "little")
             except ReadError as e:
                 stats.buckets_skipped += 1
-                stats.problem("bucket skipped", addr, f"bucket {start + i} unreadable: {e.reason}")
+                stats.damage.add("bucket skipped", addr, f"bucket {start + i} unreadable: {e.reason}")
 
 
 def walk(reader, offs: LocalStorageOffsets, smap_kva, value_size, stats=None, budget=None):
@@ -191,47 +186,28 @@ def walk(reader, offs: LocalStorageOffsets, smap_kva, value_size, stats=None, bu
         return
     n = 1 << log
 
-    hdr_len = offs.header_size
-    full_len = max(hdr_len, offs.value + value_size)
+    full_len = max(offs.header_size, offs.value + value_size)
     map_node, next_off = offs.map_node, offs.map_node + offs.node_next
     ls_off, smap_off, val_off = offs.elem_local_storage, offs.elem_smap, offs.value
     val_end = val_off + value_size
     owners = {}  # storage kva -> (owner, error): one storage can hold several maps' elements
-    read = reader.read   # hot loop: one bound-method lookup, not one per element
 
-    for index, node in _bucket_heads(reader, offs, buckets, n, stats):
+    for index, first in _bucket_heads(reader, offs, buckets, n, stats):
         stats.buckets += 1
-        seen = set()
-        while node:
-            if budget.left <= 0:
-                stats.visit_cap_hit = True
-                stats.problem("walk stopped", node, "visit limit reached")
-                return
-            budget.left -= 1
-            if node in seen:
-                stats.cycles += 1
-                stats.problem("chain cut", node, f"bucket {index}: cycle back to {node:#x}")
-                break
-            seen.add(node)
+        chain = DamageLog()
+        limit = budget.left
+        visited = 0
+        # Nodes are the elements' map_node links; one read covers the element and its value.
+        for node, raw in follow(reader, first, offs.node_next, _is_null, limit=limit, damage=chain,
+                                what="element", window=(-map_node, full_len)):
+            visited += 1
             elem = node - map_node
-            try:
-                raw = read(elem, full_len)
-            except ReadError:
-                raw = None
             if raw is None:
-                try:
-                    hdr = read(elem, hdr_len)
-                except ReadError as e:
-                    stats.chains_broken += 1
-                    stats.problem("chain broken", elem, f"bucket {index}: element unreadable: {e.reason}")
-                    break
                 stats.dropped_short += 1
-                stats.problem("element dropped", elem,
-                              f"bucket {index}: value ({value_size} bytes at "
-                              f"{elem + val_off:#x}) unreadable")
-                node = _U64(hdr[next_off:next_off + 8], "little")
+                stats.damage.add("element dropped", elem,
+                                 f"bucket {index}: value ({value_size} bytes at "
+                                 f"{elem + val_off:#x}) unreadable")
                 continue
-            node = _U64(raw[next_off:next_off + 8], "little")
             storage = _U64(raw[ls_off:ls_off + 8], "little")
             smap = _U64(raw[smap_off:smap_off + 8], "little")
             hit = owners.get(storage)
@@ -239,10 +215,27 @@ def walk(reader, offs: LocalStorageOffsets, smap_kva, value_size, stats=None, bu
                 hit = owners[storage] = _owner_of(reader, offs, storage)
             if smap != smap_kva:
                 stats.smap_mismatch += 1
-                stats.problem("element flagged", elem,
-                              f"bucket {index}: sdata.smap is {smap:#x}, not this map")
+                stats.damage.add("element flagged", elem,
+                                 f"bucket {index}: sdata.smap is {smap:#x}, not this map", "corrupt")
             stats.elements += 1
             yield StorageElem(index, elem, storage, hit[0], hit[1], smap, raw[val_off:val_end])
+        budget.left -= visited
+        for d in chain:
+            if d.kind == "bound":
+                stats.visit_cap_hit = True
+                stats.damage.add("walk stopped", d.addr, "visit limit reached", "bound")
+                return
+            if d.kind == "cycle":
+                stats.cycles += 1
+                stats.damage.add("chain cut", d.addr, f"bucket {index}: cycle back to {d.addr:#x}", "cycle")
+            else:
+                stats.chains_broken += 1
+                stats.damage.add("chain broken", d.addr - map_node,
+                                 f"bucket {index}: element unreadable: {d.reason}")
+
+
+def _is_null(addr):
+    return addr == 0
 
 
 def _owner_of(reader, offs, storage):

@@ -10,6 +10,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from ..core import LayoutError, ReadError
+from ..kds import DamageLog, parent_chain
 
 # Map type name -> owner kind.
 OWNER_KINDS = {"task_storage": "task", "cgrp_storage": "cgroup", "inode_storage": "inode",
@@ -55,7 +56,8 @@ class Owner:
 
 
 class _Offsets:
-    """Member offsets of one owner kind, resolved together; a LayoutError is kept as the reason."""
+    """Members of one owner kind, resolved together as :class:`Field` s (offset, width,
+    signedness; struct sizes as ints); a LayoutError is kept as the reason."""
 
     def __init__(self, layout, spec):
         self.error = None
@@ -66,7 +68,7 @@ class _Offsets:
                 elif paths is None:
                     setattr(self, attr, layout.size(struct))
                 else:
-                    setattr(self, attr, layout.first(struct, *paths))
+                    setattr(self, attr, layout.first_field(struct, *paths))
         except LayoutError as e:
             self.error = f"kernel layout: {e}"
 
@@ -114,12 +116,14 @@ _SOCK = {
 }
 
 
-def _u(raw, off, width):
-    return int.from_bytes(raw[off:off + width], "little")
+def _span(*fields):
+    """(start, length) of the bytes holding ``fields`` (one read for all of them)."""
+    lo = min(f.offset for f in fields)
+    return lo, max(f.end for f in fields) - lo
 
 
-def _s32(raw, off):
-    return int.from_bytes(raw[off:off + 4], "little", signed=True)
+def _bytes(raw, f, base=0):
+    return raw[f.offset - base:f.end - base]
 
 
 class OwnerResolver:
@@ -164,7 +168,7 @@ class OwnerResolver:
         except ReadError as e:
             owner.error = f"{kind} at {kva:#x} unreadable: {e.reason}"
         if storage and getattr(offs, "storage", None) is not None and owner.error is None:
-            self._check_back_pointer(owner, offs.storage, storage)
+            self._check_back_pointer(owner, offs.storage.offset, storage)
         return owner
 
     def _check_back_pointer(self, owner, off, storage):
@@ -180,10 +184,10 @@ class OwnerResolver:
     # --- kinds ---------------------------------------------------------------------------
 
     def _task(self, owner, o):
-        lo = min(o.pid, o.tgid)
-        raw = self.reader.read(owner.kva + lo, max(o.pid, o.tgid) + 4 - lo)
-        pid, tgid = _s32(raw, o.pid - lo), _s32(raw, o.tgid - lo)
-        comm = self.reader.read(owner.kva + o.comm, 16).split(b"\0", 1)[0]
+        lo, size = _span(o.pid, o.tgid, o.comm)
+        raw = self.reader.read(owner.kva + lo, size)
+        pid, tgid = o.pid.decode(raw, lo), o.tgid.decode(raw, lo)
+        comm = _bytes(raw, o.comm, lo).split(b"\0", 1)[0]
         if not (0 <= pid < PID_MAX_LIMIT and 0 <= tgid < PID_MAX_LIMIT):
             owner.error = f"implausible pid {pid} / tgid {tgid} (not a task_struct?)"
             return
@@ -191,44 +195,45 @@ class OwnerResolver:
         owner.comm = comm.decode("utf-8", "replace")
 
     def _cgroup(self, owner, o):
-        kn = self.reader.u64(owner.kva + o.kn)
+        kn = self.reader.u64(owner.kva + o.kn.offset)
         if not kn:
             owner.error = "cgroup->kn is NULL"
             return
-        parts, seen, node, first = [], set(), kn, True
-        for _ in range(MAX_DEPTH + 1):
-            if node in seen:
-                owner.error = f"kernfs parent chain loops at {node:#x}"
-                break
-            seen.add(node)
+        parts = []
+        damage = DamageLog()
+        chain = parent_chain(self.reader, kn, o.kn_parent.offset, limit=MAX_DEPTH + 1, damage=damage,
+                             what="kernfs node")
+        for i, node in enumerate(chain):
             raw = self.reader.read(node, o.kn_size)
-            if first:
-                owner.ident = _u(raw, o.kn_id, 8)
-                first = False
-            parent = _u(raw, o.kn_parent, 8)
-            if not parent:   # the hierarchy root: its name is not part of the path
+            if i == 0:
+                owner.ident = o.kn_id.decode(raw)
+            if not o.kn_parent.decode(raw):   # the hierarchy root: not part of the path
                 break
-            name_ptr = _u(raw, o.kn_name, 8)
+            name_ptr = o.kn_name.decode(raw)
             parts.append(self.reader.cstring(name_ptr, MAX_NAME) if name_ptr else "?")
-            node = parent
-        else:
-            parts.append("...")
+        for d in damage:
+            if d.kind == "cycle":
+                owner.error = f"kernfs parent chain loops at {d.addr:#x}"
+            elif d.kind == "bound":
+                parts.append("...")
+            else:
+                raise ReadError(d.addr, 8, d.reason)
         owner.name = "/" + "/".join(reversed(parts))
 
     def _inode(self, owner, o):
-        lo = min(o.ino, o.sb)
-        raw = self.reader.read(owner.kva + lo, max(o.ino, o.sb) + 8 - lo)
-        owner.ident = _u(raw, o.ino - lo, 8)
-        sb = _u(raw, o.sb - lo, 8)
+        lo, size = _span(o.ino, o.sb)
+        raw = self.reader.read(owner.kva + lo, size)
+        owner.ident = o.ino.decode(raw, lo)
+        sb = o.sb.decode(raw, lo)
         where = []
         if sb:
             try:
-                fstype = self.reader.u64(sb + o.sb_type)
-                name_ptr = self.reader.u64(fstype + o.fs_name) if fstype else 0
+                fstype = self.reader.u64(sb + o.sb_type.offset)
+                name_ptr = self.reader.u64(fstype + o.fs_name.offset) if fstype else 0
                 if name_ptr:
                     where.append(self.reader.cstring(name_ptr, 64))
                 if o.sb_id is not None:
-                    sid = self.reader.read(sb + o.sb_id, 32).split(b"\0", 1)[0]
+                    sid = self.reader.read(sb + o.sb_id.offset, o.sb_id.size).split(b"\0", 1)[0]
                     if sid:
                         where.append(f"({sid.decode('utf-8', 'replace')})")
             except ReadError as e:
@@ -241,39 +246,25 @@ class OwnerResolver:
         if None in (o.dentry_first, o.d_alias, o.d_parent, o.d_name):
             return ""
         try:
-            first = self.reader.u64(inode + o.dentry_first)
+            first = self.reader.u64(inode + o.dentry_first.offset)
         except ReadError:
             return ""
         if not first:
             return ""   # no cached dentry (e.g. an anonymous or evicted inode)
-        dentry, parts, seen = first - o.d_alias, [], set()
-        try:
-            for _ in range(MAX_DEPTH):
-                if dentry in seen:
-                    return "<dentry chain loops>/" + "/".join(reversed(parts))
-                seen.add(dentry)
-                parent = self.reader.u64(dentry + o.d_parent)
-                if not parent or parent == dentry:   # the filesystem root
-                    return "/" + "/".join(reversed(parts))
-                name_ptr = self.reader.u64(dentry + o.d_name)
-                parts.append(self.reader.cstring(name_ptr, MAX_NAME) if name_ptr else "?")
-                dentry = parent
-        except ReadError as e:
-            return f"<dentry unreadable: {e.reason}>/" + "/".join(reversed(parts))
-        return ".../" + "/".join(reversed(parts))
+        return dentry_path(self.reader, first - o.d_alias.offset, o.d_parent.offset, o.d_name.offset)
 
     def _socket(self, owner, o):
-        base = owner.kva + o.common
+        base = owner.kva + o.common.offset
         raw = self.reader.read(base, o.common_size)
-        family = _u(raw, o.family, 2)
+        family = o.family.decode(raw)
         proto = stype = None
         if o.protocol is not None:
-            lo = min(o.protocol, o.type if o.type is not None else o.protocol)
-            hi = max(o.protocol, o.type if o.type is not None else o.protocol) + 2
-            extra = self.reader.read(owner.kva + lo, hi - lo)
-            proto = _u(extra, o.protocol - lo, 2)
+            fields = [f for f in (o.protocol, o.type) if f is not None]
+            lo, size = _span(*fields)
+            extra = self.reader.read(owner.kva + lo, size)
+            proto = o.protocol.decode(extra, lo)
             if o.type is not None:
-                stype = _u(extra, o.type - lo, 2)
+                stype = o.type.decode(extra, lo)
         fam = _FAMILIES.get(family, f"family {family}")
         words = [fam]
         if proto is not None and family in (2, 10):
@@ -281,20 +272,43 @@ class OwnerResolver:
         elif stype is not None:
             words.append(_SOCK_TYPES.get(stype, f"type {stype}"))
         if family in (2, 10):
-            lport = _u(raw, o.num, 2)
-            rport = int.from_bytes(raw[o.dport:o.dport + 2], "big")
+            lport = o.num.decode(raw)
+            rport = int.from_bytes(_bytes(raw, o.dport), "big")   # __be16
             if family == 10 and o.v6_saddr is not None:
-                src = ipaddress.IPv6Address(raw[o.v6_saddr:o.v6_saddr + 16])
-                dst = ipaddress.IPv6Address(raw[o.v6_daddr:o.v6_daddr + 16])
+                src = ipaddress.IPv6Address(_bytes(raw, o.v6_saddr))
+                dst = ipaddress.IPv6Address(_bytes(raw, o.v6_daddr))
                 local, remote = f"[{src}]:{lport}", f"[{dst}]:{rport}"
             else:
-                src = ipaddress.IPv4Address(raw[o.saddr:o.saddr + 4])
-                dst = ipaddress.IPv4Address(raw[o.daddr:o.daddr + 4])
+                src = ipaddress.IPv4Address(_bytes(raw, o.saddr))
+                dst = ipaddress.IPv4Address(_bytes(raw, o.daddr))
                 local, remote = f"{src}:{lport}", f"{dst}:{rport}"
             words.append(f"{local} -> {remote}")
-            state = _u(raw, o.state, 1)
+            state = o.state.decode(raw)
             if proto in (6, 262) or proto is None:
                 name = _TCP_STATES[state] if 0 < state < len(_TCP_STATES) else None
                 words.append(name or f"state {state}")
         owner.ident = None
         owner.name = " ".join(words)
+
+
+def dentry_path(reader, dentry, parent_off, name_off, max_depth=MAX_DEPTH):
+    """Path of ``dentry`` within its filesystem ("/a/b"), following ``d_parent`` up to the root
+    (a dentry that is its own parent). Damage shows in the path: "<dentry chain loops>/...",
+    "<dentry unreadable: ...>/...", ".../" when deeper than ``max_depth``."""
+    parts = []
+    damage = DamageLog()
+    for node in parent_chain(reader, dentry, parent_off, limit=max_depth, damage=damage, what="dentry"):
+        try:
+            parent = reader.u64(node + parent_off)
+            if not parent or parent == node:   # the filesystem root
+                return "/" + "/".join(reversed(parts))
+            name_ptr = reader.u64(node + name_off)
+            parts.append(reader.cstring(name_ptr, MAX_NAME) if name_ptr else "?")
+        except ReadError as e:
+            return f"<dentry unreadable: {e.reason}>/" + "/".join(reversed(parts))
+    for d in damage:
+        if d.kind == "cycle":
+            return "<dentry chain loops>/" + "/".join(reversed(parts))
+        if d.kind != "bound":
+            return f"<dentry unreadable: {d.reason}>/" + "/".join(reversed(parts))
+    return ".../" + "/".join(reversed(parts))

@@ -647,50 +647,23 @@ def find_programs(reader, layout, maps, btf_at, arenas, progs, *, prog_arenas=No
     return out
 
 
-def kernel_programs(kctx, maps, **kwargs):
-    """:func:`find_programs` for a kernel context (anything with ``reader``, ``layout``,
-    ``page_size``, ``symbol(name)`` and ``btf_at(kva)``, e.g. kernel.KernelContext): reads the
-    arenas and programs itself. ``kwargs`` go to :func:`find_programs`.
-
-    Other walkers use it to recognise ``struct sdt_data __arena *`` values::
-
-        for prog in sdtalloc.kernel_programs(kctx, maps):
-            hit = prog.slots.lookup(ptr) if prog.slots else None
-            if hit: value = prog.slots.render(hit)
-    """
-    from ..bpf import progs as bpfprogs
-    from ..core import LayoutError
-    from .arena import arena_infos, prog_arena_kva
-
-    arenas = arena_infos(kctx.reader, kctx.layout, maps, kctx.page_size)
-    progs, prog_arenas = [], {}
-    prog_idr = kctx.symbol("prog_idr")
-    if prog_idr is not None:
-        try:
-            progs = list(bpfprogs.iter_progs(kctx.reader, kctx.layout, prog_idr))
-        except (ReadError, LayoutError):
-            progs = []      # attribution then falls back to pointer ranges
-        prog_arenas = {p.kva: prog_arena_kva(kctx.reader, kctx.layout, p.aux_kva) for p in progs}
-    kwargs.setdefault("is_foreign", lambda name: kctx.layout.has(name))
-    return find_programs(kctx.reader, kctx.layout, maps, kctx.btf_at, arenas, progs,
-                         prog_arenas=prog_arenas, **kwargs)
-
-
 # --- who a slot belongs to, and how to show it -------------------------------------------------
 
 def pointer_members(btf, type_id, value_size):
-    """Byte offsets of the 8-byte pointer members (top level) of a map value type: where a
-    ``struct sdt_data __arena *`` can be stored."""
-    t = btf.resolve(type_id) if type_id else None
+    """(name, byte offset) of the named, 8-byte aligned pointer members (top level) of a map
+    value type that fit in ``value_size``: where a ``struct sdt_data __arena *`` can be stored."""
+    try:
+        t = btf.resolve(type_id) if btf is not None and type_id else None
+    except Exception:   # noqa: BLE001 - corrupt BTF: rendering reports it
+        return ()
     if t is None or t.kind not in (Kind.STRUCT, Kind.UNION):
         return ()
     out = []
     for m in t.members:
         mt = btf.resolve(m.type)
-        if mt is not None and mt.kind == Kind.PTR and not m.bit_size and m.bit_offset % 64 == 0:
-            off = m.bit_offset // 8
-            if off + 8 <= value_size:
-                out.append(off)
+        if (m.name and mt is not None and mt.kind == Kind.PTR and not m.bit_size
+                and m.bit_offset % 64 == 0 and m.bit_offset // 8 + 8 <= value_size):
+            out.append((m.name, m.bit_offset // 8))
     return tuple(out)
 
 
@@ -715,7 +688,7 @@ def task_storage_owners(reader, layout, maps, prog: ProgramSdt, resolver):
         for el in elems:
             if not el.owner:
                 continue
-            for off in offs:
+            for _name, off in offs:
                 ptr = int.from_bytes(el.value[off:off + 8], "little")
                 hit = prog.slots.lookup(ptr) if ptr else None
                 if hit is not None:

@@ -1,0 +1,71 @@
+"""Rows of ``linux.ktstr.arena``: each BPF arena map (user window, kernel window, page count) with
+one child row per mapped page (user address -> kernel VA -> physical), and the sparse image
+writer behind ``--dump``.
+
+Takes the kernel adapter and, for dumping, ``open_file(name)`` returning a writable, seekable
+file object (the plugin passes Volatility's ``self.open``, so ``vol -o DIR`` decides where files
+go); no Volatility import.
+"""
+
+import json
+
+from ..core import ReadError
+from ..errors import KtstrError
+from ..walkers import arena as arenaw
+from . import HEX, Grid
+from .common import select_maps
+
+GRID = Grid(("MapID", int), ("Name", str), ("UserAddr", HEX), ("Size", int), ("KernelVA", HEX),
+            ("Physical", HEX), ("Pages", int), ("Note", str), note="Note")
+
+
+def rows(kctx, ids=None, names=None, open_file=None):
+    kctx.require_type("bpf_arena")
+    maps, _missing = select_maps(kctx.maps(), ids, names)
+    infos = arenaw.arena_infos(kctx.reader, kctx.layout, maps, kctx.page_size)
+    if not infos:
+        raise KtstrError("no BPF arena map in the dump" if not (ids or names)
+                         else "none of the selected maps is an arena")
+    layer = kctx.layer
+    for info in infos:
+        pages = list(arenaw.mapped_pages(
+            info, lambda off, length: layer.mapping(off, length, ignore_errors=True)))
+        note = info.error or ""
+        if open_file is not None and info.usable:
+            note = "; ".join(n for n in (note, dump(kctx.reader, info, pages, open_file)) if n)
+        yield 0, GRID.row(MapID=info.map_id, Name=info.name, UserAddr=info.user_vm_start,
+                          Size=info.size, KernelVA=info.kern_vm_start, Pages=len(pages), Note=note)
+        for p in pages:
+            yield 1, GRID.row(MapID=info.map_id, Name=info.name, UserAddr=p.user_addr,
+                              Size=info.page_size, KernelVA=p.kernel_va, Physical=p.phys, Note="")
+
+
+def dump(reader, info, pages, open_file):
+    """Write ``arena-<id>.bin`` (the arena's size, each mapped page at its offset from
+    user_vm_start, holes left as holes) and ``arena-<id>.json`` (addresses, pages present);
+    returns the note for the arena's row."""
+    base = f"arena-{info.map_id}"
+    written, unreadable = [], 0
+    try:
+        with open_file(base + ".bin") as f:
+            for p in pages:
+                try:
+                    data = reader.read(p.kernel_va, info.page_size)
+                except ReadError:
+                    unreadable += 1     # mapped but outside the dump file
+                    continue
+                f.seek(p.user_addr - info.user_vm_start)
+                f.write(data)
+                written.append(p.user_addr)
+            f.truncate(info.size)
+        with open_file(base + ".json") as f:
+            f.write(json.dumps({"map_id": info.map_id, "name": info.name,
+                                "user_vm_start": info.user_vm_start, "size": info.size,
+                                "kern_vm_start": info.kern_vm_start, "page_size": info.page_size,
+                                "pages": written}, indent=1).encode())
+    except OSError as e:
+        raise KtstrError(f"--dump: cannot write {base}.bin: {e.strerror or e}") from None
+    note = f"wrote {base}.bin ({len(written)} pages)"
+    if unreadable:
+        note += f"; {unreadable} mapped pages unreadable"
+    return note

@@ -1,0 +1,213 @@
+"""Rows of ``linux.ktstr.mapdump``: the values of BPF maps, like `bpftool map dump`.
+
+Walks ARRAY (``.bss``/``.data``/``.rodata`` rendered variable by variable from their DATASEC),
+PERCPU_ARRAY, HASH, LRU_HASH, PERCPU_HASH, LRU_PERCPU_HASH and STRUCT_OPS (the registered ops
+value, rendered with the kernel's BTF; function slots name the BPF program behind them).
+Other map types get one row saying why they are not dumped. Select maps with ``--id`` /
+``--name`` (either matches; all maps when neither is given).
+
+Rows (one per element; per-CPU maps get one child row per CPU):
+
+- ``MapId``, ``MapName``, ``MapType``; ``Index`` (array index, or the element's position in
+  the hash walk); ``Cpu`` (per-CPU child rows; N/A otherwise);
+- ``Key``, ``Value``: compact one-line text of the typed values (hex bytes without BTF);
+- ``Formatted``: a JSON string on element rows holding what ``bpftool -j map dump`` prints for
+  the element: ``{"key": ["0x00", ...], "value": [...], "formatted": {"key": K, "value": V}}``,
+  per-CPU ``{"key": [...], "values": [{"cpu": 0, "value": [...]}, ...], "formatted": {"key": K,
+  "values": [{"cpu": 0, "value": V}, ...]}}``. ``formatted`` is absent when the map has no
+  usable BTF (as with bpftool). Typed values follow volatility3_ktstr.render (pointers as
+  "0x..." strings, enums by name, char arrays as strings, cpumasks as CPU lists);
+  STRUCT_OPS function slots are ``{"prog_id": N, "prog": name, "ptr": "0x..."}``.
+- ``Error``: why an element, a part of the walk, or a whole map could not be shown. A map
+  that is cut at ``--max-entries`` ends with a row saying how many were left out; a map with
+  no elements has one row with Value "(no elements)" and Index -1.
+"""
+
+import json
+import struct
+
+from .. import render as R
+from ..bpf import disasm
+from ..bpf import values as bv
+from ..btf import Kind
+from ..core import LayoutError, ReadError
+from ..errors import KtstrError
+from . import Grid
+from .common import select_maps
+
+GRID = Grid(("MapId", int), ("MapName", str), ("MapType", str), ("Index", int), ("Cpu", int),
+            ("Key", str), ("Value", str), ("Formatted", str), ("Error", str), note="Error")
+
+NOT_WALKED = {
+    "task_storage": "local storage: elements live with their owners (see the local storage plugin)",
+    "inode_storage": "local storage: elements live with their owners (see the local storage plugin)",
+    "sk_storage": "local storage: elements live with their owners (see the local storage plugin)",
+    "cgrp_storage": "local storage: elements live with their owners (see the local storage plugin)",
+    "arena": "arena: pages, not elements (see the arena plugin)",
+    "ringbuf": "ring buffer records are not decoded",
+    "user_ringbuf": "ring buffer records are not decoded",
+}
+TEXT_MAX = 4096
+
+
+def _dumps(obj):
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _hex_text(data):
+    return data.hex(" ") if data is not None else "-"
+
+
+# --- rendering helpers --------------------------------------------------------------
+
+def _row(m, index, cpu, key, value, formatted, error, level=0):
+    return level, GRID.row(MapId=m.id, MapName=m.name, MapType=m.type_name, Index=index, Cpu=cpu,
+                           Key=key, Value=value, Formatted=formatted, Error=error or "")
+
+def map_btf(kctx, m):
+    """(btf, problem): the map's program BTF, or None with the reason."""
+    if not m.btf_kva or not (m.btf_value_type_id or m.btf_key_type_id):
+        return None, None
+    try:
+        return kctx.btf_at(m.btf_kva), None
+    except KtstrError as e:
+        return None, f"no typed view: {e}"
+
+def _typed(btf, type_id, data):
+    if btf is None or not type_id or data is None:
+        return None
+    try:
+        return R.render(btf, type_id, data)
+    except (ValueError, KeyError, IndexError, RecursionError, struct.error) as e:
+        # A BTF the renderer trips on costs this value its typed view, not the run.
+        return {"__unrendered__": f"{type(e).__name__}: {e}", "hex": R.hex_list(data)}
+
+# --- per map type -------------------------------------------------------------------
+
+def elements(kctx, m, limit):
+    btf, problem = map_btf(kctx, m)
+    info = bv.WalkInfo()
+    offsets = kctx.per_cpu_offsets() if m.type_name in bv.PERCPU_TYPES else None
+    strings = btf is None and m.type_name == "array" and ".rodata.str" in m.name
+    for e in bv.iter_entries(kctx.reader, kctx.layout, m, offsets, limit, info):
+        if btf is not None and m.btf_key_type_id:
+            key_v = _typed(btf, m.btf_key_type_id, e.key)
+        elif m.type_name in ("array", "percpu_array"):
+            key_v = e.index
+        else:
+            key_v = None
+        key_text = R.render_text(key_v, TEXT_MAX) if key_v is not None else _hex_text(e.key)
+        shaped = {"key": R.hex_list(e.key or b"")}
+        errors = [x for x in (e.error, problem) if x]
+        if e.percpu is None:
+            if e.value is not None:
+                shaped["value"] = R.hex_list(e.value)
+            val_v = _typed(btf, m.btf_value_type_id, e.value)
+            if strings and e.value is not None:
+                # A string-literal section without BTF: its strings (ktstr does the same).
+                val_v = [s.decode("ascii", "backslashreplace") for s in e.value.split(b"\0") if s]
+            if val_v is not None:
+                shaped["formatted"] = {"key": key_v, "value": val_v}
+                val_text = R.render_text(val_v, TEXT_MAX)
+            else:
+                val_text = _hex_text(e.value)
+            yield _row(m, e.index, None, key_text, val_text, _dumps(shaped), "; ".join(errors))
+            continue
+        shaped["values"] = [{"cpu": c, "value": R.hex_list(v) if v is not None else None}
+                            for c, v in e.percpu]
+        typed = [{"cpu": c, "value": _typed(btf, m.btf_value_type_id, v)} for c, v in e.percpu]
+        if btf is not None and m.btf_value_type_id:
+            shaped["formatted"] = {"key": key_v, "values": typed}
+        yield _row(m, e.index, None, key_text, f"{len(e.percpu)} CPUs", _dumps(shaped),
+                        "; ".join(errors))
+        for (cpu, raw), t in zip(e.percpu, typed):
+            if raw is None:
+                yield _row(m, e.index, cpu, key_text, "-", "", "not readable for this CPU", 1)
+                continue
+            text = R.render_text(t["value"], TEXT_MAX) if t["value"] is not None else _hex_text(raw)
+            yield _row(m, e.index, cpu, key_text, text, "", "", 1)
+    if not info.shown and not info.skipped:
+        # Say so: an empty map must not look like an unsupported one.
+        yield _row(m, -1, None, "", "(no elements)", "", "")
+    for addr, reason in info.skipped:
+        yield _row(m, -1, None, "", "", "", f"{reason} (at {addr:#x})")
+    if info.truncated:
+        more = f"{info.total - info.shown} more" if info.total > info.shown else "more"
+        yield _row(m, -1, None, "", "", "", f"{more} elements not shown (--max-entries {limit})")
+
+def struct_ops(kctx, m, namer, progs_by_id):
+    kval, uval, kaddr = bv.struct_ops_value(kctx.reader, kctx.layout, m)
+    shaped = {"key": R.hex_list(b"\0\0\0\0"), "value": R.hex_list(kval)}
+    kbtf = kctx.kernel_btf()
+    tid = m.btf_vmlinux_value_type_id
+    if not tid:
+        raise bv.ValueError_("struct_ops map without btf_vmlinux_value_type_id")
+    value = R.render(kbtf, tid, kval)
+    name_ops(kbtf, tid, kval, uval, value, namer, progs_by_id)
+    shaped["formatted"] = {"key": 0, "value": value}
+    yield _row(m, 0, None, "0", R.render_text(value, TEXT_MAX), _dumps(shaped),
+                    "" if uval is not None else "uvalue unreadable: program ids from addresses only")
+
+def name_ops(kbtf, tid, kval, uval, value, namer, progs_by_id):
+    """Replace function pointers of the ops struct (``data``) by the program behind them:
+    ``uvalue`` holds the program id in each function slot (what bpftool shows)."""
+    wrapper = kbtf.resolve(tid)
+    if wrapper is None or not isinstance(value, dict) or not isinstance(value.get("data"), dict):
+        return
+    dm = wrapper.member("data")
+    ops = kbtf.resolve(dm.type) if dm is not None else None
+    if ops is None or ops.kind != Kind.STRUCT:
+        return
+    base = dm.bit_offset // 8
+    for mem in ops.members:
+        t = kbtf.resolve(mem.type)
+        if t is None or t.kind != Kind.PTR:
+            continue
+        target = kbtf.resolve(t.type)
+        if target is None or target.kind != Kind.FUNC_PROTO:
+            continue
+        off = base + mem.bit_offset // 8
+        ptr = int.from_bytes(kval[off:off + 8], "little")
+        pid = int.from_bytes(uval[off:off + 8], "little") if uval is not None and len(uval) >= off + 8 else 0
+        if not ptr and not pid:
+            continue
+        prog = progs_by_id.get(pid)
+        entry = {"prog_id": pid, "prog": prog.name if prog else "", "ptr": R.Hex(f"{ptr:#x}")}
+        if prog is None:
+            entry["prog"] = namer.name(ptr) if ptr else ""
+            if not pid:
+                del entry["prog_id"]
+        value["data"][mem.name] = entry
+
+# --- main ---------------------------------------------------------------------------
+
+def rows(kctx, ids=None, names=None, limit=4096):
+    maps, missing = select_maps(kctx.maps(), ids, names)
+    for what in missing:
+        yield 0, GRID.row(MapId=-1, MapName="", MapType="", Index=-1, Key="", Value="",
+                          Formatted="", Error=f"no BPF map with {what}")
+    namer = progs_by_id = None
+    for m in maps:
+        if m.error and m.type < 0:
+            yield _row(m, -1, None, "", "", "", m.error)
+            continue
+        try:
+            if m.type_name == "struct_ops":
+                if namer is None:
+                    progs = _progs(kctx)
+                    namer = disasm.SymbolNamer(kctx.sorted_symbols, progs)
+                    progs_by_id = {p.id: p for p in progs}
+                yield from struct_ops(kctx, m, namer, progs_by_id)
+            elif m.type_name in bv.WALKABLE:
+                yield from elements(kctx, m, limit)
+            else:
+                why = NOT_WALKED.get(m.type_name, f"map type {m.type_name} has no value walker")
+                yield _row(m, -1, None, "", "", "", f"not dumped: {why}")
+        except (bv.ValueError_, LayoutError, ReadError, KtstrError) as e:
+            yield _row(m, -1, None, "", "", "", f"cannot walk: {e}")
+
+def _progs(kctx):
+    if kctx.symbol("prog_idr") is None:
+        return []
+    return kctx.progs()
+
