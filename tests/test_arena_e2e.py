@@ -22,18 +22,22 @@ def dump(request):
     return request.param
 
 
+def arena_run(dump, out):
+    """(rows, dump dir) of `vol -o DIR linux.ktstr.arena --dump` on ``dump``."""
+    for _ in range(3):
+        res = volrun.run_vol(dump, "linux.ktstr.arena", "--dump",
+                             extra_global=["-o", str(out), *_plugin_dir_args()])
+        # A concurrent vol run rewriting the banner cache can hide the ISF: retry.
+        if res.rc == 0 or "symbol_table_name" not in res.stderr:
+            break
+    return res.check().rows, out
+
+
 @pytest.fixture
 def run(dump, tmp_path_factory):
-    """(rows, dump dir) of `vol -o DIR linux.ktstr.arena --dump`, once per dump."""
+    """arena_run once per dump."""
     if dump not in _RUNS:
-        out = tmp_path_factory.mktemp("arena")
-        for _ in range(3):
-            res = volrun.run_vol(dump, "linux.ktstr.arena", "--dump",
-                                 extra_global=["-o", str(out), *_plugin_dir_args()])
-            # A concurrent vol run rewriting the banner cache can hide the ISF: retry.
-            if res.rc == 0 or "symbol_table_name" not in res.stderr:
-                break
-        _RUNS[dump] = (res.check().rows, out)
+        _RUNS[dump] = arena_run(dump, tmp_path_factory.mktemp("arena"))
     return _RUNS[dump]
 
 

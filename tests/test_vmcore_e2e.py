@@ -92,17 +92,11 @@ def test_raw_dump_checks(vmcore, check):
     check(vmcore)
 
 
-def test_arena_pages_equal_truth(vmcore):
-    plugin_dirs = test_arena_e2e._plugin_dir_args()
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as out:
-        res = volrun.run_vol(vmcore, "linux.ktstr.arena", "--dump", out, extra_global=plugin_dirs)
-        run = (res.check().rows, Path(out))
-        test_arena_e2e.test_arena_maps_match_truth(vmcore, run)
-        test_arena_e2e.test_pages_cover_the_sdt_tree(vmcore, run)
-        test_arena_e2e.test_image_holds_truth_bytes_and_matches_physical(vmcore, run)
+def test_arena_pages_equal_truth(vmcore, tmp_path):
+    run = test_arena_e2e.arena_run(vmcore, tmp_path)
+    test_arena_e2e.test_arena_maps_match_truth(vmcore, run)
+    test_arena_e2e.test_pages_cover_the_sdt_tree(vmcore, run)
+    test_arena_e2e.test_image_holds_truth_bytes_and_matches_physical(vmcore, run)
 
 
 # --- what the exclusion hides is named, and only that -------------------------------------------
