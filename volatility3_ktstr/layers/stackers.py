@@ -22,11 +22,10 @@ physical addresses), then auto-detection (VMCOREINFO PHYS_OFFSET, kimage_voffset
 short list of common RAM bases), each validated.  A non-zero base puts a
 ``PhysicalBaseLayer`` between the file and the translation layer.
 
-Importing this module also installs two small, contained patches (see
-``install_compat_patches``).
+Linux plugins accept the AArch64 layer thanks to two patches of Volatility that live, with
+every other one, in ``volatility3_ktstr.volpatches``.
 """
 
-import copy
 import logging
 import os
 import re
@@ -34,7 +33,6 @@ import struct
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from volatility3.framework import constants, exceptions, interfaces
-from volatility3.framework.automagic import linux as vol_linux_automagic
 from volatility3.framework.automagic import symbol_cache
 from volatility3.framework.configuration import requirements
 from volatility3.framework.layers import intel, physical, segmented
@@ -590,72 +588,3 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
                             return new
             _drop_layers(context, [phys] if phys != layer_name else [])
         return None
-
-
-# --- compatibility patches -------------------------------------------------------------------
-
-
-def _is_linux_aarch64(context, layer_name) -> bool:
-    # By class, not by metadata "os": layers rebuilt from configuration by Volatility's
-    # ConstructionMagic lose the metadata the stacker passed in.
-    return layer_name in context.layers and isinstance(context.layers[layer_name], LinuxAArch64)
-
-
-def install_compat_patches() -> None:
-    """Two contained patches, applied once when this module is imported.
-
-    1. Architecture acceptance.  Volatility's Linux plugins require a literal
-       ``architectures=["Intel32", "Intel64"]`` (checked in
-       TranslationLayerRequirement.unsatisfied against the layer's ``architecture``
-       metadata), so an "AArch64" layer would be refused even though the Linux object
-       model (task_struct, lists, pointers) is architecture-neutral.  The wrapper lets a
-       requirement that accepts "Intel64" also accept a LinuxAArch64 layer (the class our
-       stacker builds; architecture metadata "AArch64").  Everything
-       else -- other architectures, Windows/Mac layers, requirements without Intel64 --
-       goes through the original method untouched.
-    2. Stacker guard.  After a layer is stacked, Volatility offers it to the remaining
-       stackers; the stock Linux/Mac/Windows stackers only skip ``intel.Intel`` layers and
-       would scan our AArch64 layer and build an Intel layer on top of it.  They are made
-       to return None for a LinuxAArch64 layer.
-    """
-    req_cls = requirements.TranslationLayerRequirement
-    if not getattr(req_cls.unsatisfied, "_ktstr_patched", False):
-        original = req_cls.unsatisfied
-
-        def unsatisfied(self, context, config_path):
-            archs = self.architectures
-            if archs and "Intel64" in archs and "AArch64" not in archs:
-                value = context.config.get(interfaces.configuration.path_join(config_path, self.name), None)
-                if isinstance(value, str) and _is_linux_aarch64(context, value):
-                    widened = copy.copy(self)
-                    widened.architectures = list(archs) + ["AArch64"]
-                    return original(widened, context, config_path)
-            return original(self, context, config_path)
-
-        unsatisfied._ktstr_patched = True
-        unsatisfied.__doc__ = original.__doc__
-        req_cls.unsatisfied = unsatisfied
-
-    stock = [vol_linux_automagic.LinuxIntelStacker, vol_linux_automagic.LinuxIntelVMCOREINFOStacker]
-    try:
-        from volatility3.framework.automagic import mac, windows
-
-        stock += [mac.MacIntelStacker, windows.WindowsIntelStacker]
-    except ImportError:
-        pass
-    for stacker in stock:
-        original_stack = stacker.__dict__.get("stack")
-        if original_stack is None or getattr(original_stack.__func__, "_ktstr_patched", False):
-            continue
-        func = original_stack.__func__
-
-        def guarded(klass, context, layer_name, progress_callback=None, _func=func):
-            if isinstance(context.layers[layer_name], LinuxAArch64):
-                return None
-            return _func(klass, context, layer_name, progress_callback)
-
-        guarded._ktstr_patched = True
-        stacker.stack = classmethod(guarded)
-
-
-install_compat_patches()
