@@ -184,9 +184,13 @@ class KernelContext:
 
     def symbol(self, name):
         """Runtime address of a kernel symbol, or None if the symbol table lacks it."""
+        # The table's own get_symbol, not the module's: the symbol space's resolves the
+        # symbol's type into templates first (1,400 of them for a `struct rq` variable).
+        # Same address: module offset + the table's (masked) symbol address.
         try:
-            return self.module.get_absolute_symbol_address(name)
-        except (exceptions.SymbolError, exceptions.SymbolSpaceError):
+            table = self.context.symbol_space[self.module.symbol_table_name]
+            return self.module.offset + table.get_symbol(name).address
+        except (exceptions.SymbolError, exceptions.SymbolSpaceError, KeyError):
             return None
 
     def require_symbol(self, name, why=""):

@@ -329,6 +329,87 @@ def _drop_layers(context, names: List[str]) -> None:
                 pass
 
 
+# --- where the last scan of a dump file found things ---------------------------------------
+
+HINTS_FILE = "ktstr-stack-hints.json"
+MAX_HINT_FILES = 256
+_MAGIC_BY_KIND = {"banner": (_BANNER_MAGIC, MAX_BANNER_LEN), "vmcoreinfo": (_VMCI_MAGIC, MAX_VMCOREINFO_BYTES)}
+
+
+def _hints_key(context, layer_name):
+    """(dump file path, [size, mtime_ns, layer class]) of the file under a physical layer."""
+    from volatility3_ktstr.isf.autoisf import _file_path
+
+    layer = context.layers[layer_name]
+    path = _file_path(context, layer)
+    if not path:
+        return None, None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, None
+    return path, [st.st_size, st.st_mtime_ns, type(layer).__name__]
+
+
+def _load_hints():
+    import json
+
+    try:
+        with open(os.path.join(constants.CACHE_PATH, HINTS_FILE)) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def recall_hits(context, layer_name) -> Optional[List[Tuple[str, int, bytes]]]:
+    """The hits a previous scan of this dump file stacked with, read again at their offsets
+    (each still starting with its magic), or None."""
+    path, key = _hints_key(context, layer_name)
+    entry = _load_hints().get(path) if path else None
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        return None
+    out = []
+    for kind, offset in entry.get("hits") or []:
+        magic, maxlen = _MAGIC_BY_KIND.get(kind, (None, 0))
+        if magic is None or not isinstance(offset, int):
+            return None
+        text = _read(context, layer_name, offset, maxlen)
+        if text is None:
+            text = _read(context, layer_name, offset, len(magic))
+        if not text or not text.startswith(magic):
+            return None
+        out.append((kind, offset, text))
+    return out or None
+
+
+def remember_hits(context, layer_name, hits: List[Tuple[str, int]]) -> None:
+    import json
+
+    path, key = _hints_key(context, layer_name)
+    if not path:
+        return
+    data = _load_hints()
+    data.pop(path, None)
+    data[path] = {"key": key, "hits": [list(h) for h in hits]}
+    if len(data) > MAX_HINT_FILES:
+        data = dict(list(data.items())[-MAX_HINT_FILES:])
+    target = os.path.join(constants.CACHE_PATH, HINTS_FILE)
+    tmp = f"{target}.{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, target)
+    except OSError:
+        pass  # only a speed-up
+
+
+def _recording(scan, seen: List[Tuple[str, int]]):
+    for kind, offset, text in scan:
+        seen.append((kind, offset))
+        yield kind, offset, text
+
+
 # --- the stacker ------------------------------------------------------------------------------
 
 
@@ -355,9 +436,25 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
         if not banners:
             return None
 
+        # A dump seen before: read where the useful hits were last time instead of scanning
+        # (the LA57 dump's kernel image sits 600 MB in); a full scan if that does not stack.
+        remembered = recall_hits(context, layer_name)
+        if remembered is not None:
+            result = cls._stack_from(context, layer_name, remembered, banners)
+            if result is not None:
+                return result
+        seen: List[Tuple[str, int]] = []
+        result = cls._stack_from(context, layer_name, _recording(
+            scan_image(context, layer_name, progress_callback), seen), banners)
+        if result is not None:
+            remember_hits(context, layer_name, seen)
+        return result
+
+    @classmethod
+    def _stack_from(cls, context, layer_name, scan, banners):
         vmcis: List[Tuple[int, Dict[str, object]]] = []
         hits: List[Tuple[int, bytes]] = []
-        for kind, offset, text in scan_image(context, layer_name, progress_callback):
+        for kind, offset, text in scan:
             if kind == "vmcoreinfo":
                 info = parse_vmcoreinfo(text)
                 if info is None:
