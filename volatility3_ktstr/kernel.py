@@ -20,6 +20,7 @@ from .errors import KtstrError
 vollog = logging.getLogger(__name__)
 
 MAX_CPUS = 8192
+LAZY_BTF_BYTES = 1 << 20
 # Architectures our plugins accept in ModuleRequirement (AArch64 comes from our arm64 layer).
 ARCHITECTURES = ["Intel32", "Intel64", "AArch64"]
 
@@ -261,7 +262,9 @@ class KernelContext:
                 raise btfobj.BtfObjectError("chain of base BTFs deeper than 4 (corrupt base_btf)")
             base = self.btf_at(obj.base_kva, _depth + 1) if obj.base_kva else None
             blob = btfobj.read_blob(self.reader, obj)
-            btf = Btf.parse(blob, base=base, source=f"BTF #{obj.id} {obj.name or ''} at {kva:#x}".strip())
+            # A base BTF of kernel size is parsed lazily: plugins read a few of its 125k types.
+            btf = Btf.parse(blob, base=base, source=f"BTF #{obj.id} {obj.name or ''} at {kva:#x}".strip(),
+                            lazy=base is None and len(blob) > LAZY_BTF_BYTES)
         except (ReadError, BtfError, LayoutError, btfobj.BtfObjectError) as e:
             err = KtstrError(f"BTF object at {kva:#x}: {e}")
             self._btf_cache[key] = err
