@@ -10,7 +10,8 @@ has Volatility 3 only (same Volatility version and Python; built once under
 stock pslist, A ours) so that load from other processes hits both sides alike; figures are
 medians over ``--repeat`` rounds. CPU is user+sys of the process (os.wait4), RSS its peak.
 
-Caches are warm (the issue's "second run"): one untimed run per venv and dump first. Both
+Caches are warm (the issue's "second run"): one untimed run per venv and dump first (it also
+writes Python bytecode: PYTHONDONTWRITEBYTECODE and PYTHONUNBUFFERED are dropped). Both
 sides read the same symbol folder (the dumps' kernel ISFs, built like the tests build them)
 and each venv has its own XDG cache. ``--cold`` also times a first run of ours on a dump after
 removing ktstr's own caches (compact ISF copies, scan hints), Volatility's validation cache
@@ -87,8 +88,10 @@ def symbol_dir(names):
 def run(vol, xdg, symbols, dump, plugin):
     """(cpu s, wall s, peak RSS MB, rc, stdout) of one `vol -q -f dump plugin`."""
     env = dict(os.environ, XDG_CACHE_HOME=str(xdg))
-    env.pop("VOLATILITY3_KTSTR_DISABLE", None)
-    env.pop("VOLATILITY3_KTSTR_NO_PATCHES", None)
+    # As a user runs vol: bytecode cached (the warm-up run writes it), stdout buffered.
+    for var in ("VOLATILITY3_KTSTR_DISABLE", "VOLATILITY3_KTSTR_NO_PATCHES",
+                "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"):
+        env.pop(var, None)
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(vol), "-q", "-s", str(symbols), "-f", str(dump), plugin],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=str(BENCH))

@@ -475,3 +475,35 @@ def test_kernel_symbol_addresses_as_volatility_gives_them(unpatched):
     for sym in ("init_task", "jiffies", "text"):
         assert kctx.symbol(sym) == ctx.modules[name].get_absolute_symbol_address(sym)
     assert kctx.symbol("nope") is None
+
+
+def test_store_prunes_entries_of_vanished_files_and_the_oldest(tmp_path, monkeypatch):
+    monkeypatch.setattr(compact, "MAX_ENTRIES", 3)
+    store = compact.CompactStore(str(tmp_path / "c"))
+    paths = []
+    for n in range(5):
+        p = write_isf(tmp_path / "sym" / f"k{n}.json.xz", small_isf())
+        paths.append(p)
+        assert store.put(str(p), compact.file_identity(str(p)), small_isf())
+        os.utime(store._entry(str(p)), ns=(n * 10**9, n * 10**9))  # entry ages follow n
+    kept = sorted(os.listdir(tmp_path / "c"))
+    assert len(kept) == 3
+    assert store.get(str(paths[4]), compact.file_identity(str(paths[4]))) == small_isf()
+    assert store.get(str(paths[0]), compact.file_identity(str(paths[0]))) is None
+    paths[4].unlink()
+    store.prune()
+    assert sorted(os.listdir(tmp_path / "c")) == sorted(
+        os.path.basename(store._entry(str(p))) for p in paths[2:4])
+
+
+def test_memo_keeps_a_few_and_never_confuses_ids(patched, tmp_path):
+    from volatility3 import schemas
+
+    urls = [write_isf(tmp_path / "sym" / f"k{n}.json.xz", dict(small_isf(), symbols={f"s{n}": {"address": n}})).as_uri()
+            for n in range(vp.MAX_LOADED + 2)]
+    isfs = [vp.load_isf(u) for u in urls]
+    assert len(vp._loaded) == vp.MAX_LOADED
+    assert id(isfs[0]) not in vp._origin and id(isfs[-1]) in vp._origin
+    schema = json.loads((pathlib.Path(schemas.__file__).parent / "schema-6.2.0.json").read_text())
+    for isf in isfs:
+        assert schemas.create_json_hash(isf, schema) == schemas.create_json_hash.__wrapped__(isf, schema)

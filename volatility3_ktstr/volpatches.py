@@ -33,6 +33,7 @@ tests/test_volpatches.py checks that each target still has the source it was wri
 """
 
 import codecs
+import collections
 import copy
 import json
 import logging
@@ -179,9 +180,22 @@ def _install_stacker_guard():
 
 # --- speed: one ISF decode per file and process ---------------------------------------------------
 
-# (url, identity) -> decoded ISF; id(ISF dict) -> (path, identity) for the validation hash.
-_loaded: Dict[Tuple, dict] = {}
-_origin: Dict[int, Tuple[str, Tuple]] = {}
+# (url, identity) -> decoded ISF, the most recent few; id(ISF dict) -> (the dict, path,
+# identity) for the validation hash (the dict is kept so that its id cannot be reused).
+MAX_LOADED = 4
+_loaded: "collections.OrderedDict[Tuple, dict]" = collections.OrderedDict()
+_origin: Dict[int, Tuple[dict, str, Tuple]] = {}
+
+
+def _remember(key, isf, origin=None) -> None:
+    _loaded[key] = isf
+    if origin is not None and isinstance(isf, dict):
+        _origin[id(isf)] = (isf,) + origin
+    while len(_loaded) > MAX_LOADED:
+        _old_key, old = _loaded.popitem(last=False)
+        entry = _origin.get(id(old))
+        if entry is not None and entry[0] is old and not any(v is old for v in _loaded.values()):
+            del _origin[id(old)]
 
 
 def _cache_dir() -> str:
@@ -219,7 +233,7 @@ def load_isf(isf_url: str) -> dict:
     if path is None:
         key = (isf_url, None)
         if key not in _loaded:
-            _loaded[key] = _decode(isf_url)
+            _remember(key, _decode(isf_url))
         return _loaded[key]
     identity = compact.file_identity(path)
     key = (isf_url, identity)
@@ -232,18 +246,8 @@ def load_isf(isf_url: str) -> dict:
         isf = _decode(isf_url)
         if isinstance(isf, dict):
             store.put(path, identity, isf)
-    if isinstance(isf, dict):
-        _origin[id(isf)] = (path, identity)
-    _loaded[key] = isf
+    _remember(key, isf, (path, identity))
     return isf
-
-
-def loaded_isf(isf_url: str) -> Optional[dict]:
-    """The ISF this process already decoded for ``isf_url`` (None if not loaded through us)."""
-    for (url, _identity), isf in _loaded.items():
-        if url == isf_url:
-            return isf
-    return None
 
 
 def _install_shared_isf_load():
@@ -303,13 +307,13 @@ def _install_validation_hash():
 
     def create_json_hash(input, schema=None):
         origin = _origin.get(id(input)) if isinstance(input, dict) else None
-        if origin is None or schema is None:
+        if origin is None or origin[0] is not input or schema is None:
             return original(input, schema)
         text = json.dumps(schema, sort_keys=True)
         skey = schema_keys.get(text)
         if skey is None:
             skey = schema_keys[text] = original({}, schema)  # a fingerprint of the schema alone
-        path, identity = origin
+        _isf, path, identity = origin
         store = compact.HashStore(_cache_dir())
         value = store.get(path, identity, skey)
         if value is None:

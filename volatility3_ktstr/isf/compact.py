@@ -29,6 +29,7 @@ FORMAT = 1
 MAGIC = b"KTSTRISF"
 EDGE = 64 << 10
 SUFFIX = ".isfc"
+MAX_ENTRIES = 16
 # Entries written by another Python cannot be read (marshal's format is per version).
 _PY = f"{sys.implementation.name}-{sys.version_info[0]}.{sys.version_info[1]}-m{marshal.version}"
 
@@ -163,6 +164,7 @@ class CompactStore:
         tmp = f"{target}.{os.getpid()}.tmp"
         try:
             os.makedirs(self.directory, exist_ok=True)
+            self.prune(MAX_ENTRIES - 1)
             with open(tmp, "wb") as f:
                 f.write(MAGIC + json.dumps(self._header(path, identity)).encode() + b"\n")
                 f.write(payload)
@@ -172,6 +174,35 @@ class CompactStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             return False
+
+    def prune(self, keep: int = MAX_ENTRIES) -> None:
+        """Drop entries whose ISF file is gone, then the oldest beyond ``keep`` (each entry is
+        the size of the decoded ISF: ~10 MB for a kernel)."""
+        entries = []
+        for name in os.listdir(self.directory):
+            if not name.endswith(SUFFIX):
+                continue
+            entry = os.path.join(self.directory, name)
+            try:
+                with open(entry, "rb") as f:
+                    line = f.readline(1 << 16)
+                head = json.loads(line[len(MAGIC):]) if line.startswith(MAGIC) else None
+                source = head.get("path") if isinstance(head, dict) else None
+                if not isinstance(source, str) or not os.path.exists(source):
+                    self._remove(entry)
+                    continue
+                entries.append((os.stat(entry).st_mtime_ns, entry))
+            except (OSError, ValueError):
+                self._remove(entry)
+        entries.sort()
+        for _mtime, entry in entries[:max(0, len(entries) - keep)]:
+            self._remove(entry)
+
+    @staticmethod
+    def _remove(entry: str) -> None:
+        for victim in (entry, entry[: -len(SUFFIX)] + ".hash"):
+            with contextlib.suppress(OSError):
+                os.unlink(victim)
 
 
 class HashStore:
