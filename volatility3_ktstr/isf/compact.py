@@ -67,58 +67,61 @@ def collector_paused():
 # --- sharing identical descriptors ------------------------------------------------------------
 
 
-def _share(d: dict, memo: dict):
-    """``d`` itself, or an earlier dict with equal content (keys in the same order)."""
-    try:
-        # type(v) keeps True apart from 1 (equal and same hash, but not the same JSON).
-        key = tuple((k, type(v), id(v) if isinstance(v, dict) else v) for k, v in d.items())
-        return memo.setdefault(key, d)
-    except TypeError:  # an unhashable value (a list): keep this one
+def _key(d: dict):
+    """Hashable content of a dict whose dict values are already shared (compared by id).
+    type(v) keeps True apart from 1 (equal, same hash, but not the same JSON). None when a
+    value is a list (not shared)."""
+    out = []
+    for k, v in d.items():
+        c = v.__class__
+        if c is dict:
+            v = id(v)
+        elif c is list:
+            return None
+        out.append((k, c, v))
+    return tuple(out)
+
+
+def _share(d: dict, memo: dict) -> dict:
+    """Make ``d``'s descriptor values shared (in place), then return ``d`` or an earlier dict
+    with the same content."""
+    for k in ("type", "subtype"):
+        v = d.get(k)
+        if v.__class__ is dict:
+            d[k] = _share(v, memo)
+    key = _key(d)
+    if key is None:
         return d
-
-
-def _type_desc(t, memo):
-    if not isinstance(t, dict):
-        return t
-    if "subtype" in t or "type" in t:
-        t = dict(t)
-        for k in ("subtype", "type"):
-            if k in t:
-                t[k] = _type_desc(t[k], memo)
-    return _share(t, memo)
+    hit = memo.get(key)
+    if hit is None:
+        memo[key] = d
+        return d
+    return hit
 
 
 def canonical(isf: dict) -> dict:
-    """The same ISF with equal type descriptors, member entries and symbol entries shared.
+    """The same ISF, in place, with equal type descriptors, member entries and symbol entries
+    shared (one object each).
 
     Only ``user_types[*].fields[*]`` and ``symbols[*]`` (and the type descriptors inside them)
-    are shared; enums, base types and metadata are left as they are. The result compares
-    equal to the input and keeps its key order."""
+    are touched; enums, base types and metadata are left as they are. The result compares
+    equal to the input as it was and keeps its key order. Meant for a freshly decoded ISF that
+    nobody else holds yet."""
     memo: dict = {}
-    out = dict(isf)
     types = isf.get("user_types")
     if isinstance(types, dict):
-        new_types = {}
-        for name, t in types.items():
+        for t in types.values():
             fields = t.get("fields") if isinstance(t, dict) else None
             if isinstance(fields, dict):
-                t = dict(t)
-                t["fields"] = {f: (_share(_member(v, memo), memo) if isinstance(v, dict) else v)
-                               for f, v in fields.items()}
-            new_types[name] = t
-        out["user_types"] = new_types
+                for f, v in fields.items():
+                    if v.__class__ is dict:
+                        fields[f] = _share(v, memo)
     symbols = isf.get("symbols")
     if isinstance(symbols, dict):
-        out["symbols"] = {n: (_share(_member(s, memo), memo) if isinstance(s, dict) else s)
-                          for n, s in symbols.items()}
-    return out
-
-
-def _member(v: dict, memo) -> dict:
-    if isinstance(v.get("type"), dict):
-        v = dict(v)
-        v["type"] = _type_desc(v["type"], memo)
-    return v
+        for n, v in symbols.items():
+            if v.__class__ is dict:
+                symbols[n] = _share(v, memo)
+    return isf
 
 
 # --- the on-disk cache ----------------------------------------------------------------------
@@ -155,9 +158,12 @@ class CompactStore:
         return isf if isinstance(isf, dict) else None
 
     def put(self, path: str, identity: Tuple, isf: dict) -> bool:
-        """Store ``isf`` (made compact) for ``path``; False when it cannot be written."""
+        """Store ``isf`` for ``path``, made compact in place (see :func:`canonical`: the
+        caller's dict keeps its content and shares its descriptors from then on); False when
+        it cannot be written."""
         try:
-            payload = marshal.dumps(canonical(isf))
+            with collector_paused():
+                payload = marshal.dumps(canonical(isf))
         except ValueError:  # something marshal cannot hold
             return False
         target = self._entry(path)
