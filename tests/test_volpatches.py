@@ -20,10 +20,10 @@ from volatility3_ktstr.isf import compact
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BUNDLED_ISF = sorted((REPO / "symbols" / "linux").glob("*.json.xz"))
 
-# sha256[:16] of the source of every Volatility function a patch replaces or relies on, as in
-# volatility3 2.28.2. A mismatch means Volatility changed underneath: re-read the function,
-# check that volpatches.py (or kernel.IsfLayout / KernelContext.symbol) still matches it, then
-# update the value here.
+# sha256[:16] of the source of every Volatility function a patch replaces or our code mirrors
+# or relies on, as in volatility3 2.28.2. A mismatch means Volatility changed underneath:
+# re-read the function, check that volpatches.py (or kernel.IsfLayout, KernelContext.symbol,
+# layers/stackers.stock_x86_layer) still matches it, then update the value here.
 FINGERPRINTS = {
     # replaced by a patch
     "volatility3.framework.configuration.requirements:TranslationLayerRequirement.unsatisfied": "ec5398b66cd1fe84",
@@ -43,6 +43,14 @@ FINGERPRINTS = {
     "volatility3.framework.symbols.intermed:Version8Format._reduce_fields": "8f27b60a80660f36",
     "volatility3.framework.symbols.intermed:Version8Format.get_type": "4e23cc38b2b13ac0",
     "volatility3.framework.symbols.intermed:Version5Format.get_symbol": "7fe7fa2893a29c30",
+    # relied upon by layers/stackers.stock_x86_layer, which builds what
+    # LinuxIntelVMCOREINFOStacker.stack (above) builds, with its own helpers and checks.
+    "volatility3.framework.automagic.linux:LinuxIntelVMCOREINFOStacker._vmcoreinfo_find_aslr": "a7b9029a38bcdccd",
+    "volatility3.framework.automagic.linux:LinuxIntelVMCOREINFOStacker._vmcoreinfo_get_dtb": "ec59f4a3c261493d",
+    "volatility3.framework.automagic.linux:LinuxIntelVMCOREINFOStacker._vmcoreinfo_is_32bit": "5b493510d061951c",
+    "volatility3.framework.automagic.linux:LinuxIntelVMCOREINFOStacker._check_versions": "f23e920e1c6ebfe3",
+    "volatility3.framework.symbols.linux:VMCoreInfo._vmcoreinfo_data_to_dict": "7582fc10bb28d7bb",
+    "volatility3.framework.symbols.linux:VMCoreInfo.search_vmcoreinfo_elf_note": "df3c243ab15eb781",
 }
 
 

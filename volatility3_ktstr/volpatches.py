@@ -71,7 +71,7 @@ class Patch:
         self.saved = None
 
 
-_state = {"checked": None, "warned": False}
+_state = {"warned": False}
 
 
 def volatility_version() -> Tuple[int, int, int]:
@@ -254,7 +254,7 @@ def _install_shared_isf_load():
     from volatility3.framework import constants, exceptions
     from volatility3.framework.symbols import intermed
     from volatility3 import schemas
-    from volatility3.framework import class_subclasses, interfaces
+    from volatility3.framework import class_subclasses
 
     cls = intermed.IntermediateSymbolTable
     original = cls.__dict__["__init__"]
@@ -281,8 +281,8 @@ def _install_shared_isf_load():
         elif self._delegate.version < constants.ISF_MINIMUM_DEPRECATED:
             vollog.warning(f"ISF version {metadata.get('format', '0.0.0')} has been deprecated: {isf_url}")
 
-        interfaces.symbols.SymbolTableInterface.__init__(
-            self, context, config_path, name, native_types or self._delegate.natives,
+        super(intermed.IntermediateSymbolTable, self).__init__(
+            context, config_path, name, native_types or self._delegate.natives,
             table_mapping=table_mapping, class_types=class_types)
 
         self.config["isf_url"] = isf_url
