@@ -365,6 +365,10 @@ def _load_hints():
 def recall_hits(context, layer_name) -> Optional[List[Tuple[str, int, bytes]]]:
     """The hits a previous scan of this dump file stacked with, read again at their offsets
     (each still starting with its magic), or None."""
+    from volatility3_ktstr.isf.autoisf import dump_memo_enabled
+
+    if not dump_memo_enabled():
+        return None
     path, key = _hints_key(context, layer_name)
     entry = _load_hints().get(path) if path else None
     if not isinstance(entry, dict) or entry.get("key") != key:
