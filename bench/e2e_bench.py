@@ -125,7 +125,7 @@ def main(argv=None):
     symbols = symbol_dir(names)
     xdg_ours, xdg_stock = BENCH / "xdg-ours", BENCH / "xdg-stock"
     header = ["dump", "plugin", "CPU s", "wall s", "RSS MB", "x stock", "targets"]
-    widths = [20, 26, 6, 6, 6, 7, 30]
+    widths = [20, 30, 6, 6, 6, 7, 30]
     rows = []
     for name in names:
         dump = dumps.dump_path(name)
@@ -174,7 +174,7 @@ def main(argv=None):
                     note += f"; output: stock {lines[0]} lines, ours {lines[1]}"
             rows.append([name, pl, f"{cpu:.2f}", f"{wall:.2f}", f"{rss:.0f}", f"{cpu / s_cpu:.2f}", note])
         if cold is not None:
-            rows.append([name, f"{plugins[0]} (first run)", f"{cold[0]:.2f}", f"{cold[1]:.2f}",
+            rows.append([name, f"{plugins[0]} (1st run)", f"{cold[0]:.2f}", f"{cold[1]:.2f}",
                          f"{cold[2]:.0f}", f"{cold[0] / s_cpu:.2f}", "no ktstr caches"])
         print(f"{name}: done", file=sys.stderr)
 
