@@ -122,8 +122,19 @@ def _file_key(path):
     return [st.st_size, st.st_mtime_ns]
 
 
+# Set: forget what earlier runs learnt about dump files (this banner memo, the stackers' scan
+# hints), so the run reads what a first run reads. ktstr-minimize records with it.
+NO_DUMP_MEMO_ENV = "VOLATILITY3_KTSTR_NO_DUMP_MEMO"
+
+
+def dump_memo_enabled():
+    return not os.environ.get(NO_DUMP_MEMO_ENV)
+
+
 def memo_banner(path):
     """The banner remembered for this dump file (same size and mtime), or None."""
+    if not dump_memo_enabled():
+        return None
     try:
         with open(_memo_path()) as f:
             entry = json.load(f).get(path)
