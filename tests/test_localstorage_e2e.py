@@ -116,11 +116,11 @@ def test_filters(name):
     key, tids = next(iter(truth["task_storage_expected_owners"].items()))
     map_id, map_name = key.split(":", 1)
     pid = max(tids)
-    rows = plugin_rows(name, "--pid", pid, "--map-name", map_name)
+    rows = plugin_rows(name, "--pid", pid, "--name", map_name)
     data = [r for r in rows if r["OwnerKind"] == "task"]
     assert [r["PID"] for r in data] == [pid]
     assert [r["MapId"] for r in rows if r["OwnerKind"] == "summary"] == [int(map_id)]
-    res = volrun.run_vol(name, PLUGIN, "--map-id", 99999, extra_global=PLUGIN_DIRS)
+    res = volrun.run_vol(name, PLUGIN, "--id", 99999, extra_global=PLUGIN_DIRS)
     assert res.rc == 2 and "no BPF map matches id 99999" in res.stderr
     assert "Traceback" not in res.stderr
 
