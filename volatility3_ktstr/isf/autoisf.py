@@ -25,6 +25,7 @@ from volatility3.framework.layers import intel
 
 from . import carve as carvemod
 from . import fromdump
+from .output import user_symbols_dir, write_isf
 from .banner import BANNER_RE
 
 vollog = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def iter_banners(image):
 
 def symbols_dir():
     """Volatility's user symbol cache (always on its search path)."""
-    return os.path.join(constants.SYMBOL_BASEPATHS[-1], "linux")
+    return user_symbols_dir()
 
 
 MEMO_FILE = "ktstr-autoisf.json"
@@ -226,7 +227,7 @@ def ensure_isf(context, layer_name, progress_callback=None):
             progress_callback(100, "ktstr: writing the symbol table")
         isf, banner = fromdump.build_isf(c)
         out = fromdump.default_path(symbols_dir(), banner, c.arch)
-        fromdump.write(isf, out)
+        write_isf(isf, out)
         symbol_cache.load_cache_manager().update()
         if path:
             remember_banner(path, banner)

@@ -18,6 +18,7 @@ from ..dumpfile.lime import LIME_MAGIC  # noqa: F401
 from . import carve as carvemod
 from . import kallsyms as ksmod
 from .generator import generate
+from .output import default_name, user_symbols_dir, write_isf
 from .symbols import DEFAULT_TEXT, load_symbol_file, unrelocate
 
 
@@ -153,30 +154,11 @@ def build_isf(c):
 def default_path(directory, banner, arch):
     """Where an ISF built from a dump goes by default. gzip, not xz: ~10x faster to write
     for a 20 MB ISF (about 3 s saved) and faster for Volatility to load on every run."""
-    from .cli import default_name
-
-    return os.path.join(directory, default_name(banner, arch).replace(".json.xz", ".json.gz"))
-
-
-def write(isf, path):
-    """Write the ISF; .json.gz at gzip level 1 (speed over the last 15% of size)."""
-    if not path.endswith(".gz"):
-        from .cli import write_isf
-
-        return write_isf(isf, path)
-    import gzip
-    import json
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with gzip.open(tmp, "wb", compresslevel=1) as f:
-        f.write(json.dumps(isf, separators=(",", ":")).encode())
-    os.replace(tmp, path)
+    return os.path.join(directory, default_name(banner, arch, ".json.gz"))
 
 
 def cli_build(args):
     """`ktstr-isf --from-dump DUMP [...]`: returns (output path, banner, isf) like cli.build."""
-    from .cli import volatility_symbols_dir
 
     path = args.from_dump
     if getattr(args, "btf", None):
@@ -196,7 +178,7 @@ def cli_build(args):
     c.kallsyms = None         # the decoded tables are not needed any more (memory)
     isf, banner = build_isf(c)
     t2 = time.perf_counter()
-    out = args.output or default_path(volatility_symbols_dir(), banner, c.arch)
-    write(isf, out)
+    out = args.output or default_path(user_symbols_dir(), banner, c.arch)
+    write_isf(isf, out)
     log(f"carve {t1 - t0:.1f} s, generate {t2 - t1:.1f} s, write {time.perf_counter() - t2:.1f} s")
     return out, banner, isf
