@@ -20,8 +20,10 @@ MAX_LIST = 1 << 20
 def _walk(reader, first, next_off, stop, *, limit, damage, what, window):
     """Shared loop: follow ``next`` from ``first`` until ``stop(addr)``; yield node or (node, raw)."""
     lo, size = window if window is not None else (next_off, 8)
+    # One read covering both the caller's window and the next pointer, wherever each lies.
+    end = max(lo + size, next_off + 8)
     lo = min(lo, next_off)
-    size = max(size, next_off + 8 - lo)
+    size = end - lo
     seen = set()
     cur = first
     while not stop(cur):
