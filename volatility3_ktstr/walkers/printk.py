@@ -62,7 +62,7 @@ def read_log(reader, layout, prb, damage=None, word=8):
     sv_bits = 8 * f_state.size
     flags_shift = sv_bits - 2
     id_mask = (1 << flags_shift) - 1
-    head, tail = dr.int("head_id") & id_mask, dr.int("tail_id") & id_mask
+    head, tail = dr.int("head_id") & id_mask, dr.int("tail_id") & id_mask   # ids wrap at id_mask
     desc_size, info_size = layout.size("prb_desc"), layout.size("printk_info")
     try:
         descs = reader.read(dr.int("descs"), count * desc_size)
@@ -80,7 +80,7 @@ def read_log(reader, layout, prb, damage=None, word=8):
     for _ in range(count):
         i = ident & (count - 1)
         d = descs[i * desc_size:(i + 1) * desc_size]
-        sv = f_state.decode(d)
+        sv = f_state.decode(d) & ((1 << sv_bits) - 1)      # atomic_long_t may decode signed
         state = (sv >> flags_shift) & 3
         if sv & id_mask == ident and state in (STATE_COMMITTED, STATE_FINALIZED):
             info = infos[i * info_size:(i + 1) * info_size]

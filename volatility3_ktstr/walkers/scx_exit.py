@@ -118,12 +118,13 @@ def find_user_exit_infos(reader, layout, maps, btf_at, errors=None):
     """Every ``struct user_exit_info`` variable in the section maps of BPF programs, with its
     dump text (``<var>_dump`` in a section map of the same program BTF).
 
-    ``layout``: the kernel's (``bpf_array.value``); ``maps``: BpfMap records; ``btf_at(kva)``
+    ``layout``: the kernel's (``bpf_array.map``/``value``); ``maps``: BpfMap records; ``btf_at(kva)``
     parses a program BTF (raising on failure). ``errors`` collects maps that could not be
     examined."""
     errors = errors if errors is not None else []
     sections = _section_maps(maps, btf_at, errors)
-    value_off = layout.offset("bpf_array", "value")
+    # A map's kva is its embedded struct bpf_map; index 0 of an ARRAY is at bpf_array.value.
+    value_off = layout.offset("bpf_array", "value") - layout.offset("bpf_array", "map")
     out = []
     for m, btf, vs in sections:
         for name, t, offset, size in vs:
