@@ -243,7 +243,7 @@ def test_kernel_log_from_the_printk_ring(name):
     got = [v for d, o, k, v in _kv(name, "exit") if o == "kernel log" and k == "line"]
     assert got and [g.strip() for g in got] == want
     src = next(v for d, o, k, v in _kv(name, "exit") if o == "kernel log" and k == "source")
-    n = int(src.split(": ")[1].split()[0])
+    n = int(src.split("(")[1].split()[0])          # "... N records (M lines), ..."
     dmesg = dumps.load_truth(name)["raw_sections"]["dmesg"].rstrip("\n").split("\n")
     assert n >= len(dmesg), (n, len(dmesg))
 
@@ -298,3 +298,20 @@ def test_watchdog_consistent_with_jiffies(name):
 def test_stalled_filter_on_a_healthy_dump(name):
     _skip_without_dumps()
     assert rows(name, "linux.ktstr.scxtasks", "--stalled") == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", DUMPS or ["<no dumps>"])
+def test_whole_kernel_log_equals_truth_dmesg(name):
+    """Every line of the printk ring buffer read from memory is the guest's own `dmesg` (truth
+    raw_sections.dmesg, read before the dump): same text, same timestamps, same order; later
+    records may follow."""
+    _skip_without_dumps()
+    from helpers.vol_kctx import open_kctx
+    from volatility3_ktstr.scx_support import ScxKernel
+
+    records, damage, error = ScxKernel(open_kctx(name)).kernel_log()
+    assert error is None and not damage, (error, list(damage))
+    mine = [line for r in records for line in r.lines()]
+    dmesg = dumps.load_truth(name)["raw_sections"]["dmesg"].rstrip("\n").split("\n")
+    assert mine[:len(dmesg)] == dmesg

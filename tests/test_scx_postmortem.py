@@ -392,3 +392,37 @@ def test_scxtasks_damage_rows(w):
     assert rows[0]["PID"] == 5
     assert rows[-1]["PID"] == -1 and "scx_tasks walk stopped" in rows[-1]["Where"]
     assert rows[-1]["TGID"] is NA
+
+
+def test_older_kernel_without_scx_sched(w):
+    """6.12: scx_ops, scx_exit_kind and scx_exit_info are globals (no struct scx_sched)."""
+    from test_scx import HidingLayout
+    kinds = dict(enum_values(w.btf, "scx_exit_kind"))
+    ops = w.mem.alloc("sched_ext_ops")
+    w.mem.set("sched_ext_ops", ops, "name", "oldsched")
+    w.mem.set("sched_ext_ops", ops, "enqueue", 0xFFFFFFFFC0000100)
+    ei = w.mem.alloc("scx_exit_info")
+    g = w.mem.alloc(64)
+    w.syms.update(scx_ops=ops, scx_exit_kind=g, scx_exit_info=g + 8)
+    w.mem.write(g, kinds["SCX_EXIT_ERROR_BPF"].to_bytes(4, "little"))
+    w.mem.u64(g + 8, ei)
+    w.mem.put("scx_exit_info", ei, kind=kinds["SCX_EXIT_ERROR_BPF"], reason=w.cstr("scx_bpf_error"),
+              msg=w.cstr("old.bpf.c:1: bad"))
+    del w.syms["scx_root"], w.syms["scx_sched_all"]
+    k = FakeKctx(w)
+    k.layout = HidingLayout(w.btf, hide_types={"scx_sched"})
+    rows = [(d, dict(zip(scxstate.GRID.names(), r))) for d, r in scxstate.rows(k)]
+    assert value(rows, "exit", "summary", "verdict") == (
+        f"EXITED: oldsched: ERROR_BPF ({kinds['SCX_EXIT_ERROR_BPF']}) (scx_bpf_error): old.bpf.c:1: bad "
+        f"[from scx_exit_info (scx_exit_info (global))]")
+    assert value(rows, "scheduler", "oldsched", "name") == "oldsched"
+    assert not [r for _, r in rows if r["Key"] == "scx_sched"]
+    assert not section(rows, "events")
+    no_none_text(rows)
+    # scx_ops emptied (memset on disable): no scheduler, no per-scheduler rows.
+    w.mem.set("sched_ext_ops", ops, "name", "")
+    w.mem.u64(g + 8, 0)
+    w.mem.write(g, bytes(4))
+    rows = [(d, dict(zip(scxstate.GRID.names(), r))) for d, r in scxstate.rows(k)]
+    assert value(rows, "scheduler", "(none)", "scx_ops") == "no scheduler (scx_ops empty)"
+    no_none_text(rows)

@@ -147,8 +147,9 @@ def exit_rows(v):
     if log_error:
         yield row("exit", obj, "error", log_error)
     else:
-        yield row("exit", obj, "source", f"printk ring buffer: {len(records)} records, "
-                                          f"{len(log_recs)} about sched_ext")
+        nlines = sum(r.text.count("\n") + 1 for r in records)
+        yield row("exit", obj, "source", f"printk ring buffer: {len(records)} records "
+                                          f"({nlines} lines), {len(log_recs)} about sched_ext")
         for r in log_recs:
             for line in r.lines():
                 yield row("exit", obj, "line", line, depth=1)
