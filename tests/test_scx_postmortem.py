@@ -426,3 +426,23 @@ def test_older_kernel_without_scx_sched(w):
     rows = [(d, dict(zip(scxstate.GRID.names(), r))) for d, r in scxstate.rows(k)]
     assert value(rows, "scheduler", "(none)", "scx_ops") == "no scheduler (scx_ops empty)"
     no_none_text(rows)
+
+
+def test_sub_scheduler_rows_and_its_own_dsqs(w):
+    root = live(w, "root")
+    sub = w.sched("child", level=1, parent=root, cgroup="/lab/web", timeout=2500)
+    w.link_all(sub)
+    t = w.task(42, "labweb", sched=sub)
+    pnodes = int.from_bytes(w.mem.read(sub + w.L.offset("scx_sched", "pnode"), 8), "little")
+    gdsq = int.from_bytes(w.mem.read(pnodes, 8), "little") + w.L.offset("scx_sched_pnode", "global_dsq")
+    w.enqueue(t, gdsq)
+    w.exit(sub, dict(enum_values(w.btf, "scx_exit_kind"))["SCX_EXIT_PARENT"], reason="parent exiting")
+    rows = state_rows(w)
+    assert value(rows, "subsched", "child", "parent") == f"{root:#x}"
+    assert value(rows, "subsched", "child", "cgroup") == "/lab/web"
+    assert value(rows, "subsched", "child", "found_via") == f"scx_sched_all, children of {root:#x}"
+    assert value(rows, "watchdog", "child", "timeout_jiffies") == "2500"
+    assert value(rows, "exit", "kernel child", "reason") == "parent exiting"
+    assert value(rows, "dsq", "GLOBAL node0 [child]", "task[0]") == "42 labweb"
+    assert value(rows, "dsq", "GLOBAL node0", "nr") == "0"
+    assert value(rows, "events", "child", "source").startswith("scx_sched.pcpu->event_stats")

@@ -568,32 +568,56 @@ def cpu_rows(v, cpus):
 
 
 def dsq_rows(v, cpus):
+    """The root's global DSQs, every CPU's local and bypass DSQs, the root's user DSQs; then, for
+    every other scheduler in memory (sub-schedulers, disabled ones), its own global, bypass and
+    user DSQs, their Object suffixed with ``[name]``."""
     sk, st = v.sk, v.root
-    dsqs = []
-    if st.sch == 0:  # scx_root is NULL: no scheduler, so no global or user DSQs
+    for e, d in _sched_dsqs(v, st.sch, cpus):
+        if e:
+            yield row("dsq", d, "error", e)
+        else:
+            yield from _dsq(v, d)
+    for name, other in _all_states(v):
+        if other is st or not other.sch:
+            continue
+        own = []
+        base = scx._pcpu_base(v.reader, v.layout, other.sch)
+        for c, pco in enumerate(v.kctx.per_cpu_offsets()):
+            if base and v.layout.has("scx_sched_pcpu", "bypass_dsq"):
+                addr = (base + pco + v.layout.offset("scx_sched_pcpu", "bypass_dsq")) & scx.MASK64
+                own.append(scx.read_dsq(v.reader, v.layout, sk.dsq_offs, addr, "bypass", walk=True, cpu=c))
+        for e, d in _sched_dsqs(v, other.sch, own):
+            if e:
+                yield row("dsq", f"{d} [{name}]", "error", e)
+            else:
+                yield from _dsq(v, d, f" [{name}]")
+
+
+def _sched_dsqs(v, sch, cpus):
+    """[(error, None) or (None, Dsq)]: global DSQs of ``sch``, the per-CPU DSQs of ``cpus``
+    (CpuState, or bypass Dsq records), the user DSQs of ``sch`` sorted by id."""
+    sk = v.sk
+    if sch == 0:   # scx_root is NULL: no scheduler, so no global or user DSQs
         addrs, errors = [], []
     else:
-        addrs, errors = scx.global_dsq_addrs(v.reader, v.layout, st.sch, sk.syms, sk.nr_nodes())
-    for e in errors:
-        yield row("dsq", "global", "error", e)
-    for node, addr in addrs:
-        dsqs.append(scx.read_dsq(v.reader, v.layout, sk.dsq_offs, addr, "global", walk=True, node=node))
-    dsqs.extend(c.local_dsq for c in cpus if c.local_dsq is not None)
-    dsqs.extend(c.bypass_dsq for c in cpus if c.bypass_dsq is not None)
-    if st.sch == 0:
+        addrs, errors = scx.global_dsq_addrs(v.reader, v.layout, sch, sk.syms, sk.nr_nodes())
+    out = [(e, "global") for e in errors]
+    out += [(None, scx.read_dsq(v.reader, v.layout, sk.dsq_offs, a, "global", walk=True, node=n))
+            for n, a in addrs]
+    out += [(None, c) for c in cpus if isinstance(c, scx.Dsq)]
+    out += [(None, c.local_dsq) for c in cpus if not isinstance(c, scx.Dsq) and c.local_dsq is not None]
+    out += [(None, c.bypass_dsq) for c in cpus if not isinstance(c, scx.Dsq) and c.bypass_dsq is not None]
+    if sch == 0:
         addrs, errors = [], []
     else:
-        addrs, errors = scx.user_dsq_addrs(v.reader, v.layout, st.sch, sk.syms)
-    for e in errors:
-        yield row("dsq", "user", "error", e)
+        addrs, errors = scx.user_dsq_addrs(v.reader, v.layout, sch, sk.syms)
+    out += [(e, "user") for e in errors]
     user = [scx.read_dsq(v.reader, v.layout, sk.dsq_offs, a, "user", walk=True) for a in addrs]
     user.sort(key=lambda d: (d.id is None, d.id or 0))
-    dsqs.extend(user)
-    for d in dsqs:
-        yield from _dsq(v, d)
+    return out + [(None, d) for d in user]
 
 
-def _dsq(v, d):
+def _dsq(v, d, suffix=""):
     ids = v.sk.enum("scx_dsq_id_flags")
     if d.kind == "user":
         o = f"{d.id:#x}" if d.id is not None else f"@{d.addr:#x}"
@@ -601,6 +625,7 @@ def _dsq(v, d):
         o = f"GLOBAL node{d.node}"
     else:
         o = f"{d.kind.upper()} cpu{d.cpu}"
+    o += suffix
     if d.error:
         yield row("dsq", o, "error", d.error, d.addr)
         return
