@@ -185,15 +185,23 @@ def test_uei_broken_program_btf_is_reported(w):
 
 @pytest.mark.slow
 def test_uei_from_the_real_scheduler_program_btf(w, real_sdt_program_btf):
-    """The .data/.data.uei_dump layout of the real scx_sdt program (its BTF read from a dump)."""
+    """The .data/.data.uei_dump layout of the real scx_sdt program (its BTF read from a dump),
+    every exit kind, through the view."""
     btf, data_id, dump_id = real_sdt_program_btf
     size = btf.type(data_id).size
-    w.uei_maps(kind=1026, reason="runnable task stall", msg="labreplica[125] failed to run for 5.492s",
-               dump="DUMP line\n" * 3, prog_btf=(btf, data_id, dump_id, size))
-    (u,) = scx_exit.find_user_exit_infos(w.mem, w.L, FakeKctx(w).maps(), FakeKctx(w).btf_at)
-    assert (u.kind, u.reason, u.msg) == (1026, "runnable task stall", "labreplica[125] failed to run for 5.492s")
-    assert u.dump == "DUMP line\n" * 3 and u.dump_size == btf.type(dump_id).size
-    assert BtfLayout(btf).has("user_exit_info", "exit_code") and u.exit_code == 0
+    assert BtfLayout(btf).has("user_exit_info", "exit_code")
+    for name, kind in kinds_of(w.btf):
+        world = ScxWorld(w.k)
+        world.uei_maps(kind=kind, reason="runnable task stall", exit_code=kind,
+                       msg="labreplica[125] failed to run for 5.492s", dump="DUMP line\n" * 3,
+                       prog_btf=(btf, data_id, dump_id, size))
+        (u,) = scx_exit.find_user_exit_infos(world.mem, world.L, FakeKctx(world).maps(), FakeKctx(world).btf_at)
+        assert (u.kind, u.exit_code, u.reason, u.msg) == (
+            kind, kind, "runnable task stall", "labreplica[125] failed to run for 5.492s")
+        assert u.dump == "DUMP line\n" * 3 and u.dump_size == btf.type(dump_id).size
+        rows = state_rows(world)
+        assert value(rows, "exit", "summary", "verdict").startswith(
+            f"EXITED: uei: {name[len('SCX_EXIT_'):]} ({kind}) (runnable task stall)")
 
 
 @pytest.fixture(scope="module")

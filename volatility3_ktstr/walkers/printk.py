@@ -13,8 +13,8 @@
   start of the ring instead (``begin`` then sits one wrap behind ``next``). Odd positions mark
   data-less records.
 
-Everything is read in bulk (the descriptor and info arrays, the text ring once) and bounded by the
-ring's own sizes; records that cannot be decoded are counted in ``damage``, never raised.
+Descriptors and infos are read in bulk (chunks of the live range ``tail_id`` .. ``head_id``), each
+record's text with one read; everything is bounded by the ring's own sizes; records that cannot be decoded are counted in ``damage``, never raised.
 """
 
 from dataclasses import dataclass
@@ -23,7 +23,8 @@ from ..core import LayoutError, ReadError, Record
 from ..kds import DamageLog
 
 MAX_DESC_BITS = 20          # 1M descriptors (the kernel's default is 2^(log_buf_shift - 5))
-MAX_TEXT_BITS = 28          # 256 MiB of text ring
+MAX_TEXT_BITS = 31          # the kernel's log_buf_len limit is 2 GiB; text is read per record
+CHUNK = 512                 # descriptors (and infos) per bulk read
 STATE_COMMITTED, STATE_FINALIZED = 1, 2
 
 
@@ -64,40 +65,53 @@ def read_log(reader, layout, prb, damage=None, word=8):
     id_mask = (1 << flags_shift) - 1
     head, tail = dr.int("head_id") & id_mask, dr.int("tail_id") & id_mask   # ids wrap at id_mask
     desc_size, info_size = layout.size("prb_desc"), layout.size("printk_info")
-    try:
-        descs = reader.read(dr.int("descs"), count * desc_size)
-        infos = reader.read(dr.int("infos"), count * info_size)
-        text = reader.read(tr.int("data"), size)
-    except ReadError as e:
-        damage.add("printk ring arrays", e.addr, f"unreadable ({e.reason})")
-        return []
+    descs_at, infos_at, text_at = dr.int("descs"), dr.int("infos"), tr.int("data")
     f_begin = layout.field("prb_desc", "text_blk_lpos.begin")
     f_next = layout.field("prb_desc", "text_blk_lpos.next")
     fi = {n: layout.field("printk_info", n) for n in ("seq", "ts_nsec", "text_len", "level")}
     f_caller = layout.field("printk_info", "caller_id")
+    live = ((head - tail) & id_mask) + 1
+    if live > count:
+        damage.add("printk descriptor ring", prb, f"head id not reached after {count} descriptors")
+        live = count
     out = []
-    ident = tail
-    for _ in range(count):
-        i = ident & (count - 1)
-        d = descs[i * desc_size:(i + 1) * desc_size]
-        sv = f_state.decode(d) & ((1 << sv_bits) - 1)      # atomic_long_t may decode signed
-        state = (sv >> flags_shift) & 3
-        if sv & id_mask == ident and state in (STATE_COMMITTED, STATE_FINALIZED):
-            info = infos[i * info_size:(i + 1) * info_size]
-            rec = _record(text, size, size_bits, word, ident, f_begin.decode(d), f_next.decode(d),
-                          {k: f.decode(info) for k, f in fi.items()}, f_caller.decode(info), damage)
+    for first in range(0, live, CHUNK):
+        n = min(CHUNK, live - first)
+        index = (tail + first) & (count - 1)
+        descs = _slots(reader, descs_at, desc_size, index, n, count)
+        infos = _slots(reader, infos_at, info_size, index, n, count)
+        if descs is None or infos is None:
+            damage.add("printk descriptors", descs_at + index * desc_size,
+                       f"{n} descriptors unreadable")
+            continue
+        for j in range(n):
+            ident = (tail + first + j) & id_mask
+            d = descs[j * desc_size:(j + 1) * desc_size]
+            sv = f_state.decode(d) & ((1 << sv_bits) - 1)      # atomic_long_t may decode signed
+            state = (sv >> flags_shift) & 3
+            if sv & id_mask != ident or state not in (STATE_COMMITTED, STATE_FINALIZED):
+                continue       # reused for a newer record, being written, or freed
+            info = infos[j * info_size:(j + 1) * info_size]
+            rec = _record(reader, text_at, size, size_bits, word, ident, f_begin.decode(d),
+                          f_next.decode(d), {k: f.decode(info) for k, f in fi.items()},
+                          f_caller.decode(info), damage)
             if rec is not None:
                 out.append(rec)
-        if ident == head:
-            break
-        ident = (ident + 1) & id_mask
-    else:
-        damage.add("printk descriptor ring", prb, f"head id not reached after {count} descriptors")
     out.sort(key=lambda r: r.seq)
     return out
 
 
-def _record(text, size, size_bits, word, ident, begin, nxt, info, caller, damage):
+def _slots(reader, base, slot_size, index, n, count):
+    """Bytes of ``n`` consecutive ring slots from ``index`` (wrapping at ``count``), or None."""
+    first = min(n, count - index)
+    a = reader.try_read(base + index * slot_size, first * slot_size)
+    if a is None or first == n:
+        return a
+    b = reader.try_read(base, (n - first) * slot_size)
+    return None if b is None else a + b
+
+
+def _record(reader, text_at, size, size_bits, word, ident, begin, nxt, info, caller, damage):
     if begin & 1 and nxt & 1:      # data-less: a failed reservation, or an empty line
         body = b""
     else:
@@ -113,11 +127,14 @@ def _record(text, size, size_bits, word, ident, begin, nxt, info, caller, damage
         if length < word or start + length > size:
             damage.add("printk record", 0, f"seq {info['seq']}: text block of {length} bytes")
             return None
-        block_id = int.from_bytes(text[start:start + word], "little")
-        if block_id != ident:
+        raw = reader.try_read(text_at + start, min(length, word + info["text_len"]))
+        if raw is None:
+            damage.add("printk record", text_at + start, f"seq {info['seq']}: text unreadable")
+            return None
+        if int.from_bytes(raw[:word], "little") != ident:
             damage.add("printk record", 0, f"seq {info['seq']}: text block overwritten")
             return None
-        body = text[start + word:start + min(length, word + info["text_len"])]
+        body = raw[word:]
     return LogRecord(info["seq"], info["ts_nsec"], info["level"], caller,
                      body.decode("utf-8", "replace"))
 
