@@ -427,6 +427,12 @@ def test_older_kernel_without_scx_sched(w):
     assert not [r for _, r in rows if r["Key"] == "scx_sched"]
     assert not section(rows, "events")
     no_none_text(rows)
+    # Running, no exit: "no exit" from the global exit kind.
+    w.mem.write(g, bytes(4))
+    w.mem.set("scx_exit_info", ei, "kind", 0)
+    rows = [(d, dict(zip(scxstate.GRID.names(), r))) for d, r in scxstate.rows(k)]
+    assert value(rows, "exit", "summary", "verdict").startswith(
+        "no exit: scheduler 'oldsched' is loaded and its exit kind is NONE (0)")
     # scx_ops emptied (memset on disable): no scheduler, no per-scheduler rows.
     w.mem.set("sched_ext_ops", ops, "name", "")
     w.mem.u64(g + 8, 0)

@@ -172,8 +172,9 @@ def _verdict(v, kinds, kernel, ueis, log_exits, log_error):
                for name, how, st in kernel if _sched_kind(st)]
     u_exits = [(exit_text(u.var, u.kind, u.reason, u.msg), f"{u.var} in {u.map_name}")
                for u in ueis if u.kind]
+    # Loaded: the root (scx_root, or 6.12's scx_ops with a name) or linked on scx_sched_all.
     live = [name for name, how, st in kernel if not _sched_kind(st)
-            and ("scx_root" in how or "scx_sched_all" in how)]
+            and ((st is v.root and v.loaded()) or "scx_sched_all" in how)]
     if k_exits:
         text, where = k_exits[0]
         return f"EXITED: {text} [from {where}]"
