@@ -157,6 +157,8 @@ _CATEGORY_BY_FILE = {
     "bpf/values.py": "values", "bpf/disasm.py": "progs", "walkers/localstorage.py": "localstorage",
     "walkers/owners.py": "owners", "walkers/sdtalloc.py": "sdtalloc", "walkers/arena.py": "arena",
     "walkers/scx.py": "scx", "scx_support.py": "scx", "render/plan.py": "render",
+    "walkers/scx_exit.py": "scx", "walkers/printk.py": "printk", "bpf/runstats.py": "progs",
+    "views/scxstate.py": "scx", "views/scxtasks.py": "scx",
 }
 
 
