@@ -87,9 +87,15 @@ setup(
         "volatility3>=2.28,<3",
         "pyelftools>=0.29",
         "capstone>=5",
+        # kdump-compressed vmcores: zstd pages (makedumpfile -z) and snappy pages (-p).
+        "zstandard>=0.20",
+        "cramjam>=2.7",
     ],
     extras_require={
         "test": ["pytest>=7", "jsonschema>=4", "zstandard>=0.20"],
+        # LZO pages (makedumpfile -l) decode in pure Python without it; python-lzo is faster
+        # but builds from source against liblzo2 (Debian: liblzo2-dev).
+        "lzo": ["python-lzo>=1.15"],
     },
     entry_points={
         "console_scripts": [

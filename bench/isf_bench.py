@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from volatility3_ktstr import btf as btfmod  # noqa: E402
 from volatility3_ktstr.isf import generate  # noqa: E402
-from volatility3_ktstr.isf.cli import write_isf  # noqa: E402
+from volatility3_ktstr.isf.output import write_isf  # noqa: E402
 from volatility3_ktstr.isf.symbols import load_symbol_file  # noqa: E402
 
 

@@ -2,6 +2,13 @@
 
 Dumps are stored zstd-compressed; the first use decompresses one into ~/.cache/ktstr-dumps/
 (outside the repo, reused by later runs). Names are "<arch>/<name>", e.g. "x86_64/scx_sdt".
+
+Other forms of the same truth:
+- "vmcore/<arch>/<name>": a real kdump-compressed vmcore (makedumpfile) with its own truth.json
+  (:func:`list_vmcores`);
+- "<arch>/<name>@kdump": the raw dump converted to a kdump-compressed file in the cache
+  (tests/kdumpbuilder.py: every RAM page, pages compressed with zstd, zlib, snappy or stored),
+  so every raw-dump check also runs on the kdump reader (:func:`kdump_variants`).
 """
 
 import functools
@@ -61,12 +68,45 @@ def smoke_first(names, smoke=None):
             else pytest.param(n, marks=pytest.mark.slow, id=n) for n in names]
 
 
+KDUMP_SUFFIX = "@kdump"
+KDUMP_OF = ("x86_64/scx_sdt",)          # raw dumps also tested as kdump files
+
+
+def base_name(name):
+    """The dump folder of a name ("x86_64/scx_sdt@kdump" -> "x86_64/scx_sdt")."""
+    return name[:-len(KDUMP_SUFFIX)] if name.endswith(KDUMP_SUFFIX) else name
+
+
+def list_vmcores():
+    """Names ("vmcore/<arch>/<name>") of the real vmcores that have a truth.json."""
+    root = dumps_root()
+    if root is None:
+        return []
+    return sorted(str(p.parent.relative_to(root)) for p in root.glob("vmcore/*/*/truth.json")
+                  if any(p.parent.glob("vmcore*")))
+
+
+def kdump_variants():
+    """"<name>@kdump" of the raw dumps converted to kdump files in the tests."""
+    return [n + KDUMP_SUFFIX for n in KDUMP_OF if n in list_dumps()]
+
+
+def with_kdump(names):
+    """``names`` plus the "@kdump" form of those that have one, as slow-tier params: the same
+    checks then run on the kdump reader and layer."""
+    import pytest
+
+    extra = [n for n in os.environ.get("KTSTR_EXTRA_DUMPS", "").split(",") if n]
+    return list(names) + [pytest.param(v, marks=pytest.mark.slow, id=v) for v in kdump_variants()
+                          if base_name(v) in names] + extra
+
+
 @functools.lru_cache(maxsize=None)
 def load_truth(name):
     root = dumps_root()
     if root is None:
         raise FileNotFoundError("KTSTR_DUMPS is not set")
-    with open(root / name / "truth.json") as f:
+    with open(root / base_name(name) / "truth.json") as f:
         return json.load(f)
 
 
@@ -90,6 +130,13 @@ def dump_path(name) -> Path:
     root = dumps_root()
     if root is None:
         raise FileNotFoundError("KTSTR_DUMPS is not set")
+    if name.endswith(KDUMP_SUFFIX):
+        return kdump_of(base_name(name))
+    if name.startswith("vmcore/"):
+        found = sorted((root / name).glob("vmcore*"))
+        if not found:
+            raise FileNotFoundError(f"no vmcore* in {root / name}")
+        return found[0]
     src = root / name / "dump.raw.zst"
     if not src.exists():
         raw = root / name / "dump.raw"
@@ -112,3 +159,51 @@ def vmlinux_path(kdir) -> Path:
     if not src.exists():
         return None
     return _decompress(src, CACHE / "kernels" / kdir.name / "vmlinux")
+
+
+def _vmcoreinfo_in(raw_path, release):
+    """The kernel's VMCOREINFO text in a raw image (filled at boot), or b""."""
+    import mmap
+
+    needle = f"OSRELEASE={release}\n".encode()
+    best = b""
+    with open(raw_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        at = mm.find(needle)
+        for _ in range(64):
+            if at < 0:
+                break
+            text = mm[at:at + 8192].split(b"\0", 1)[0]
+            if b"KERNELOFFSET=" in text and len(text) > len(best):
+                best = text
+            at = mm.find(needle, at + 1)
+    return best
+
+
+def kdump_of(name) -> Path:
+    """A kdump-compressed file of raw dump ``name`` (built once into the cache; rebuilt when the
+    raw is newer or the builder changes). Pages cycle through zstd, zlib, snappy and none."""
+    import hashlib
+
+    import kdumpbuilder
+
+    raw = dump_path(name)
+    code = hashlib.sha256(Path(kdumpbuilder.__file__).read_bytes()).hexdigest()[:12]
+    out = CACHE / name / f"vmcore-{code}.kdump"
+    if out.exists() and out.stat().st_mtime >= raw.stat().st_mtime:
+        return out
+    truth = load_truth(name)
+    meta = truth["kernel"]["meta"]
+    ranges = []
+    for r in truth["memory"].get("iomem") or ():
+        if r.get("depth", 0) == 0 and r["name"] == "System RAM":
+            ranges.append((r["start"] & ~0xFFF, (r["end"] + 0x1000) & ~0xFFF))
+    if not ranges:
+        base = truth["run"]["ram_phys_base"]
+        ranges = [(base, base + truth["run"]["ram_size"])]
+    codecs = ("zstd", "zstd", "zlib", "snappy", "none")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(kdumpbuilder.from_raw(
+        raw, out, sorted(ranges), phys_base=truth["memory"].get("dump_raw_phys_base", 0),
+        codec=lambda pfn: codecs[pfn % len(codecs)], vmcoreinfo=_vmcoreinfo_in(raw, meta["release"]),
+        release=meta["release"], uts_version=meta["version"],
+        machine="aarch64" if truth["run"]["arch"] in ("arm64", "aarch64") else "x86_64"))

@@ -157,6 +157,8 @@ _CATEGORY_BY_FILE = {
     "bpf/values.py": "values", "bpf/disasm.py": "progs", "walkers/localstorage.py": "localstorage",
     "walkers/owners.py": "owners", "walkers/sdtalloc.py": "sdtalloc", "walkers/arena.py": "arena",
     "walkers/scx.py": "scx", "scx_support.py": "scx", "render/plan.py": "render",
+    "walkers/scx_exit.py": "scx", "walkers/printk.py": "printk", "bpf/runstats.py": "progs",
+    "views/scxstate.py": "scx", "views/scxtasks.py": "scx",
 }
 
 
@@ -229,6 +231,9 @@ class Session:
                     clear = getattr(attr, "cache_clear", None)
                     if clear is not None:
                         clear()
+            reset = getattr(layer, "reset_caches", None)     # kdump layers: pages, bitmaps
+            if reset is not None:
+                reset()
         KernelContext._caches.pop(self.context, None)
 
     def run(self, pname, timeout=60.0) -> Outcome:
@@ -314,6 +319,9 @@ class Session:
         layer = self.context.layers[layer_name or self.kctx.layer_name]
         if isinstance(layer, physical.FileLayer):
             return [(va, length)]
+        kd = getattr(layer, "kdump", None)
+        if kd is not None:
+            return kdump_file_ranges(kd, va, length)
         out = []
         try:
             parts = list(layer.mapping(va, length, ignore_errors=True))
@@ -322,6 +330,24 @@ class Session:
         for _o, _n, moff, mlen, sub in parts:
             out.extend(self.file_ranges(moff, mlen, sub))
         return out
+
+
+def kdump_file_ranges(kd, phys, length) -> List[Tuple[int, int]]:
+    """File ranges of a kdump file that physical [phys, phys+length) depends on: the headers
+    and both bitmaps (a bit anywhere before a page moves its descriptor), then each page's
+    descriptor and compressed data."""
+    out = [(0, kd.data_offset)]
+    if length <= 0:
+        return out
+    for pfn in range(phys >> kd.page_shift, ((phys + length - 1) >> kd.page_shift) + 1):
+        if kd.page_state(pfn) != "dumped":
+            continue
+        desc_at = kd.data_offset + 24 * kd._rank(pfn)
+        out.append((desc_at, 24))
+        desc = kd._descriptors(kd._rank(pfn), 1)
+        if desc:
+            out.append((desc[0][0], desc[0][1]))
+    return out
 
 
 def _plain(v):

@@ -5,9 +5,10 @@ import json
 import pytest
 
 import dumps
+from volatility3_ktstr.dumpfile import open_image
 import volrun
 
-ARENA_DUMPS = [n for n in dumps.list_dumps() if dumps.load_truth(n).get("arenas")]
+ARENA_DUMPS = dumps.with_kdump([n for n in dumps.list_dumps() if dumps.load_truth(n).get("arenas")])
 _RUNS = {}
 
 
@@ -20,13 +21,17 @@ def dump(request):
     return request.param
 
 
+def arena_run(dump, out):
+    """(rows, dump dir) of `vol -o DIR linux.ktstr.arena --dump` on ``dump``."""
+    res = volrun.run_vol(dump, "linux.ktstr.arena", "--dump", extra_global=["-o", str(out)])
+    return res.check().rows, out
+
+
 @pytest.fixture
 def run(dump, tmp_path_factory):
-    """(rows, dump dir) of `vol -o DIR linux.ktstr.arena --dump`, once per dump."""
+    """arena_run once per dump."""
     if dump not in _RUNS:
-        out = tmp_path_factory.mktemp("arena")
-        res = volrun.run_vol(dump, "linux.ktstr.arena", "--dump", extra_global=["-o", str(out)])
-        _RUNS[dump] = (res.check().rows, out)
+        _RUNS[dump] = arena_run(dump, tmp_path_factory.mktemp("arena"))
     return _RUNS[dump]
 
 
@@ -77,10 +82,9 @@ def test_image_holds_truth_bytes_and_matches_physical(dump, run):
                     assert raw[8:16] == bytes.fromhex(d["payload_hex"])[:8]
             # Each page in the image equals the dump's bytes at the reported physical address.
             base = truth["memory"]["dump_raw_phys_base"]
-            with open(dumps.dump_path(dump), "rb") as raw_dump:
+            with open_image(str(dumps.dump_path(dump)), phys_base=base) as phys:
                 for r in rows:
                     if r["__depth"] != 1 or r["MapID"] != a["map_id"]:
                         continue
                     f.seek(r["UserAddr"] - a["user_vm_start"])
-                    raw_dump.seek(r["Physical"] - base)
-                    assert f.read(r["Size"]) == raw_dump.read(r["Size"])
+                    assert f.read(r["Size"]) == phys.read(r["Physical"], r["Size"])

@@ -94,19 +94,28 @@ def test_struct_ops_slots_name_programs():
     assert value["data"]["select_cpu"] == {"prog": "sym@0xffffffffc0001000", "ptr": "0xffffffffc0001000"}
 
 
-def test_struct_ops_naming_with_a_type_id_not_in_the_btf():
-    """Regression (tests/fuzzlib.py, seed 20261216 on x86_64/scx_sdt: the kernel BTF pointer
-    swapped for a program's BTF): the value is not rendered, and naming its slots must not
-    raise on the unknown type id."""
-    from volatility3_ktstr.render import render
+def test_struct_ops_row_survives_a_kernel_btf_without_the_wrapper(monkeypatch):
+    """Fuzz finding: a damaged btf_vmlinux that lacks the struct_ops value type must cost the
+    program names, not the run."""
+    from volatility3_ktstr.bpf import values as bv
 
     b = BtfBuilder()
     b.int("int", 4, signed=True)
-    btf = b.btf()
-    value = render(btf, 70277, bytes(16))
-    assert "__unrendered__" in value
-    mapdump_view.name_ops(btf, 70277, bytes(16), None, value, None, {})
-    assert "__unrendered__" in value and "data" not in value
+    kbtf = b.btf()                       # type 99 does not exist
+    kval = bytes(16)
+    monkeypatch.setattr(bv, "struct_ops_value", lambda reader, layout, m: (kval, kval, 0))
+
+    class Kctx:
+        reader = layout = None
+
+        def kernel_btf(self):
+            return kbtf
+
+    m = BpfMap(kva=1, id=2, type_name="struct_ops", name="sdt_ops", btf_vmlinux_value_type_id=99)
+    with pytest.raises(KeyError):
+        mapdump_view.name_ops(kbtf, 99, kval, kval, {"data": {}}, None, {})
+    rows = list(mapdump_view.struct_ops(Kctx(), m, None, {}))
+    assert len(rows) == 1 and rows[0][1][mapdump_view.GRID.index["MapName"]] == "sdt_ops"
 
 
 @pytest.mark.parametrize("plugin", ["maps", "progs", "mapdump"])

@@ -36,7 +36,7 @@ def test_elf_note_vmcoreinfo(tmp_path, btf_blob):
     note = f"OSRELEASE=7.2.0-test\nKERNELOFFSET={KASLR:x}\nSYMBOL(_text)={TEXT + KASLR:x}\n".encode()
     with fromdump.open_image(write_elf(tmp_path, mem, note)) as image:
         c = fromdump.carve(image)
-    assert c.vmcoreinfo["SYMBOL"]["_text"] == TEXT + KASLR
+    assert c.vmcoreinfo.symbol("_text") == TEXT + KASLR
     assert c.symbols["_text"] == (TEXT, "T")
 
 
@@ -57,8 +57,10 @@ def test_parse_vmcoreinfo():
     info = carve.parse_vmcoreinfo(b"OSRELEASE=6.1.0\nPAGESIZE=4096\nSYMBOL(swapper_pg_dir)=ffff800081f00000\n"
                                   b"NUMBER(VA_BITS)=48\nKERNELOFFSET=2a0000\nCRASHTIME=1\n")
     assert info["OSRELEASE"] == "6.1.0"
-    assert info["SYMBOL"]["swapper_pg_dir"] == 0xFFFF800081F00000
-    assert info["NUMBER"]["VA_BITS"] == 48
+    assert info.symbol("swapper_pg_dir") == 0xFFFF800081F00000
+    assert info["SYMBOL(swapper_pg_dir)"] == 0xFFFF800081F00000
+    assert info.number("VA_BITS") == 48
+    assert info.symbols() == {"swapper_pg_dir": 0xFFFF800081F00000}
     assert info["KERNELOFFSET"] == 0x2A0000
     assert carve.parse_vmcoreinfo(b"PAGESIZE=4096\n") is None
 

@@ -155,3 +155,76 @@ def test_generator_on_mutants_fails_cleanly_or_succeeds(tmp_path):
                         ("huge type_off", (btf_phys + 8, struct.pack("<I", 0xFFFFFFF0)))):
         status, message = fuzzlib.run_generator(path, [patch], tmp_path / "hdr.json.gz")
         assert status == "error" and "no kernel BTF" in message, (what, status, message)
+
+
+# --- kdump-compressed vmcores --------------------------------------------------------------------
+
+VMCORE = "vmcore/x86_64/scx_sdt"
+VMCORE_MUTANTS = 60
+
+
+@pytest.fixture(scope="module")
+def vmcore_session():
+    if not _available(VMCORE):
+        pytest.skip(_skip_reason(VMCORE))
+    s = fuzzlib.Session(VMCORE, volrun.kernel_isf_dir(VMCORE), dumps.dump_path(VMCORE))
+    s.record_baseline()
+    return s
+
+
+@pytest.mark.fuzz
+def test_vmcore_mutants_no_crash_hang_or_loss(vmcore_session):
+    """Mutants of the file bytes the plugins read on the real vmcore: its bitmaps, page
+    descriptors and compressed page data (and truncation). Damage to a page's descriptor or
+    data costs that page; plugins say so in rows or one line, and lose nothing else."""
+    s = vmcore_session
+    assert s.baseline["scxtasks"].status == "ok" and s.baseline["scxtasks"].rows
+    tallies, findings = fuzzlib.fuzz(s, range(SEED_BASE, SEED_BASE + VMCORE_MUTANTS), timeout=60)
+    print(f"\n{VMCORE}: {VMCORE_MUTANTS} mutants\n{fuzzlib.table(tallies)}")
+    assert tallies["maps"].mutants >= VMCORE_MUTANTS * 0.8
+    assert not findings, "\n".join(str(f) for f in findings[:10])
+
+
+def _vmcore_file_mutants(path):
+    """(what, bytes) of damaged copies of a vmcore's header, bitmaps and descriptor table."""
+    import random
+
+    from volatility3_ktstr.dumpfile import kdump
+
+    data = path.read_bytes()
+    kd = kdump.KdumpFile(kdump.FileSource(str(path)))
+    rng = random.Random(SEED_BASE)
+    out = [("truncated in the bitmaps", data[:kd.bitmap_offset + 100]),
+           ("truncated in the descriptors", data[:kd.data_offset + 5000]),
+           ("truncated in the page data", data[:len(data) // 2])]
+    for what, lo, hi in (("header", 8, 464), ("bitmap", kd.bitmap_offset, kd.data_offset),
+                         ("descriptors", kd.data_offset, kd.data_offset + 24 * 4096)):
+        bad = bytearray(data)
+        for _ in range(16):
+            at = rng.randrange(lo, hi)
+            bad[at] ^= 1 << rng.randrange(8)
+        out.append((f"bit flips in the {what}", bytes(bad)))
+    kd.close()
+    return out
+
+
+@pytest.mark.fuzz
+def test_hostile_vmcore_files_through_vol(tmp_path):
+    """Damaged kdump headers, bitmaps and descriptor tables through the real `vol`: exit 0 with
+    rows, 2 with one line, or 1 with Volatility's "Unable to validate" -- never a traceback."""
+    if not _available(VMCORE):
+        pytest.skip(_skip_reason(VMCORE))
+    for i, (what, blob) in enumerate(_vmcore_file_mutants(dumps.dump_path(VMCORE))):
+        path = tmp_path / f"vmcore{i}"
+        path.write_bytes(blob)
+        out = volrun.run_vol(path, "linux.ktstr.maps", name=VMCORE, timeout=300,
+                             extra_global=("-p", str(volrun.REPO / "volatility3_ktstr" / "plugins")))
+        volrun.check_documented(_Completed(out), "linux.ktstr.maps")
+        path.unlink()
+
+
+class _Completed:
+    """VolResult as volrun.check_documented expects a CompletedProcess."""
+
+    def __init__(self, res):
+        self.returncode, self.stdout, self.stderr = res.rc, res.stdout, res.stderr

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import volrun
+
 pytestmark = pytest.mark.fuzz      # hostile files, each through a real `vol` run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,25 +49,13 @@ def vol(env, dump, plugin, *args, symbols=None):
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
 
 
-def check_documented(out, plugin):
-    assert "Traceback" not in out.stderr, out.stderr[-3000:]
-    assert out.returncode in (0, 1, 2), (out.returncode, out.stderr[-2000:])
-    if out.returncode == 2:
-        lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip() and not ln.startswith(("WARNING", "Volatility 3 Framework"))]
-        assert len(lines) == 1 and lines[0].startswith(f"{plugin}: error: "), out.stderr
-    if out.returncode == 1:
-        assert "Unable to validate the plugin requirements" in out.stderr, out.stderr[-2000:]
-    if out.returncode == 0:
-        json.loads(out.stdout)
-
-
 @pytest.mark.parametrize("fraction", [0.0001, 0.3, 0.8, 0.97])
 def test_truncated_dump(tmp_path, env, sample_path, fraction):
     data = sample_path.read_bytes()
     cut = tmp_path / "cut.elf"
     cut.write_bytes(data[:int(len(data) * fraction)])
     for plugin in ("linux.ktstr.sdtalloc", "linux.ktstr.maps"):
-        check_documented(vol(env, cut, plugin), plugin)
+        volrun.check_documented(vol(env, cut, plugin), plugin)
 
 
 def _write_isf(folder, isf):
@@ -87,7 +77,7 @@ def test_truncated_isf_file(tmp_path, sample_path, sample_isf):
     text = json.dumps(sample_isf).encode()
     symbols = _write_isf(tmp_path / "sym", text[: len(text) // 3])
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "xdg"))
-    check_documented(vol(env, sample_path, "linux.ktstr.maps", symbols=symbols), "linux.ktstr.maps")
+    volrun.check_documented(vol(env, sample_path, "linux.ktstr.maps", symbols=symbols), "linux.ktstr.maps")
 
 
 @pytest.mark.parametrize("section, name, plugin, expect", [
@@ -101,5 +91,5 @@ def test_isf_without_what_a_plugin_needs_names_it(tmp_path, sample_path, sample_
     symbols = _write_isf(tmp_path / "sym", isf)
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "xdg"))
     out = vol(env, sample_path, plugin, symbols=symbols)
-    check_documented(out, plugin)
+    volrun.check_documented(out, plugin)
     assert out.returncode == 2 and expect in out.stderr, out.stderr[-2000:]

@@ -410,6 +410,10 @@ def test_stacker_uses_configured_phys_base(monkeypatch):
 def test_architecture_acceptance_patch():
     from volatility3.framework.configuration import requirements
 
+    from volatility3_ktstr import volpatches
+
+    # In-process users apply the patches themselves (vol does it via our plugin folder).
+    assert "aarch64_requirement" in volpatches.apply(["compat"])
     cfg = (4096, 48, False)
     img, root, uroot, _ = build(cfg)
     ctx, layer = make_layer(img, root, root, cfg)

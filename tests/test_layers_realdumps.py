@@ -5,6 +5,7 @@ Every dump whose truth.json says 5-level x86-64 paging or arm64 must give a `lin
 list.  Skips with a reason when KTSTR_DUMPS is unset or holds no such dump.
 """
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,6 +79,8 @@ def _fake_cache(monkeypatch, stackers, banners):
 
     monkeypatch.setattr(stackers.symbol_cache, "load_cache_manager", lambda *a, **k: Cache())
     monkeypatch.delenv(stackers.PHYS_BASE_ENV, raising=False)
+    # No scan hints or banner memo from earlier runs: these tests are about the first run.
+    monkeypatch.setattr(stackers.constants, "CACHE_PATH", tempfile.mkdtemp(prefix="ktstr-cache-"))
 
 
 def _check_layer(layer, truth):

@@ -13,11 +13,12 @@ import pytest
 
 import dumps
 import volrun
+from helpers.vol_kctx import open_kctx
 
 PLUGIN = "linux.ktstr.localstorage"
-DUMPS = dumps.list_dumps()
+DUMPS = dumps.with_kdump(dumps.list_dumps())
 # Option tests need one dump; an x86-64 one needs no extra translation layer.
-ONE = ([d for d in DUMPS if d.startswith("x86_64/")] or DUMPS)[:1] or ["<no dumps>"]
+ONE = ([d for d in dumps.list_dumps() if d.startswith("x86_64/")] or dumps.list_dumps())[:1] or ["<no dumps>"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -134,15 +135,6 @@ def test_rows_sorted_and_formatted(name):
         assert isinstance(value, dict) and r["Value"].startswith("{")
 
 
-def kernel_context(name):
-    """A KernelContext over dump ``name`` built in-process, the way `vol` builds a plugin's."""
-    from volatility3_ktstr.kernel import KernelContext
-
-    _, plugins = volrun.open_in_process(dumps.dump_path(name), ["localstorage"],
-                                        [volrun.kernel_isf_dir(name)])
-    return KernelContext.from_plugin(plugins["localstorage"])
-
-
 @pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
 def test_cgroup_naming_on_real_tasks(name):
     """The dumps hold no cgroup storage, so name real cgroups instead: each task storage
@@ -152,7 +144,7 @@ def test_cgroup_naming_on_real_tasks(name):
 
     _skip_without_dumps()
     truth = dumps.load_truth(name)
-    kctx = kernel_context(name)
+    kctx = open_kctx(name)
     lay, rd = kctx.layout, kctx.reader
     ids = {c["path"]: c["id"] for c in truth["cgroups"]}
     tasks = {t["tid"]: t for t in truth["tasks"]}
@@ -181,7 +173,7 @@ def test_inode_naming_on_real_files(name):
 
     _skip_without_dumps()
     truth = dumps.load_truth(name)
-    kctx = kernel_context(name)
+    kctx = open_kctx(name)
     lay, rd = kctx.layout, kctx.reader
     resolver = OwnerResolver(rd, lay)
     exes = {}

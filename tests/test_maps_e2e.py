@@ -17,7 +17,7 @@ import pytest
 import dumps
 import volrun
 
-DUMPS = dumps.list_dumps()
+DUMPS = dumps.with_kdump(dumps.list_dumps())
 pytestmark = pytest.mark.skipif(not DUMPS, reason="KTSTR_DUMPS is unset or holds no dumps")
 
 
@@ -171,7 +171,8 @@ def test_mapdump_struct_ops_names_programs(dump):
 
 
 def test_mapdump_select_by_id_and_name():
-    one = [d for d in DUMPS if d.startswith("x86_64/")][:1] or DUMPS[:1]
+    plain = dumps.list_dumps()
+    one = [d for d in plain if d.startswith("x86_64/")][:1] or plain[:1]
     truth = dumps.load_truth(one[0])
     arrays = [m for m in truth["maps"] if m["type_name"] == "array"]
     a, b = arrays[0], arrays[-1]

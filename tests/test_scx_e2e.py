@@ -5,6 +5,12 @@ nr_rejected, enable_seq and hotplug_seq equal the guest's sysfs; every callback 
 truth lists under the same id and name, through a struct_ops map truth lists; DSQ walks agree
 with their ``nr`` counters.
 
+Post-mortem (issue 17): the event counters equal sysfs ``root/events`` (see
+test_event_counters_match_sysfs for the tolerance), the exit section comes first and says "no
+exit" from its evidence, the kernel log read from the printk ring buffer holds the console's
+sched_ext line, every callback program has run statistics, and the watchdog view agrees with the
+dump's jiffies and with scxtasks.
+
 scxtasks: with switch_all set, every task of the guest runs in the ext class except the kernel
 threads that ask for another class (the stopper ``migration/N``, SCHED_FIFO ``idle_inject/N``,
 threaded IRQs ``irq/...``, ``watchdogd`` and sched_ext's own RT helper kthreads); so the set of tasks under
@@ -20,8 +26,8 @@ import pytest
 import dumps
 import volrun
 
-DUMPS = dumps.list_dumps()
-ONE = ([d for d in DUMPS if d.startswith("x86_64/")] or DUMPS)[:1] or ["<no dumps>"]
+DUMPS = dumps.with_kdump(dumps.list_dumps())
+ONE = ([d for d in dumps.list_dumps() if d.startswith("x86_64/")] or dumps.list_dumps())[:1] or ["<no dumps>"]
 # Kernel threads that set a non-fair policy for themselves (so switch_all does not move them).
 OTHER_CLASS = re.compile(r"^(migration/\d+|idle_inject/\d+|irq/.*|watchdogd|scx_enable_help.*|sched_ext_helpe.*)$")
 
@@ -80,11 +86,11 @@ def test_callbacks_map_to_truth_programs(name):
     progs = {p["id"]: p["name"] for p in truth["progs"]}
     maps = {m["id"]: m for m in truth["maps"]}
     rs = rows(name, "linux.ktstr.scxstate")
-    so = [r for r in rs if r["Section"] == "struct_ops"]
+    so = [r for r in rs if r["Section"] == "struct_ops" and r["Key"] in ("map", "error")]
     assert len(so) == 1 and so[0]["Key"] == "map", so
     map_id = int(so[0]["Value"].split()[1])
     assert maps[map_id]["type_name"] == "struct_ops" and maps[map_id]["name"] == so[0]["Object"]
-    cbs = [r for r in rs if r["Section"] == "callback"]
+    cbs = [r for r in rs if r["Section"] == "callback" and r["Key"] == "prog"]
     assert cbs, "no callbacks"
     for r in cbs:
         m = re.fullmatch(r"(\S+) \(id (\d+)\)", r["Value"] or "")
@@ -167,3 +173,144 @@ def test_pid_filter(name):
     assert web
     got = rows(name, "linux.ktstr.scxtasks", "--pid", *map(str, web))
     assert sorted(r["PID"] for r in got) == web
+
+
+# --- post-mortem --------------------------------------------------------------------------------
+
+
+def _kv(name, section):
+    return [(r["__depth"], r["Object"], r["Key"], r["Value"]) for r in rows(name, "linux.ktstr.scxstate")
+            if r["Section"] == section]
+
+
+def sysfs_events(truth):
+    words = truth["sched_ext"]["root/events"].split()
+    return [(words[i], int(words[i + 1])) for i in range(0, len(words), 2)]
+
+
+@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
+def test_event_counters_match_sysfs(name):
+    """The SCX_EV_* sums equal /sys/kernel/sched_ext/root/events as truth.json recorded it.
+
+    Tolerance: truth read the sysfs file while the scheduler ran (right after it was enabled;
+    the dump is taken tens of seconds later), and the counters only grow, so each counter in the
+    dump is >= the recorded value; the bypass counters (SCX_EV_BYPASS_*), which only move while
+    the scheduler is being enabled or disabled, are equal exactly. Same names in the same order;
+    the per-CPU children sum to each total."""
+    _skip_without_dumps()
+    truth = dumps.load_truth(name)
+    want = sysfs_events(truth)
+    ev = _kv(name, "events")
+    sums = [(k, int(v)) for d, o, k, v in ev if d == 0 and k.startswith("SCX_EV_")]
+    assert [k for k, _ in sums] == [k for k, _ in want]
+    for (k, got), (_, exp) in zip(sums, want):
+        if k.startswith("SCX_EV_BYPASS_"):
+            assert got == exp, (k, got, exp)
+        else:
+            assert got >= exp, (k, got, exp)
+    # per-CPU children follow each total and sum to it
+    ncpu = truth["kernel"]["meta"]["possible_cpus"]
+    for i, (d, o, k, v) in enumerate(ev):
+        if d == 0 and k.startswith("SCX_EV_"):
+            kids = ev[i + 1:i + 1 + ncpu]
+            assert [c[2] for c in kids] == [f"cpu{c}" for c in range(ncpu)]
+            assert sum(int(c[3]) for c in kids) == int(v)
+
+
+@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
+def test_exit_section_first_says_no_exit(name):
+    _skip_without_dumps()
+    rs = rows(name, "linux.ktstr.scxstate")
+    first = rs[0]
+    assert (first["Section"], first["Object"], first["Key"]) == ("exit", "summary", "verdict")
+    assert first["Value"].startswith("no exit: scheduler 'sdt' is loaded and its exit kind is NONE (0)")
+    ex = {(o, k): v for d, o, k, v in _kv(name, "exit") if d == 0}
+    assert ex[("kernel sdt", "kind")] == "NONE (0)"
+    assert "scx_root" in ex[("kernel sdt", "source")] and "ops.priv" in ex[("kernel sdt", "source")]
+    ueis = [o for o, k in ex if o.startswith("uei ") and k == "kind"]
+    assert ueis and all(ex[(o, "kind")] == "0 (no exit recorded)" for o in ueis)
+    assert "the kernel log has no 'disabled' line" in first["Value"]
+
+
+@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
+def test_kernel_log_from_the_printk_ring(name):
+    """The sched_ext lines of the log read from memory are the console's (serial.log), with
+    the same timestamps; the ring holds at least the lines truth's dmesg had."""
+    _skip_without_dumps()
+    serial = (dumps.dumps_root() / name / "serial.log").read_text(errors="replace").splitlines()
+    want = [line.strip() for line in serial if "] sched_ext:" in line]
+    got = [v for d, o, k, v in _kv(name, "exit") if o == "kernel log" and k == "line"]
+    assert got and [g.strip() for g in got] == want
+    src = next(v for d, o, k, v in _kv(name, "exit") if o == "kernel log" and k == "source")
+    n = int(src.split("(")[1].split()[0])          # "... N records (M lines), ..."
+    dmesg = dumps.load_truth(name)["raw_sections"]["dmesg"].rstrip("\n").split("\n")
+    assert n >= len(dmesg), (n, len(dmesg))
+
+
+@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
+def test_every_callback_has_run_statistics(name):
+    """bpftool recorded no run_time_ns for these programs (kernel.bpf_stats_enabled=0): the
+    dump says stats are off and every callback program's counts are 0."""
+    _skip_without_dumps()
+    truth = dumps.load_truth(name)
+    assert not any("run_time_ns" in p for p in truth["bpftool"]["prog_list"])
+    so = {(k): v for d, o, k, v in _kv(name, "struct_ops")}
+    assert so["bpf_stats_enabled"].startswith("no")
+    cb = _kv(name, "callback")
+    progs = [o for d, o, k, v in cb if k == "prog"]
+    stats = {(o, k): v for d, o, k, v in cb if d == 1}
+    for o in progs:
+        assert stats[(o, "run_cnt")] == "0" and stats[(o, "run_time_ns")] == "0", o
+        assert stats[(o, "recursion_misses")] == "0" and stats[(o, "avg_ns")] is None, o
+
+
+@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
+def test_watchdog_consistent_with_jiffies(name):
+    _skip_without_dumps()
+    wd = {(o, k): v for d, o, k, v in _kv(name, "watchdog") if d == 0}
+    sched = {k: v for d, o, k, v in _kv(name, "scheduler") if d == 0}
+    jiffies, stamp = int(wd[("-", "jiffies")]), int(wd[("-", "scx_watchdog_timestamp")])
+    timeout = int(wd[("sdt", "timeout_jiffies")])
+    assert jiffies == int(sched["jiffies"]) and timeout == int(sched["watchdog_timeout_jiffies"])
+    age = int(wd[("-", "heartbeat_age_jiffies")])
+    assert age == jiffies - stamp and 0 <= age <= timeout
+    assert wd[("-", "heartbeat")] == f"ok: ran {age} jiffies ago (timeout {timeout})"
+    if ("-", "interval_jiffies") in wd:
+        assert 0 < int(wd[("-", "interval_jiffies")]) <= timeout
+    assert wd[("-", "stalled_tasks")] == "0"
+    # Each runnable task's wait is what scxtasks says, and within the timeout.
+    tasks = {r["PID"]: r for r in rows(name, "linux.ktstr.scxtasks", "--all") if r["PID"] >= 0}
+    listed = 0
+    for d, o, k, v in _kv(name, "watchdog"):
+        if k.startswith("runnable["):
+            pid, waited = int(v.split()[0]), int(v.split(" runnable for ")[1].split()[0])
+            assert tasks[pid]["RunnableForJiffies"] == waited and 0 <= waited <= timeout
+            assert tasks[pid]["RunnableList"] == f"{o}[{k[9:-1]}]"
+            listed += 1
+    assert listed == sum(1 for r in tasks.values() if r["RunnableList"])
+    for r in tasks.values():
+        if r["RunnableAt"] is not None and r["RunnableForJiffies"] is not None:
+            assert r["RunnableForJiffies"] == jiffies - r["RunnableAt"]
+
+
+@pytest.mark.parametrize("name", ONE)
+def test_stalled_filter_on_a_healthy_dump(name):
+    _skip_without_dumps()
+    assert rows(name, "linux.ktstr.scxtasks", "--stalled") == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
+def test_whole_kernel_log_equals_truth_dmesg(name):
+    """Every line of the printk ring buffer read from memory is the guest's own `dmesg` (truth
+    raw_sections.dmesg, read before the dump): same text, same timestamps, same order; later
+    records may follow."""
+    _skip_without_dumps()
+    from helpers.vol_kctx import open_kctx
+    from volatility3_ktstr.scx_support import ScxKernel
+
+    records, damage, error = ScxKernel(open_kctx(name)).kernel_log()
+    assert error is None and not damage, (error, list(damage))
+    mine = [line for r in records for line in r.lines()]
+    dmesg = dumps.load_truth(name)["raw_sections"]["dmesg"].rstrip("\n").split("\n")
+    assert mine[:len(dmesg)] == dmesg

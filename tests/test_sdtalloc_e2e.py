@@ -7,7 +7,7 @@ import pytest
 import dumps
 import volrun
 
-SDT_DUMPS = [n for n in dumps.list_dumps() if dumps.load_truth(n).get("sdt")]
+SDT_DUMPS = dumps.with_kdump([n for n in dumps.list_dumps() if dumps.load_truth(n).get("sdt")])
 
 
 def _skip_without_dumps():

@@ -108,7 +108,8 @@ def flatten(rows, depth=0):
     return out
 
 
-SEED_FILES = ("valid_isf.hashcache", "ktstr-autoisf.json")
+SEED_FILES = ("valid_isf.hashcache", "ktstr-autoisf.json", "ktstr-stack-hints.json")
+SHARED_DIRS = ("ktstr-isf",)      # volpatches' compact ISF cache, keyed per ISF file: shared
 
 
 def identifier_cache_dir(symbol_dirs, xdg=None) -> Path:
@@ -119,7 +120,8 @@ def identifier_cache_dir(symbol_dirs, xdg=None) -> Path:
     symbol_table_name"). One cache per set of dirs (and XDG_CACHE_HOME) keeps runs apart. A new
     one starts with what XDG_CACHE_HOME's cache learnt (:data:`SEED_FILES`: the ISF validations,
     by content hash, since validating a kernel ISF again costs about a minute of CPU; the
-    banners the automatic ISF builder found per dump file)."""
+    banners the automatic ISF builder found and the stack hints, per dump file) and shares its
+    compact ISF cache (:data:`SHARED_DIRS`)."""
     xdg = xdg or os.environ.get("XDG_CACHE_HOME") or str(Path("~/.cache").expanduser())
     key = "\0".join([os.path.abspath(xdg)] + [os.path.abspath(str(d)) for d in symbol_dirs])
     path = CACHE / "vcache" / hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -130,6 +132,14 @@ def identifier_cache_dir(symbol_dirs, xdg=None) -> Path:
             tmp = mine.with_name(f"{seed}.{os.getpid()}")
             tmp.write_bytes(shared.read_bytes())
             os.replace(tmp, mine)
+    for sub in SHARED_DIRS:
+        mine, shared = path / sub, Path(xdg) / "volatility3" / sub
+        if not mine.exists() and not mine.is_symlink():
+            shared.mkdir(parents=True, exist_ok=True)
+            try:
+                mine.symlink_to(shared, target_is_directory=True)
+            except FileExistsError:
+                pass
     return path
 
 
@@ -255,6 +265,21 @@ def elf_core_of(name) -> Path:
     machine = 183 if truth["run"]["arch"] in ("arm64", "aarch64") else 62
     return make_elf_core(raw, out, ram_ranges(truth), truth["memory"].get(
         "dump_raw_phys_base", truth["run"]["ram_phys_base"]), machine)
+
+
+def check_documented(out, plugin):
+    """What README ("Errors and exit status") promises of a `vol` run (a CompletedProcess):
+    exit 0 with JSON rows; 2 with one line `<plugin>: error: ...`; 1 with Volatility's
+    "Unable to validate the plugin requirements"; never a traceback."""
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.returncode in (0, 1, 2), (out.returncode, out.stderr[-2000:])
+    if out.returncode == 2:
+        lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip() and not ln.startswith(("WARNING", "Volatility 3 Framework"))]
+        assert len(lines) == 1 and lines[0].startswith(f"{plugin}: error: "), out.stderr
+    if out.returncode == 1:
+        assert "Unable to validate the plugin requirements" in out.stderr, out.stderr[-2000:]
+    if out.returncode == 0:
+        json.loads(out.stdout)
 
 
 # --- in-process ---------------------------------------------------------------------------------

@@ -189,6 +189,11 @@ def _child_main() -> int:
     from volatility3_ktstr import _plugin_path
 
     _plugin_path.install()  # our plugins even without the .pth (python -S, odd installs)
+    from volatility3_ktstr.isf.autoisf import NO_DUMP_MEMO_ENV
+
+    # Read what a first run reads: what ktstr remembers about this file (where the scans found
+    # the kernel) would not hold for the minimized one, which must keep those pages.
+    os.environ[NO_DUMP_MEMO_ENV] = "1"
     recorder = PageRecorder()
     install_recorder(recorder, dump)
     from volatility3 import cli
@@ -322,24 +327,28 @@ class Source:
 
 
 def open_source(path: str, phys_base: int = 0, arch: str = "x86_64") -> Source:
+    from .dumpfile import DumpError, elf, sniff
+
     size = os.path.getsize(path)
     with open(path, "rb") as f:
-        head = f.read(_EHDR.size)
-        if head[:4] != b"\x7fELF":
+        head = f.read(64)
+        kind = sniff(head)
+        if kind.startswith("kdump"):
+            raise MinimizeError(f"{path}: a kdump-compressed file; minimize records pages of raw or "
+                                f"ELF dumps only (its output is already a small ELF core)")
+        if kind != "elf":
             return Source(path, size, [(0, phys_base, size)], [], EM_BY_ARCH[arch])
-        if len(head) < _EHDR.size or head[4] != 2 or head[5] != 1:
-            raise MinimizeError(f"{path}: only little-endian ELF64 cores are supported")
-        fields = _EHDR.unpack(head)
-        machine, phoff, phentsize, phnum = fields[2], fields[5], fields[9], fields[10]
-        loads, notes = [], []
-        for i in range(min(phnum, 0xFFFF)):
-            f.seek(phoff + i * phentsize)
-            p_type, _, p_offset, _, p_paddr, p_filesz, p_memsz, _ = _PHDR.unpack(f.read(_PHDR.size))
-            if p_type == PT_LOAD and p_filesz == p_memsz and p_filesz:
-                loads.append((p_offset, p_paddr, p_filesz))
-            elif p_type == PT_NOTE and p_filesz:
-                notes.append((p_offset, p_filesz))
-    return Source(path, size, sorted(loads), notes, machine)
+
+        def read(off, n):
+            f.seek(off)
+            return f.read(n)
+
+        try:
+            core = elf.parse_core(read, path)
+        except DumpError as e:
+            raise MinimizeError(str(e)) from None
+    loads = [(off, pa, filesz) for pa, off, filesz, memsz in core.loads if filesz == memsz]
+    return Source(path, size, sorted(loads), list(core.note_segments), core.machine)
 
 
 def page_runs(pages: Iterable[int], gap: int = 0) -> List[Tuple[int, int]]:

@@ -27,6 +27,8 @@ import sysconfig
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from .isf.output import cache_home, user_symbols_dir
+
 DEFAULT_SAMPLE = "scx_sdt-x86_64"
 SHARE = Path("share") / "volatility3-ktstr"
 MAX_BLOCKS = 1 << 16  # 4 MiB blocks: bounds the copy loop (256 GiB)
@@ -56,7 +58,7 @@ def data_roots() -> List[Path]:
 
 def _cache_home() -> Path:
     # The same rule as Volatility's constants.CACHE_PATH, so the ISF lands where it looks.
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache_home()
 
 
 def sample_cache_dir() -> Path:
@@ -64,7 +66,7 @@ def sample_cache_dir() -> Path:
 
 
 def vol_symbols_dir() -> Path:
-    return _cache_home() / "volatility3" / "symbols"
+    return Path(user_symbols_dir()).parent
 
 
 def find_root(name: str) -> Path:

@@ -14,10 +14,11 @@ layout; the default pads every member so a walker that hard-codes an offset read
 Grammar (one declaration per ``;``-terminated statement, members one per line):
 ``struct NAME { MEMBER; ... };``, ``union NAME { ... };``, ``enum NAME { A = 1, B, ... };``; a
 member is ``TYPE NAME``, ``TYPE NAME[N]`` or ``TYPE NAME : BITS`` where TYPE is a base type
-(u8 u16 u32 u64 s8 s16 s32 s64 int long char bool), ``struct X``/``union X``/``enum X`` (embedded),
-any of those followed by ``*`` (pointer), or ``fnptr`` (a function pointer). A member line that
-is only ``struct X`` / ``union X`` embeds X anonymously (its members are reached as if they were
-the outer struct's, as in ``bpf_array``'s ``union { value[]; ptrs[]; pptrs[]; }``).
+(u8 u16 u32 u64 s8 s16 s32 s64 int long char bool), ``struct X``/``union X``/``enum X`` (embedded;
+an enum with a value past 32 bits is an 8-byte ENUM64), any of those followed by ``*``
+(pointer), or ``fnptr`` (a function pointer). A member line that is only ``struct X`` /
+``union X`` embeds X anonymously (its members are reached as if they were the outer struct's,
+as in ``bpf_array``'s ``union { value[]; ptrs[]; pptrs[]; }``).
 """
 
 import re
@@ -149,8 +150,11 @@ class SynthKernel:
                 nxt = int(v, 0) if v.strip() else nxt
                 values.append((n.strip(), nxt))
                 nxt += 1
-            tid = self.b.enum(name, 4, values)
-            self._ids[name], self._sizes[name], self._aligns[name] = tid, 4, 4
+            if all(-(1 << 31) <= v < 1 << 31 for _, v in values):
+                tid, size = self.b.enum(name, 4, values), 4
+            else:   # a value past 32 bits (1LLU << 63 flags): an 8-byte ENUM64, as the kernel's
+                tid, size = self.b.enum64(name, 8, values), 8
+            self._ids[name], self._sizes[name], self._aligns[name] = tid, size, size
             return
         # Self/mutual references by pointer: reserve the struct's id first. BtfBuilder hands
         # out ids in order, so members' pointer types are created before the struct record;

@@ -5,9 +5,11 @@ continues the base's type ids and string offsets; pass the base to :meth:`Btf.pa
 Every read is bounds-checked; bad input raises :class:`BtfError` with the byte offset.
 """
 
+import array
 import contextlib
 import gc
 import struct
+import sys
 
 from .types import TRANSPARENT, BtfError, BtfType, Kind, Member
 
@@ -62,8 +64,14 @@ class Btf:
     # --- construction -------------------------------------------------------------------
 
     @classmethod
-    def parse(cls, data, base=None, source=None) -> "Btf":
-        """Parse a BTF blob. ``base`` is the Btf this one is split on (ids continue after it)."""
+    def parse(cls, data, base=None, source=None, lazy=False) -> "Btf":
+        """Parse a BTF blob. ``base`` is the Btf this one is split on (ids continue after it).
+
+        ``lazy`` (a base BTF only): check every record as the full parse does, but build each
+        type object on first use (:class:`_LazyTypes`). A kernel BTF has 125k types and a
+        plugin usually reads a few dozen: 0.07 s and 10 MB instead of 0.35 s and 70 MB. Any
+        record the check does not pass (or a legacy bitfield encoding) gets the full parse, so
+        errors are the same."""
         data = bytes(data)
         if len(data) < HEADER.size:
             raise BtfError(f"{len(data)} bytes is shorter than the {HEADER.size}-byte header", 0, source)
@@ -96,9 +104,91 @@ class Btf:
             start_id = base.start_id + len(base._types)
             str_base = base.str_base + len(base._strings)
         btf = cls([], start_id, str_base, strings, base, source, endian)
+        if lazy and base is None:
+            index = btf._index_types(data, tstart, tstart + type_len)
+            if index is not None:
+                btf._types = _LazyTypes(btf, data, index, btf._name_reader(sstart))
+                btf._has_odd_ints = False
+                return btf
         with paused_gc():
             btf._parse_types(data, tstart, tstart + type_len, sstart)
         return btf
+
+    def _index_types(self, data, off, end):
+        """Offsets of every type record, or None when a record is not one the full parse
+        accepts as is (bad kind, bounds, name offset or type reference; a legacy bitfield)."""
+        if self.endian != "<" or sys.byteorder != "little":
+            return None  # array("I") reads native order
+        rec = struct.Struct("<III").unpack_from
+        u32 = struct.Struct("<I").unpack_from
+        strings = self._strings
+        name_limit = strings.rfind(b"\0") + 1  # an offset past the last NUL has no end
+        extra = [0] * 32
+        per_vlen = [0] * 32
+        for k, v in _EXTRA.items():
+            extra[k] = v
+        for k, v in _PER_VLEN.items():
+            per_vlen[k] = v
+        sized = [False] * 32
+        for k in _SIZED:
+            sized[k] = True
+        # Where, in a record's vlen entries (u32 words), names and type references sit.
+        names_at = {4: (0, 3), 5: (0, 3), 6: (0, 2), 19: (0, 3), 13: (0, 2)}
+        refs_at = {4: (1, 3), 5: (1, 3), 13: (1, 2), 15: (0, 3)}
+        offsets = array.array("I")
+        name_offs = array.array("I")
+        add = offsets.append
+        add_name = name_offs.append
+        max_ref = max_name = 0
+        count = 0
+        while off < end:
+            if off + 12 > end:
+                return None
+            name_off, info, size_type = rec(data, off)
+            kind = (info >> 24) & 0x1F
+            vlen = info & 0xFFFF
+            if kind == 0 or kind > 19:
+                return None
+            p = off + 12
+            nxt = p + extra[kind] + per_vlen[kind] * vlen
+            if nxt > end:
+                return None
+            add(off)
+            add_name(name_off)
+            if name_off > max_name:
+                max_name = name_off
+            if not sized[kind]:
+                if size_type > max_ref:
+                    max_ref = size_type
+            elif kind == 1:
+                word = u32(data, p)[0]
+                if (word >> 16) & 0xFF or (word & 0xFF) != size_type * 8:
+                    return None  # legacy bitfields: the full parse folds them into members
+            if vlen and kind in names_at:
+                words = array.array("I", data[p + extra[kind]:nxt])
+                start, step = names_at[kind]
+                top = max(words[start::step])
+                if top > max_name:
+                    max_name = top
+                if kind in refs_at:
+                    start, step = refs_at[kind]
+                    top = max(words[start::step])
+                    if top > max_ref:
+                        max_ref = top
+            elif vlen and kind == 15:
+                top = max(array.array("I", data[p:nxt])[0::3])
+                if top > max_ref:
+                    max_ref = top
+            elif kind == 3:
+                t, idx, _n = struct.unpack_from("<III", data, p)
+                max_ref = max(max_ref, t, idx)
+            off = nxt
+            count += 1
+        if max_name >= name_limit and max_name != 0:
+            return None
+        if max_ref >= self.start_id + count:
+            return None
+        return offsets, name_offs
 
     def _parse_types(self, data, off, end, sstart):
         # The hot loop of every kernel load (~130k records): locals only, one dict lookup per
@@ -348,12 +438,18 @@ class Btf:
         """All types named ``name`` (optionally of ``kind``), base types first."""
         if self._by_name is None:
             idx = {}
-            for t in self._types:
-                if t.name:
-                    idx.setdefault(t.name, []).append(t)
+            types = self._types
+            if isinstance(types, _LazyTypes):
+                for i, tname in types.names():
+                    if tname:
+                        idx.setdefault(tname, []).append(i)
+            else:
+                for i, t in enumerate(types):
+                    if t.name:
+                        idx.setdefault(t.name, []).append(i)
             self._by_name = idx
         found = self.base.find(name, kind) if self.base is not None else []
-        own = self._by_name.get(name, ())
+        own = [self._types[i] for i in self._by_name.get(name, ())]
         return found + [t for t in own if kind is None or t.kind == kind]
 
     def struct(self, name, own_only=False) -> BtfType:
@@ -456,3 +552,93 @@ class Btf:
                 return "func"
             return t.name or Kind(k).name.lower()
         return "?"
+
+
+class _LazyTypes:
+    """``Btf._types`` of a lazily parsed BTF: record ``i`` becomes a BtfType on first access
+    (decoded exactly as ``Btf._parse_types`` does; tests compare every type of a kernel)."""
+
+    __slots__ = ("_btf", "_data", "_offsets", "_name_offs", "_cache", "_name_of", "_decoded")
+
+    def __init__(self, btf, data, index, name_of):
+        self._btf = btf
+        self._data = data
+        self._offsets, self._name_offs = index
+        self._cache = [None] * len(self._offsets)
+        self._name_of = name_of
+        self._decoded = 0
+
+    def __len__(self):
+        return len(self._offsets)
+
+    def __getitem__(self, i):
+        if i < 0:
+            i += len(self._offsets)
+        t = self._cache[i]
+        if t is None:
+            t = self._cache[i] = self._decode(i)
+        return t
+
+    def __iter__(self):
+        for i in range(len(self._offsets)):
+            yield self[i]
+
+    def names(self):
+        """(index, name) of every record, without building the types."""
+        table = self._btf._string_table(self._name_of)
+        return enumerate([table[n] for n in self._name_offs])
+
+    def _decode(self, i):
+        data = self._data
+        off = self._offsets[i]
+        name_of = self._name_of
+        name_off, info, size_type = struct.unpack_from("<III", data, off)
+        kind = (info >> 24) & 0x1F
+        vlen = info & 0xFFFF
+        kflag = info >> 31
+        p = off + 12
+        end = p + _EXTRA.get(kind, 0) + _PER_VLEN.get(kind, 0) * vlen
+        type_id = self._btf.start_id + i
+        name = name_of(name_off, off)
+        if kind in _SIZED:
+            t = BtfType(type_id, kind, name, kflag, vlen, size_type, 0)
+        else:
+            t = BtfType(type_id, kind, name, kflag, vlen, 0, size_type)
+        if kind == Kind.FUNC:
+            t.linkage = vlen
+        elif kind == Kind.FUNC_PROTO:
+            if vlen:
+                t.params = tuple((name_of(n, off), ty) for n, ty in struct.iter_unpack("<II", data[p:end]))
+        elif kind in (Kind.STRUCT, Kind.UNION):
+            if vlen:
+                if kflag:
+                    t.members = tuple(tuple.__new__(Member, (name_of(n, off), ty, mo & 0xFFFFFF, mo >> 24))
+                                      for n, ty, mo in struct.iter_unpack("<III", data[p:end]))
+                else:
+                    t.members = tuple(tuple.__new__(Member, (name_of(n, off), ty, mo, 0))
+                                      for n, ty, mo in struct.iter_unpack("<III", data[p:end]))
+        elif kind == Kind.INT:
+            word = struct.unpack_from("<I", data, p)[0]
+            t.encoding = (word >> 24) & 0x0F
+            t.int_offset = (word >> 16) & 0xFF
+            t.bits = word & 0xFF
+        elif kind == Kind.ARRAY:
+            t.type, t.index_type, t.nelems = struct.unpack_from("<III", data, p)
+        elif kind == Kind.ENUM:
+            t.values = tuple((name_of(n, off), v) for n, v in struct.iter_unpack("<Ii", data[p:end]))
+        elif kind == Kind.ENUM64:
+            vals = []
+            for n, lo, hi in struct.iter_unpack("<III", data[p:end]):
+                v = (hi << 32) | lo
+                if kflag and v >= 1 << 63:
+                    v -= 1 << 64
+                vals.append((name_of(n, off), v))
+            t.values = tuple(vals)
+        elif kind == Kind.VAR:
+            t.linkage = struct.unpack_from("<I", data, p)[0]
+        elif kind == Kind.DATASEC:
+            t.vars = tuple(struct.iter_unpack("<III", data[p:end]))
+        elif kind == Kind.DECL_TAG:
+            t.component_idx = struct.unpack_from("<i", data, p)[0]
+        self._decoded += 1
+        return t

@@ -25,6 +25,7 @@ from volatility3.framework.layers import intel
 
 from . import carve as carvemod
 from . import fromdump
+from .output import user_symbols_dir, write_isf
 from .banner import BANNER_RE
 
 vollog = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ DISABLE_ENV = ("VOLATILITY3_KTSTR_NO_AUTOISF", "VOLATILITY3_KTSTR_DISABLE")
 SCAN_CHUNK = 32 << 20
 MAX_BANNERS = 64
 # Layers our own reader handles directly (mmap of the file: faster than layer.read).
-FILE_FORMATS = {"FileLayer": "raw", "Elf64Layer": "elf", "LimeLayer": "lime"}
+FILE_FORMATS = {"FileLayer": "raw", "Elf64Layer": "elf", "LimeLayer": "lime", "KdumpLayer": "kdump"}
 
 _attempted = set()
 
@@ -106,7 +107,7 @@ def iter_banners(image):
 
 def symbols_dir():
     """Volatility's user symbol cache (always on its search path)."""
-    return os.path.join(constants.SYMBOL_BASEPATHS[-1], "linux")
+    return user_symbols_dir()
 
 
 MEMO_FILE = "ktstr-autoisf.json"
@@ -122,8 +123,19 @@ def _file_key(path):
     return [st.st_size, st.st_mtime_ns]
 
 
+# Set: forget what earlier runs learnt about dump files (this banner memo, the stackers' scan
+# hints), so the run reads what a first run reads. ktstr-minimize records with it.
+NO_DUMP_MEMO_ENV = "VOLATILITY3_KTSTR_NO_DUMP_MEMO"
+
+
+def dump_memo_enabled():
+    return not os.environ.get(NO_DUMP_MEMO_ENV)
+
+
 def memo_banner(path):
     """The banner remembered for this dump file (same size and mtime), or None."""
+    if not dump_memo_enabled():
+        return None
     try:
         with open(_memo_path()) as f:
             entry = json.load(f).get(path)
@@ -160,6 +172,20 @@ def known_banners():
         return {}
 
 
+def _known_by_vmcoreinfo(context, layer_name, known):
+    """Whether the file carries VMCOREINFO (kdump, ELF note) naming a kernel (release and
+    uname -v, read from init_uts_ns) for which a cached ISF exists: no banner scan then."""
+    from .. import vmcoreinfo
+    from ..layers import fileinfo
+
+    try:
+        ident = fileinfo.kernel_identity(context, layer_name)
+    except Exception as e:  # only a shortcut: any failure means "scan as before"
+        vollog.debug(f"ktstr: VMCOREINFO identity unavailable: {e}")
+        return False
+    return ident is not None and any(k and vmcoreinfo.banner_matches(k, *ident) for k in known)
+
+
 def ensure_isf(context, layer_name, progress_callback=None):
     """Build and cache the ISF for the image's kernel unless one is known. Returns the path
     written, or None."""
@@ -175,6 +201,8 @@ def ensure_isf(context, layer_name, progress_callback=None):
     seen_before = memo_banner(path) if path else None
     if seen_before is not None and seen_before in known:
         return None            # this file's kernel was seen before and its ISF is there
+    if _known_by_vmcoreinfo(context, layer_name, known):
+        return None            # the file's VMCOREINFO names a kernel whose ISF is there
     image = image_for(context, layer_name)
     try:
         seen = False
@@ -199,7 +227,7 @@ def ensure_isf(context, layer_name, progress_callback=None):
             progress_callback(100, "ktstr: writing the symbol table")
         isf, banner = fromdump.build_isf(c)
         out = fromdump.default_path(symbols_dir(), banner, c.arch)
-        fromdump.write(isf, out)
+        write_isf(isf, out)
         symbol_cache.load_cache_manager().update()
         if path:
             remember_banner(path, banner)

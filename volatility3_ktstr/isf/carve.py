@@ -14,6 +14,7 @@ import re
 import struct
 
 from .. import btf as btfmod
+from .. import vmcoreinfo
 from . import kallsyms as ksmod
 from .banner import BANNER_RE
 
@@ -133,44 +134,9 @@ def _scan_kinds(image, start, length, kinds, res):
 
 # --- VMCOREINFO ------------------------------------------------------------------------------
 
-_VMCI_LINE = re.compile(rb"^([A-Za-z_]+)(?:\(([^)\n]+)\))?=([^\n]*)$", re.M)
-
-
-def parse_vmcoreinfo(text):
-    """Dict of a VMCOREINFO text: OSRELEASE, KERNELOFFSET (int), SYMBOL/NUMBER/... ({name: int})."""
-    if isinstance(text, str):
-        text = text.encode()
-    info = {}
-    for key, arg, value in _VMCI_LINE.findall(text):
-        key = key.decode()
-        value = value.decode("ascii", "replace").strip()
-        if arg:
-            base = 10 if key in ("NUMBER", "LENGTH") else 16
-            try:
-                info.setdefault(key, {})[arg.decode()] = int(value, base)
-            except ValueError:
-                pass
-        elif key == "KERNELOFFSET":
-            try:
-                info[key] = int(value, 16)
-            except ValueError:
-                pass
-        else:
-            info[key] = value
-    return info if "OSRELEASE" in info else None
-
-
-def best_vmcoreinfo(texts):
-    """The most complete parsed VMCOREINFO among the hits (one with KERNELOFFSET first)."""
-    best = None
-    for text in texts:
-        info = parse_vmcoreinfo(text)
-        if info is None:
-            continue
-        score = (info.get("KERNELOFFSET") is not None, len(info.get("SYMBOL", {})))
-        if best is None or score > best[0]:
-            best = (score, info)
-    return best[1] if best else None
+# One parser for the whole package (volatility3_ktstr.vmcoreinfo); these names stay for callers.
+parse_vmcoreinfo = vmcoreinfo.parse
+best_vmcoreinfo = vmcoreinfo.best
 
 
 # --- kallsyms --------------------------------------------------------------------------------

@@ -2,48 +2,14 @@
 
 import argparse
 import json
-import lzma
 import os
 import sys
 
 from .. import btf as btfmod
 from . import banner as bannermod
 from .generator import file_source, generate
+from .output import default_name, user_symbols_dir, write_isf
 from .symbols import SymbolFileError, load_symbol_file, unrelocate
-
-
-def volatility_symbols_dir():
-    """Where Volatility 3 looks for ISFs without -s: $XDG_CACHE_HOME/volatility3/symbols."""
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "volatility3", "symbols", "linux")
-
-
-def default_name(banner: bytes, arch: str) -> str:
-    import hashlib
-    text = banner.decode("utf-8", "replace")
-    release = text.split()[2] if len(text.split()) > 2 else "linux"
-    safe = "".join(c if c.isalnum() or c in ".+-_" else "_" for c in release)
-    return f"{safe}-{arch}-{hashlib.sha256(banner).hexdigest()[:8]}.json.xz"
-
-
-def write_isf(isf: dict, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    # The ISF is a tree (shared descriptor dicts are fine): skip the circularity bookkeeping.
-    data = json.dumps(isf, separators=(",", ":"), sort_keys=False, check_circular=False).encode()
-    tmp = path + ".tmp"
-    if path.endswith(".xz"):
-        # preset 0: for a 20 MB kernel ISF about 2x faster than preset 1 and 10x faster than the
-        # default, for a file ~6% larger (2.2 MB); Volatility decompresses it once per run.
-        with lzma.open(tmp, "wb", preset=0) as f:
-            f.write(data)
-    elif path.endswith(".gz"):
-        import gzip
-        with gzip.open(tmp, "wb", compresslevel=6) as f:
-            f.write(data)
-    else:
-        with open(tmp, "wb") as f:
-            f.write(data)
-    os.replace(tmp, path)
 
 
 class CliError(Exception):
@@ -89,7 +55,7 @@ def build(args):
         raise CliError("the symbol file has no linux_banner (a kallsyms without "
                        "CONFIG_KALLSYMS_ALL?): pass System.map instead")
     isf = generate(kernel_btf, symbols, banner, arch, sources)
-    out = args.output or os.path.join(volatility_symbols_dir(), default_name(banner, arch))
+    out = args.output or os.path.join(user_symbols_dir(), default_name(banner, arch))
     write_isf(isf, out)
     return out, banner, isf
 

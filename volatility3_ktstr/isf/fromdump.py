@@ -1,165 +1,25 @@
 """Build a kernel ISF from nothing but a memory dump: `ktstr-isf --from-dump DUMP`.
 
-Reads physical memory from a raw dump, an ELF core (QEMU dump-guest-memory, kdump ELF) or a
-LiME file with a small reader of its own (pread of large chunks; no whole-file read, no
-Volatility needed), carves the kernel BTF, banner, VMCOREINFO and kallsyms (:mod:`.carve`),
-turns kallsyms into link-time addresses and calls the generator.
+Reads physical memory from a raw dump, an ELF core (QEMU dump-guest-memory, kdump ELF), a
+LiME file or a kdump-compressed vmcore through :mod:`volatility3_ktstr.dumpfile` (pread of
+large chunks or page by page; no whole-file read, no Volatility needed), carves the kernel BTF,
+banner, VMCOREINFO and kallsyms (:mod:`.carve`), turns kallsyms into link-time addresses and
+calls the generator.
 """
 
 import hashlib
-import mmap
 import os
-import struct
 import sys
 import time
 
+from .. import vmcoreinfo as vmcimod
+from ..dumpfile import DumpError, open_image  # noqa: F401  (re-exported: callers use fromdump.*)
+from ..dumpfile.lime import LIME_MAGIC  # noqa: F401
 from . import carve as carvemod
 from . import kallsyms as ksmod
 from .generator import generate
+from .output import default_name, user_symbols_dir, write_isf
 from .symbols import DEFAULT_TEXT, load_symbol_file, unrelocate
-
-LIME_MAGIC = 0x4C694D45
-MAX_SEGMENTS = 4096
-
-
-class DumpError(ValueError):
-    """The dump cannot be read or lacks what the ISF needs (one line, says what to pass)."""
-
-
-class FileImage:
-    """Physical memory of a dump file: segments (phys, file offset, length) read by pread."""
-
-    def __init__(self, path, segments, fmt, notes=()):
-        self.path = path
-        self.format = fmt
-        self.segments = sorted(segments)
-        self.ranges = [(p, n) for p, _o, n in self.segments]
-        self.notes = list(notes)          # (name, desc) of ELF PT_NOTE records
-        self._fd = os.open(path, os.O_RDONLY)
-
-    def close(self):
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def read(self, phys, size):
-        """``size`` bytes at ``phys``; unmapped parts read as zeros."""
-        if size <= 0:
-            return b""
-        out = None
-        end = phys + size
-        for p, off, n in self.segments:
-            if p + n <= phys or p >= end:
-                continue
-            a, b = max(p, phys), min(p + n, end)
-            data = os.pread(self._fd, b - a, off + (a - p))
-            if a == phys and len(data) == size:
-                return data            # the common case: one segment holds it all
-            if out is None:
-                out = bytearray(size)
-            out[a - phys:a - phys + len(data)] = data
-        return bytes(out) if out is not None else bytes(size)
-
-    def chunks(self, start, length, chunk, overlap):
-        """Yield (phys of buf[0], buf, lo, hi): hits count in buf[lo:hi]; buf extends up to
-        ``overlap`` bytes past hi. buf is an mmap of the file (no copy, and unmapped again
-        right away so resident memory stays at one chunk)."""
-        end = start + length
-        for p, off, n in self.segments:
-            a, b = max(p, start), min(p + n, end)
-            pos = a
-            while pos < b:
-                foff = off + (pos - p)
-                aligned = foff - foff % mmap.ALLOCATIONGRANULARITY
-                delta = foff - aligned
-                size = min(chunk, b - pos)
-                mlen = delta + min(size + overlap, p + n - pos)
-                mm = mmap.mmap(self._fd, mlen, offset=aligned, access=mmap.ACCESS_READ)
-                try:
-                    yield pos - delta, mm, delta, delta + size
-                finally:
-                    mm.close()
-                pos += size
-
-    def vmcoreinfo_texts(self):
-        return [desc for name, desc in self.notes if name == b"VMCOREINFO"]
-
-
-def open_image(path, phys_base=0):
-    """FileImage for a raw, ELF-core or LiME dump (detected from the first bytes)."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(64)
-    except OSError as e:
-        raise DumpError(f"cannot read dump {path}: {e.strerror}") from None
-    if head[:4] == b"\x7fELF":
-        return _open_elf(path, size)
-    if len(head) >= 4 and struct.unpack_from("<I", head)[0] == LIME_MAGIC:
-        return _open_lime(path, size)
-    return FileImage(path, [(phys_base, 0, size)], "raw")
-
-
-def _open_elf(path, size):
-    with open(path, "rb") as f:
-        ehdr = f.read(64)
-        if ehdr[4] != 2 or ehdr[5] != 1:
-            raise DumpError(f"{path}: only little-endian ELF64 cores are supported")
-        phoff, = struct.unpack_from("<Q", ehdr, 32)
-        phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
-        if phnum == 0 or phnum > MAX_SEGMENTS or phentsize < 56:
-            raise DumpError(f"{path}: ELF core with {phnum} program headers")
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-        segments, notes = [], []
-        for i in range(phnum):
-            p_type, _fl, off, _va, pa, filesz, _memsz, _al = struct.unpack_from("<IIQQQQQQ", table, i * phentsize)
-            if p_type == 1 and filesz:                       # PT_LOAD
-                segments.append((pa, off, min(filesz, max(0, size - off))))
-            elif p_type == 4 and filesz and filesz < 1 << 24:  # PT_NOTE
-                f.seek(off)
-                notes.extend(_parse_notes(f.read(filesz)))
-    if not segments:
-        raise DumpError(f"{path}: ELF file has no PT_LOAD segments (not a memory core)")
-    return FileImage(path, segments, "elf", notes)
-
-
-def _parse_notes(data):
-    out = []
-    pos = 0
-    for _ in range(4096):
-        if pos + 12 > len(data):
-            break
-        namesz, descsz, _type = struct.unpack_from("<III", data, pos)
-        pos += 12
-        name = data[pos:pos + namesz].rstrip(b"\0")
-        pos += (namesz + 3) & ~3
-        out.append((name, data[pos:pos + descsz]))
-        pos += (descsz + 3) & ~3
-    return out
-
-
-def _open_lime(path, size):
-    segments = []
-    with open(path, "rb") as f:
-        off = 0
-        for _ in range(MAX_SEGMENTS):
-            if off + 32 > size:
-                break
-            f.seek(off)
-            magic, _ver, start, end = struct.unpack("<IIQQ", f.read(24))
-            if magic != LIME_MAGIC or end < start:
-                raise DumpError(f"{path}: bad LiME segment header at file offset {off:#x}")
-            length = end - start + 1
-            segments.append((start, off + 32, min(length, size - off - 32)))
-            off += 32 + length
-    return FileImage(path, segments, "lime")
 
 
 # --- the pipeline ----------------------------------------------------------------------------
@@ -181,9 +41,7 @@ def _arch_of(btf, vmci, forced):
     arch = btfmod.guess_arch(btf)
     if arch:
         return arch
-    if vmci and "NUMBER" in vmci and "VA_BITS" in vmci["NUMBER"]:
-        return "arm64"
-    return "x86_64"
+    return (vmcimod.arch(vmci) if vmci else None) or "x86_64"
 
 
 def carve(image, name="dump", arch=None, text_base=None, symbol_file=None, kallsyms_text=False,
@@ -229,9 +87,9 @@ def carve(image, name="dump", arch=None, text_base=None, symbol_file=None, kalls
                         f"without CONFIG_DEBUG_INFO_BTF?): pass the kernel's vmlinux or BTF file "
                         f"and its System.map instead of --from-dump")
     c.btf, c.blob, c.btf_phys = found
-    c.arch = _arch_of(c.btf, c.vmcoreinfo, arch)
-    log(f"BTF: {len(c.blob)} bytes at {c.btf_phys:#x}, arch {c.arch}")
     texts = image.vmcoreinfo_texts() if hasattr(image, "vmcoreinfo_texts") else []
+    c.arch = _arch_of(c.btf, carvemod.best_vmcoreinfo(texts), arch)
+    log(f"BTF: {len(c.blob)} bytes at {c.btf_phys:#x}, arch {c.arch}")
     if ks is not None:
         text = carvemod.vmcoreinfo_in_memory(image, ks, c.arch)
         if text:
@@ -296,30 +154,11 @@ def build_isf(c):
 def default_path(directory, banner, arch):
     """Where an ISF built from a dump goes by default. gzip, not xz: ~10x faster to write
     for a 20 MB ISF (about 3 s saved) and faster for Volatility to load on every run."""
-    from .cli import default_name
-
-    return os.path.join(directory, default_name(banner, arch).replace(".json.xz", ".json.gz"))
-
-
-def write(isf, path):
-    """Write the ISF; .json.gz at gzip level 1 (speed over the last 15% of size)."""
-    if not path.endswith(".gz"):
-        from .cli import write_isf
-
-        return write_isf(isf, path)
-    import gzip
-    import json
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with gzip.open(tmp, "wb", compresslevel=1) as f:
-        f.write(json.dumps(isf, separators=(",", ":")).encode())
-    os.replace(tmp, path)
+    return os.path.join(directory, default_name(banner, arch, ".json.gz"))
 
 
 def cli_build(args):
     """`ktstr-isf --from-dump DUMP [...]`: returns (output path, banner, isf) like cli.build."""
-    from .cli import volatility_symbols_dir
 
     path = args.from_dump
     if getattr(args, "btf", None):
@@ -339,7 +178,7 @@ def cli_build(args):
     c.kallsyms = None         # the decoded tables are not needed any more (memory)
     isf, banner = build_isf(c)
     t2 = time.perf_counter()
-    out = args.output or default_path(volatility_symbols_dir(), banner, c.arch)
-    write(isf, out)
+    out = args.output or default_path(user_symbols_dir(), banner, c.arch)
+    write_isf(isf, out)
     log(f"carve {t1 - t0:.1f} s, generate {t2 - t1:.1f} s, write {time.perf_counter() - t2:.1f} s")
     return out, banner, isf

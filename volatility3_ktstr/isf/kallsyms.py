@@ -382,7 +382,8 @@ def link_time(ks, text_link, vmcoreinfo=None):
     if vmcoreinfo and vmcoreinfo.get("KERNELOFFSET") is not None:
         koff = vmcoreinfo["KERNELOFFSET"]
         votes = {}
-        for name, runtime in sorted((vmcoreinfo.get("SYMBOL") or {}).items()):
+        symbols = vmcoreinfo.symbols() if hasattr(vmcoreinfo, "symbols") else vmcoreinfo.get("SYMBOL") or {}
+        for name, runtime in sorted(symbols.items()):
             v = ks.value(name)
             if v is None or (ks.layout != "pcrel" and not _kernel_va(v)):
                 continue

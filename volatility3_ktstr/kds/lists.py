@@ -26,8 +26,10 @@ def follow(reader, first, next_off, stop, *, limit=MAX_LIST, damage=None, what="
     e.g. an element whose large value crosses into an unmapped page)."""
     damage = log_of(damage)
     lo, size = window if window is not None else (next_off, 8)
+    # One read covering both the caller's window and the next pointer, wherever each lies.
+    end = max(lo + size, next_off + 8)
     lo = min(lo, next_off)
-    size = max(size, next_off + 8 - lo)
+    size = end - lo
     seen = set()
     cur = first
     while not stop(cur):

@@ -9,9 +9,9 @@
 - ``stackers.KtstrLinuxStacker`` (stack_order 33, before the stock Linux stackers at 34/35)
   detects which one a dump needs; ``stackers.PhysicalBaseLayer`` shifts raw images whose byte
   0 is not physical address 0 (``KTSTR_PHYS_BASE`` / ``automagic.LayerStacker.ktstr_phys_base``).
-  Importing ``stackers`` also makes Linux plugins that require Intel64 accept LinuxAArch64
-  (see ``stackers.install_compat_patches``).  The plugin-folder module
-  ``plugins/linux/ktstr/stacking.py`` imports it so that `vol` registers the stacker.
+  Linux plugins that require Intel64 accept LinuxAArch64 through a patch in
+  ``volatility3_ktstr.volpatches``.  The plugin-folder module ``plugins/linux/ktstr/stacking.py``
+  imports the stackers (so that `vol` registers them) and applies the patches.
 """
 
 from volatility3_ktstr.layers.arm64 import AArch64, LinuxAArch64, WalkConfig  # noqa: F401

@@ -1,8 +1,15 @@
-"""Stackers that put an LA57 or AArch64 layer on a Linux memory image.
+"""Stackers that put the kernel's page-table layer on a Linux memory image.
 
-``KtstrLinuxStacker`` runs before Volatility's Linux stackers (stack_order 33 < 34) and
-returns None -- leaving the stock path untouched -- unless the image holds an x86-64 kernel
-running 5-level paging or an arm64 kernel.  Evidence, cheapest first:
+``KtstrLinuxStacker`` runs before Volatility's Linux stackers (stack_order 33 < 34).
+
+0. The file's own VMCOREINFO (kdump-compressed sub-header, ELF core note; ``fileinfo``): the
+   layer for any x86-64 kernel (4 or 5 levels) or arm64 kernel is built from it directly --
+   ``NUMBER(phys_base)`` (not the kdump sub-header's, which QEMU 7.2 writes wrong), KERNELOFFSET,
+   ``SYMBOL(init_top_pgt)``/``swapper_pg_dir``, ``NUMBER(pgtable_l5_enabled)``, arm64 VA bits,
+   ``kimage_voffset`` -- and the cached banner is chosen by release and ``uname -v``: no scan.
+
+Otherwise it returns None -- leaving the stock path untouched -- unless the image holds an
+x86-64 kernel running 5-level paging or an arm64 kernel. Evidence, cheapest first:
 
 1. VMCOREINFO text in physical memory (``NUMBER(pgtable_l5_enabled)``, ``NUMBER(VA_BITS)``,
    ``NUMBER(TCR_EL1_T1SZ)``, ``NUMBER(kimage_voffset)``, ``SYMBOL(swapper_pg_dir)``,
@@ -22,11 +29,10 @@ physical addresses), then auto-detection (VMCOREINFO PHYS_OFFSET, kimage_voffset
 short list of common RAM bases), each validated.  A non-zero base puts a
 ``PhysicalBaseLayer`` between the file and the translation layer.
 
-Importing this module also installs two small, contained patches (see
-``install_compat_patches``).
+Linux plugins accept the AArch64 layer thanks to two patches of Volatility that live, with
+every other one, in ``volatility3_ktstr.volpatches``.
 """
 
-import copy
 import logging
 import os
 import re
@@ -34,11 +40,12 @@ import struct
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from volatility3.framework import constants, exceptions, interfaces
-from volatility3.framework.automagic import linux as vol_linux_automagic
 from volatility3.framework.automagic import symbol_cache
 from volatility3.framework.configuration import requirements
 from volatility3.framework.layers import intel, physical, segmented
 
+from volatility3_ktstr import vmcoreinfo as vmcimod
+from volatility3_ktstr.layers import fileinfo
 from volatility3_ktstr.layers.arm64 import LinuxAArch64, WalkConfig
 from volatility3_ktstr.layers.la57 import LinuxIntel32eLA57
 
@@ -55,6 +62,7 @@ MAX_BANNER_HITS = 64
 MAX_VMCOREINFO_HITS = 16
 MAX_VMCOREINFO_BYTES = 8192
 MAX_BANNER_LEN = 512
+KERNEL_IMAGE_WINDOW = 64 << 20     # where linux_banner is looked for after _stext
 
 _BANNER_MAGIC = b"Linux version "
 _VMCI_MAGIC = b"OSRELEASE="
@@ -63,79 +71,13 @@ _VMCI_MAGIC = b"OSRELEASE="
 # --- pure helpers -------------------------------------------------------------------------
 
 
-def parse_vmcoreinfo(data: bytes) -> Optional[Dict[str, object]]:
-    """Parses VMCOREINFO text (``KEY=VALUE`` lines, NUL-terminated) into a dict.
-
-    SYMBOL()/KERNELOFFSET values are bare hex, NUMBER() values are C integers (decimal,
-    possibly negative, or 0x-hex), the rest decimal or text.  Returns None for text that is
-    not a filled-in VMCOREINFO (e.g. the ``OSRELEASE=%s`` format string in .rodata).
-    """
-    text = data.split(b"\0", 1)[0].decode("latin-1")
-    result: Dict[str, object] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if not sep or not key:
-            continue
-        try:
-            if key.startswith("SYMBOL(") or key == "KERNELOFFSET":
-                result[key] = int(value, 16)
-            elif key.startswith("NUMBER("):
-                result[key] = int(value, 0)
-            elif key.startswith(("OFFSET(", "SIZE(", "LENGTH(")) or key == "PAGESIZE":
-                result[key] = int(value, 10)
-            else:
-                result[key] = value
-        except ValueError:
-            result[key] = value
-    release = result.get("OSRELEASE")
-    if not isinstance(release, str) or "%" in release or not isinstance(result.get("PAGESIZE"), int):
-        return None
-    return result
-
-
-def vmcoreinfo_arch(info: Dict[str, object]) -> Optional[str]:
-    """'x86_64', 'arm64' or None, from keys only these architectures export."""
-    if "NUMBER(kimage_voffset)" in info or "NUMBER(TCR_EL1_T1SZ)" in info:
-        return "arm64"
-    if "NUMBER(phys_base)" in info or "SYMBOL(init_top_pgt)" in info or "NUMBER(pgtable_l5_enabled)" in info:
-        return "x86_64"
-    return None
-
-
-def arm64_page_offset(va_bits: int) -> int:
-    """PAGE_OFFSET for a VA width (start of the linear map, bottom of the TTBR1 range)."""
-    return ((1 << 64) - (1 << va_bits)) & ((1 << 64) - 1)
-
-
-def arm64_config_from_vmcoreinfo(info: Dict[str, object]) -> Optional[Tuple[int, int, bool]]:
-    """(granule, va_bits actually in use, 52-bit OA format) from arm64 VMCOREINFO."""
-    granule = info.get("PAGESIZE")
-    t1sz = info.get("NUMBER(TCR_EL1_T1SZ)")
-    va_bits = 64 - t1sz if isinstance(t1sz, int) and t1sz else info.get("NUMBER(VA_BITS)")
-    if granule not in (4096, 16384, 65536) or not isinstance(va_bits, int):
-        return None
-    if granule == 65536:
-        lpa = info.get("NUMBER(MAX_PHYSMEM_BITS)") == 52
-    else:
-        # 4K/16K only reach 52 bits with LPA2 (TCR_EL1.DS=1), which also changes descriptors.
-        lpa = va_bits > 48
-    return granule, va_bits, lpa
-
-
-def arm64_phys_offset_from_vmcoreinfo(info: Dict[str, object]) -> Optional[int]:
-    """The RAM base (memstart_addr) with the VA_BITS=52-kernel-on-48-bit-CPU bias removed.
-
-    Such kernels lower memstart_addr by PAGE_OFFSET(48) - PAGE_OFFSET(52) so that the
-    compile-time PAGE_OFFSET keeps working; undo that to get a physical address.
-    """
-    phys = info.get("NUMBER(PHYS_OFFSET)")
-    cfg_bits = info.get("NUMBER(VA_BITS)")
-    actual = arm64_config_from_vmcoreinfo(info)
-    if not isinstance(phys, int):
-        return None
-    if isinstance(cfg_bits, int) and actual and actual[1] != cfg_bits:
-        phys += arm64_page_offset(actual[1]) - arm64_page_offset(cfg_bits)
-    return phys & ((1 << 64) - 1)
+# VMCOREINFO parsing and facts live in volatility3_ktstr.vmcoreinfo (one parser for the package);
+# these names stay for callers of this module.
+parse_vmcoreinfo = vmcimod.parse
+vmcoreinfo_arch = vmcimod.arch
+arm64_page_offset = vmcimod.arm64_page_offset
+arm64_config_from_vmcoreinfo = vmcimod.arm64_config
+arm64_phys_offset_from_vmcoreinfo = vmcimod.arm64_phys_offset
 
 
 def arm64_candidate_configs(hint: Optional[Tuple[int, int, bool]] = None) -> List[Tuple[int, int, bool]]:
@@ -295,8 +237,10 @@ def _build_arm64(context, phys_layer: str, root: int, cfg: Tuple[int, int, bool]
     return LinuxAArch64(context, path, name, metadata={"os": "Linux"})
 
 
-def _build_la57(context, phys_layer: str, root: int, kvo: int, banner: Optional[bytes]) -> LinuxIntel32eLA57:
-    name = context.layers.free_layer_name("KtstrLA57")
+def _build_x86(context, phys_layer: str, root: int, kvo: int, banner: Optional[bytes],
+               la57: bool) -> intel.LinuxIntel32e:
+    """LinuxIntel32eLA57 (5 levels) or Volatility's LinuxIntel32e (4 levels)."""
+    name = context.layers.free_layer_name("KtstrLA57" if la57 else "KtstrIntel32e")
     path = interfaces.configuration.path_join("KtstrStacker", name)
     join = interfaces.configuration.path_join
     context.config[join(path, "memory_layer")] = phys_layer
@@ -304,22 +248,29 @@ def _build_la57(context, phys_layer: str, root: int, kvo: int, banner: Optional[
     context.config[join(path, "kernel_virtual_offset")] = kvo
     if banner:
         context.config[join(path, "kernel_banner")] = str(banner, "latin-1")
-    return LinuxIntel32eLA57(context, path, name, metadata={"os": "Linux"})
+    cls = LinuxIntel32eLA57 if la57 else intel.LinuxIntel32e
+    return cls(context, path, name, metadata={"os": "Linux"})
 
 
-def _uts_matches(context, layer, info: Dict[str, object]) -> bool:
+def _build_la57(context, phys_layer: str, root: int, kvo: int, banner: Optional[bytes]) -> LinuxIntel32eLA57:
+    return _build_x86(context, phys_layer, root, kvo, banner, True)
+
+
+def _set_banner(context, layer, banner: Optional[bytes]) -> None:
+    if banner:
+        context.config[interfaces.configuration.path_join(layer.config_path, "kernel_banner")] = \
+            str(banner, "latin-1")
+
+
+def _uts_matches(context, layer, info) -> bool:
     """True if init_uts_ns (VMCOREINFO address) reads back as Linux + OSRELEASE through layer."""
-    uts = info.get("SYMBOL(init_uts_ns)")
-    if not isinstance(uts, int):
-        return False
-    uts += info.get("OFFSET(uts_namespace.name)", 0) or 0
-    try:
-        data = layer.read(uts, 65 * 3)
-    except exceptions.InvalidAddressException:
-        return False
-    sysname = data[:65].split(b"\0", 1)[0]
-    release = data[130:195].split(b"\0", 1)[0]
-    return sysname == b"Linux" and release == str(info["OSRELEASE"]).encode("latin-1")
+    return _uts_of(context, layer, info) is not None
+
+
+def _uts_of(context, layer, info) -> Optional[Tuple[str, str]]:
+    """(release, version) of init_uts_ns read through the virtual ``layer``, when it says Linux
+    and OSRELEASE; else None."""
+    return fileinfo.read_uts(layer.read, info, physical=False)
 
 
 def _drop_layers(context, names: List[str]) -> None:
@@ -329,6 +280,181 @@ def _drop_layers(context, names: List[str]) -> None:
                 context.layers.del_layer(name)
             except Exception:  # a layer still depended upon: leave it, the clone is discarded
                 pass
+
+
+# --- where the last scan of a dump file found things ---------------------------------------
+
+HINTS_FILE = "ktstr-stack-hints.json"
+MAX_HINT_FILES = 256
+_MAGIC_BY_KIND = {"banner": (_BANNER_MAGIC, MAX_BANNER_LEN), "vmcoreinfo": (_VMCI_MAGIC, MAX_VMCOREINFO_BYTES)}
+
+
+def _hints_key(context, layer_name):
+    """(dump file path, [size, mtime_ns, layer class]) of the file under a physical layer."""
+    from volatility3_ktstr.isf.autoisf import _file_path
+
+    layer = context.layers[layer_name]
+    path = _file_path(context, layer)
+    if not path:
+        return None, None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, None
+    return path, [st.st_size, st.st_mtime_ns, type(layer).__name__]
+
+
+def _load_hints():
+    import json
+
+    try:
+        with open(os.path.join(constants.CACHE_PATH, HINTS_FILE)) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def recall_hits(context, layer_name) -> Optional[List[Tuple[str, int, bytes]]]:
+    """The hits a previous scan of this dump file stacked with, read again at their offsets
+    (each still starting with its magic), or None."""
+    from volatility3_ktstr.isf.autoisf import dump_memo_enabled
+
+    if not dump_memo_enabled():
+        return None
+    path, key = _hints_key(context, layer_name)
+    entry = _load_hints().get(path) if path else None
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        return None
+    out = []
+    for kind, offset in entry.get("hits") or []:
+        magic, maxlen = _MAGIC_BY_KIND.get(kind, (None, 0))
+        if magic is None or not isinstance(offset, int):
+            return None
+        text = _read(context, layer_name, offset, maxlen)
+        if text is None:
+            text = _read(context, layer_name, offset, len(magic))
+        if not text or not text.startswith(magic):
+            return None
+        out.append((kind, offset, text))
+    return out or None
+
+
+def remember_hits(context, layer_name, hits: List[Tuple[str, int]]) -> None:
+    import json
+
+    path, key = _hints_key(context, layer_name)
+    if not path:
+        return
+    data = _load_hints()
+    data.pop(path, None)
+    data[path] = {"key": key, "hits": [list(h) for h in hits]}
+    if len(data) > MAX_HINT_FILES:
+        data = dict(list(data.items())[-MAX_HINT_FILES:])
+    target = os.path.join(constants.CACHE_PATH, HINTS_FILE)
+    tmp = f"{target}.{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, target)
+    except OSError:
+        pass  # only a speed-up
+
+
+# _stack_from's answer for "VMCOREINFO says 4-level x86-64": Volatility's stackers' job.
+STOCK_X86 = object()
+
+
+def stock_x86_layer(context, layer_name, hits, banners):
+    """The layer Volatility's LinuxIntelVMCOREINFOStacker builds for this image, from the
+    remembered VMCOREINFO offset and the banner remembered for the file (isf.autoisf), so
+    without its two scans of the image (VMCOREINFO note, then the banner: 360 MB into the
+    x86 dump). Same checks, same computations (its own functions), same layer and config;
+    None whenever anything differs from what it would see, and then it runs as usual."""
+    from volatility3.framework.automagic import linux as vol_linux
+    from volatility3.framework.constants import linux as linux_constants
+    from volatility3.framework.symbols import linux as linux_symbols
+
+    from volatility3_ktstr.isf.autoisf import _file_path, memo_banner
+
+    vmci = vol_linux.LinuxIntelVMCOREINFOStacker
+    if not vmci._check_versions():
+        return None
+    path = _file_path(context, context.layers[layer_name])
+    banner = memo_banner(path) if path else None
+    if banner is None or banner not in banners or not banners.get(banner):
+        return None
+    for kind, offset, _text in hits:
+        descsz = _vmcoreinfo_note_size(context, layer_name, offset) if kind == "vmcoreinfo" else None
+        if not descsz:
+            continue
+        data = _read(context, layer_name, offset, descsz)
+        if data is None or not data.startswith(linux_constants.OSRELEASE_TAG):
+            continue
+        info = linux_symbols.VMCoreInfo._vmcoreinfo_data_to_dict(data)
+        if not info:
+            continue
+        shifts = vmci._vmcoreinfo_find_aslr(info)
+        if not shifts:
+            continue
+        kaslr_shift, aslr_shift = shifts
+        dtb = vmci._vmcoreinfo_get_dtb(info, aslr_shift, kaslr_shift)
+        if dtb is None:
+            continue
+        is_32bit, _is_pae = vmci._vmcoreinfo_is_32bit(info)
+        prefix = f"Linux version {info['OSRELEASE']} (".encode()
+        valid = [b for b in banners if b and b.startswith(prefix)]
+        if is_32bit or banner not in valid or (len(valid) == 1 and valid[0] != banner):
+            return None
+        join = interfaces.configuration.path_join
+        name = context.layers.free_layer_name("primary")
+        config_path = join("vmcoreinfo", name)
+        context.config[join(config_path, vol_linux.LinuxSymbolFinder.banner_config_key)] = banner.decode("latin-1")
+        context.config[join(config_path, "memory_layer")] = layer_name
+        context.config[join(config_path, "page_map_offset")] = dtb
+        context.config[join(config_path, "kernel_virtual_offset")] = aslr_shift
+        vollog.debug("ktstr: 4-level x86-64 from remembered VMCOREINFO at %#x, DTB %#x", offset, dtb)
+        return intel.Intel32e(context, config_path=config_path, name=name, metadata={"os": "Linux"})
+    return None
+
+
+def _vmcoreinfo_note_size(context, layer_name, offset) -> Optional[int]:
+    """n_descsz if the VMCOREINFO text at ``offset`` is the payload of the ELF note Volatility's
+    VMCOREINFO stacker looks for (Elf64_Note, "VMCOREINFO\\0\\0", the text); else None."""
+    from volatility3.framework.constants import linux as linux_constants
+
+    magic = linux_constants.VMCOREINFO_MAGIC_ALIGNED
+    note = _read(context, layer_name, offset - len(magic) - 12, 12 + len(magic))
+    if note is None or note[12:] != magic:
+        return None
+    namesz, descsz, ntype = struct.unpack("<III", note[:12])
+    if namesz != len(linux_constants.VMCOREINFO_MAGIC) or ntype != 0 or descsz == 0:
+        return None
+    return descsz
+
+
+NOTE_SEARCH_BYTES = 256 << 20
+
+
+def _find_note(context, layer_name, scan, seen) -> None:
+    """After a 4-level x86 decision on the first run: read on (``scan`` records what it yields)
+    to the VMCOREINFO ELF note when the deciding text was another copy (the kernel also keeps
+    the text in a page of its own), at most NOTE_SEARCH_BYTES further, so that the next run
+    finds it among the remembered hits."""
+    start = seen[-1][1] if seen else 0
+    if any(k == "vmcoreinfo" and _vmcoreinfo_note_size(context, layer_name, off) for k, off in seen):
+        return
+    for kind, offset, _text in scan:
+        if offset - start > NOTE_SEARCH_BYTES:
+            return
+        if kind == "vmcoreinfo" and _vmcoreinfo_note_size(context, layer_name, offset):
+            return
+
+
+def _recording(scan, seen: List[Tuple[str, int]]):
+    for kind, offset, text in scan:
+        seen.append((kind, offset))
+        yield kind, offset, text
 
 
 # --- the stacker ------------------------------------------------------------------------------
@@ -357,9 +483,38 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
         if not banners:
             return None
 
+        # The file's own VMCOREINFO (kdump sub-header, ELF note): no scan of memory at all.
+        direct = fileinfo.layer_vmcoreinfo(context, layer_name)
+        if direct is not None and vmcoreinfo_arch(direct):
+            result = cls._from_vmcoreinfo(context, layer_name, direct, [], banners, any_levels=True)
+            if result is not None:
+                return result
+            vollog.info("ktstr: the file's VMCOREINFO did not give a working configuration; "
+                        "searching memory")
+
+        # A dump seen before: read where the useful hits were last time instead of scanning
+        # (the LA57 dump's kernel image sits 600 MB in); a full scan if that does not stack.
+        remembered = recall_hits(context, layer_name)
+        if remembered is not None:
+            result = cls._stack_from(context, layer_name, remembered, banners)
+            if result is STOCK_X86:
+                result = stock_x86_layer(context, layer_name, remembered, banners)
+            if result is not None:
+                return result
+        seen: List[Tuple[str, int]] = []
+        scan = _recording(scan_image(context, layer_name, progress_callback), seen)
+        result = cls._stack_from(context, layer_name, scan, banners)
+        if result is STOCK_X86:
+            _find_note(context, layer_name, scan, seen)
+        if result is not None:
+            remember_hits(context, layer_name, seen)
+        return None if result is STOCK_X86 else result
+
+    @classmethod
+    def _stack_from(cls, context, layer_name, scan, banners):
         vmcis: List[Tuple[int, Dict[str, object]]] = []
         hits: List[Tuple[int, bytes]] = []
-        for kind, offset, text in scan_image(context, layer_name, progress_callback):
+        for kind, offset, text in scan:
             if kind == "vmcoreinfo":
                 info = parse_vmcoreinfo(text)
                 if info is None:
@@ -367,7 +522,7 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
                 arch = vmcoreinfo_arch(info)
                 if arch == "x86_64" and not info.get("NUMBER(pgtable_l5_enabled)"):
                     vollog.debug("ktstr: VMCOREINFO says 4-level x86-64 paging; leaving it to the stock stackers")
-                    return None
+                    return STOCK_X86
                 if arch:
                     vmcis.append((offset, info))
             else:
@@ -404,28 +559,69 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
         fallback.sort(key=lambda k: re.search(rb"\) #\d", k) is None)
         return (fallback[0] if fallback else None), False
 
+    @staticmethod
+    def _banner_by_uts(context, phys_layer, info, uts, banners) -> Optional[bytes]:
+        """The cached banner of the kernel whose uname -r/-v are ``uts``, without a scan.
+
+        linux_banner is "Linux version <release> (<builder>) (<compiler>) <version>\\n": the
+        release and version pick it among the cached banners; if builds differ only in builder
+        or compiler, the candidates are looked for in the kernel image (a bounded window after
+        _stext, physical, the image being physically contiguous).
+        """
+        release, version = uts
+        found = [k for k in banners if k and vmcimod.banner_matches(k, release, version)]
+        if len({banners[k] for k in found}) <= 1:
+            return found[0] if found else None
+        stext = info.symbol("_stext") or info.symbol("_text")
+        start = vmcimod.kernel_pa(info, stext) if stext is not None else None
+        if start is None:
+            return found[0]
+        window = b""
+        for offset in range(0, KERNEL_IMAGE_WINDOW, SCAN_CHUNK):
+            try:
+                window = context.layers.read(phys_layer, start + offset, SCAN_CHUNK, pad=True)
+            except exceptions.InvalidAddressException:
+                continue
+            for key in found:
+                if key.rstrip(b"\0") in window:
+                    return key
+        return found[0]
+
     @classmethod
-    def _from_vmcoreinfo(cls, context, layer_name, info, hits, banners):
+    def _from_vmcoreinfo(cls, context, layer_name, info, hits, banners, any_levels=False):
+        """The kernel's layer from VMCOREINFO, validated by reading init_uts_ns through it.
+
+        ``any_levels``: also build 4-level x86-64 (otherwise left to the stock stackers, which
+        the scan path has already paid for); used for VMCOREINFO from the file's headers.
+        """
         banner, cached = cls._banner_for(info, hits, banners)
-        if not cached:
-            vollog.info("ktstr: no ISF for kernel %s in the symbol cache", info.get("OSRELEASE"))
         arch = vmcoreinfo_arch(info)
         kvo = info.get("KERNELOFFSET", 0) or 0
         if arch == "x86_64":
-            vaddr = info.get("SYMBOL(init_top_pgt)", info.get("SYMBOL(swapper_pg_dir)"))
-            phys_base = info.get("NUMBER(phys_base)")
-            if not isinstance(vaddr, int) or not isinstance(phys_base, int):
+            root = vmcimod.x86_page_table_root(info)
+            if root is None:
                 return None
-            root = (vaddr - X86_START_KERNEL_MAP + phys_base) & ((1 << 64) - 1)
+            levels = vmcimod.x86_levels(info)
+            if levels == 5 or not any_levels:
+                tries = [True]
+            else:
+                tries = [False] if levels == 4 else [False, True]
             for base in cls._x86_bases(context, layer_name):
                 added = []
                 phys = _physical_view(context, layer_name, base)
                 if phys != layer_name:
                     added.append(phys)
-                new = _build_la57(context, phys, root, kvo, banner)
-                if _uts_matches(context, new, info):
-                    vollog.debug("ktstr: LA57 from VMCOREINFO, root %#x, KASLR %#x", root, kvo)
-                    return new
+                for la57 in tries:
+                    new = _build_x86(context, phys, root, kvo, banner, la57)
+                    uts = _uts_of(context, new, info)
+                    if uts is not None:
+                        if not cached:
+                            _set_banner(context, new, cls._banner_by_uts(context, phys, info, uts, banners)
+                                        or banner)
+                        vollog.debug("ktstr: %s from VMCOREINFO, root %#x, KASLR %#x",
+                                     "LA57" if la57 else "4-level", root, kvo)
+                        return new
+                    _drop_layers(context, [new.name])
                 _drop_layers(context, added)
             return None
 
@@ -447,7 +643,11 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
                     new = _build_arm64(context, phys, candidate_root, cfg, kvo, banner)
                 except exceptions.LayerException:
                     continue
-                if _uts_matches(context, new, info):
+                uts = _uts_of(context, new, info)
+                if uts is not None:
+                    if not cached:
+                        _set_banner(context, new, cls._banner_by_uts(context, phys, info, uts, banners)
+                                    or banner)
                     vollog.debug("ktstr: AArch64 from VMCOREINFO, %s root %#x base %#x", cfg, candidate_root, base)
                     return new
             _drop_layers(context, added)
@@ -590,72 +790,3 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
                             return new
             _drop_layers(context, [phys] if phys != layer_name else [])
         return None
-
-
-# --- compatibility patches -------------------------------------------------------------------
-
-
-def _is_linux_aarch64(context, layer_name) -> bool:
-    # By class, not by metadata "os": layers rebuilt from configuration by Volatility's
-    # ConstructionMagic lose the metadata the stacker passed in.
-    return layer_name in context.layers and isinstance(context.layers[layer_name], LinuxAArch64)
-
-
-def install_compat_patches() -> None:
-    """Two contained patches, applied once when this module is imported.
-
-    1. Architecture acceptance.  Volatility's Linux plugins require a literal
-       ``architectures=["Intel32", "Intel64"]`` (checked in
-       TranslationLayerRequirement.unsatisfied against the layer's ``architecture``
-       metadata), so an "AArch64" layer would be refused even though the Linux object
-       model (task_struct, lists, pointers) is architecture-neutral.  The wrapper lets a
-       requirement that accepts "Intel64" also accept a LinuxAArch64 layer (the class our
-       stacker builds; architecture metadata "AArch64").  Everything
-       else -- other architectures, Windows/Mac layers, requirements without Intel64 --
-       goes through the original method untouched.
-    2. Stacker guard.  After a layer is stacked, Volatility offers it to the remaining
-       stackers; the stock Linux/Mac/Windows stackers only skip ``intel.Intel`` layers and
-       would scan our AArch64 layer and build an Intel layer on top of it.  They are made
-       to return None for a LinuxAArch64 layer.
-    """
-    req_cls = requirements.TranslationLayerRequirement
-    if not getattr(req_cls.unsatisfied, "_ktstr_patched", False):
-        original = req_cls.unsatisfied
-
-        def unsatisfied(self, context, config_path):
-            archs = self.architectures
-            if archs and "Intel64" in archs and "AArch64" not in archs:
-                value = context.config.get(interfaces.configuration.path_join(config_path, self.name), None)
-                if isinstance(value, str) and _is_linux_aarch64(context, value):
-                    widened = copy.copy(self)
-                    widened.architectures = list(archs) + ["AArch64"]
-                    return original(widened, context, config_path)
-            return original(self, context, config_path)
-
-        unsatisfied._ktstr_patched = True
-        unsatisfied.__doc__ = original.__doc__
-        req_cls.unsatisfied = unsatisfied
-
-    stock = [vol_linux_automagic.LinuxIntelStacker, vol_linux_automagic.LinuxIntelVMCOREINFOStacker]
-    try:
-        from volatility3.framework.automagic import mac, windows
-
-        stock += [mac.MacIntelStacker, windows.WindowsIntelStacker]
-    except ImportError:
-        pass
-    for stacker in stock:
-        original_stack = stacker.__dict__.get("stack")
-        if original_stack is None or getattr(original_stack.__func__, "_ktstr_patched", False):
-            continue
-        func = original_stack.__func__
-
-        def guarded(klass, context, layer_name, progress_callback=None, _func=func):
-            if isinstance(context.layers[layer_name], LinuxAArch64):
-                return None
-            return _func(klass, context, layer_name, progress_callback)
-
-        guarded._ktstr_patched = True
-        stacker.stack = classmethod(guarded)
-
-
-install_compat_patches()

@@ -143,7 +143,10 @@ def struct_ops(kctx, m, namer, progs_by_id):
     if not tid:
         raise bv.ValueError_("struct_ops map without btf_vmlinux_value_type_id")
     value = R.render(kbtf, tid, kval)
-    name_ops(kbtf, tid, kval, uval, value, namer, progs_by_id)
+    try:
+        name_ops(kbtf, tid, kval, uval, value, namer, progs_by_id)
+    except KeyError:   # the kernel BTF read from the dump lacks the type (damaged btf_vmlinux)
+        pass
     shaped["formatted"] = {"key": 0, "value": value}
     yield _row(m, 0, None, "0", R.render_text(value, TEXT_MAX), _dumps(shaped),
                     "" if uval is not None else "uvalue unreadable: program ids from addresses only")
@@ -151,10 +154,8 @@ def struct_ops(kctx, m, namer, progs_by_id):
 def name_ops(kbtf, tid, kval, uval, value, namer, progs_by_id):
     """Replace function pointers of the ops struct (``data``) by the program behind them:
     ``uvalue`` holds the program id in each function slot (what bpftool shows)."""
-    if not isinstance(value, dict) or not isinstance(value.get("data"), dict):
-        return      # not rendered (say the type id is not in this BTF): nothing to name
     wrapper = kbtf.resolve(tid)
-    if wrapper is None:
+    if wrapper is None or not isinstance(value, dict) or not isinstance(value.get("data"), dict):
         return
     dm = wrapper.member("data")
     ops = kbtf.resolve(dm.type) if dm is not None else None

@@ -1,44 +1,61 @@
-"""sched_ext state from kernel memory: the scheduler, per-CPU run queues, dispatch queues, tasks.
+"""sched_ext state from kernel memory: schedulers, per-CPU run queues, dispatch queues, tasks,
+event counters and the watchdog's view.
 
-Kernel layout (kernel/sched/ext*.c). New kernels keep the scheduler in ``struct scx_sched``
-(``scx_root`` points at it): the ops copy (``ops``), ``exit_kind``/``exit_info``, the user DSQ
-hash (``dsq_hash``), global DSQs per NUMA node (``pnode[n]->global_dsq`` or ``global_dsqs[n]``),
-per-CPU data (``pcpu``), ``bypass_depth`` and ``watchdog_timeout``. Older kernels keep the same
-things in globals (``scx_ops``, ``scx_exit_kind``, ``scx_exit_info``, ``dsq_hash``,
-``global_dsqs``/``scx_dsq_global``, ``scx_ops_bypass_depth``, ``scx_watchdog_timeout``); which
-one a kernel has is decided by the symbols and types present, never by version numbers.
+Kernel layout (kernel/sched/ext*.c, kernel/sched/ext/). New kernels (6.16+) keep a scheduler in
+``struct scx_sched`` (``scx_root`` points at the root one): the ops copy (``ops``),
+``exit_kind``/``exit_info``, the user DSQ hash (``dsq_hash``), global DSQs per NUMA node
+(``pnode[n]->global_dsq`` or ``global_dsqs[n]``), per-CPU data (``pcpu``: event counters and
+the bypass DSQ; 6.17 had ``event_stats_cpu`` instead), ``bypass_depth`` and
+``watchdog_timeout``. Kernels with sub-schedulers (7.x) link every scheduler on
+``scx_sched_all`` (``scx_sched.all``), each with ``level``, ``ancestors[]``, ``cgrp_path`` and
+``children``/``sibling``; the kernel copy of a struct_ops ``sched_ext_ops`` points back at its
+scheduler through ``ops.priv`` until the BPF link is detached, which keeps a disabled scheduler
+(``scx_root`` NULL, off ``scx_sched_all``) reachable with its exit info. Older kernels (6.12)
+keep the same things in globals (``scx_ops``, ``scx_exit_kind``, ``scx_exit_info``,
+``dsq_hash``, ``global_dsqs``/``scx_dsq_global``, ``scx_ops_bypass_depth``,
+``scx_watchdog_timeout``; 6.15 per-CPU ``event_stats_cpu``); which one a kernel has is decided
+by the symbols and types present, never by version numbers.
 
 A DSQ (``struct scx_dispatch_q``) queues tasks on ``list`` through
 ``task_struct.scx.dsq_list.node`` (vtime DSQs keep that list in vtime order and also an rbtree in
 ``priq``); BPF DSQ iterators insert cursor nodes flagged ``SCX_DSQ_LNODE_ITER_CURSOR``, which are
 skipped. Every task known to sched_ext is on ``scx_tasks`` through ``scx.tasks_node`` (the
-``scx_task_iter`` cursor, flagged ``SCX_TASK_CURSOR``, is skipped).
+``scx_task_iter`` cursor, flagged ``SCX_TASK_CURSOR``, is skipped). A runnable task is on its
+rq's ``scx.runnable_list`` through ``scx.runnable_node``, oldest first: the watchdog checks
+``jiffies - scx.runnable_at`` of each against the timeout.
 
 Everything here takes a :class:`Reader`, a :class:`Layout` and plain values (addresses, enum
-constants); nothing imports Volatility. Every walk is bounded and cycle-safe; what cannot be read
-is reported in the result (``errors``), never raised past the caller.
+constants); nothing imports Volatility. Structs are read with :class:`Record` (widths from the
+layout), lists and tables with :mod:`volatility3_ktstr.kds` (bounded, cycle-checked); what
+cannot be read is reported in the result (``errors`` / ``damage``), never raised past the caller.
 """
 
 from dataclasses import dataclass, field
 
+from .. import kds
 from ..bpf import progs as bpfprogs
-from ..core import LayoutError, ReadError
+from ..core import LayoutError, ReadError, Record
 
 MAX_DSQ_TASKS = 1 << 16      # per DSQ list walk
 MAX_TASKS = 1 << 20          # scx_tasks walk
-MAX_BUCKETS = 1 << 20        # rhashtable bucket array
-MAX_CHAIN = 1 << 16          # entries per rhashtable walk
-MAX_TABLES = 4               # bucket_table -> future_tbl chain (rehash in flight)
+MAX_RUNNABLE = 1 << 16       # per runnable_list walk
+MAX_SCHEDS = 1024            # schedulers over all discovery paths
+MAX_SUB_DEPTH = 8            # sub-scheduler nesting followed
 MAX_NODES = 1024             # NUMA nodes
 MAX_CALLBACK_LINKS = 256     # struct_ops links[] entries
-EXIT_MSG_MAX = 1024          # longest exit reason/message read
+EXIT_MSG_MAX = 1024          # longest exit reason/message read (SCX_EXIT_MSG_LEN)
+EXIT_DUMP_DFL = 32768        # SCX_EXIT_DUMP_DFL_LEN: dump buffer size when ops.exit_dump_len is 0
+EXIT_DUMP_MAX = 1 << 20      # longest debug dump read
+EXIT_BT_MAX = 1024           # backtrace entries read (SCX_EXIT_BT_LEN is 64)
+MASK64 = (1 << 64) - 1
 
-SLICE_INF = (1 << 64) - 1
+SLICE_INF = MASK64
 
 # Symbol names, newest first: the first one the symbol table has is used.
 SYMBOLS = {
     "root": ("scx_root",),
     "ops": ("scx_ops",),
+    "sched_all": ("scx_sched_all",),
     "enable_state": ("scx_enable_state_var", "scx_ops_enable_state_var"),
     "enable_state_str": ("scx_enable_state_str", "scx_ops_enable_state_str"),
     "enabled_key": ("__scx_enabled", "__scx_ops_enabled"),
@@ -54,7 +71,10 @@ SYMBOLS = {
     "exit_kind": ("scx_exit_kind",),
     "exit_info": ("scx_exit_info",),
     "watchdog_timeout": ("scx_watchdog_timeout",),
+    "watchdog_timestamp": ("scx_watchdog_timestamp",),
+    "watchdog_interval": ("scx_watchdog_interval",),
     "slice_dfl": ("scx_slice_dfl",),
+    "event_stats_cpu": ("event_stats_cpu",),
     "dsq_hash": ("dsq_hash",),
     "global_dsqs": ("global_dsqs",),
     "dsq_global": ("scx_dsq_global",),
@@ -62,6 +82,27 @@ SYMBOLS = {
     "runqueues": ("runqueues",),
     "jiffies": ("jiffies_64", "jiffies"),
     "nr_node_ids": ("nr_node_ids",),
+    "prb": ("prb",),
+    "bpf_stats_key": ("bpf_stats_enabled_key",),
+}
+
+# Widths of the globals read (their C types; globals have no struct layout to ask).
+_GLOBAL = {  # key: (size, signed)
+    "enable_state": (4, True),      # atomic_t
+    "switching_all": (1, False),    # bool
+    "in_softlockup": (4, False),    # bool (int in some versions: any non-zero byte is true)
+    "breather_depth": (4, True),    # atomic_t
+    "bypass_depth": (4, True),      # int
+    "aborting": (1, False),         # bool
+    "exit_kind": (4, False),        # atomic_t
+    "nr_rejected": (8, True),       # atomic_long_t
+    "enable_seq": (8, True),        # atomic_long_t
+    "hotplug_seq": (8, True),       # atomic_long_t
+    "watchdog_timeout": (8, False),  # unsigned long
+    "watchdog_timestamp": (8, False),  # unsigned long
+    "watchdog_interval": (8, False),  # unsigned long
+    "slice_dfl": (8, False),        # u64
+    "jiffies": (8, False),          # u64
 }
 
 SCHED_CLASSES = ("stop", "dl", "rt", "fair", "ext", "idle")
@@ -82,56 +123,6 @@ def resolve_symbols(lookup):
 def class_names(syms):
     """{sched_class address: short name} from :func:`resolve_symbols` output."""
     return {syms["class:" + c]: c for c in SCHED_CLASSES if syms.get("class:" + c)}
-
-
-# --- small helpers -------------------------------------------------------------------------
-
-
-def _int(data, off, size, signed=False):
-    return int.from_bytes(data[off:off + size], "little", signed=signed)
-
-
-def _cstr(data, off, size):
-    return data[off:off + size].split(b"\0", 1)[0].decode("utf-8", "replace")
-
-
-class Region:
-    """One bulk read of a struct (or the part of it that holds ``paths``), read by member path."""
-
-    def __init__(self, reader, layout, struct, addr, paths=None, extra=16):
-        self.layout = layout
-        self.struct = struct
-        self.addr = addr
-        if paths is None:
-            self.lo, hi = 0, layout.size(struct)
-        else:
-            offs = [layout.offset(struct, p) for p in paths if layout.has(struct, p)]
-            self.lo = min(offs) if offs else 0
-            # extra: the widest field read at the last offset (comm is 16 bytes).
-            hi = (max(offs) if offs else 0) + extra
-        self.data = reader.read(addr + self.lo, hi - self.lo)
-
-    def has(self, path):
-        return self.layout.has(self.struct, path)
-
-    def off(self, path):
-        return self.layout.offset(self.struct, path) - self.lo
-
-    def _at(self, path, size):
-        off = self.off(path)
-        if off < 0 or off + size > len(self.data):
-            raise LayoutError(f"struct {self.struct}.{path} is outside the bytes read")
-        return off
-
-    def get(self, path, size, signed=False, default=None):
-        """The integer at ``path``, or ``default`` when this kernel lacks the member."""
-        if not self.layout.has(self.struct, path):
-            return default
-        return _int(self.data, self._at(path, size), size, signed)
-
-    def str(self, path, size):
-        size = min(size, len(self.data) - self.off(path))
-        return _cstr(self.data, self._at(path, size), size)
 
 
 # --- enum decoding -------------------------------------------------------------------------
@@ -191,23 +182,106 @@ def decode_flags(constants, value, prefix="", unsigned_bits=64):
     return "|".join(parts) if parts else "0"
 
 
-# --- the scheduler ---------------------------------------------------------------------------
+def _damage_text(damage):
+    return "; ".join(str(d) for d in damage) + (f"; {damage.dropped} more" if damage.dropped else "")
+
+
+# --- exit information ----------------------------------------------------------------------
 
 
 @dataclass
 class ExitInfo:
+    """``struct scx_exit_info``: kind, exit code, reason and message strings, the backtrace
+    (``bt[bt_len]``, kernel text addresses) and the debug dump text (``dump``)."""
+
+    addr: int = None
     kind: int = None
     exit_code: int = None
+    exit_cpu: int = None          # 7.x: the CPU that initiated the exit (negative: unknown)
+    flags: int = None             # SCX_EFLAG_*
     reason: str = None
     msg: str = None
-    error: str = None
+    bt: list = field(default_factory=list)
+    bt_len: int = None
+    dump: str = None
+    errors: list = field(default_factory=list)
+
+    @property
+    def error(self):
+        return "; ".join(self.errors) if self.errors else None
+
+
+def read_text(reader, addr, max_len):
+    """(text up to its NUL or ``max_len`` bytes, error or None): page by page, so a dump whose
+    tail is unreadable still gives its head."""
+    out = bytearray()
+    while len(out) < max_len:
+        chunk = min(max_len - len(out), 4096 - ((addr + len(out)) & 0xFFF))
+        data = reader.try_read(addr + len(out), chunk)
+        if data is None:
+            return out.decode("utf-8", "replace"), f"unreadable at {addr + len(out):#x}"
+        end = data.find(b"\0")
+        if end >= 0:
+            out += data[:end]
+            return out.decode("utf-8", "replace"), None
+        out += data
+    return out.decode("utf-8", "replace"), None
+
+
+def read_exit_info(reader, layout, addr, dump_len=None):
+    """``struct scx_exit_info`` at ``addr``. ``dump_len``: size of the dump buffer
+    (``ops.exit_dump_len``, 0 for the kernel default)."""
+    ei = ExitInfo(addr=addr)
+    if not addr:
+        ei.errors.append("no exit info (NULL)")
+        return ei
+    try:
+        r = Record(reader, layout, "scx_exit_info", addr)
+    except ReadError as e:
+        ei.errors.append(f"scx_exit_info unreadable: {e.reason}")
+        return ei
+    ei.kind = r.int("kind")
+    ei.exit_code = r.int("exit_code")
+    ei.exit_cpu = r.int("exit_cpu")
+    ei.flags = r.int("flags")
+    for attr, limit in (("reason", EXIT_MSG_MAX), ("msg", EXIT_MSG_MAX)):
+        ptr = r.int(attr)
+        if ptr:
+            text, err = read_text(reader, ptr, limit)
+            setattr(ei, attr, text)
+            if err:
+                ei.errors.append(f"exit_info.{attr} {err}")
+        elif ptr == 0:
+            setattr(ei, attr, "")
+    bt, n = r.int("bt"), r.int("bt_len")
+    ei.bt_len = n
+    if bt and n:
+        word = reader.pointer_size
+        count = min(n, EXIT_BT_MAX)
+        raw = reader.try_read(bt, word * count)
+        if raw is None:
+            ei.errors.append(f"exit_info.bt unreadable at {bt:#x}")
+        else:
+            ei.bt = [int.from_bytes(raw[i:i + word], "little") for i in range(0, len(raw), word)]
+        if n > EXIT_BT_MAX:
+            ei.errors.append(f"exit_info.bt_len {n}: only {EXIT_BT_MAX} entries read")
+    dump = r.int("dump")
+    if dump:
+        text, err = read_text(reader, dump, min(dump_len or EXIT_DUMP_DFL, EXIT_DUMP_MAX))
+        ei.dump = text
+        if err:
+            ei.errors.append(f"exit_info.dump {err}")
+    return ei
+
+
+# --- the scheduler ---------------------------------------------------------------------------
 
 
 @dataclass
 class SchedState:
     """Scheduler-wide state. ``None`` means the kernel has no such thing (shown as N/A)."""
 
-    sch: int = None              # struct scx_sched address (new kernels), else None
+    sch: int = None              # struct scx_sched address (new kernels), 0 for NULL scx_root
     ops_addr: int = None         # the struct sched_ext_ops in use
     name: str = None
     ops_flags: int = None
@@ -231,16 +305,22 @@ class SchedState:
     enable_seq: int = None
     hotplug_seq: int = None
     watchdog_timeout: int = None  # jiffies
+    watchdog_timestamp: int = None  # jiffies of the watchdog's last run
+    watchdog_interval: int = None   # jiffies between watchdog runs (7.x)
     slice_dfl: int = None
     jiffies: int = None
     level: int = None
+    parent: int = None            # sub-schedulers: the parent scx_sched
     cgroup_path: str = None       # sub-schedulers: the cgroup they are attached to
     errors: list = field(default_factory=list)
 
 
-def _global(reader, addr, size, signed=False):
+def read_global(reader, syms, key):
+    """The global ``key`` of :data:`SYMBOLS` (width from :data:`_GLOBAL`), or None when absent."""
+    addr = syms.get(key)
     if addr is None:
         return None
+    size, signed = _GLOBAL[key]
     return int.from_bytes(reader.read(addr, size), "little", signed=signed)
 
 
@@ -251,43 +331,18 @@ def _static_key(reader, layout, addr):
     off = layout.offset("static_key", "enabled")
     if layout.has("static_key_false", "key"):
         off += layout.offset("static_key_false", "key")
-    return int.from_bytes(reader.read(addr + off, 4), "little", signed=True) > 0
-
-
-def read_exit_info(reader, layout, addr):
-    """``struct scx_exit_info`` at ``addr``: kind, exit code, reason and message strings."""
-    ei = ExitInfo()
-    if not addr:
-        ei.error = "no exit info (NULL)"
-        return ei
-    try:
-        r = Region(reader, layout, "scx_exit_info", addr)
-        ei.kind = r.get("kind", 4)
-        ei.exit_code = r.get("exit_code", 8, signed=True)
-        for attr in ("reason", "msg"):
-            ptr = r.get(attr, 8)
-            if ptr:
-                try:
-                    setattr(ei, attr, reader.cstring(ptr, EXIT_MSG_MAX))
-                except ReadError as e:
-                    ei.error = f"exit_info.{attr} unreadable: {e.reason}"
-            elif ptr == 0:
-                setattr(ei, attr, "")
-    except ReadError as e:
-        ei.error = f"scx_exit_info unreadable: {e.reason}"
-    return ei
+    size = layout.field("static_key", "enabled").size      # atomic_t: a signed int
+    return int.from_bytes(reader.read(addr + off, size), "little", signed=True) > 0
 
 
 def ops_callbacks(reader, layout, ops_addr, callback_names):
     """(member, pointer) for each callback of the ``sched_ext_ops`` at ``ops_addr`` that is set."""
-    raw = reader.read(ops_addr, layout.size("sched_ext_ops"))
-    out = []
-    for name in callback_names:
-        off = layout.offset("sched_ext_ops", name)
-        ptr = _int(raw, off, 8)
-        if ptr:
-            out.append((name, ptr))
-    return out
+    r = Record(reader, layout, "sched_ext_ops", ops_addr)
+    return [(name, r.int(name)) for name in callback_names if r.int(name)]
+
+
+def sched_ops_addr(layout, sch):
+    return sch + layout.offset("scx_sched", "ops")
 
 
 def read_sched_state(reader, layout, syms, callback_names=(), enable_state_names=None, sch=None):
@@ -295,8 +350,8 @@ def read_sched_state(reader, layout, syms, callback_names=(), enable_state_names
 
     ``syms``: :func:`resolve_symbols` output. ``callback_names``: the function-pointer members
     of ``struct sched_ext_ops`` (from the kernel's types). ``sch``: read this ``scx_sched``
-    (a sub-scheduler) instead of ``*scx_root``. Unreadable parts leave their fields None and
-    add a line to ``errors``."""
+    (a sub-scheduler, or one found through a struct_ops map) instead of ``*scx_root``.
+    Unreadable parts leave their fields None and add a line to ``errors``."""
     st = SchedState()
 
     def guard(what, fn):
@@ -306,86 +361,74 @@ def read_sched_state(reader, layout, syms, callback_names=(), enable_state_names
             st.errors.append(f"{what}: {e}")
             return None
 
-    sch_region = None
+    sch_rec = None
     if sch is not None and layout.has("scx_sched"):
         st.sch = sch
-        sch_region = guard("struct scx_sched", lambda: Region(reader, layout, "scx_sched", sch))
-        if sch_region is not None:
-            st.ops_addr = sch + layout.offset("scx_sched", "ops")
     elif syms.get("root") is not None and layout.has("scx_sched"):
         st.sch = guard("scx_root", lambda: reader.ptr(syms["root"]))
-        if st.sch:
-            sch_region = guard("struct scx_sched", lambda: Region(reader, layout, "scx_sched", st.sch))
-            if sch_region is not None:
-                st.ops_addr = st.sch + layout.offset("scx_sched", "ops")
-        else:
-            st.sch = 0 if st.sch == 0 else None
-    elif syms.get("ops") is not None:
+    if st.sch:
+        sch_rec = guard("struct scx_sched", lambda: Record(reader, layout, "scx_sched", st.sch))
+        if sch_rec is not None:
+            st.ops_addr = sched_ops_addr(layout, st.sch)
+    elif st.sch is None and syms.get("ops") is not None:
         st.ops_addr = syms["ops"]
 
     if st.ops_addr:
         def ops():
-            r = Region(reader, layout, "sched_ext_ops", st.ops_addr)
-            # name is a NUL-terminated char array; reading to the struct's end is bounded.
-            st.name = r.str("name", layout.size("sched_ext_ops") - r.off("name"))
-            st.ops_flags = r.get("flags", 8)
-            st.timeout_ms = r.get("timeout_ms", 4)
-            st.dispatch_max_batch = r.get("dispatch_max_batch", 4)
-            st.exit_dump_len = r.get("exit_dump_len", 4)
-            st.ops_hotplug_seq = r.get("hotplug_seq", 8)
-            st.callbacks = ops_callbacks(reader, layout, st.ops_addr, callback_names)
+            r = Record(reader, layout, "sched_ext_ops", st.ops_addr)
+            st.name = r.str("name")
+            st.ops_flags = r.int("flags")
+            st.timeout_ms = r.int("timeout_ms")
+            st.dispatch_max_batch = r.int("dispatch_max_batch")
+            st.exit_dump_len = r.int("exit_dump_len")
+            st.ops_hotplug_seq = r.int("hotplug_seq")
+            st.callbacks = [(n, r.int(n)) for n in callback_names if r.int(n)]
         guard("struct sched_ext_ops", ops)
 
-    if sch_region is not None:
-        r = sch_region
-        st.exit_kind = r.get("exit_kind", 4)
-        st.bypass_depth = r.get("bypass_depth", 4, signed=True)
-        st.watchdog_timeout = r.get("watchdog_timeout", 8)
-        st.slice_dfl = r.get("slice_dfl", 8)
-        st.level = r.get("level", 4, signed=True)
-        cg = r.get("cgrp_path", 8)
+    if sch_rec is not None:
+        r = sch_rec
+        st.exit_kind = r.int("exit_kind")
+        st.bypass_depth = r.int("bypass_depth")
+        st.watchdog_timeout = r.int("watchdog_timeout")
+        st.slice_dfl = r.int("slice_dfl")
+        st.level = r.int("level")
+        if st.level and layout.has("scx_sched", "ancestors"):
+            st.parent = guard("scx_sched.ancestors", lambda: sched_parent(reader, layout, st.sch, st.level))
+        cg = r.int("cgrp_path")
         if cg:
             st.cgroup_path = guard("scx_sched.cgrp_path", lambda: reader.cstring(cg, 4096))
-        aborting = r.get("aborting", 1)
+        aborting = r.int("aborting")
         st.aborting = None if aborting is None else bool(aborting)
-        ei = r.get("exit_info", 8)
+        ei = r.int("exit_info")
         if ei is not None:
-            st.exit = read_exit_info(reader, layout, ei)
+            st.exit = read_exit_info(reader, layout, ei, st.exit_dump_len)
     # Globals: older kernels keep these outside scx_sched (only used when scx_sched lacks them).
     g = syms
     if st.exit_kind is None:
-        st.exit_kind = guard("scx_exit_kind", lambda: _global(reader, g.get("exit_kind"), 4))
+        st.exit_kind = guard("scx_exit_kind", lambda: read_global(reader, g, "exit_kind"))
     if st.exit is None and g.get("exit_info") is not None:
         ptr = guard("scx_exit_info", lambda: reader.ptr(g["exit_info"]))
         if ptr is not None:
-            st.exit = read_exit_info(reader, layout, ptr)
-    if st.bypass_depth is None:
-        st.bypass_depth = guard("bypass depth", lambda: _global(reader, g.get("bypass_depth"), 4, True))
-    if st.watchdog_timeout is None:
-        st.watchdog_timeout = guard("scx_watchdog_timeout",
-                                    lambda: _global(reader, g.get("watchdog_timeout"), 8))
-    if st.slice_dfl is None:
-        st.slice_dfl = guard("scx_slice_dfl", lambda: _global(reader, g.get("slice_dfl"), 8))
+            st.exit = read_exit_info(reader, layout, ptr, st.exit_dump_len)
+    for key in ("bypass_depth", "watchdog_timeout", "slice_dfl"):
+        if getattr(st, key) is None:
+            setattr(st, key, guard(SYMBOLS[key][0], lambda k=key: read_global(reader, g, k)))
     if st.aborting is None and g.get("aborting") is not None:
-        st.aborting = guard("scx_aborting", lambda: bool(_global(reader, g["aborting"], 1)))
+        st.aborting = guard("scx_aborting", lambda: bool(read_global(reader, g, "aborting")))
 
-    st.enable_state = guard("enable state", lambda: _global(reader, g.get("enable_state"), 4, True))
+    st.enable_state = guard("enable state", lambda: read_global(reader, g, "enable_state"))
     if st.enable_state is not None:
         st.enable_state_str = guard("enable state string", lambda: _state_string(
             reader, g.get("enable_state_str"), st.enable_state, enable_state_names))
     st.enabled = guard("__scx_enabled", lambda: _static_key(reader, layout, g.get("enabled_key")))
     st.switched_all = guard("__scx_switched_all",
                             lambda: _static_key(reader, layout, g.get("switched_all_key")))
-    if g.get("switching_all") is not None:
-        st.switching_all = guard("scx_switching_all", lambda: bool(_global(reader, g["switching_all"], 1)))
-    if g.get("in_softlockup") is not None:
-        st.in_softlockup = guard("scx_in_softlockup", lambda: bool(_global(reader, g["in_softlockup"], 4)))
-    st.breather_depth = guard("scx_breather_depth",
-                              lambda: _global(reader, g.get("breather_depth"), 4, True))
-    st.nr_rejected = guard("scx_nr_rejected", lambda: _global(reader, g.get("nr_rejected"), 8, True))
-    st.enable_seq = guard("scx_enable_seq", lambda: _global(reader, g.get("enable_seq"), 8, True))
-    st.hotplug_seq = guard("scx_hotplug_seq", lambda: _global(reader, g.get("hotplug_seq"), 8, True))
-    st.jiffies = guard("jiffies", lambda: _global(reader, g.get("jiffies"), 8))
+    for key in ("switching_all", "in_softlockup"):
+        if g.get(key) is not None:
+            setattr(st, key, guard(SYMBOLS[key][0], lambda k=key: bool(read_global(reader, g, k))))
+    for key in ("breather_depth", "nr_rejected", "enable_seq", "hotplug_seq", "jiffies",
+                "watchdog_timestamp", "watchdog_interval"):
+        setattr(st, key, guard(SYMBOLS[key][0], lambda k=key: read_global(reader, g, k)))
     return st
 
 
@@ -393,7 +436,7 @@ def _state_string(reader, str_array, state, names):
     """What sysfs ``state`` prints: ``scx_enable_state_str[state]`` read from memory; else the
     enum constant's name (``SCX_ENABLED`` -> ``enabled``)."""
     if str_array is not None and 0 <= state < 64:
-        ptr = reader.ptr(str_array + 8 * state)
+        ptr = reader.ptr(str_array + reader.pointer_size * state)
         if ptr:
             return reader.cstring(ptr, 64)
     name = enum_name(names, state)
@@ -405,40 +448,118 @@ def _state_string(reader, str_array, state, names):
     return name.lower()
 
 
-def sub_scheds(reader, layout, root, max_depth=8, max_total=1024):
+# --- every scheduler -----------------------------------------------------------------------
+
+
+def sched_parent(reader, layout, sch, level):
+    """``scx_parent(sch)``: ``ancestors[level - 1]`` (the flexible array at the end of
+    ``struct scx_sched``), or None at level 0."""
+    if not level or level < 0 or level > MAX_SUB_DEPTH * 8:
+        return None
+    return reader.ptr(sch + layout.offset("scx_sched", "ancestors") + reader.pointer_size * (level - 1))
+
+
+@dataclass
+class SchedRef:
+    """A scheduler found in memory and how: ``via`` lists the paths that reach it
+    (``scx_root``, ``scx_sched_all``, ``children of 0x...``, ``struct_ops map <id> <name>``)."""
+
+    addr: int
+    via: list = field(default_factory=list)
+    depth: int = 0                 # nesting under the first scheduler that reaches it
+    parent: int = None
+
+
+def sub_scheds(reader, layout, root, max_depth=MAX_SUB_DEPTH, max_total=MAX_SCHEDS, damage=None):
     """Sub-schedulers under ``root`` (``scx_sched.children``, linked by ``sibling``), depth
-    first: [(scx_sched address, depth, parent)], and errors. Kernels without sub-schedulers
-    give ([], [])."""
+    first: [(scx_sched address, depth, parent)]; what could not be walked goes to ``damage``.
+    Kernels without sub-schedulers give []."""
+    damage = damage if damage is not None else kds.DamageLog()
     if not root or not (layout.has("scx_sched", "children") and layout.has("scx_sched", "sibling")):
-        return [], []
-    off_children = layout.offset("scx_sched", "children")
-    off_sibling = layout.offset("scx_sched", "sibling")
-    out, errors, seen = [], [], {root}
+        return []
+    out, seen = [], {root}
     stack = [(root, 0, None)]
     while stack:
         sch, depth, parent = stack.pop()
         if depth:
             out.append((sch, depth, parent))
         if depth >= max_depth:
-            errors.append(f"sub-schedulers under {sch:#x} deeper than {max_depth}: not walked")
+            damage.add("sub-scheduler", sch, f"deeper than {max_depth}: children not walked")
             continue
-        head = sch + off_children
         found = []
-        try:
-            cur = reader.ptr(head)
-            while cur != head:
-                child = cur - off_sibling
-                if not cur or child in seen or len(seen) > max_total:
-                    errors.append(f"children list of {sch:#x}: "
-                                  + ("NULL link" if not cur else "cycle" if child in seen else "too many"))
-                    break
-                seen.add(child)
-                found.append(child)
-                cur = reader.ptr(cur)
-        except ReadError as e:
-            errors.append(f"children list of {sch:#x} unreadable: {e.reason}")
+        for child in kds.list_entries(reader, layout, sch + layout.offset("scx_sched", "children"),
+                                      "scx_sched", "sibling", limit=max_total, damage=damage,
+                                      what=f"children list of {sch:#x}"):
+            if child in seen:
+                damage.add(f"children list of {sch:#x}", child, "cycle (scheduler already visited)")
+                break
+            if len(seen) >= max_total:
+                damage.add(f"children list of {sch:#x}", child, f"more than {max_total} schedulers")
+                break
+            seen.add(child)
+            found.append(child)
         stack.extend((c, depth + 1, sch) for c in reversed(found))
-    return out, errors
+    return out
+
+
+def find_scheds(reader, layout, syms, extra=(), damage=None):
+    """Every ``struct scx_sched`` reachable: ``scx_root``, the ``scx_sched_all`` list, the
+    ``children`` of each, and ``extra`` [(address, how)] (the ``ops.priv`` of struct_ops maps).
+    Returns [SchedRef], root first, then each tree depth first; [] on kernels without
+    ``struct scx_sched``."""
+    damage = damage if damage is not None else kds.DamageLog()
+    if not layout.has("scx_sched"):
+        return []
+    refs = {}
+
+    def add(addr, how, depth=0, parent=None):
+        if not addr:
+            return None
+        ref = refs.get(addr)
+        if ref is None:
+            if len(refs) >= MAX_SCHEDS:
+                damage.add("scheduler", addr, f"more than {MAX_SCHEDS} schedulers")
+                return None
+            ref = refs[addr] = SchedRef(addr, depth=depth, parent=parent)
+        if how not in ref.via:
+            ref.via.append(how)
+        return ref
+
+    if syms.get("root") is not None:
+        try:
+            add(reader.ptr(syms["root"]), "scx_root")
+        except ReadError as e:
+            damage.add("scx_root", syms["root"], f"unreadable ({e.reason})")
+    if syms.get("sched_all") is not None and layout.has("scx_sched", "all"):
+        for sch in kds.list_entries(reader, layout, syms["sched_all"], "scx_sched", "all",
+                                    limit=MAX_SCHEDS, damage=damage, what="scx_sched_all node"):
+            add(sch, "scx_sched_all")
+    for addr, how in extra:
+        add(addr, how)
+    for top in list(refs):
+        for child, depth, parent in sub_scheds(reader, layout, top, damage=damage):
+            ref = add(child, f"children of {parent:#x}", depth, parent)
+            if ref is not None and ref.parent is None:
+                ref.depth, ref.parent = depth, parent
+    # Tree order: each top-level scheduler followed by its descendants (depth first).
+    kids = {}
+    for ref in refs.values():
+        kids.setdefault(ref.parent, []).append(ref)
+    out, seen = [], set()
+
+    def emit(ref, depth):
+        if ref.addr in seen or depth > MAX_SUB_DEPTH:
+            return
+        seen.add(ref.addr)
+        out.append(ref)
+        for k in kids.get(ref.addr, ()):
+            emit(k, depth + 1)
+
+    for ref in refs.values():
+        if ref.parent is None or ref.parent not in refs:
+            emit(ref, 0)
+    out.extend(r for r in refs.values() if r.addr not in seen)   # parent cycles: still listed
+    return out
 
 
 # --- dispatch queues ---------------------------------------------------------------------------
@@ -453,64 +574,62 @@ class DsqOffsets:
     lnode_node: int       # task_struct offset of the list_head linking a task into a DSQ
     lnode_flags: int      # task_struct offset of scx_dsq_list_node.flags, or None
     cursor_flag: int      # SCX_DSQ_LNODE_ITER_CURSOR (0 when the kernel has no cursors)
+    flags_size: int = 4
 
     @classmethod
     def from_layout(cls, layout, cursor_flag=1):
         scx = layout.offset("task_struct", "scx")
+        flags_size = 4
         if layout.has("sched_ext_entity", "dsq_list.node"):
             node = scx + layout.offset("sched_ext_entity", "dsq_list.node")
-            flags = scx + layout.offset("sched_ext_entity", "dsq_list.flags") \
-                if layout.has("sched_ext_entity", "dsq_list.flags") else None
+            flags = None
+            if layout.has("sched_ext_entity", "dsq_list.flags"):
+                f = layout.field("sched_ext_entity", "dsq_list.flags")
+                flags, flags_size = scx + f.offset, f.size
         else:  # older: a plain list_head (dsq_node or dsq_list)
             node = scx + layout.first("sched_ext_entity", "dsq_list", "dsq_node")
             flags, cursor_flag = None, 0
         return cls(dsq_list=layout.offset("scx_dispatch_q", "list"),
                    dsq_size=layout.size("scx_dispatch_q"),
-                   lnode_node=node, lnode_flags=flags, cursor_flag=cursor_flag)
+                   lnode_node=node, lnode_flags=flags, cursor_flag=cursor_flag,
+                   flags_size=flags_size)
 
 
 @dataclass
 class DsqWalk:
     tasks: list = field(default_factory=list)   # task_struct addresses, queue order
     cursors: int = 0                            # iterator cursors skipped
-    error: str = None                           # why the walk stopped early, if it did
-    truncated: bool = False
+    damage: kds.DamageLog = field(default_factory=kds.DamageLog)
+
+    @property
+    def error(self):
+        """Why the walk stopped early, if it did."""
+        return _damage_text(self.damage) if self.damage else None
+
+    @property
+    def truncated(self):
+        return any(d.reason.startswith("stopped after") for d in self.damage)
 
 
-def walk_dsq_list(reader, offs: DsqOffsets, dsq_addr, max_tasks=MAX_DSQ_TASKS) -> DsqWalk:
-    """Tasks queued on the DSQ at ``dsq_addr`` in list order (bounded, cycle-safe)."""
+def walk_dsq_list(reader, layout, offs: DsqOffsets, dsq_addr, max_tasks=MAX_DSQ_TASKS) -> DsqWalk:
+    """Tasks queued on the DSQ at ``dsq_addr`` in list order (bounded, cycle-safe); BPF
+    iterator cursors (``dsq_list.flags & SCX_DSQ_LNODE_ITER_CURSOR``) are counted, not listed."""
     w = DsqWalk()
-    head = dsq_addr + offs.dsq_list
-    try:
-        cur = reader.ptr(head)
-    except ReadError as e:
-        w.error = f"DSQ list head unreadable: {e.reason}"
+    check = offs.lnode_flags is not None and offs.cursor_flag
+    window = (offs.lnode_flags - offs.lnode_node, offs.flags_size) if check else None
+    nodes = kds.list_nodes(reader, layout, dsq_addr + offs.dsq_list, limit=max_tasks,
+                           damage=w.damage, what="DSQ list node", window=window)
+    if not check:
+        w.tasks = [n - offs.lnode_node for n in nodes]
         return w
-    seen = set()
-    span = 16 if offs.lnode_flags is None else max(16, offs.lnode_flags - offs.lnode_node + 4)
-    while cur != head:
-        if len(w.tasks) + w.cursors >= max_tasks:
-            w.truncated = True
-            w.error = f"stopped after {max_tasks} entries"
-            break
-        if cur in seen:
-            w.error = f"list cycle at {cur:#x}"
-            break
-        if not cur:
-            w.error = "NULL list link"
-            break
-        seen.add(cur)
-        try:
-            raw = reader.read(cur, span)
-        except ReadError as e:
-            w.error = f"list node at {cur:#x} unreadable: {e.reason}"
-            break
-        if offs.lnode_flags is not None and offs.cursor_flag and \
-                _int(raw, offs.lnode_flags - offs.lnode_node, 4) & offs.cursor_flag:
+    rel = offs.lnode_flags - offs.lnode_node
+    lo = min(rel, layout.offset("list_head", "next"))
+    for node, raw in nodes:
+        flags = int.from_bytes(raw[rel - lo:rel - lo + offs.flags_size], "little")
+        if flags & offs.cursor_flag:
             w.cursors += 1
         else:
-            w.tasks.append(cur - offs.lnode_node)
-        cur = _int(raw, 0, 8)
+            w.tasks.append(node - offs.lnode_node)
     return w
 
 
@@ -531,95 +650,40 @@ class Dsq:
 def read_dsq(reader, layout, offs: DsqOffsets, addr, kind, walk=True, **extra) -> Dsq:
     d = Dsq(addr=addr, kind=kind, **extra)
     try:
-        r = Region(reader, layout, "scx_dispatch_q", addr)
+        r = Record(reader, layout, "scx_dispatch_q", addr)
     except ReadError as e:
         d.error = f"struct scx_dispatch_q unreadable: {e.reason}"
         return d
-    d.id = r.get("id", 8)
-    d.nr = r.get("nr", 4)
-    d.seq = r.get("seq", 4)
-    if r.has("priq"):
-        d.vtime = bool(r.get("priq.rb_node", 8) if layout.has("rb_root", "rb_node") else 0)
+    d.id = r.int("id")
+    d.nr = r.int("nr")
+    d.seq = r.int("seq")
+    if r.has("priq") and layout.has("rb_root", "rb_node"):
+        d.vtime = bool(r.int("priq.rb_node"))
+    elif r.has("priq"):
+        d.vtime = False
     if walk:
-        d.walk = walk_dsq_list(reader, offs, addr)
+        d.walk = walk_dsq_list(reader, layout, offs, addr)
     return d
-
-
-def walk_rhashtable(reader, layout, ht_addr, node_offset, max_entries=MAX_CHAIN):
-    """Objects hashed in the ``struct rhashtable`` at ``ht_addr`` (``node_offset``: where their
-    ``rhash_head`` sits). Returns (object addresses, errors). Follows ``future_tbl`` while a
-    rehash is in flight; nested (huge) tables are reported, not walked."""
-    objs, errors, seen = [], [], set()
-    try:
-        tbl = reader.ptr(ht_addr + layout.offset("rhashtable", "tbl"))
-    except ReadError as e:
-        return objs, [f"rhashtable unreadable: {e.reason}"]
-    off_size = layout.offset("bucket_table", "size")
-    off_nest = layout.offset("bucket_table", "nest") if layout.has("bucket_table", "nest") else None
-    off_future = layout.offset("bucket_table", "future_tbl")
-    off_buckets = layout.offset("bucket_table", "buckets")
-    off_next = layout.offset("rhash_head", "next")
-    tables = 0
-    while tbl and tables < MAX_TABLES:
-        tables += 1
-        try:
-            hdr = reader.read(tbl, off_buckets)
-        except ReadError as e:
-            errors.append(f"bucket_table at {tbl:#x} unreadable: {e.reason}")
-            break
-        size = _int(hdr, off_size, 4)
-        if off_nest is not None and _int(hdr, off_nest, 4):
-            errors.append(f"bucket_table at {tbl:#x} is nested ({size} buckets); not walked")
-            tbl = _int(hdr, off_future, 8)
-            continue
-        if not 0 < size <= MAX_BUCKETS or size & (size - 1):
-            errors.append(f"bucket_table at {tbl:#x}: implausible size {size}")
-            break
-        try:
-            buckets = reader.read(tbl + off_buckets, 8 * size)
-        except ReadError as e:
-            errors.append(f"buckets of table {tbl:#x} unreadable: {e.reason}")
-            break
-        for i in range(size):
-            # Bit 0 of a bucket head is its lock bit; an odd link is the chain's end (nulls).
-            p = _int(buckets, 8 * i, 8) & ~1
-            steps = 0
-            while p and not p & 1:
-                if p in seen or steps > max_entries or len(objs) >= max_entries:
-                    if len(objs) >= max_entries:
-                        errors.append(f"stopped after {max_entries} entries")
-                        return objs, errors
-                    break  # already visited (rehash duplicates) or a cycle
-                seen.add(p)
-                steps += 1
-                objs.append(p - node_offset)
-                try:
-                    p = reader.ptr(p + off_next)
-                except ReadError as e:
-                    errors.append(f"rhash chain node at {p:#x} unreadable: {e.reason}")
-                    break
-        tbl = _int(hdr, off_future, 8)
-    return objs, errors
 
 
 def global_dsq_addrs(reader, layout, sch, syms, nr_nodes):
     """[(node, DSQ address)] of the global DSQs; errors as strings."""
     out, errors = [], []
     nr_nodes = max(1, min(nr_nodes or 1, MAX_NODES))
+    word = reader.pointer_size
+
+    def ptrs(arr):
+        raw = reader.read(arr, word * nr_nodes) if arr else b""
+        return [(n, int.from_bytes(raw[word * n:word * n + word], "little")) for n in range(len(raw) // word)]
+
     try:
         if sch and layout.has("scx_sched", "pnode") and layout.has("scx_sched_pnode", "global_dsq"):
-            arr = reader.ptr(sch + layout.offset("scx_sched", "pnode"))
-            ptrs = reader.read(arr, 8 * nr_nodes) if arr else b""
             inner = layout.offset("scx_sched_pnode", "global_dsq")
-            out = [(n, _int(ptrs, 8 * n, 8) + inner) for n in range(len(ptrs) // 8) if _int(ptrs, 8 * n, 8)]
+            out = [(n, p + inner) for n, p in ptrs(reader.ptr(sch + layout.offset("scx_sched", "pnode"))) if p]
         elif sch and layout.has("scx_sched", "global_dsqs"):
-            arr = reader.ptr(sch + layout.offset("scx_sched", "global_dsqs"))
-            ptrs = reader.read(arr, 8 * nr_nodes) if arr else b""
-            out = [(n, _int(ptrs, 8 * n, 8)) for n in range(len(ptrs) // 8) if _int(ptrs, 8 * n, 8)]
+            out = [(n, p) for n, p in ptrs(reader.ptr(sch + layout.offset("scx_sched", "global_dsqs"))) if p]
         elif syms.get("global_dsqs") is not None:
-            arr = reader.ptr(syms["global_dsqs"])
-            ptrs = reader.read(arr, 8 * nr_nodes) if arr else b""
-            out = [(n, _int(ptrs, 8 * n, 8)) for n in range(len(ptrs) // 8) if _int(ptrs, 8 * n, 8)]
+            out = [(n, p) for n, p in ptrs(reader.ptr(syms["global_dsqs"])) if p]
         elif syms.get("dsq_global") is not None:
             out = [(0, syms["dsq_global"])]
     except ReadError as e:
@@ -627,15 +691,20 @@ def global_dsq_addrs(reader, layout, sch, syms, nr_nodes):
     return out, errors
 
 
-def user_dsq_addrs(reader, layout, sch, syms):
-    """Addresses of every user DSQ (the scheduler's DSQ hash table); errors as strings."""
+def user_dsq_addrs(reader, layout, sch, syms, damage=None):
+    """Addresses of every user DSQ (the scheduler's DSQ hash table) and errors as strings."""
     if sch and layout.has("scx_sched", "dsq_hash"):
         ht = sch + layout.offset("scx_sched", "dsq_hash")
     elif syms.get("dsq_hash") is not None:
         ht = syms["dsq_hash"]
     else:
         return [], ["no DSQ hash table in this kernel"]
-    return walk_rhashtable(reader, layout, ht, layout.offset("scx_dispatch_q", "hash_node"))
+    log = kds.DamageLog()
+    off = layout.offset("scx_dispatch_q", "hash_node")
+    addrs = [n - off for n in kds.rhashtable_nodes(reader, layout, ht, damage=log, what="DSQ hash node")]
+    if damage is not None:
+        damage.extend(log)
+    return addrs, [str(d) for d in log]
 
 
 # --- per-CPU run queues ------------------------------------------------------------------------
@@ -654,37 +723,51 @@ class CpuState:
     error: str = None
 
 
+def _pcpu_base(reader, layout, sch):
+    """(``scx_sched.pcpu`` per-CPU base, or None)."""
+    if sch and layout.has("scx_sched", "pcpu"):
+        try:
+            return reader.ptr(sch + layout.offset("scx_sched", "pcpu"))
+        except ReadError:
+            return None
+    return None
+
+
 def read_cpus(reader, layout, runqueues, percpu_offsets, offs: DsqOffsets, sch=None, walk=True):
     """One :class:`CpuState` per possible CPU (``rq`` = ``runqueues`` + per-CPU offset)."""
     out = []
-    bypass_off = None
-    pcpu = None
-    if sch and layout.has("scx_sched", "pcpu") and layout.has("scx_sched_pcpu", "bypass_dsq"):
-        try:
-            pcpu = reader.ptr(sch + layout.offset("scx_sched", "pcpu"))
-            bypass_off = layout.offset("scx_sched_pcpu", "bypass_dsq")
-        except ReadError:
-            pcpu = None
+    pcpu = _pcpu_base(reader, layout, sch) if layout.has("scx_sched_pcpu", "bypass_dsq") else None
+    bypass_off = layout.offset("scx_sched_pcpu", "bypass_dsq") if pcpu else None
     local_off = layout.offset("rq", "scx.local_dsq")
+    paths = ["nr_running", "curr", "scx.nr_running", "scx.flags"]
     for cpu, pco in enumerate(percpu_offsets):
-        rq = (runqueues + pco) & ((1 << 64) - 1)
+        rq = (runqueues + pco) & MASK64
         c = CpuState(cpu=cpu, rq=rq)
         out.append(c)
         try:
-            r = Region(reader, layout, "rq", rq, ["nr_running", "curr", "scx.nr_running", "scx.flags"],
-                       extra=8)
+            r = Record(reader, layout, "rq", rq, paths)
         except ReadError as e:
             c.error = f"struct rq unreadable: {e.reason}"
             continue
-        c.nr_running = r.get("nr_running", 4)
-        c.scx_nr_running = r.get("scx.nr_running", 4)
-        c.flags = r.get("scx.flags", 4)
-        c.curr = r.get("curr", 8)
+        c.nr_running = r.int("nr_running")
+        c.scx_nr_running = r.int("scx.nr_running")
+        c.flags = r.int("scx.flags")
+        c.curr = r.int("curr")
         c.local_dsq = read_dsq(reader, layout, offs, rq + local_off, "local", walk=walk, cpu=cpu)
         if pcpu:
-            c.bypass_dsq = read_dsq(reader, layout, offs, (pcpu + pco + bypass_off) & ((1 << 64) - 1),
+            c.bypass_dsq = read_dsq(reader, layout, offs, (pcpu + pco + bypass_off) & MASK64,
                                     "bypass", walk=walk, cpu=cpu)
     return out
+
+
+def runnable_list(reader, layout, rq, damage=None, limit=MAX_RUNNABLE):
+    """Tasks on ``rq->scx.runnable_list`` (linked through ``task_struct.scx.runnable_node``) in
+    list order: the order the watchdog checks them, oldest ``runnable_at`` first."""
+    if not layout.has("rq", "scx.runnable_list"):
+        return []
+    return list(kds.list_entries(reader, layout, rq + layout.offset("rq", "scx.runnable_list"),
+                                 "task_struct", "scx.runnable_node", limit=limit, damage=damage,
+                                 what="runnable_list node"))
 
 
 # --- tasks -----------------------------------------------------------------------------------
@@ -733,36 +816,26 @@ def read_task(reader, layout, addr) -> ScxTask:
     """The task and sched_ext fields of the ``task_struct`` at ``addr`` (one bulk read)."""
     t = ScxTask(addr=addr)
     try:
-        r = Region(reader, layout, "task_struct", addr, _task_paths(layout))
+        r = Record(reader, layout, "task_struct", addr, _task_paths(layout))
     except ReadError as e:
         t.error = f"task_struct unreadable: {e.reason}"
         return t
-    t.pid = r.get("pid", 4, signed=True)
-    t.tgid = r.get("tgid", 4, signed=True)
-    t.comm = r.str("comm", 16)
-    t.sched_class = r.get("sched_class", 8)
-    cpu_path = "thread_info.cpu" if r.has("thread_info.cpu") else "cpu"
-    t.cpu = r.get(cpu_path, 4)
-    # int in older kernels, u8 in newer ones: the low byte (little-endian) holds the value either way.
-    t.on_rq = r.get("on_rq", 1)
-    t.on_cpu = r.get("on_cpu", 1)
-    t.policy = r.get("policy", 4)
-    t.sched = r.get("scx.sched", 8)
-    t.dsq = r.get("scx.dsq", 8)
-    t.ops_state = r.get("scx.ops_state", 8)
-    t.flags = r.get("scx.flags", 4)
-    t.dsq_flags = r.get("scx.dsq_flags", 4)
-    t.weight = r.get("scx.weight", 4)
-    t.sticky_cpu = r.get("scx.sticky_cpu", 4, signed=True)
-    t.holding_cpu = r.get("scx.holding_cpu", 4, signed=True)
-    t.runnable_at = r.get("scx.runnable_at", 8)
-    t.slice = r.get("scx.slice", 8)
-    t.dsq_vtime = r.get("scx.dsq_vtime", 8)
+    t.pid = r.int("pid")
+    t.tgid = r.int("tgid")
+    t.comm = r.str("comm")
+    t.sched_class = r.int("sched_class")
+    t.cpu = r.first_int("thread_info.cpu", "cpu")
+    t.on_rq = r.int("on_rq")
+    t.on_cpu = r.int("on_cpu")
+    t.policy = r.int("policy")
+    for attr in ("sched", "dsq", "ops_state", "flags", "dsq_flags", "weight", "sticky_cpu",
+                 "holding_cpu", "runnable_at", "slice", "dsq_vtime"):
+        setattr(t, attr, r.int("scx." + attr))
     if r.has("scx.runnable_node"):
-        nxt = r.get("scx.runnable_node", 8)
-        own = addr + layout.offset("task_struct", "scx.runnable_node")
+        nxt = r.int("scx.runnable_node.next")
+        own = r.addr_of("scx.runnable_node")
         # list_del_init leaves the node pointing at itself; a never-added node is zeroed.
-        t.runnable_linked = bool(nxt) and nxt != own and nxt < (1 << 64) - 4096 and nxt >> 48 != 0xdead
+        t.runnable_linked = bool(nxt) and nxt != own and nxt < MASK64 - 4096 and nxt >> 48 != 0xdead
     return t
 
 
@@ -770,8 +843,15 @@ def read_task(reader, layout, addr) -> ScxTask:
 class TaskWalk:
     tasks: list = field(default_factory=list)   # task_struct addresses
     cursors: int = 0
-    error: str = None
-    truncated: bool = False
+    damage: kds.DamageLog = field(default_factory=kds.DamageLog)
+
+    @property
+    def error(self):
+        return _damage_text(self.damage) if self.damage else None
+
+    @property
+    def truncated(self):
+        return any(d.reason.startswith("stopped after") for d in self.damage)
 
 
 def walk_scx_tasks(reader, layout, head, cursor_flag=0, max_tasks=MAX_TASKS) -> TaskWalk:
@@ -779,43 +859,32 @@ def walk_scx_tasks(reader, layout, head, cursor_flag=0, max_tasks=MAX_TASKS) -> 
 
     Cursor entries (``scx.flags & cursor_flag``, the ``scx_task_iter`` cursor) are skipped."""
     w = TaskWalk()
-    node_off = layout.offset("task_struct", "scx") + layout.offset("sched_ext_entity", "tasks_node")
-    flags_rel = (layout.offset("sched_ext_entity", "flags")
-                 - layout.offset("sched_ext_entity", "tasks_node")) if cursor_flag else None
-    try:
-        cur = reader.ptr(head)
-    except ReadError as e:
-        w.error = f"scx_tasks unreadable: {e.reason}"
+    node_off = layout.offset("task_struct", "scx.tasks_node")
+    if not cursor_flag:
+        w.tasks = [n - node_off for n in kds.list_nodes(reader, layout, head, limit=max_tasks,
+                                                          damage=w.damage, what="scx_tasks node")]
         return w
-    seen = set()
-    while cur != head:
-        if len(w.tasks) + w.cursors >= max_tasks:
-            w.truncated, w.error = True, f"stopped after {max_tasks} entries"
-            break
-        if not cur or cur in seen:
-            w.error = "NULL list link" if not cur else f"list cycle at {cur:#x}"
-            break
-        seen.add(cur)
-        try:
-            nxt = reader.ptr(cur)
-            if flags_rel is not None and reader.u32(cur + flags_rel) & cursor_flag:
-                w.cursors += 1
-            else:
-                w.tasks.append(cur - node_off)
-        except ReadError as e:
-            w.error = f"scx_tasks node at {cur:#x} unreadable: {e.reason}"
-            break
-        cur = nxt
+    f = layout.field("sched_ext_entity", "flags")
+    rel = f.offset - layout.offset("sched_ext_entity", "tasks_node")
+    lo = min(rel, layout.offset("list_head", "next"))
+    for node, raw in kds.list_nodes(reader, layout, head, limit=max_tasks, damage=w.damage,
+                                    what="scx_tasks node", window=(rel, f.size)):
+        if int.from_bytes(raw[rel - lo:rel - lo + f.size], "little") & cursor_flag:
+            w.cursors += 1
+        else:
+            w.tasks.append(node - node_off)
     return w
 
 
-def runnable_for(task: ScxTask, jiffies):
+def runnable_for(task: ScxTask, jiffies, linked=None):
     """Jiffies the task has waited runnable (``jiffies - scx.runnable_at``), or None when it is
     not on a runnable list (asleep or running: ``runnable_at`` is stale then) or the value is
-    in the future (not meaningful)."""
-    if not task.runnable_linked or jiffies is None or task.runnable_at is None:
+    in the future (not meaningful). ``linked`` (found on a runnable_list walk) overrides the
+    task's own ``runnable_node`` check."""
+    on_list = task.runnable_linked if linked is None else linked
+    if not on_list or jiffies is None or task.runnable_at is None:
         return None
-    age = (jiffies - task.runnable_at) & ((1 << 64) - 1)
+    age = (jiffies - task.runnable_at) & MASK64
     return None if age >= 1 << 63 else age
 
 
@@ -835,6 +904,76 @@ def ops_state_text(value, constants):
     name = enum_name(constants, state, "SCX_OPSS_") or str(state)
     qseq = value >> shift
     return f"{name} qseq={qseq}" if qseq else name
+
+
+# --- event counters ------------------------------------------------------------------------
+
+
+@dataclass
+class EventStats:
+    """``SCX_EV_*`` counters (``struct scx_event_stats``, 6.15+) per CPU and summed, as sysfs
+    ``events`` prints them (``scx_read_events``: the sum over every possible CPU)."""
+
+    names: list = field(default_factory=list)     # members of struct scx_event_stats, in order
+    per_cpu: list = field(default_factory=list)   # [(cpu, [values] or None when unreadable)]
+    source: str = None
+    errors: list = field(default_factory=list)
+
+    @property
+    def totals(self):
+        sums = [0] * len(self.names)
+        for _, values in self.per_cpu:
+            if values is not None:
+                sums = [a + b for a, b in zip(sums, values)]
+        return sums
+
+
+def read_events(reader, layout, sch, percpu_offsets, syms=None):
+    """The event counters of the scheduler at ``sch``: ``scx_sched.pcpu->event_stats`` (7.x),
+    ``scx_sched.event_stats_cpu`` (6.17), or the per-CPU global ``event_stats_cpu`` (6.15);
+    None on kernels without event counters."""
+    if not layout.has("scx_event_stats"):
+        return None
+    ev = EventStats()
+    if sch and layout.has("scx_sched", "pcpu") and layout.has("scx_sched_pcpu", "event_stats"):
+        base, inner = _pcpu_base(reader, layout, sch), layout.offset("scx_sched_pcpu", "event_stats")
+        ev.source = "scx_sched.pcpu->event_stats"
+    elif sch and layout.has("scx_sched", "event_stats_cpu"):
+        try:
+            base = Record(reader, layout, "scx_sched", sch, ["event_stats_cpu"]).int("event_stats_cpu")
+        except ReadError:
+            base = None
+        inner = 0
+        ev.source = "scx_sched.event_stats_cpu"
+    elif syms and syms.get("event_stats_cpu") is not None:
+        base, inner = syms["event_stats_cpu"], 0
+        ev.source = "event_stats_cpu (per-CPU)"
+    else:
+        return None
+    fields = [(n, f) for n, f in layout.members("scx_event_stats") if f.kind in ("int", "struct")]
+    ev.names = [n for n, _ in fields]
+    if not base:
+        ev.errors.append(f"{ev.source}: per-CPU pointer NULL or unreadable")
+        return ev
+    size = layout.size("scx_event_stats")
+    for cpu, pco in enumerate(percpu_offsets):
+        if cpu and not pco:
+            continue
+        raw = reader.try_read((base + pco + inner) & MASK64, size)
+        if raw is None:
+            ev.per_cpu.append((cpu, None))
+            ev.errors.append(f"cpu{cpu}: scx_event_stats unreadable at {(base + pco + inner) & MASK64:#x}")
+            continue
+        ev.per_cpu.append((cpu, [_signed(f, raw) for _, f in fields]))
+    return ev
+
+
+def _signed(f, raw):
+    """Counters are s64 (some are atomic64_t structs): decode signed by the member's width."""
+    v = f.decode(raw)
+    if f.kind == "struct" and f.size and v >> (8 * f.size - 1):
+        v -= 1 << (8 * f.size)
+    return v
 
 
 # --- struct_ops: the BPF program behind each callback ------------------------------------------
@@ -864,6 +1003,15 @@ def struct_ops_kdata(layout, st_map, value_struct=None):
     return st_map + kvalue + struct_ops_value_data(layout, value_struct)
 
 
+def struct_ops_sched(reader, layout, st_map, value_struct=None):
+    """``ops.priv`` of a sched_ext struct_ops map: the ``scx_sched`` it registered (set while
+    the BPF link is attached, NULL after unregistration); None when the kernel has no ``priv``."""
+    if not layout.has("sched_ext_ops", "priv"):
+        return None
+    kdata = struct_ops_kdata(layout, st_map, value_struct)
+    return Record(reader, layout, "sched_ext_ops", kdata, ["priv"]).int("priv")
+
+
 def struct_ops_callbacks(reader, layout, st_map, ops_struct, callback_names, value_struct=None):
     """Callbacks implemented by the struct_ops map at ``st_map`` and their programs.
 
@@ -871,27 +1019,27 @@ def struct_ops_callbacks(reader, layout, st_map, ops_struct, callback_names, val
     keeps the programs' links in ``links[]``; both are read, so a callback gets its program id
     even when a link is unreadable. Returns (callbacks, errors)."""
     errors = []
-    size = layout.size(ops_struct)
-    kdata = reader.read(struct_ops_kdata(layout, st_map, value_struct), size)
+    kdata = Record(reader, layout, ops_struct, struct_ops_kdata(layout, st_map, value_struct))
     udata = None
     try:
         uvalue = reader.ptr(st_map + layout.offset("bpf_struct_ops_map", "uvalue"))
         if uvalue:
-            udata = reader.read(uvalue + struct_ops_value_data(layout, value_struct), size)
+            udata = Record(reader, layout, ops_struct, uvalue + struct_ops_value_data(layout, value_struct))
     except ReadError as e:
         errors.append(f"struct_ops uvalue unreadable: {e.reason}")
     progs = {}
     try:
         links = reader.ptr(st_map + layout.offset("bpf_struct_ops_map", "links"))
         if layout.has("bpf_struct_ops_map", "funcs_cnt"):
-            n = reader.u32(st_map + layout.offset("bpf_struct_ops_map", "funcs_cnt"))
+            n = Record(reader, layout, "bpf_struct_ops_map", st_map, ["funcs_cnt"]).int("funcs_cnt")
         else:  # older kernels size links[] by the member count
             n = len(callback_names)
         n = min(n, MAX_CALLBACK_LINKS)
-        raw = reader.read(links, 8 * n) if links and n else b""
+        word = reader.pointer_size
+        raw = reader.read(links, word * n) if links and n else b""
         off_prog = layout.offset("bpf_link", "prog")
         for i in range(n):
-            link = _int(raw, 8 * i, 8)
+            link = int.from_bytes(raw[word * i:word * i + word], "little")
             if not link:
                 continue
             try:
@@ -908,13 +1056,12 @@ def struct_ops_callbacks(reader, layout, st_map, ops_struct, callback_names, val
         errors.append(f"struct_ops links unreadable: {e}")
     out = []
     for name in callback_names:
-        off = layout.offset(ops_struct, name)
-        kfunc = _int(kdata, off, 8)
+        kfunc = kdata.int(name)
         if not kfunc:
             continue
         cb = StructOpsCallback(member=name, kfunc=kfunc)
         if udata is not None:
-            cb.prog_id = _int(udata, off, 8) or None
+            cb.prog_id = udata.int(name) or None
             if cb.prog_id in progs:
                 cb.prog_name, cb.prog = progs[cb.prog_id]
         out.append(cb)

@@ -1,0 +1,225 @@
+"""Write kdump-compressed files for tests, the way makedumpfile lays them out.
+
+Written from makedumpfile's format (diskdump_mod.h, write_kdump_header/bitmaps/pages), not
+from the reader under test: block 0 the disk_dump_header, block 1 the kdump_sub_header and the
+ELF notes (VMCOREINFO among them), then the two bitmaps (block-aligned halves), one 24-byte
+page descriptor per dumped page in pfn order, then the page data (with dump level bit 1, one
+shared page of zeros that every zero page's descriptor points at).
+
+:func:`build` returns the file's bytes; :func:`flatten` turns them into the flattened form
+(``makedumpfile -F``); :func:`from_raw` streams a raw physical image into a kdump file.
+"""
+
+import os
+import random
+import struct
+import zlib
+
+BLOCK = 4096
+SUB = struct.Struct("<QiiQQqQqQqQQQQ")
+DESC = struct.Struct("<qIIQ")
+FLAGS = {"none": 0, "zlib": 0x1, "lzo": 0x2, "snappy": 0x4, "zstd": 0x20}
+
+
+def lzo_literal_stream(data: bytes) -> bytes:
+    """A valid LZO1X stream that holds ``data`` as literals only (tests without python-lzo)."""
+    n = len(data)
+    if 4 <= n <= 238:
+        return bytes([17 + n]) + data + b"\x11\x00\x00"
+    rest = n - 18
+    zeros, last = divmod(rest, 255)
+    if last == 0:
+        zeros, last = zeros - 1, 255
+    return b"\x00" + bytes(zeros) + bytes([last]) + data + b"\x11\x00\x00"
+
+
+def compress(kind: str, data: bytes) -> bytes:
+    if kind == "zlib":
+        return zlib.compress(data, 1)
+    if kind == "zstd":
+        import zstandard
+        return zstandard.ZstdCompressor(level=1).compress(data)
+    if kind == "snappy":
+        import cramjam
+        return bytes(cramjam.snappy.compress_raw(data))
+    if kind == "lzo":
+        try:
+            import lzo
+            return lzo.compress(data, 1, False)
+        except ImportError:
+            return lzo_literal_stream(data)
+    raise ValueError(kind)
+
+
+def note(name: bytes, desc: bytes, ntype=0) -> bytes:
+    name_z = name + b"\0"
+    pad = lambda b: b + bytes(-len(b) % 4)  # noqa: E731
+    return struct.pack("<III", len(name_z), len(desc), ntype) + pad(name_z) + pad(desc)
+
+
+def header(*, block_size=BLOCK, version=6, sub_hdr_size=1, bitmap_blocks=2, max_mapnr=0, status=0,
+           release="6.1.0-test", uts_version="#1 SMP test", machine="x86_64", nr_cpus=2) -> bytes:
+    uts = b"".join(s.encode()[:64].ljust(65, b"\0") for s in
+                   ("Linux", "test", release, uts_version, machine, "(none)"))
+    head = b"KDUMP   " + struct.pack("<i", version) + uts
+    head = head.ljust(408, b"\0") + struct.pack("<qqIiiIIIIIIi", 0, 0, status, block_size, sub_hdr_size,
+                                               bitmap_blocks, min(max_mapnr, 0xFFFFFFFF), 0, 0, 0, 0, nr_cpus)
+    return head
+
+
+def build(pages, *, max_mapnr, ram=None, codec="zstd", block_size=BLOCK, dump_level=31,
+          vmcoreinfo=b"", release="6.1.0-test", uts_version="#1 SMP test", machine="x86_64",
+          version=6, split=None, incomplete=(), status=0, phys_base=0, one_bitmap=False,
+          extra_sub_blocks=0):
+    """The bytes of a kdump file holding ``pages`` ({pfn: block_size bytes}).
+
+    ``ram``: pfns in the 1st bitmap (default: every pfn below max_mapnr); pfns of ``ram`` not in
+    ``pages`` are the excluded ones. ``codec``: one name, or a function pfn -> name.
+    ``split``: (start, end) pfns of a split part (``pages`` outside are left out).
+    ``incomplete``: pfns whose descriptor is left zero (a dump cut short; sets the status bit).
+    """
+    bs = block_size
+    notes = note(b"VMCOREINFO", vmcoreinfo) if vmcoreinfo else b""
+    sub_hdr_size = -(-(SUB.size + len(notes)) // bs) + extra_sub_blocks
+    one = -(-((max_mapnr + 7) // 8) // bs) * bs
+    bitmap_blocks = (one if one_bitmap else 2 * one) // bs
+    ram = set(range(max_mapnr)) if ram is None else set(ram)
+    start, end = split or (0, max_mapnr)
+    dumped = sorted(p for p in pages if start <= p < end)
+    bm1, bm2 = bytearray(one), bytearray(one)
+    for p in ram | set(dumped):
+        bm1[p >> 3] |= 1 << (p & 7)
+    for p in dumped:
+        bm2[p >> 3] |= 1 << (p & 7)
+    bitmaps = bytes(bm2) if one_bitmap else bytes(bm1) + bytes(bm2)
+    status |= FLAGS.get(codec, 0) if isinstance(codec, str) else 0
+    if incomplete:
+        status |= 0x8
+    head = header(block_size=bs, version=version, sub_hdr_size=sub_hdr_size,
+                  bitmap_blocks=bitmap_blocks, max_mapnr=max_mapnr, status=status, release=release,
+                  uts_version=uts_version, machine=machine)
+    off_note = bs + SUB.size
+    off_vmci = off_note + 12 + 12 if vmcoreinfo else 0     # the note's desc: Nhdr + "VMCOREINFO\0" padded
+    sub = SUB.pack(phys_base, dump_level, 1 if split else 0, start, end, off_vmci, len(vmcoreinfo),
+                   off_note if notes else 0, len(notes), 0, 0, start, end, max_mapnr)
+    data_offset = (1 + sub_hdr_size + bitmap_blocks) * bs
+    offset = data_offset + DESC.size * len(dumped)
+    descs, data = [], []
+    zero = bytes(bs)
+    zero_offset = None
+    if dump_level & 1:
+        zero_offset = offset
+        data.append(zero)
+        offset += bs
+    for p in dumped:
+        page = pages[p]
+        assert len(page) == bs
+        if p in incomplete:
+            descs.append(DESC.pack(0, 0, 0, 0))
+            continue
+        if zero_offset is not None and page == zero:
+            descs.append(DESC.pack(zero_offset, bs, 0, 0))
+            continue
+        kind = codec(p) if callable(codec) else codec
+        flags, blob = 0, page
+        if kind != "none":
+            c = compress(kind, page)
+            if len(c) < bs:
+                flags, blob = FLAGS[kind], c
+        descs.append(DESC.pack(offset, len(blob), flags, 0))
+        data.append(blob)
+        offset += len(blob)
+    out = bytearray(head.ljust(bs, b"\0"))
+    out += (sub + notes).ljust(sub_hdr_size * bs, b"\0")
+    out += bitmaps.ljust(bitmap_blocks * bs, b"\0")
+    assert len(out) == data_offset
+    out += b"".join(descs) + b"".join(data)
+    return bytes(out)
+
+
+def layout(blob: bytes):
+    """Offsets of a built file: {bitmap1, bitmap2, bitmap_len, data_offset, block_size}."""
+    bs, sub_hdr_size, bitmap_blocks = struct.unpack_from("<iiI", blob, 428)
+    bitmap1 = (1 + sub_hdr_size) * bs
+    half = bitmap_blocks * bs // 2
+    return {"block_size": bs, "bitmap1": bitmap1, "bitmap2": bitmap1 + half, "bitmap_len": half,
+            "data_offset": bitmap1 + bitmap_blocks * bs}
+
+
+def flatten(blob: bytes, record=65536, shuffle_seed=None, split_header=False) -> bytes:
+    """The flattened form of a kdump file: 4 KiB 'makedumpfile' header, (offset, size, data)
+    records in big-endian, then (-1, -1). ``split_header`` writes the first block in small
+    pieces; ``shuffle_seed`` writes the records out of order (the format allows it)."""
+    head = (b"makedumpfile" + bytes(4) + struct.pack(">qq", 1, 1)).ljust(4096, b"\0")
+    pieces = []
+    pos = 0
+    if split_header:
+        for a in range(0, BLOCK, 100):
+            pieces.append((a, blob[a:a + 100]))
+        pos = BLOCK
+    while pos < len(blob):
+        pieces.append((pos, blob[pos:pos + record]))
+        pos += record
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(pieces)
+    body = b"".join(struct.pack(">qq", off, len(d)) + d for off, d in pieces)
+    return head + body + struct.pack(">qq", -1, -1)
+
+
+def from_raw(raw_path, out_path, ram_ranges, *, phys_base=0, codec="zstd", vmcoreinfo=b"",
+             release="", uts_version="", machine="x86_64", dump_level=1, block_size=BLOCK):
+    """Stream a raw physical image (byte 0 = ``phys_base``) into a kdump file: every page of
+    ``ram_ranges`` [(start, end)) is dumped (zero pages share one page of zeros, as with
+    makedumpfile -d 1). Two passes over the raw file; memory stays at a few pages."""
+    bs = block_size
+    size = os.path.getsize(raw_path)
+    top = max(e for _s, e in ram_ranges)
+    max_mapnr = -(-top // bs)
+    pfns = [p for s, e in ram_ranges for p in range(s // bs, -(-e // bs))
+            if (p * bs) - phys_base + bs <= size and p * bs >= phys_base]
+    notes = note(b"VMCOREINFO", vmcoreinfo) if vmcoreinfo else b""
+    sub_hdr_size = -(-(SUB.size + len(notes)) // bs)
+    one = -(-((max_mapnr + 7) // 8) // bs) * bs
+    bm = bytearray(one)
+    for p in pfns:
+        bm[p >> 3] |= 1 << (p & 7)
+    status = FLAGS.get(codec, 0) if isinstance(codec, str) else 0
+    head = header(block_size=bs, sub_hdr_size=sub_hdr_size, bitmap_blocks=2 * one // bs,
+                  max_mapnr=max_mapnr, status=status, release=release, uts_version=uts_version,
+                  machine=machine)
+    off_note = bs + SUB.size
+    off_vmci = off_note + 12 + 12 if vmcoreinfo else 0
+    sub = SUB.pack(0, dump_level, 0, 0, max_mapnr, off_vmci, len(vmcoreinfo), off_note if notes else 0,
+                   len(notes), 0, 0, 0, max_mapnr, max_mapnr)
+    data_offset = (1 + sub_hdr_size + 2 * one // bs) * bs
+    tmp = f"{out_path}.tmp{os.getpid()}"
+    zero = bytes(bs)
+    with open(raw_path, "rb") as raw, open(tmp, "wb") as out:
+        out.write(head.ljust(bs, b"\0"))
+        out.write((sub + notes).ljust(sub_hdr_size * bs, b"\0"))
+        out.write(bytes(bm) * 2)
+        offset = data_offset + DESC.size * len(pfns)
+        zero_offset = offset
+        out.seek(offset)
+        out.write(zero)
+        offset += bs
+        descs = bytearray()
+        for p in pfns:
+            raw.seek(p * bs - phys_base)
+            page = raw.read(bs)
+            if page == zero:
+                descs += DESC.pack(zero_offset, bs, 0, 0)
+                continue
+            kind = codec(p) if callable(codec) else codec
+            flags, blob = 0, page
+            if kind != "none":
+                c = compress(kind, page)
+                if len(c) < bs:
+                    flags, blob = FLAGS[kind], c
+            out.write(blob)
+            descs += DESC.pack(offset, len(blob), flags, 0)
+            offset += len(blob)
+        out.seek(data_offset)
+        out.write(descs)
+    os.replace(tmp, out_path)
+    return out_path
