@@ -237,7 +237,7 @@ def test_kernel_log_from_the_printk_ring(name):
     """The sched_ext lines of the log read from memory are the console's (serial.log), with
     the same timestamps; the ring holds at least the lines truth's dmesg had."""
     _skip_without_dumps()
-    serial = (dumps.dumps_root() / name / "serial.log").read_text(errors="replace").splitlines()
+    serial = (dumps.dumps_root() / dumps.base_name(name) / "serial.log").read_text(errors="replace").splitlines()
     want = [line.strip() for line in serial if "] sched_ext:" in line]
     got = [v for d, o, k, v in _kv(name, "exit") if o == "kernel log" and k == "line"]
     assert got and [g.strip() for g in got] == want
