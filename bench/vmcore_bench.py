@@ -6,7 +6,7 @@
    shared real vmcore (vmcore/x86_64/scx_sdt: makedumpfile -z -d 31, zstd) and on the raw
    dump of the same kernel (x86_64/scx_sdt), same ISF; CPU time (user+sys of that process,
    os.wait4) and peak RSS, median of ``--repeat`` runs. Target: vmcore <= 1.2x raw.
-2. **Opening.** Synthetic kdump files of a small 4-level x86-64 kernel (tests/kdumpbuilder.py)
+2. **Opening.** Synthetic kdump files of a small 4-level x86-64 kernel (tests/helpers/kdump.py)
    whose max_mapnr says 1 GiB, 64 GiB and 1 TiB of RAM: time to put the KdumpLayer and the
    kernel's page-table layer on it (KdumpStacker + KtstrLinuxStacker from VMCOREINFO, no
    scan) and bytes read from the file meanwhile. Target: flat in the memory size.
@@ -103,8 +103,8 @@ class _CountingFile:
 
 
 def bench_open(sizes_gib=(1, 64, 1024)):
-    import kdumpbuilder as kb
-    import test_kdump_layer as tl
+    from helpers import kdump as kb
+    from helpers import kdump as tl
     from volatility3.framework import contexts
     from volatility3.framework.layers import physical
 

@@ -7,7 +7,7 @@ Other forms of the same truth:
 - "vmcore/<arch>/<name>": a real kdump-compressed vmcore (makedumpfile) with its own truth.json
   (:func:`list_vmcores`);
 - "<arch>/<name>@kdump": the raw dump converted to a kdump-compressed file in the cache
-  (tests/kdumpbuilder.py: every RAM page, pages compressed with zstd, zlib, snappy or stored),
+  (tests/helpers/kdump.py: every RAM page, pages compressed with zstd, zlib, snappy or stored),
   so every raw-dump check also runs on the kdump reader (:func:`kdump_variants`).
 """
 
@@ -84,6 +84,14 @@ def list_vmcores():
         return []
     return sorted(str(p.parent.relative_to(root)) for p in root.glob("vmcore/*/*/truth.json")
                   if any(p.parent.glob("vmcore*")))
+
+
+def vmcore_params():
+    """The real vmcores as slow-tier pytest params: for the raw-dump checks that hold on them
+    whatever their dump level excluded (tests/test_vmcore_e2e.py says which and why)."""
+    import pytest
+
+    return [pytest.param(n, marks=pytest.mark.slow, id=n) for n in list_vmcores()]
 
 
 def kdump_variants():
@@ -184,7 +192,7 @@ def kdump_of(name) -> Path:
     raw is newer or the builder changes). Pages cycle through zstd, zlib, snappy and none."""
     import hashlib
 
-    import kdumpbuilder
+    from helpers import kdump as kdumpbuilder
 
     raw = dump_path(name)
     code = hashlib.sha256(Path(kdumpbuilder.__file__).read_bytes()).hexdigest()[:12]

@@ -10,7 +10,7 @@ import zlib
 
 import pytest
 
-import kdumpbuilder as kb
+from helpers import kdump as kb
 from volatility3_ktstr import dumpfile, vmcoreinfo
 from volatility3_ktstr.core.reader import ReadError
 from volatility3_ktstr.dumpfile import codecs, kdump, lzo1x

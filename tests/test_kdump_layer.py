@@ -9,47 +9,13 @@ import pytest
 from volatility3.framework import contexts, exceptions
 from volatility3.framework.layers import intel, physical, scanners
 
-import kdumpbuilder as kb
+from helpers import kdump as kb
 from volatility3_ktstr.dumpfile.errors import ExcludedPage
 from volatility3_ktstr.kernel import LayerReader
 from volatility3_ktstr.layers import kdump as kdump_layer
 from volatility3_ktstr.layers import stackers
 
-BS = 4096
-KERNEL_MAP = 0xFFFFFFFF80000000
-P, RW = 1, 2
-PHYS_BASE = 0x100000           # where the kernel image sits in physical memory
-RELEASE, VERSION = "6.99.0-test", "#3 SMP PREEMPT_DYNAMIC test build"
-BANNER = f"Linux version {RELEASE} (builder@host) (gcc 14) {VERSION}\n\0".encode()
-OTHER_BUILD = f"Linux version {RELEASE} (builder@host) (gcc 14) #2 SMP older build\n\0".encode()
-
-
-def x86_kernel(excluded_va_offset=0x7000):
-    """Pages of a tiny 4-level x86-64 kernel: init_top_pgt at image offset 0x1000 mapping the
-    image (offsets 0..0x8000) at __START_KERNEL_map; init_uts_ns at offset 0x5000."""
-    pages = {}
-
-    def page(off):
-        return pages.setdefault((PHYS_BASE + off) // BS, bytearray(BS))
-
-    root, pdpt, pd, pt = 0x1000, 0x2000, 0x3000, 0x4000
-    va = KERNEL_MAP
-    struct.pack_into("<Q", page(root), 8 * ((va >> 39) & 511), (PHYS_BASE + pdpt) | P | RW)
-    struct.pack_into("<Q", page(pdpt), 8 * ((va >> 30) & 511), (PHYS_BASE + pd) | P | RW)
-    struct.pack_into("<Q", page(pd), 8 * ((va >> 21) & 511), (PHYS_BASE + pt) | P | RW)
-    for off in range(0, 0x9000, BS):
-        struct.pack_into("<Q", page(pt), 8 * (off >> 12), (PHYS_BASE + off) | P | RW)
-    uts = page(0x5000)
-    for i, text in enumerate(("Linux", "box", RELEASE, VERSION)):
-        uts[i * 65:i * 65 + len(text)] = text.encode()
-    page(0x6000)[:len(BANNER)] = BANNER
-    page(0x8000)[:8] = b"DATAPAGE"
-    pages.pop((PHYS_BASE + excluded_va_offset) // BS, None)      # excluded by the dump level
-    vmci = (f"OSRELEASE={RELEASE}\nPAGESIZE=4096\nSYMBOL(init_uts_ns)={KERNEL_MAP + 0x5000:x}\n"
-            f"OFFSET(uts_namespace.name)=0\nSYMBOL(_stext)={KERNEL_MAP:x}\n"
-            f"SYMBOL(swapper_pg_dir)={KERNEL_MAP + root:x}\nSYMBOL(init_top_pgt)={KERNEL_MAP + root:x}\n"
-            f"NUMBER(phys_base)={PHYS_BASE}\nNUMBER(pgtable_l5_enabled)=0\nKERNELOFFSET=0\n").encode()
-    return {p: bytes(b) for p, b in pages.items()}, vmci
+from helpers.kdump import BANNER, BS, KERNEL_MAP, OTHER_BUILD, PHYS_BASE, RELEASE, VERSION, x86_kernel  # noqa: F401
 
 
 @pytest.fixture

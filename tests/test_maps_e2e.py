@@ -18,6 +18,8 @@ import dumps
 import volrun
 
 DUMPS = dumps.with_kdump(dumps.list_dumps())
+# Checks that hold on a real vmcore too, whatever its dump level left out (test_vmcore_e2e.py).
+HOLDS_ON_VMCORE = dumps.smoke_first(DUMPS) + dumps.vmcore_params()
 pytestmark = pytest.mark.skipif(not DUMPS, reason="KTSTR_DUMPS is unset or holds no dumps")
 
 
@@ -94,6 +96,7 @@ def _dump_rows(dump):
     return out
 
 
+@pytest.mark.parametrize("dump", HOLDS_ON_VMCORE)  # overrides the dump fixture
 def test_mapdump_every_map_has_rows(dump):
     truth = dumps.load_truth(dump)
     by_map = _dump_rows(dump)
@@ -141,6 +144,7 @@ def test_mapdump_arrays_equal_truth(dump):
     assert checked
 
 
+@pytest.mark.parametrize("dump", HOLDS_ON_VMCORE)  # overrides the dump fixture
 def test_mapdump_hash_equal_truth(dump):
     truth = dumps.load_truth(dump)
     by_map = _dump_rows(dump)

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 import dumps
+from helpers.truth import expected_processes, listed_processes
 import volrun
 
 
@@ -37,17 +38,6 @@ def dump(request, tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     assert f"banner: {banner}\n" in proc.stdout
     return name, sym_dir
-
-
-def expected_processes(truth):
-    """(pid, comm) of every thread-group leader; comm as task_struct.comm holds it."""
-    return sorted((t["tgid"], t["task_comm"]) for t in truth["tasks"]
-                  if t.get("kind", "task") == "task" and t["tid"] == t["tgid"])
-
-
-def listed_processes(result):
-    result.check()
-    return sorted((row["PID"], row["COMM"]) for row in result.rows)
 
 
 def test_pslist_raw(dump):

@@ -10,6 +10,8 @@ runnable lists, struct_ops callbacks and their programs' run statistics.
 
 import pytest
 
+from helpers.synth import HidingLayout
+
 from helpers.scxmem import BtfKernel, ScxWorld, enum_values, synth_kernel
 from volatility3_ktstr.bpf import runstats
 from volatility3_ktstr.core import BtfLayout, LayoutError
@@ -271,28 +273,6 @@ def test_read_sched_state_root_and_exit_info(w):
     w.set_root(0)
     st = scx.read_sched_state(w.mem, w.L, syms_of(w))
     assert st.sch == 0 and st.name is None and st.exit is None and st.errors == []
-
-
-class HidingLayout(BtfLayout):
-    """A layout minus some types/members: stands in for an older kernel."""
-
-    def __init__(self, btf, hide_types=(), hide_members=()):
-        super().__init__(btf)
-        self.hide_types = set(hide_types)
-        self.hide_members = set(hide_members)
-
-    def _size(self, struct_name):
-        if struct_name in self.hide_types:
-            raise LayoutError(f"type 'struct {struct_name}' is not in the BTF")
-        return super()._size(struct_name)
-
-    def _field(self, struct_name, path):
-        if struct_name in self.hide_types or (struct_name, path) in self.hide_members:
-            raise LayoutError(f"type 'struct {struct_name}' has no member '{path}'")
-        return super()._field(struct_name, path)
-
-    def _member_names(self, struct_name):
-        return [n for n in super()._member_names(struct_name) if (struct_name, n) not in self.hide_members]
 
 
 def test_older_kernel_globals(w):

@@ -27,6 +27,8 @@ import dumps
 import volrun
 
 DUMPS = dumps.with_kdump(dumps.list_dumps())
+# Checks that hold on a real vmcore too, whatever its dump level left out (test_vmcore_e2e.py).
+HOLDS_ON_VMCORE = dumps.smoke_first(DUMPS) + dumps.vmcore_params() or ["<no dumps>"]
 ONE = ([d for d in dumps.list_dumps() if d.startswith("x86_64/")] or dumps.list_dumps())[:1] or ["<no dumps>"]
 # Kernel threads that set a non-fair policy for themselves (so switch_all does not move them).
 OTHER_CLASS = re.compile(r"^(migration/\d+|idle_inject/\d+|irq/.*|watchdogd|scx_enable_help.*|sched_ext_helpe.*)$")
@@ -62,7 +64,7 @@ def task_comm(t):
     return comm[:15]
 
 
-@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
+@pytest.mark.parametrize("name", HOLDS_ON_VMCORE)
 def test_scheduler_matches_sysfs(name):
     _skip_without_dumps()
     truth = dumps.load_truth(name)
@@ -124,7 +126,7 @@ def test_cpus_and_dsqs_consistent(name):
             assert task_comm(tids[int(pid)]) == comm, r
 
 
-@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
+@pytest.mark.parametrize("name", HOLDS_ON_VMCORE)
 def test_tasks_under_sched_ext_match_truth(name):
     _skip_without_dumps()
     truth = dumps.load_truth(name)
@@ -139,7 +141,7 @@ def test_tasks_under_sched_ext_match_truth(name):
         assert r["Weight"] > 0 and r["Starved"] == "", r
 
 
-@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
+@pytest.mark.parametrize("name", HOLDS_ON_VMCORE)
 def test_all_adds_exactly_other_class_tasks(name):
     _skip_without_dumps()
     truth = dumps.load_truth(name)
@@ -152,7 +154,7 @@ def test_all_adds_exactly_other_class_tasks(name):
     assert {r["SchedClass"] for r in others.values()} <= {"stop", "rt", "dl", "idle"}
 
 
-@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
+@pytest.mark.parametrize("name", HOLDS_ON_VMCORE)
 def test_running_tasks_agree(name):
     """A CPU's current ext task is shown by scxtasks as running on that CPU, and vice versa."""
     _skip_without_dumps()

@@ -404,7 +404,7 @@ def test_scxtasks_damage_rows(w):
 
 def test_older_kernel_without_scx_sched(w):
     """6.12: scx_ops, scx_exit_kind and scx_exit_info are globals (no struct scx_sched)."""
-    from test_scx import HidingLayout
+    from helpers.synth import HidingLayout
     kinds = dict(enum_values(w.btf, "scx_exit_kind"))
     ops = w.mem.alloc("sched_ext_ops")
     w.mem.set("sched_ext_ops", ops, "name", "oldsched")

@@ -22,11 +22,8 @@ import re
 import pytest
 
 import dumps
-import test_arena_e2e
-import test_maps_e2e
-import test_pslist_e2e
-import test_scx_e2e
 import volrun
+from helpers.truth import expected_processes, listed_processes
 from volatility3_ktstr import dumpfile, vmcoreinfo
 
 VMCORES = dumps.list_vmcores()
@@ -70,8 +67,13 @@ def pages_of(name):
     return _pages[name]
 
 
+_rows = {}
+
+
 def plugin_rows(name, plugin):
-    return test_maps_e2e.rows(name, f"linux.ktstr.{plugin}")
+    if (name, plugin) not in _rows:
+        _rows[name, plugin] = volrun.run_vol(name, f"linux.ktstr.{plugin}").check().rows
+    return _rows[name, plugin]
 
 
 def row_text(row):
@@ -79,24 +81,10 @@ def row_text(row):
 
 
 # --- raw-dump checks that hold at -d 31 -------------------------------------------------------
-
-
-@pytest.mark.parametrize("check", [test_scx_e2e.test_scheduler_matches_sysfs,
-                                   test_scx_e2e.test_tasks_under_sched_ext_match_truth,
-                                   test_scx_e2e.test_all_adds_exactly_other_class_tasks,
-                                   test_scx_e2e.test_running_tasks_agree,
-                                   test_maps_e2e.test_mapdump_every_map_has_rows,
-                                   test_maps_e2e.test_mapdump_hash_equal_truth],
-                         ids=lambda f: f.__name__)
-def test_raw_dump_checks(vmcore, check):
-    check(vmcore)
-
-
-def test_arena_pages_equal_truth(vmcore, tmp_path):
-    run = test_arena_e2e.arena_run(vmcore, tmp_path)
-    test_arena_e2e.test_arena_maps_match_truth(vmcore, run)
-    test_arena_e2e.test_pages_cover_the_sdt_tree(vmcore, run)
-    test_arena_e2e.test_image_holds_truth_bytes_and_matches_physical(vmcore, run)
+#
+# They run in their own modules with the vmcores among their params (dumps.vmcore_params()):
+# test_scx_e2e (scheduler vs sysfs, tasks under sched_ext, --all, running tasks), test_maps_e2e
+# (every map has mapdump rows, hash elements equal truth) and test_arena_e2e (all of it).
 
 
 # --- what the exclusion hides is named, and only that -------------------------------------------
@@ -164,8 +152,8 @@ def test_pslist_lists_only_true_processes(vmcore):
     excluded page holds its list node, so it lists a true subset (no wrong rows)."""
     truth = dumps.load_truth(vmcore)
     res = volrun.run_vol(dumps.dump_path(vmcore), "linux.pslist", name=vmcore)
-    listed = test_pslist_e2e.listed_processes(res)
-    expected = test_pslist_e2e.expected_processes(truth)
+    listed = listed_processes(res)
+    expected = expected_processes(truth)
     assert listed and set(listed) <= set(expected)
     ppid = {t["tgid"]: t["ppid"] for t in truth["tasks"] if t["tid"] == t["tgid"]}
     assert all(ppid[row["PID"]] == row["PPID"] for row in res.rows)

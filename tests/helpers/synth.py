@@ -26,7 +26,7 @@ import struct as _struct
 
 from .btf import BtfBuilder
 from volatility3_ktstr.btf import Btf
-from volatility3_ktstr.core import BtfLayout, BufferReader, Reader, ReadError
+from volatility3_ktstr.core import BtfLayout, BufferReader, LayoutError, Reader, ReadError
 
 BASE_TYPES = {  # name: (size, signed, encoding)
     "u8": (1, False, 0), "u16": (2, False, 0), "u32": (4, False, 0), "u64": (8, False, 0),
@@ -413,3 +413,25 @@ class _HoleyView(Reader):
             if addr < h + n and h < addr + size:
                 raise ReadError(addr, size, f"unmapped at {max(h, addr):#x}")
         return self.mem.read(addr, size)
+
+
+class HidingLayout(BtfLayout):
+    """A layout minus some types/members: stands in for an older kernel."""
+
+    def __init__(self, btf, hide_types=(), hide_members=()):
+        super().__init__(btf)
+        self.hide_types = set(hide_types)
+        self.hide_members = set(hide_members)
+
+    def _size(self, struct_name):
+        if struct_name in self.hide_types:
+            raise LayoutError(f"type 'struct {struct_name}' is not in the BTF")
+        return super()._size(struct_name)
+
+    def _field(self, struct_name, path):
+        if struct_name in self.hide_types or (struct_name, path) in self.hide_members:
+            raise LayoutError(f"type 'struct {struct_name}' has no member '{path}'")
+        return super()._field(struct_name, path)
+
+    def _member_names(self, struct_name):
+        return [n for n in super()._member_names(struct_name) if (struct_name, n) not in self.hide_members]
