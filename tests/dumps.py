@@ -86,12 +86,15 @@ def list_vmcores():
                   if any(p.parent.glob("vmcore*")))
 
 
-def vmcore_params():
+def vmcore_params(smoke=False):
     """The real vmcores as slow-tier pytest params: for the raw-dump checks that hold on them
-    whatever their dump level excluded (tests/test_vmcore_e2e.py says which and why)."""
+    whatever their dump level excluded (tests/test_vmcore_e2e.py says which and why). With
+    ``smoke`` the first stays in the quick tier (one module keeps the real vmcore format there)."""
     import pytest
 
-    return [pytest.param(n, marks=pytest.mark.slow, id=n) for n in list_vmcores()]
+    names = list_vmcores()
+    return [n if smoke and i == 0 else pytest.param(n, marks=pytest.mark.slow, id=n)
+            for i, n in enumerate(names)]
 
 
 def kdump_variants():

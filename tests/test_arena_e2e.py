@@ -12,8 +12,9 @@ ARENA_DUMPS = dumps.with_kdump([n for n in dumps.list_dumps() if dumps.load_trut
 _RUNS = {}
 
 
-# Every check here holds on a real vmcore too (its arena pages survive the dump level).
-@pytest.fixture(params=dumps.smoke_first(ARENA_DUMPS) + dumps.vmcore_params() or [None])
+# Every check here holds on a real vmcore too (its arena pages survive the dump level); the
+# quick tier keeps the real vmcore here, so the kdump format is exercised on every run.
+@pytest.fixture(params=dumps.smoke_first(ARENA_DUMPS) + dumps.vmcore_params(smoke=True) or [None])
 def dump(request):
     if dumps.dumps_root() is None:
         pytest.skip("KTSTR_DUMPS is unset (real-dump tests need it)")
