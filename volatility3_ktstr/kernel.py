@@ -309,6 +309,27 @@ class KernelContext:
         """{enumerator: value} of a kernel enum, {} when absent."""
         return dict(self.enum(name) or ())
 
+    def enumerator(self, name):
+        """Value of the enum constant ``name`` of any kernel enum (anonymous ones included, e.g.
+        ``TRACE_EVENT_FL_KPROBE``), or None. From the ISF, else the kernel's BTF."""
+
+        def build():
+            out = {}
+            isf = isf_dict(self.context, self.module.symbol_table_name) or {}
+            for enum in (isf.get("enums") or {}).values():
+                for const, value in ((enum or {}).get("constants") or {}).items():
+                    out.setdefault(const, value)
+            if not out:
+                try:
+                    for t in self.kernel_btf().all_types():
+                        for const, value in t.values or ():
+                            out.setdefault(const, value)
+                except KtstrError as e:
+                    vollog.debug("enumerators: %s", e)
+            return out
+
+        return self._memo("enumerators", build).get(name)
+
     # --- per-CPU -----------------------------------------------------------------------
 
     def nr_cpu_ids(self):
@@ -383,6 +404,71 @@ class KernelContext:
         if damage is not None:
             damage.extend(self._cache["prog_idr:damage"])
         return progs
+
+    def links(self, damage=None):
+        """All BPF links of the dump (``link_idr``; BpfLink records, id order, targets decoded)."""
+        from .bpf import links as bpflinks
+
+        addr = self.require_symbol("link_idr", "the BPF link registry")
+        self.require_type("bpf_link")
+        log = DamageLog()
+        links = self._registry("link_idr", addr, lambda: list(bpflinks.iter_links(
+            self.bpf_kernel(), addr, damage=log)), log)
+        if damage is not None:
+            damage.extend(self._cache["link_idr:damage"])
+        return links
+
+    def btf_objects(self, damage=None):
+        """{id: kernel address} of every ``struct btf`` in ``btf_idr`` (kernel, modules, programs)."""
+        addr = self.symbol("btf_idr")
+        if addr is None or not self.layout.has("btf"):
+            return {}
+        from .kds import idr_entries
+
+        log = DamageLog()
+        objs = self._registry("btf_idr", addr, lambda: dict(idr_entries(
+            self.reader, self.layout, addr, damage=log)), log)
+        if damage is not None:
+            damage.extend(self._cache["btf_idr:damage"])
+        return objs
+
+    def btf_by_id(self, btf_id):
+        """The parsed BTF object with id ``btf_id`` (``btf_idr``), or None."""
+        kva = self.btf_objects().get(btf_id)
+        if kva is None:
+            return None
+        try:
+            return self.btf_at(kva)
+        except KtstrError:
+            return None
+
+    def bpf_kernel(self):
+        """The plain-value view of this kernel the BPF forensics walkers take (``BpfKernel``):
+        symbols, enums, BTF, and the map/program registries (read once)."""
+
+        def build():
+            from .bpf.facts import BpfKernel
+
+            try:
+                kbtf_id = self.btf_id_at(self.reader.ptr(self.require_symbol("btf_vmlinux")))
+            except (KtstrError, ReadError):
+                kbtf_id = 1
+            try:
+                maps = self.maps()
+            except KtstrError:
+                maps = []
+            try:
+                progs = self.progs()
+            except KtstrError:
+                progs = []
+            return BpfKernel(
+                reader=self.reader, layout=self.layout, symbol=self.symbol,
+                sorted_symbols=self.sorted_symbols, enum=self.enum, enumerator=self.enumerator,
+                kernel_btf=self.kernel_btf, kernel_btf_id=kbtf_id, btf_by_id=self.btf_by_id,
+                progs=progs, maps=maps, prog_type_names=self.prog_type_names(),
+                map_type_names=self.map_type_names())
+
+        return self._memo("bpf_kernel", build)
 
     def _registry(self, symbol, addr, walk, log):
         if symbol not in self._cache:
