@@ -67,6 +67,16 @@ class BpfKernel:
             return syms[i][1] + (f"+{d:#x}" if d else "")
         return ""
 
+    def symbol_size(self, name):
+        """Bytes from symbol ``name`` to the next symbol (the size of a static array whose
+        length the kernel types do not record); 0 when unknown."""
+        addr = self.symbol(name)
+        if not addr:
+            return 0
+        syms = self._symbol_list()
+        i = bisect.bisect_right(self._starts, addr)
+        return syms[i][0] - addr if i < len(syms) else 0
+
     def symbols(self, *names):
         """{address: name} of those of ``names`` the kernel has."""
         out = {}
