@@ -269,3 +269,41 @@ def test_bpfhooks_on_every_dump(dump):
     assert not [r for r in got if r["Error"]]
     assert {r["ProgId"] for r in got} == {p["id"] for p in truth["progs"]}
     assert all(r["Hook"] != "none" for r in got)
+
+
+# --- progs: the added columns -------------------------------------------------------------------
+
+
+def test_progs_new_columns_equal_bpftool():
+    truth = zoo()
+    got = {r["ID"]: r for r in rows(ZOO, "linux.ktstr.progs") if r["ID"] >= 0}
+    holders = {}
+    for h in truth["bpf_fd_holders"]:
+        if h["obj"] == "prog":
+            holders.setdefault(h["id"], []).append(h["pid"])
+    for b in truth["bpftool_objects"]["prog_show"]:
+        if b["id"] not in got:
+            continue
+        r = got[b["id"]]
+        assert (r["Uid"], bool(r["Gpl"])) == (b["uid"], b["gpl_compatible"]), b["id"]
+        assert [int(p.split(":")[0]) for p in r["Pids"].split(",") if p] == sorted(set(holders.get(b["id"], [])))
+        assert r["RunCnt"] >= 0 and r["RunTimeNs"] >= 0 and r["Misses"] >= 0
+
+
+def test_progs_calls_and_tail_calls():
+    truth = zoo()
+    got = {r["Name"]: r for r in rows(ZOO, "linux.ktstr.progs") if r["ID"] >= 0}
+    tail = next(p for p in truth["progs"] if p["name"] == "zoo_tail")
+    jmp = next(m for m in truth["maps"] if m["name"] == "zoo_jmp")
+    callers = [r for r in got.values() if r["TailCalls"]]
+    assert callers and all(r["TailCalls"] == f"zoo_jmp[0]->zoo_tail#{tail['id']}" for r in callers)
+    assert all(jmp["id"] in [int(x) for x in r["MapIds"].split(",")] for r in callers)
+    assert all("tail_call#12" in r["Helpers"].split(",") for r in callers)
+    # zoo_tp writes openat events into the ring buffer; zoo_kprobe counts in zoo_lru
+    assert {"ringbuf_reserve#131", "ringbuf_submit#132"} <= set(got["zoo_tp"]["Helpers"].split(","))
+    assert {"map_lookup_elem#1", "map_update_elem#2"} <= set(got["zoo_kprobe"]["Helpers"].split(","))
+    # the scheduler's kfuncs are named, each with its kernel BTF id
+    sched = [r for r in got.values() if r["Type"] == "struct_ops"]
+    kfuncs = {k for r in sched for k in r["Kfuncs"].split(",") if k}
+    assert kfuncs and all("#" in k and k.split("#")[1].isdigit() for k in kfuncs)
+    assert any(k.startswith("scx_bpf_") for k in kfuncs)
