@@ -124,8 +124,8 @@ class HookWalker:
         bpf_off = lay.offset("cgroup", "bpf")
         f_progs = lay.field("cgroup_bpf", "progs")
         f_eff = lay.field("cgroup_bpf", "effective")
-        n_types = f_progs.count
         head_size = lay.size("hlist_head")
+        first_off = lay.offset("hlist_head", "first")
         node_off = lay.offset("bpf_prog_list", "node")
         attached = {}            # cgroup -> {atype: set(prog)}
         parents = {}
@@ -135,13 +135,14 @@ class HookWalker:
             path = owner.name or f"<cgroup {cg:#x}>"
             mine = attached.setdefault(cg, {})
             try:
-                raw = reader.read(cg + bpf_off + f_eff.offset, max(f_eff.size, f_progs.end - f_eff.offset))
+                rec = Record(reader, lay, "cgroup_bpf", cg + bpf_off, ("effective", "progs"))
             except ReadError as e:
                 self.damage.add("cgroup_bpf", cg, f"unreadable ({e.reason})")
                 continue
-            for atype in range(n_types):
-                first = int.from_bytes(raw[f_progs.offset - f_eff.offset + atype * head_size:][:8], "little")
-                if not first:
+            raw, lo = rec.data, rec.lo
+            for atype in range(f_progs.count):
+                at = f_progs.offset + atype * head_size + first_off - lo
+                if not int.from_bytes(raw[at:at + 8], "little"):
                     continue
                 name = "lsm_cgroup" if lsm_start is not None and lsm_start <= atype <= (lsm_end or atype) \
                     else atypes.get(atype, f"cgroup atype {atype}")
@@ -164,7 +165,8 @@ class HookWalker:
                                      f"cgroup->bpf.progs[{atype}]")
             # effective arrays: every program must be attached here or at an ancestor
             for atype in range(f_eff.count):
-                arr = int.from_bytes(raw[atype * 8:atype * 8 + 8], "little")
+                at = f_eff.offset + atype * f_eff.elem_size - lo
+                arr = int.from_bytes(raw[at:at + 8], "little")
                 progs = self.prog_array(arr, "cgroup effective array")
                 if not progs:
                     continue
@@ -244,6 +246,7 @@ class HookWalker:
         """Programs of a ``struct bpf_mprog_entry`` with their links (``parent->cp_items``)."""
         lay, reader = self.layout, self.reader
         f_fp = lay.field("bpf_mprog_entry", "fp_items")
+        fp_prog = lay.offset("bpf_mprog_fp", "prog")
         r = Record(reader, lay, "bpf_mprog_entry", entry)
         bundle = r.int("parent")
         count = f_fp.count
@@ -252,10 +255,11 @@ class HookWalker:
             b = Record(reader, lay, "bpf_mprog_bundle", bundle, ("count", "cp_items"))
             count = min(b.int("count"), f_fp.count)
             f_cp = lay.field("bpf_mprog_bundle", "cp_items")
-            links = [int.from_bytes(b.data[f_cp.offset - b.lo + 8 * i:][:8], "little")
+            cp_link = f_cp.offset - b.lo + lay.offset("bpf_mprog_cp", "link")
+            links = [int.from_bytes(b.data[cp_link + i * f_cp.elem_size:][:8], "little")
                      for i in range(count)]
         for i in range(count):
-            prog = int.from_bytes(r.data[f_fp.offset + i * f_fp.elem_size:][:8], "little")
+            prog = int.from_bytes(r.data[f_fp.offset + i * f_fp.elem_size + fp_prog:][:8], "little")
             if not prog:
                 break
             yield Attachment("tcx", target, attach_type, prog, links[i] if i < len(links) else 0,
@@ -449,7 +453,8 @@ class HookWalker:
             if m.type_name != "struct_ops" or m.error:
                 continue
             try:
-                r = Record(reader, lay, "bpf_struct_ops_map", m.kva, ("links", "funcs_cnt"))
+                r = Record(reader, lay, "bpf_struct_ops_map", m.kva - lay.offset("bpf_struct_ops_map", "map"),
+                           ("links", "funcs_cnt"))
                 n = r.int("funcs_cnt") if r.has("funcs_cnt") else 64
                 links = r.int("links")
                 raw = reader.read(links, 8 * min(n, 256)) if links and n else b""
@@ -507,7 +512,7 @@ def map_slots(reader, layout, m, damage=None, limit=MAX_SLOTS):
     perf_event_array (``bpf_array.ptrs[max_entries]``)."""
     damage = damage if damage is not None else DamageLog()
     n = min(m.max_entries, limit)
-    base = m.kva + layout.first("bpf_array", "ptrs", "value")
+    base = m.kva - layout.offset("bpf_array", "map") + layout.first("bpf_array", "ptrs", "value")
     per = 4096 // 8
     for first in range(0, n, per):
         cnt = min(per, n - first)

@@ -59,7 +59,8 @@ def map_namer(bk):
     values, e.g. ``.bss``), or None."""
     arrays = sorted((m.kva, m) for m in bk.maps if m.type_name == "array")
     starts = [kva for kva, _ in arrays]
-    value_off = bk.layout.offset("bpf_array", "value") if bk.layout.has("bpf_array", "value") else None
+    value_off = bk.layout.first("bpf_array", "value", "ptrs") if bk.layout.has("bpf_array") else None
+    map_off = bk.layout.offset("bpf_array", "map") if value_off is not None else 0
 
     def name(v):
         m = bk.map_by_kva.get(v)
@@ -69,9 +70,9 @@ def map_namer(bk):
         if value_off is None or i < 0:
             return None
         kva, m = arrays[i]
-        end = kva + value_off + _round8(m.value_size) * m.max_entries
-        if kva + value_off <= v < end:
-            return f"map[id:{m.id}][0]+{v - kva - value_off}"
+        start = kva - map_off + value_off
+        if start <= v < start + _round8(m.value_size) * m.max_entries:
+            return f"map[id:{m.id}][0]+{v - start}"
         return None
 
     return name
