@@ -45,9 +45,9 @@ def test_baseline_is_clean_and_targets_every_walker(session):
     assert not bad, f"{session.name}: plugins fail on the intact dump: {bad}"
     pool = fuzzlib.target_pool(session)
     for cat in ("idr", "maps", "progs", "btf", "localstorage", "owners", "sdtalloc", "arena", "scx",
-                "pagetable"):
+                "pagetable", "links", "fds", "tasks", "hooks", "netdev", "bpffs", "hidden"):
         assert pool.get(cat), f"{session.name}: no {cat} reads recorded to mutate"
-    for p in ("maps", "progs", "localstorage", "sdtalloc"):
+    for p in ("maps", "progs", "localstorage", "sdtalloc", "links", "bpffds", "bpfhooks"):
         assert session.models[p].reach, f"{session.name}: no entries modelled for {p}"
 
 

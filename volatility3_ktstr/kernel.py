@@ -273,10 +273,11 @@ class KernelContext:
         def build():
             isf = isf_dict(self.context, self.module.symbol_table_name) or {}
             pairs = []
+            shift = self.module.offset     # a config lookup per access: read it once
             for name, sym in (isf.get("symbols") or {}).items():
                 addr = sym.get("address") if isinstance(sym, dict) else None
                 if addr:
-                    pairs.append((self.canonical(addr + self.module.offset), name))
+                    pairs.append((self.canonical(addr + shift), name))
             pairs.sort()
             return pairs
 
