@@ -307,3 +307,17 @@ def test_progs_calls_and_tail_calls():
     kfuncs = {k for r in sched for k in r["Kfuncs"].split(",") if k}
     assert kfuncs and all("#" in k and k.split("#")[1].isdigit() for k in kfuncs)
     assert any(k.startswith("scx_bpf_") for k in kfuncs)
+
+
+# --- hidden objects -------------------------------------------------------------------------------
+
+
+def test_bpfhidden_reports_nothing_on_every_dump(dump):
+    got = rows(dump, "linux.ktstr.bpfhidden")
+    assert [r["Kind"] for r in got] == ["summary"], got
+    truth = dumps.load_truth(dump)
+    s = got[0]
+    assert (s["ID"], s["Name"], s["Error"]) == (0, "no hidden objects", "")
+    # everything in the registries was reached some other way too
+    assert f"registries: {len(truth['progs'])} progs, {len(truth['maps'])} maps" in s["FoundVia"]
+    assert s["FoundVia"].startswith(f"{len(truth['progs'])} progs, {len(truth['maps'])} maps")

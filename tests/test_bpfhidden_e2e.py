@@ -48,11 +48,19 @@ def open_kernel(name):
     framework.import_files(volatility3.plugins, True)
     cls = next(c for c in framework.class_subclasses(interfaces.plugins.PluginInterface)
                if c.__module__.endswith("ktstr.maps"))
-    ctx = contexts.Context()
-    ctx.config["automagic.LayerStacker.single_location"] = dumps.dump_path(name).resolve().as_uri()
-    plugin = plugins.construct_plugin(ctx, automagic.choose_automagic(automagic.available(ctx), cls),
-                                      cls, "plugins", None, None)
-    return KernelContext.from_plugin(plugin)
+    from volatility3.framework import exceptions
+
+    for attempt in range(3):
+        ctx = contexts.Context()
+        ctx.config["automagic.LayerStacker.single_location"] = dumps.dump_path(name).resolve().as_uri()
+        try:
+            plugin = plugins.construct_plugin(ctx, automagic.choose_automagic(automagic.available(ctx), cls),
+                                              cls, "plugins", None, None)
+            return KernelContext.from_plugin(plugin)
+        except exceptions.UnsatisfiedException:
+            # concurrent runs updating Volatility's shared symbol cache: retry those only
+            if attempt == 2:
+                raise
 
 
 class PatchedReader(Reader):
