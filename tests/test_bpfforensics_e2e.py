@@ -177,6 +177,9 @@ def test_struct_ops_link_on_every_dump(dump):
             {k: b[k] for k in ("id", "type", "prog_id", "map_id") if k in b}
         if "pids" in b:
             assert [p["comm"] for p in info["pids"]] == [p["comm"] for p in b["pids"]]
+        if b["type"] == "struct_ops":   # the scheduler the struct_ops map carries
+            assert (info["struct_ops"], info["ops_name"]) == ("sched_ext_ops",
+                                                              truth["sched_ext"]["root/ops"].strip())
 
 
 # --- fd holders and pins -------------------------------------------------------------------

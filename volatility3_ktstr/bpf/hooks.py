@@ -32,7 +32,7 @@ from ..core import LayoutError, ReadError, Record
 from ..kds import DamageLog, hlist_nodes, list_entries
 from ..walkers import netdev
 from ..walkers.owners import OwnerResolver
-from .links import LinkDecoder, describe_perf_event, split_key, trace_call_name
+from .links import NETNS_ATTACH, LinkDecoder, describe_perf_event, split_key, trace_call_name
 
 MAX_ARRAY_ITEMS = 1 << 12       # items of one bpf_prog_array (BPF_TRACE_MAX_PROGS is 64)
 MAX_PROG_LIST = 1 << 12         # programs on one cgroup hook (BPF_CGROUP_MAX_PROGS is 64)
@@ -316,7 +316,6 @@ class HookWalker:
         if not head or not lay.has("net", "bpf") or not lay.has("netns_bpf", "progs"):
             return
         types = {v: k for k, v in self.k.constants("netns_bpf_attach_type").items()}
-        from .links import NETNS_ATTACH
         bpf_off = lay.offset("net", "bpf")
         f_progs = lay.field("netns_bpf", "progs")
         f_run = lay.field("netns_bpf", "run_array")
@@ -426,7 +425,11 @@ class HookWalker:
                 calls.setdefault(r.int("tp_event"), "perf event fd")
             if r.int("prog"):
                 prog = self.k.prog_by_kva.get(r.int("prog"))
-                info, hook = describe_perf_event(self.dec, event, prog.type_name if prog else None)
+                try:
+                    _info, hook = describe_perf_event(self.dec, event, prog.type_name if prog else None)
+                except (ReadError, LayoutError) as e:
+                    self.damage.add("perf_event", event, f"event unreadable ({e})")
+                    continue
                 yield Attachment(hook.kind, hook.target, "perf_event", r.int("prog"), -1,
                                  "perf_event->prog (perf fd)")
         for call, where in calls.items():

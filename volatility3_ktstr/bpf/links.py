@@ -395,6 +395,33 @@ class LinkDecoder:
         link.info["map_id"] = mm.id if mm else (self._map_id(m) if m else 0)
         name = mm.name if mm else ""
         link.target = f"struct_ops_map:{name}" if m else "struct_ops_map:<detached>"
+        if mm is not None:
+            ops, ops_name = self.struct_ops_name(mm)
+            if ops:
+                link.info["struct_ops"] = ops
+                if ops_name:
+                    link.info["ops_name"] = ops_name
+                link.target += f" ({ops} {ops_name})" if ops_name else f" ({ops})"
+
+    def struct_ops_name(self, m):
+        """(ops struct, the ``name`` the ops carry) of a struct_ops map: for sched_ext the
+        scheduler's name (``kvalue.data.name``). ('', '') when unknown."""
+        vtype = self.k.btf_type_name(self.k.kernel_btf_id, m.btf_vmlinux_value_type_id)
+        if not vtype.startswith("bpf_struct_ops_"):
+            return "", ""
+        ops = vtype[len("bpf_struct_ops_"):]
+        lay = self.layout
+        if not (lay.has(ops, "name") and lay.has("bpf_struct_ops_map", "kvalue")):
+            return ops, ""
+        data = lay.offset(vtype, "data") if lay.has(vtype, "data") else \
+            lay.offset("bpf_struct_ops_value", "data")
+        at = (m.kva - lay.offset("bpf_struct_ops_map", "map") + lay.offset("bpf_struct_ops_map", "kvalue")
+              + data + lay.offset(ops, "name"))
+        f = lay.field(ops, "name")
+        try:
+            return ops, self.reader.read(at, f.size).split(b"\0", 1)[0].decode("utf-8", "replace")
+        except ReadError:
+            return ops, ""
 
     def _netfilter(self, link, rec):
         pf, hooknum = rec.int("hook_ops.pf"), rec.int("hook_ops.hooknum")
