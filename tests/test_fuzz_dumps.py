@@ -15,7 +15,7 @@ import fuzzlib
 import volrun
 
 # (dump, mutants): a few hundred in all, about five minutes on 2 cores.
-QUICK = {"x86_64/scx_sdt": 200, "arm64/scx_sdt_lpa2": 100}
+QUICK = {"x86_64/scx_sdt": 200, "arm64/scx_sdt_lpa2": 100, "x86_64/scx_sdt_zoo": 60}
 SEED_BASE = 20261202
 GENERATOR_MUTANTS = 6
 
@@ -80,6 +80,23 @@ def test_lost_entries_are_detected_outside_the_damage_only(session):
     # Damage on the map's registry entry or page tables hides everything: nothing is judged.
     rows2 = [r for r in rows if model.key_of(r) != other]
     assert model.lost(base, rows2, model.shared[:1]) == []
+
+
+@pytest.mark.parametrize("plugin", ["bpffds", "links"])
+def test_bpf_forensics_models_judge_losses(session, plugin):
+    """An fd holder / link missing while only unrelated memory was damaged is a loss; missing
+    with its own task, file or link struct damaged is not."""
+    model = session.models[plugin]
+    base = session.baseline[plugin].rows
+    keys = sorted(model.keys(base), key=repr)
+    assert keys, f"{session.name}: no {plugin} entries"
+    victim = keys[-1]
+    rows = [r for r in base if model.key_of(r) != victim]
+    used = model.shared + [r for reach in model.reach.values() for r in reach]
+    page = next(p for p in range(session.file_size - fuzzlib.PAGE, 0, -fuzzlib.PAGE)
+                if not fuzzlib.overlaps([(p, fuzzlib.PAGE)], used))
+    assert model.lost(base, rows, [(page, 8)]) == [victim]
+    assert model.reach[victim] and model.lost(base, rows, model.reach[victim][-1:]) == []
 
 
 def test_a_mutant_that_changes_nothing_reports_everything(session):
