@@ -237,6 +237,39 @@ def test_hook_walkers(zoo):
     assert not [a for a in found if "effective" in a.via]
 
 
+def test_classic_tc_filters_through_the_cls_bpf_module_btf():
+    from helpers.synth import MINI_KERNEL, SynthKernel
+
+    for pad in (8, 0):
+        z = Zoo(pad)
+        w, mem = z.w, z.w.mem
+        # cls_bpf's types are not in the kernel's: they come from the module's BTF
+        mod = SynthKernel(MINI_KERNEL + """
+            struct bpf_prog { u32 type; };
+            struct cls_bpf_head { u32 flags; struct list_head plist; };
+            struct cls_bpf_prog { struct bpf_prog *filter; struct list_head link; };""", pad=pad)
+        ML = mod.layout
+        head = mem.alloc(ML.size("cls_bpf_head"))
+        mem.list_init(head + ML.offset("cls_bpf_head", "plist"))
+        for p in (z.progs[19], z.progs[10]):
+            fp = mem.alloc(ML.size("cls_bpf_prog"))
+            mem.u64(fp + ML.offset("cls_bpf_prog", "filter"), p)
+            mem.list_add_tail(head + ML.offset("cls_bpf_head", "plist"), fp + ML.offset("cls_bpf_prog", "link"))
+        miniq = w.tc_filters([("u32", 1 << 16, 0), ("bpf", 2 << 16, head)])
+        w.tcx(z.lo, "ingress", [], miniq=miniq)
+        bk = w.kernel()
+        damage = DamageLog()
+        tc = [a for a in hooks.HookWalker(bk, damage).all() if a.hook == "tc"]
+        assert [(a.attach_type, a.prog_kva, a.link_kva, a.note) for a in tc] == [
+            ("tc_ingress", 0, 0, "cls_bpf filter: struct cls_bpf_prog is in neither the kernel types "
+                                 "nor a cls_bpf module BTF in the dump: programs not read")]
+        w.modules["cls_bpf"] = mod.btf
+        tc = [a for a in hooks.HookWalker(w.kernel(), damage).all() if a.hook == "tc"]
+        assert [(a.target, a.attach_type, a.prog_kva) for a in tc] == [
+            ("dev:lo", "tc_ingress", z.progs[19]), ("dev:lo", "tc_ingress", z.progs[10])]
+        assert "bpf prio 2" in tc[0].via and not damage
+
+
 def test_effective_only_program_is_reported(zoo):
     zoo.w.cgroup_effective(zoo.web, "CGROUP_DEVICE", [zoo.progs[19]])
     found = [a for a in hooks.HookWalker(zoo.bk).all() if "effective" in a.via]

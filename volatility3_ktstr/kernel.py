@@ -443,6 +443,19 @@ class KernelContext:
         except KtstrError:
             return None
 
+    def btf_by_name(self, name):
+        """The parsed BTF object called ``name`` (a module's: ``struct btf.name``), or None."""
+        if not self.layout.has("btf", "name"):
+            return None
+        off = self.layout.offset("btf", "name")
+        for kva in self.btf_objects().values():
+            try:
+                if self.reader.read(kva + off, len(name) + 1) == name.encode() + b"\0":
+                    return self.btf_at(kva)
+            except (ReadError, KtstrError):
+                continue
+        return None
+
     def bpf_kernel(self):
         """The plain-value view of this kernel the BPF forensics walkers take (``BpfKernel``):
         symbols, enums, BTF, and the map/program registries (read once)."""
@@ -466,6 +479,7 @@ class KernelContext:
                 reader=self.reader, layout=self.layout, symbol=self.symbol,
                 sorted_symbols=self.sorted_symbols, enum=self.enum, enumerator=self.enumerator,
                 kernel_btf=self.kernel_btf, kernel_btf_id=kbtf_id, btf_by_id=self.btf_by_id,
+                btf_by_name=self.btf_by_name,
                 progs=progs, maps=maps, prog_type_names=self.prog_type_names(),
                 map_type_names=self.map_type_names())
 

@@ -82,6 +82,10 @@ struct bpf_mprog_cp { struct bpf_link *link; };
 struct bpf_mprog_entry { struct bpf_mprog_fp fp_items[4]; struct bpf_mprog_bundle *parent; };
 struct bpf_mprog_bundle { struct bpf_mprog_entry a; struct bpf_mprog_entry b;
   struct bpf_mprog_cp cp_items[4]; u32 count; };
+struct tcf_proto_ops { u32 flags; char kind[16]; };
+struct tcf_proto { struct tcf_proto *next; void *root; u32 prio; struct tcf_proto_ops *ops; };
+struct mini_Qdisc { struct tcf_proto *filter_list; };
+struct tcx_entry { struct mini_Qdisc *miniq; struct bpf_mprog_bundle bundle; };
 struct net_device { char name[16]; int ifindex; struct list_head dev_list; struct bpf_prog *xdp_prog;
   struct bpf_xdp_entity xdp_state[3]; struct bpf_mprog_entry *tcx_ingress;
   struct bpf_mprog_entry *tcx_egress; struct net *nd_net; };
@@ -138,6 +142,7 @@ class World:
         for n, name in enumerate(FAKE):
             self.syms[name] = TEXT + 0x800000 + 0x100 * n
         self.kbtf, self.kbtf_ids = kernel_btf_with_funcs()
+        self.modules = {}            # module name -> Btf
         self.ids = {"prog_idr": {}, "map_idr": {}, "link_idr": {}}
         for name in self.ids:
             self.syms[name] = self.mem.alloc("idr")
@@ -287,10 +292,12 @@ class World:
                                dev + self.L.offset("net_device", "dev_list"))
         return dev
 
-    def tcx(self, dev, direction, entries):
-        """``entries``: [(prog, link or 0)]."""
+    def tcx(self, dev, direction, entries, miniq=0):
+        """``entries``: [(prog, link or 0)]; the bundle sits in a ``tcx_entry`` with ``miniq``."""
         L = self.L
-        bundle = self.mem.new("bpf_mprog_bundle", count=len(entries))
+        tcx = self.mem.new("tcx_entry", miniq=miniq)
+        bundle = tcx + L.offset("tcx_entry", "bundle")
+        self.mem.put("bpf_mprog_bundle", bundle, count=len(entries))
         entry = bundle + L.offset("bpf_mprog_bundle", "a")
         self.mem.put("bpf_mprog_entry", entry, parent=bundle)
         fp, cp = L.field("bpf_mprog_entry", "fp_items"), L.field("bpf_mprog_bundle", "cp_items")
@@ -298,6 +305,15 @@ class World:
             self.mem.u64(entry + fp.offset + fp.elem_size * i + L.offset("bpf_mprog_fp", "prog"), prog)
             self.mem.u64(bundle + cp.offset + cp.elem_size * i + L.offset("bpf_mprog_cp", "link"), link)
         self.mem.set("net_device", dev, f"tcx_{direction}", entry)
+
+    def tc_filters(self, filters):
+        """A clsact mini_Qdisc whose filter chain is ``filters``: [(kind, prio, root)]."""
+        mem = self.mem
+        nxt = 0
+        for kind, prio, root in reversed(filters):
+            ops = mem.new("tcf_proto_ops", kind=kind)
+            nxt = mem.new("tcf_proto", next=nxt, root=root, prio=prio, ops=ops)
+        return mem.new("mini_Qdisc", filter_list=nxt)
 
     # --- processes and files -------------------------------------------------------------------
 
@@ -409,7 +425,8 @@ class World:
         maps = list(bpfmaps.iter_maps(self.mem, self.L, self.syms["map_idr"], mn, damage=damage))
         return BpfKernel(reader=self.mem, layout=self.L, symbol=self.syms.get,
                          sorted_symbols=self.sorted_symbols, enum=self.enum, enumerator=self.enumerator,
-                         kernel_btf=lambda: self.kbtf, kernel_btf_id=1, progs=progs, maps=maps,
+                         kernel_btf=lambda: self.kbtf, kernel_btf_id=1, btf_by_name=self.modules.get,
+                         progs=progs, maps=maps,
                          prog_type_names=tn, map_type_names=mn)
 
     def kctx(self):

@@ -28,6 +28,7 @@ class BpfKernel:
     kernel_btf: Callable[[], object] = _none                 # the kernel's Btf (may raise)
     kernel_btf_id: int = 1                                   # its id in btf_idr
     btf_by_id: Callable[[int], object] = _none               # a Btf object by id, or None
+    btf_by_name: Callable[[str], object] = _none             # a module's Btf by name, or None
     progs: list = field(default_factory=list)                # BpfProg records (prog_idr)
     maps: list = field(default_factory=list)                 # BpfMap records (map_idr)
     prog_type_names: dict = field(default_factory=dict)
@@ -38,6 +39,7 @@ class BpfKernel:
         self.map_by_kva = {m.kva: m for m in self.maps}
         self._syms = None
         self._consts = {}
+        self._modules = {}
 
     # --- symbols ---------------------------------------------------------------------------
 
@@ -116,6 +118,22 @@ class BpfKernel:
             return t.name if t is not None else ""
         except Exception:   # KtstrError (unreadable BTF), KeyError (id out of range)
             return ""
+
+    def module_layout(self, name):
+        """A Layout over module ``name``'s BTF (split on the kernel's), for types a module
+        defines (``cls_bpf_prog``); None when the module or its BTF is not in the dump."""
+        if name not in self._modules:
+            layout = None
+            try:
+                btf = self.btf_by_name(name)
+                if btf is not None:
+                    from ..core import BtfLayout
+
+                    layout = BtfLayout(btf)
+            except Exception:   # KtstrError: unreadable module BTF
+                layout = None
+            self._modules[name] = layout
+        return self._modules[name]
 
     def prog_name(self, kva):
         p = self.prog_by_kva.get(kva)

@@ -294,12 +294,17 @@ class HookWalker:
             tp = r.int("next")
 
     def _cls_bpf(self, head, target, direction, prio):
+        """Programs of a cls_bpf filter: ``tcf_proto.root`` is a ``struct cls_bpf_head`` whose
+        ``plist`` holds ``struct cls_bpf_prog {filter, link}`` (types of the cls_bpf module: from
+        its BTF in the dump when the kernel's own types lack them)."""
         lay = self.layout
         via = f"tcx_entry->miniq->filter_list (bpf prio {prio >> 16 if prio > 0xFFFF else prio})"
         if not (lay.has("cls_bpf_head", "plist") and lay.has("cls_bpf_prog", "filter")):
+            lay = self.k.module_layout("cls_bpf")
+        if lay is None or not (lay.has("cls_bpf_head", "plist") and lay.has("cls_bpf_prog", "filter")):
             yield Attachment("tc", target, f"tc_{direction}", 0, 0, via,
-                             "cls_bpf filter: struct cls_bpf_prog is not in the kernel types "
-                             "(cls_bpf is a module): programs not read")
+                             "cls_bpf filter: struct cls_bpf_prog is in neither the kernel types "
+                             "nor a cls_bpf module BTF in the dump: programs not read")
             return
         for fp in list_entries(self.reader, lay, head + lay.offset("cls_bpf_head", "plist"),
                                "cls_bpf_prog", "link", limit=MAX_TC_FILTERS, damage=self.damage,
