@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from helpers.bpfworld import CALL_BASE, FUNCS, World
-from volatility3_ktstr.bpf import bpffs, hidden, hooks, insns
+from volatility3_ktstr.bpf import bpffs, hooks, insns
 from volatility3_ktstr.bpf import fds as bpffds
 from volatility3_ktstr.bpf import links as bpflinks
 from volatility3_ktstr.kds import DamageLog
@@ -410,3 +410,21 @@ def test_damaged_walks_say_what_they_skipped(zoo):
     pins = list(bpffs.pins(zoo.bk, damage))
     assert len(pins) == 3
     assert [d.reason for d in damage] == ["cycle (node already visited)"]
+
+
+def test_hooks_and_hidden_without_a_link_registry(zoo):
+    """A kernel without link_idr (before BPF links) or with an unreadable one: the hooks and
+    the cross-view still run, and say the links were not read."""
+    from volatility3_ktstr.errors import KtstrError
+
+    def no_links(damage=None):
+        raise KtstrError("kernel symbol 'link_idr' is not in the symbol table")
+
+    zoo.kctx.links = no_links
+    names = hooks_view.GRID.names()
+    rows = [dict(zip(names, r)) for _, r in hooks_view.rows(zoo.kctx)]
+    assert ("cgroup", 11, "no link") in {(r["Hook"], r["ProgId"], r["Source"]) for r in rows}
+    assert any("links not read" in r["Error"] for r in rows if r["Hook"] == "?")
+    assert not [r for r in rows if r["Source"] == "link not in link_idr"]
+    hidden_rows = [dict(zip(hidden_view.GRID.names(), r)) for _, r in hidden_view.rows(zoo.kctx)]
+    assert [r["Kind"] for r in hidden_rows] == ["?", "summary"]     # the note, no false alarm

@@ -152,10 +152,13 @@ def _as_pointer_values(m):
 
 def hidden(kernel, refs, links=(), damage=None):
     """:class:`Found` objects of ``refs`` whose address is in no registry (and what they lead
-    to, up to MAX_ROUNDS rounds)."""
+    to, up to MAX_ROUNDS rounds). ``links`` None: the link registry could not be read, links
+    are not judged (their programs and maps still are)."""
     damage = damage if damage is not None else DamageLog()
     known = {"prog": set(kernel.prog_by_kva), "map": set(kernel.map_by_kva),
-             "link": {link.kva for link in links}}
+             "link": {link.kva for link in links or ()}}
+    if links is None:
+        known["link"] = _Everything()
     dec = LinkDecoder(kernel)
     out = {}
     pending = [(k, v) for k, v in refs if k[1] not in known[k[0]]]
@@ -170,6 +173,13 @@ def hidden(kernel, refs, links=(), damage=None):
             _follow(kernel, dec, f, more, damage)
         pending = [(k, v) for k, v in more if k[1] not in known[k[0]] and k not in out]
     return sorted(out.values(), key=lambda f: (f.kind, f.id, f.kva))
+
+
+class _Everything:
+    """A registry that holds every address (one that could not be read is not judged)."""
+
+    def __contains__(self, _item):
+        return True
 
 
 def _describe(kernel, dec, kind, kva, via):

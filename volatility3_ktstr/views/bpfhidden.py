@@ -19,11 +19,11 @@ GRID = Grid(
 def rows(kctx):
     damage = DamageLog()
     bk = kctx.bpf_kernel()
-    links, attachments = bpfhooks.collect(kctx, damage)
+    links, attachments, links_ok = bpfhooks.collect(kctx, damage)
     fds, fd_damage = objs.fd_scan(kctx)
     pins, pin_damage = objs.pin_scan(kctx)
     refs = bpfhidden.references(bk, links, attachments, fds, pins, damage)
-    found = bpfhidden.hidden(bk, refs, links, damage)
+    found = bpfhidden.hidden(bk, refs, links if links_ok else None, damage)
     for f in found:
         yield 0, GRID.row(Kind=f.kind, ID=f.id, Name=f.name, Type=f.type_name, Address=f.kva,
                           FoundVia="; ".join(f.via), Error=f.error)

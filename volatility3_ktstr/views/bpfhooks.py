@@ -17,6 +17,7 @@ No Volatility import.
 from ..bpf import progs as bpfprogs
 from ..bpf.hooks import HookWalker
 from ..core import ReadError
+from ..errors import KtstrError
 from ..kds import DamageLog
 from . import HEX, Grid
 from . import bpfobjects as objs
@@ -34,12 +35,18 @@ _FAMILY = {"netns": {"netns"}, "trace_event": {"perf_event", "kprobe_multi", "up
 
 
 def collect(kctx, damage=None):
-    """(links, [Attachment]) of the dump: link_idr and every hook walker."""
+    """(links, [Attachment], whether link_idr was read) of the dump: link_idr and every hook
+    walker."""
     damage = damage if damage is not None else DamageLog()
-    links = kctx.links(damage)
+    links_ok = True
+    try:
+        links = kctx.links(damage)
+    except KtstrError as e:     # no link_idr (kernels before links) or an unreadable one
+        damage.add("link_idr", 0, f"links not read: {e}")
+        links, links_ok = [], False
     perf = [f.obj for f in objs.fd_scan(kctx)[0] if f.kind == "perf"]
     walker = HookWalker(kctx.bpf_kernel(), damage)
-    return links, list(walker.all(perf))
+    return links, list(walker.all(perf)), links_ok
 
 
 def _prog(bk, kva, cache):
@@ -59,7 +66,7 @@ def _prog(bk, kva, cache):
 def rows(kctx):
     damage = DamageLog()
     bk = kctx.bpf_kernel()
-    links, found = collect(kctx, damage)
+    links, found, links_ok = collect(kctx, damage)
     by_kva = {link.kva: link for link in links}
     struct_ops_link = {m: link for link in links for m in link.maps if link.type_name == "struct_ops"}
     link_types_of = {}
@@ -88,8 +95,11 @@ def rows(kctx):
                 link_id = bk.reader.u32(a.link_kva + bk.layout.offset("bpf_link", "id"))
             except ReadError:
                 link_id = -1
-            row.update(LinkId=link_id, Source="link not in link_idr")
-            row["Error"] = "; ".join(filter(None, [a.note, f"link at {a.link_kva:#x} is not in link_idr"]))
+            if links_ok:
+                row.update(LinkId=link_id, Source="link not in link_idr")
+                row["Error"] = "; ".join(filter(None, [a.note, f"link at {a.link_kva:#x} is not in link_idr"]))
+            else:
+                row.update(LinkId=link_id, Source="link")
         elif a.link_kva < 0:
             if a.hook == "struct_ops":
                 sl = struct_ops_link.get(a.map_kva)
