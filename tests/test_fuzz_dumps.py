@@ -146,6 +146,19 @@ def test_regression_unreadable_global_dsq_array_is_a_row(session):
         [r for r in out.rows if r[0] == "dsq"][:5]
 
 
+def test_regression_kernel_btf_swapped_for_a_program_btf(session):
+    """btf_vmlinux pointing at a program's (small) BTF made mapdump raise KeyError when it named
+    the struct_ops function slots by a type id beyond that BTF (seed 20261216 of the quick set)."""
+    kctx = session.kctx
+    prog_btf = next((m.btf_kva for m in kctx.maps() if m.btf_kva), None)
+    if prog_btf is None or not any(m.type_name == "struct_ops" for m in kctx.maps()):
+        pytest.skip("no program BTF or no struct_ops map")
+    at = session.file_ranges(kctx.symbol("btf_vmlinux"), 8)
+    m = fuzzlib.Mutant(-4, "ptr_other", "btf", [(at[0][0], struct.pack("<Q", prog_btf))])
+    out = session.run_mutant(m)["mapdump"]
+    assert out.status in ("ok", "error"), out.message
+
+
 # --- the ISF generator ---------------------------------------------------------------------------
 
 

@@ -380,8 +380,8 @@ class LinkDecoder:
             retprobe = bool(rec.int("flags") & 1)
         pid = 0
         task = rec.int("task", 0)
-        if task:
-            pid = self.reader.s32(task + self.layout.offset("task_struct", "pid"))
+        if task:    # bpftool shows the process (task_pid_nr_ns(task, PIDTYPE_TGID))
+            pid = self.reader.s32(task + self.layout.offset("task_struct", "tgid"))
         link.info.update(retprobe=retprobe, path=path, func_cnt=cnt, pid=pid, funcs=funcs)
         link.target = f"uprobe_multi:{path}"
         for f in funcs:

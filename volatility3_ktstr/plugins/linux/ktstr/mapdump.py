@@ -163,7 +163,10 @@ class MapDump(interfaces.plugins.PluginInterface):
         if not tid:
             raise bv.ValueError_("struct_ops map without btf_vmlinux_value_type_id")
         value = R.render(kbtf, tid, kval)
-        self._name_ops(kbtf, tid, kval, uval, value, namer, progs_by_id)
+        try:
+            self._name_ops(kbtf, tid, kval, uval, value, namer, progs_by_id)
+        except KeyError:    # a type id beyond this BTF (btf_vmlinux damaged): slots left unnamed
+            pass
         shaped["formatted"] = {"key": 0, "value": value}
         yield self._row(m, 0, None, "0", R.render_text(value, TEXT_MAX), _dumps(shaped),
                         "" if uval is not None else "uvalue unreadable: program ids from addresses only")
