@@ -38,7 +38,8 @@ from typing import Dict, List, Optional, Set, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = 4096
-PLUGINS = ("arena", "localstorage", "mapdump", "maps", "progs", "scxstate", "scxtasks", "sdtalloc")
+PLUGINS = ("arena", "localstorage", "mapdump", "maps", "progs", "scxstate", "scxtasks", "sdtalloc",
+           "links", "bpffds", "bpfpins", "bpfhooks", "bpfhidden")
 # Reads this large are scans (banner search, minimizer-style chunking), not structures.
 MAX_TARGET_READ = 64 << 10
 KINDS = ("bitflip", "ptr_other", "ptr_self", "huge", "zero_page", "truncate")
@@ -159,6 +160,10 @@ _CATEGORY_BY_FILE = {
     "walkers/scx.py": "scx", "scx_support.py": "scx", "render/plan.py": "render",
     "walkers/scx_exit.py": "scx", "walkers/printk.py": "printk", "bpf/runstats.py": "progs",
     "views/scxstate.py": "scx", "views/scxtasks.py": "scx",
+    # BPF forensics: links, fd holders, pins, hooks, the cross-view, xlated instructions
+    "bpf/links.py": "links", "bpf/fds.py": "fds", "bpf/bpffs.py": "bpffs", "bpf/hooks.py": "hooks",
+    "bpf/hidden.py": "hidden", "bpf/insns.py": "progs", "walkers/tasks.py": "tasks",
+    "walkers/vfs.py": "vfs", "walkers/netdev.py": "netdev",
 }
 
 
@@ -449,11 +454,77 @@ def build_models(session) -> Dict[str, EntryModel]:
                 p.reach[row[0]] = prog_ranges   # conservative: any program struct damage
         models["progs"] = p
 
+    models.update(_bpf_forensics_models(session, common))
     models["localstorage"] = _localstorage_model(session, maps, common, map_size)
     sdt = _sdtalloc_model(session, common)
     if sdt is not None:
         models["sdtalloc"] = sdt
     return models
+
+
+def _bpf_forensics_models(session, common):
+    """links (by id), bpffds (by pid, fd), bpfpins (by path), bpfhooks (by hook and program).
+
+    A link row depends on its registry entry only (an unreadable link keeps its row, with the
+    reason); an fd row on its task (the task list up to it), fd table chunk and file; pins and
+    hooks, conservatively, on any structure their walk read."""
+    from volatility3_ktstr.core import Record
+    from volatility3_ktstr.walkers import tasks as taskwalk
+
+    kctx = session.kctx
+    lay = kctx.layout
+    out = {}
+    base = session.baseline
+    if base.get("links") is not None and base["links"].status == "ok":
+        m = EntryModel("links", lambda r: r[0] if isinstance(r[0], int) and r[0] >= 0 else None)
+        m.shared = common
+        size = lay.size("bpf_link")
+        for link in kctx.links():
+            m.reach[link.id] = session.file_ranges(link.kva, size)
+        out["links"] = m
+    if base.get("bpffds") is not None and base["bpffds"].status == "ok":
+        m = EntryModel("bpffds", lambda r: (r[0], r[2]) if isinstance(r[0], int) and r[0] >= 0 else None)
+        m.shared = common
+        init_task = kctx.symbol("init_task")
+        chain = session.file_ranges(init_task + lay.offset("task_struct", "tasks"), 8)
+        task_lo = min(lay.offset("task_struct", p) for p in taskwalk.TASK_PATHS if lay.has("task_struct", p))
+        task_hi = max(lay.field("task_struct", p).end for p in taskwalk.TASK_PATHS if lay.has("task_struct", p))
+        reader = kctx.reader
+        for task in taskwalk.processes(reader, lay, init_task):
+            own = session.file_ranges(task.kva + task_lo, task_hi - task_lo)
+            if task.files:
+                fdt = reader.u64(task.files + lay.offset("files_struct", "fdt"))
+                own += session.file_ranges(task.files + lay.offset("files_struct", "fdt"), 8)
+                r = Record(reader, lay, "fdtable", fdt, ("max_fds", "fd"))
+                own += session.file_ranges(fdt + r.lo, len(r.data))
+                per = taskwalk.FD_CHUNK // 8
+                for fd, file in taskwalk.fd_files(reader, lay, task.files):
+                    chunk = r.int("fd") + 8 * (fd - fd % per)
+                    fr = Record(reader, lay, "file", file, ("f_op", "private_data"))
+                    m.reach[(task.tgid, fd)] = chain + own + session.file_ranges(
+                        chunk, 8 * min(per, r.int("max_fds") - (fd - fd % per))) + \
+                        session.file_ranges(file + fr.lo, len(fr.data))
+            chain = chain + session.file_ranges(task.kva + lay.offset("task_struct", "tasks"), 8)
+        out["bpffds"] = m
+    if base.get("bpfpins") is not None and base["bpfpins"].status == "ok":
+        m = EntryModel("bpfpins", lambda r: r[0] if isinstance(r[2], int) and r[2] >= 0 and r[0] else None)
+        m.shared = common
+        walk = _category_ranges(session, "bpfpins", {"bpffs", "vfs"})
+        for row in base["bpfpins"].rows:
+            if m.key_of(row) is not None:
+                m.reach[m.key_of(row)] = walk
+        out["bpfpins"] = m
+    if base.get("bpfhooks") is not None and base["bpfhooks"].status == "ok":
+        m = EntryModel("bpfhooks", lambda r: (r[0], r[1], r[2], r[3], r[6])
+                       if isinstance(r[3], int) and r[3] >= 0 and r[0] != "?" else None)
+        m.shared = common
+        walk = _category_ranges(session, "bpfhooks", {"hooks", "links", "netdev", "owners", "vfs",
+                                                      "tasks", "fds", "progs", "maps", "btf"})
+        for row in base["bpfhooks"].rows:
+            if m.key_of(row) is not None:
+                m.reach[m.key_of(row)] = walk
+        out["bpfhooks"] = m
+    return out
 
 
 def _localstorage_model(session, maps, common, map_size):

@@ -17,7 +17,7 @@ import volrun
 pytestmark = pytest.mark.fuzz
 
 # (dump, mutants): a few hundred in all, about five minutes on 2 cores.
-QUICK = {"x86_64/scx_sdt": 200, "arm64/scx_sdt_lpa2": 100}
+QUICK = {"x86_64/scx_sdt": 200, "arm64/scx_sdt_lpa2": 100, "x86_64/scx_sdt_zoo": 60}
 SEED_BASE = 20261202
 GENERATOR_MUTANTS = 6
 
@@ -47,9 +47,9 @@ def test_baseline_is_clean_and_targets_every_walker(session):
     assert not bad, f"{session.name}: plugins fail on the intact dump: {bad}"
     pool = fuzzlib.target_pool(session)
     for cat in ("idr", "maps", "progs", "btf", "localstorage", "owners", "sdtalloc", "arena", "scx",
-                "pagetable"):
+                "pagetable", "links", "fds", "tasks", "hooks", "netdev", "bpffs", "hidden"):
         assert pool.get(cat), f"{session.name}: no {cat} reads recorded to mutate"
-    for p in ("maps", "progs", "localstorage", "sdtalloc"):
+    for p in ("maps", "progs", "localstorage", "sdtalloc", "links", "bpffds", "bpfhooks"):
         assert session.models[p].reach, f"{session.name}: no entries modelled for {p}"
 
 
@@ -82,6 +82,23 @@ def test_lost_entries_are_detected_outside_the_damage_only(session):
     # Damage on the map's registry entry or page tables hides everything: nothing is judged.
     rows2 = [r for r in rows if model.key_of(r) != other]
     assert model.lost(base, rows2, model.shared[:1]) == []
+
+
+@pytest.mark.parametrize("plugin", ["bpffds", "links"])
+def test_bpf_forensics_models_judge_losses(session, plugin):
+    """An fd holder / link missing while only unrelated memory was damaged is a loss; missing
+    with its own task, file or link struct damaged is not."""
+    model = session.models[plugin]
+    base = session.baseline[plugin].rows
+    keys = sorted(model.keys(base), key=repr)
+    assert keys, f"{session.name}: no {plugin} entries"
+    victim = keys[-1]
+    rows = [r for r in base if model.key_of(r) != victim]
+    used = model.shared + [r for reach in model.reach.values() for r in reach]
+    page = next(p for p in range(session.file_size - fuzzlib.PAGE, 0, -fuzzlib.PAGE)
+                if not fuzzlib.overlaps([(p, fuzzlib.PAGE)], used))
+    assert model.lost(base, rows, [(page, 8)]) == [victim]
+    assert model.reach[victim] and model.lost(base, rows, model.reach[victim][-1:]) == []
 
 
 def test_a_mutant_that_changes_nothing_reports_everything(session):
@@ -129,6 +146,19 @@ def test_regression_unreadable_global_dsq_array_is_a_row(session):
     assert out.status == "ok", out.message
     assert any(r[:3] == ("dsq", "global", "error") and "unreadable" in str(r[3]) for r in out.rows), \
         [r for r in out.rows if r[0] == "dsq"][:5]
+
+
+def test_regression_kernel_btf_swapped_for_a_program_btf(session):
+    """btf_vmlinux pointing at a program's (small) BTF made mapdump raise KeyError when it named
+    the struct_ops function slots by a type id beyond that BTF (seed 20261216 of the quick set)."""
+    kctx = session.kctx
+    prog_btf = next((m.btf_kva for m in kctx.maps() if m.btf_kva), None)
+    if prog_btf is None or not any(m.type_name == "struct_ops" for m in kctx.maps()):
+        pytest.skip("no program BTF or no struct_ops map")
+    at = session.file_ranges(kctx.symbol("btf_vmlinux"), 8)
+    m = fuzzlib.Mutant(-4, "ptr_other", "btf", [(at[0][0], struct.pack("<Q", prog_btf))])
+    out = session.run_mutant(m)["mapdump"]
+    assert out.status in ("ok", "error"), out.message
 
 
 # --- the ISF generator ---------------------------------------------------------------------------

@@ -82,11 +82,18 @@ def test_progs_equal_truth(dump):
 def test_progs_disasm(dump):
     truth = dumps.load_truth(dump)
     prog = max(truth["progs"], key=lambda p: p["jited_prog_len"])
-    got = rows(dump, "linux.ktstr.progs", "--disasm", prog["id"])
+    rows_ = rows(dump, "linux.ktstr.progs", "--disasm", prog["id"])
+    got = [r for r in rows_ if r["Image"] == "jit"]
     assert len(got) > 10
     assert sum(len(r["Bytes"]) // 2 for r in got) == prog["jited_prog_len"]
     # calls into the kernel are named
     assert any(r["Target"] and not r["Target"].startswith("prog:") for r in got)
+    # then the xlated instructions, every byte of them
+    xlated = [r for r in rows_ if r["Image"] == "xlated"]
+    assert sum(len(r["Bytes"]) // 2 for r in xlated) == prog["xlated_prog_len"]
+    assert any(r["Instruction"] == "exit" for r in xlated)
+    assert all(r["Target"] for r in xlated if r["Instruction"].startswith("call ")
+               and not r["Instruction"].startswith("call pc"))
 
 
 def _dump_rows(dump):

@@ -346,10 +346,11 @@ class KernelContext:
         def build():
             isf = isf_json(self.context, self.module.symbol_table_name) or {}
             pairs = []
+            shift = self.module.offset     # a config lookup per access: read it once
             for name, sym in (isf.get("symbols") or {}).items():
                 addr = sym.get("address") if isinstance(sym, dict) else None
                 if addr:
-                    pairs.append((self.canonical(addr + self.module.offset), name))
+                    pairs.append((self.canonical(addr + shift), name))
             pairs.sort()
             return pairs
 
@@ -381,6 +382,27 @@ class KernelContext:
     def enum_constants(self, name):
         """{enumerator: value} of a kernel enum, {} when absent."""
         return dict(self.enum(name) or ())
+
+    def enumerator(self, name):
+        """Value of the enum constant ``name`` of any kernel enum (anonymous ones included, e.g.
+        ``TRACE_EVENT_FL_KPROBE``), or None. From the ISF, else the kernel's BTF."""
+
+        def build():
+            out = {}
+            isf = isf_dict(self.context, self.module.symbol_table_name) or {}
+            for enum in (isf.get("enums") or {}).values():
+                for const, value in ((enum or {}).get("constants") or {}).items():
+                    out.setdefault(const, value)
+            if not out:
+                try:
+                    for t in self.kernel_btf().all_types():
+                        for const, value in t.values or ():
+                            out.setdefault(const, value)
+                except KtstrError as e:
+                    vollog.debug("enumerators: %s", e)
+            return out
+
+        return self._memo("enumerators", build).get(name)
 
     # --- per-CPU -----------------------------------------------------------------------
 
@@ -438,22 +460,95 @@ class KernelContext:
     def maps(self, damage=None):
         """All BPF maps of the dump (BpfMap records, id order); registry damage into ``damage``."""
         self.require_type("bpf_map")
-        return self._registry("map_idr", "the BPF map registry", bpfmaps.iter_maps,
-                              self.map_type_names, damage)
+        addr = self.require_symbol("map_idr", "the BPF map registry")
+        return self._registry("map_idr", addr, lambda log: list(bpfmaps.iter_maps(
+            self.reader, self.layout, addr, self.map_type_names(), damage=log)), damage)
 
     def progs(self, damage=None):
         """All BPF programs of the dump (BpfProg records, id order)."""
         self.require_type("bpf_prog")
-        return self._registry("prog_idr", "the BPF program registry", bpfprogs.iter_progs,
-                              self.prog_type_names, damage)
+        addr = self.require_symbol("prog_idr", "the BPF program registry")
+        return self._registry("prog_idr", addr, lambda log: list(bpfprogs.iter_progs(
+            self.reader, self.layout, addr, self.prog_type_names(), damage=log)), damage)
 
-    def _registry(self, symbol, what, walk, type_names, damage):
-        """The objects of IDR ``symbol``, walked once per context."""
-        addr = self.require_symbol(symbol, what)
+    def links(self, damage=None):
+        """All BPF links of the dump (``link_idr``; BpfLink records, id order, targets decoded)."""
+        from .bpf import links as bpflinks
+
+        self.require_type("bpf_link")
+        addr = self.require_symbol("link_idr", "the BPF link registry")
+        return self._registry("link_idr", addr, lambda log: list(bpflinks.iter_links(
+            self.bpf_kernel(), addr, damage=log)), damage)
+
+    def btf_objects(self, damage=None):
+        """{id: kernel address} of every ``struct btf`` in ``btf_idr`` (kernel, modules, programs)."""
+        addr = self.symbol("btf_idr")
+        if addr is None or not self.layout.has("btf"):
+            return {}
+        from .kds import idr_entries
+
+        return self._registry("btf_idr", addr, lambda log: dict(idr_entries(
+            self.reader, self.layout, addr, damage=log)), damage)
+
+    def btf_by_id(self, btf_id):
+        """The parsed BTF object with id ``btf_id`` (``btf_idr``), or None."""
+        kva = self.btf_objects().get(btf_id)
+        if kva is None:
+            return None
+        try:
+            return self.btf_at(kva)
+        except KtstrError:
+            return None
+
+    def btf_by_name(self, name):
+        """The parsed BTF object called ``name`` (a module's: ``struct btf.name``), or None."""
+        if not self.layout.has("btf", "name"):
+            return None
+        off = self.layout.offset("btf", "name")
+        for kva in self.btf_objects().values():
+            try:
+                if self.reader.read(kva + off, len(name) + 1) == name.encode() + b"\0":
+                    return self.btf_at(kva)
+            except (ReadError, KtstrError):
+                continue
+        return None
+
+    def bpf_kernel(self):
+        """The plain-value view of this kernel the BPF forensics walkers take (``BpfKernel``):
+        symbols, enums, BTF, and the map/program registries (read once)."""
+
+        def build():
+            from .bpf.facts import BpfKernel
+
+            try:
+                kbtf_id = self.btf_id_at(self.reader.ptr(self.require_symbol("btf_vmlinux")))
+            except (KtstrError, ReadError):
+                kbtf_id = 1
+            try:
+                maps = self.maps()
+            except KtstrError:
+                maps = []
+            try:
+                progs = self.progs()
+            except KtstrError:
+                progs = []
+            return BpfKernel(
+                reader=self.reader, layout=self.layout, symbol=self.symbol,
+                sorted_symbols=self.sorted_symbols, enum=self.enum, enumerator=self.enumerator,
+                kernel_btf=self.kernel_btf, kernel_btf_id=kbtf_id, btf_by_id=self.btf_by_id,
+                btf_by_name=self.btf_by_name,
+                progs=progs, maps=maps, prog_type_names=self.prog_type_names(),
+                map_type_names=self.map_type_names())
+
+        return self._memo("bpf_kernel", build)
+
+    def _registry(self, symbol, addr, walk, damage):
+        """``walk(log)`` over the IDR at ``symbol``, once per context; its damage is copied into
+        ``damage`` on every call."""
         if symbol not in self._cache:
             log = DamageLog()
             try:
-                self._cache[symbol] = list(walk(self.reader, self.layout, addr, type_names(), damage=log))
+                self._cache[symbol] = walk(log)
             except ReadError as e:
                 # The registry head lives in the kernel image: a truncated or damaged dump.
                 raise KtstrError(f"kernel symbol '{symbol}' at {addr:#x} is unreadable ({e.reason}): "

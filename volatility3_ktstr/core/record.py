@@ -24,6 +24,13 @@ class Record:
             hi = max((f.end for f in fields), default=0)
         self.data = reader.read(addr + self.lo, hi - self.lo)
 
+    @classmethod
+    def of(cls, layout, struct, addr, data, lo=0):
+        """A Record over bytes already read (one element of a bulk-read array)."""
+        r = cls.__new__(cls)
+        r.layout, r.struct, r.addr, r.lo, r.data = layout, struct, addr, lo, data
+        return r
+
     def has(self, path) -> bool:
         return self.layout.has(self.struct, path)
 

@@ -1,0 +1,183 @@
+"""Hidden BPF objects planted in real memory: an object unlinked from its IDR is still found.
+
+The zoo dump is opened once in-process; each case reads it through a reader that shows one
+IDR slot as NULL (what a rootkit unlinking an object from ``prog_idr``/``map_idr``/``link_idr``
+leaves behind), re-reads the registries through it and runs the cross-view. The unlinked object
+must be reported, with the paths the case expects, and nothing else; the intact dump reports
+nothing (plus: every real dump, through the plugin, in test_bpfforensics_e2e).
+"""
+
+import pytest
+
+import dumps
+import volrun
+from volatility3_ktstr.bpf import bpffs, hidden, hooks
+from volatility3_ktstr.bpf import fds as bpffds
+from volatility3_ktstr.bpf import links as bpflinks
+from volatility3_ktstr.bpf import maps as bpfmaps
+from volatility3_ktstr.bpf import progs as bpfprogs
+from volatility3_ktstr.bpf.facts import BpfKernel
+from volatility3_ktstr.core import Reader
+
+ZOO = "x86_64/scx_sdt_zoo"
+
+
+def _available():
+    root = dumps.dumps_root()
+    return root is not None and (root / ZOO / "truth.json").is_file()
+
+
+pytestmark = pytest.mark.skipif(not _available(), reason=f"KTSTR_DUMPS is unset or has no {ZOO}")
+
+
+def open_kernel(name):
+    """A KernelContext of dump ``name``, in-process (automagic + the kernel ISF)."""
+    import volatility3.plugins
+    import volatility3.symbols
+    from volatility3 import framework
+    from volatility3.framework import automagic, contexts, interfaces, plugins
+
+    from volatility3_ktstr.kernel import KernelContext
+
+    plugin_dir = str(volrun.REPO / "volatility3_ktstr" / "plugins")
+    if plugin_dir not in volatility3.plugins.__path__:
+        volatility3.plugins.__path__.append(plugin_dir)
+    sym = str(volrun.kernel_isf_dir(name))
+    if sym not in volatility3.symbols.__path__:
+        volatility3.symbols.__path__.insert(0, sym)
+    framework.import_files(volatility3.plugins, True)
+    cls = next(c for c in framework.class_subclasses(interfaces.plugins.PluginInterface)
+               if c.__module__.endswith("ktstr.maps"))
+    from volatility3.framework import exceptions
+
+    for attempt in range(3):
+        ctx = contexts.Context()
+        ctx.config["automagic.LayerStacker.single_location"] = dumps.dump_path(name).resolve().as_uri()
+        try:
+            plugin = plugins.construct_plugin(ctx, automagic.choose_automagic(automagic.available(ctx), cls),
+                                              cls, "plugins", None, None)
+            return KernelContext.from_plugin(plugin)
+        except exceptions.UnsatisfiedException:
+            # concurrent runs updating Volatility's shared symbol cache: retry those only
+            if attempt == 2:
+                raise
+
+
+class PatchedReader(Reader):
+    """Reads of ``base`` with some 8-byte words replaced ({address: value})."""
+
+    def __init__(self, base, words):
+        self.base = base
+        self.words = words
+
+    def read(self, addr, size):
+        data = self.base.read(addr, size)
+        hits = [(a, v) for a, v in self.words.items() if addr <= a and a + 8 <= addr + size]
+        if not hits:
+            return data
+        buf = bytearray(data)
+        for a, v in hits:
+            buf[a - addr:a - addr + 8] = v.to_bytes(8, "little")
+        return bytes(buf)
+
+
+def idr_slot(reader, layout, idr, index):
+    """Address of the XArray slot holding entry ``index`` of the ``struct idr`` at ``idr``."""
+    base = reader.u32(idr + layout.offset("idr", "idr_base")) if layout.has("idr", "idr_base") else 0
+    index -= base
+    slot = idr + layout.offset("idr", "idr_rt") + layout.offset("xarray", "xa_head")
+    entry = reader.u64(slot)
+    while entry & 3 == 2 and entry > 4096:          # an internal node
+        node = entry - 2
+        shift = reader.read(node + layout.offset("xa_node", "shift"), 1)[0]
+        slot = node + layout.offset("xa_node", "slots") + 8 * ((index >> shift) & 63)
+        entry = reader.u64(slot)
+    return slot
+
+
+@pytest.fixture(scope="module")
+def kctx():
+    return open_kernel(ZOO)
+
+
+def cross_view(kctx, words=None):
+    """The hidden objects of the dump as seen through ``words`` patched in."""
+    base = kctx.bpf_kernel()
+    reader = PatchedReader(kctx.reader, words or {})
+    lay = kctx.layout
+    progs = list(bpfprogs.iter_progs(reader, lay, kctx.symbol("prog_idr"), kctx.prog_type_names()))
+    maps = list(bpfmaps.iter_maps(reader, lay, kctx.symbol("map_idr"), kctx.map_type_names()))
+    bk = BpfKernel(reader=reader, layout=lay, symbol=base.symbol, sorted_symbols=base.sorted_symbols,
+                   enum=base.enum, enumerator=base.enumerator, kernel_btf=base.kernel_btf,
+                   kernel_btf_id=base.kernel_btf_id, btf_by_id=base.btf_by_id, progs=progs,
+                   maps=maps, prog_type_names=base.prog_type_names, map_type_names=base.map_type_names)
+    links = list(bpflinks.iter_links(bk, kctx.symbol("link_idr")))
+    fds = list(bpffds.bpf_fds(bk, kctx.symbol("init_task"), perf=True))
+    attachments = list(hooks.HookWalker(bk).all([f.obj for f in fds if f.kind == "perf"]))
+    pins = list(bpffs.pins(bk))
+    refs = hidden.references(bk, links, attachments, fds, pins)
+    return {(f.kind, f.id): f for f in hidden.hidden(bk, refs, links)}
+
+
+def unlink(kctx, registry, object_id):
+    idr = kctx.symbol(registry)
+    return {idr_slot(kctx.reader, kctx.layout, idr, object_id): 0}
+
+
+def truth_id(kind, name):
+    t = dumps.load_truth(ZOO)
+    return next(o["id"] for o in t[kind + "s"] if o["name"] == name)
+
+
+def test_clean_dump_has_nothing_hidden(kctx):
+    assert cross_view(kctx) == {}
+
+
+def _via(found, *parts):
+    text = " | ".join(found.via)
+    return all(p in text for p in parts)
+
+
+def test_unlinked_kprobe_program_is_found_through_link_fd_and_kallsyms(kctx):
+    pid = truth_id("prog", "zoo_kprobe")
+    got = cross_view(kctx, unlink(kctx, "prog_idr", pid))
+    assert set(got) == {("prog", pid)}
+    f = got[("prog", pid)]
+    assert f.name == "zoo_kprobe" and not f.error
+    assert _via(f, "link 2 (perf_event)", "pid 146 (bpf_zoo)", "bpf_kallsyms")
+
+
+def test_unlinked_tail_call_target_is_found_through_its_slot_and_pin(kctx):
+    pid = truth_id("prog", "zoo_tail")
+    got = cross_view(kctx, unlink(kctx, "prog_idr", pid))
+    assert set(got) == {("prog", pid)}
+    assert _via(got[("prog", pid)], "(zoo_jmp) slot 0", "pin /sys/fs/bpf/zoo/zoo_tail")
+
+
+def test_unlinked_legacy_cgroup_program_is_found_through_the_cgroup(kctx):
+    pid = truth_id("prog", "zoo_cg_legacy")
+    got = cross_view(kctx, unlink(kctx, "prog_idr", pid))
+    assert set(got) == {("prog", pid)}
+    assert _via(got[("prog", pid)], "cgroup cgroup:/lab/batch via cgroup->bpf.progs")
+
+
+def test_unlinked_pinned_only_map_is_found_through_its_pin(kctx):
+    mid = truth_id("map", "zoo_pinonly")
+    got = cross_view(kctx, unlink(kctx, "map_idr", mid))
+    assert set(got) == {("map", mid)}
+    assert _via(got[("map", mid)], "pin /sys/fs/bpf/zoo/pinonly_map")
+
+
+def test_unlinked_inner_map_is_found_through_the_outer_map(kctx):
+    mid = truth_id("map", "zoo_inner_a")
+    got = cross_view(kctx, unlink(kctx, "map_idr", mid))
+    assert ("map", mid) in got
+    assert _via(got[("map", mid)], "(zoo_outer) slot")
+
+
+def test_unlinked_pinned_link_is_found_through_its_pin(kctx):
+    t = dumps.load_truth(ZOO)
+    link = next(x for x in t["links"] if x["pinned_at"] and not x["fd_holders"])
+    got = cross_view(kctx, unlink(kctx, "link_idr", link["id"]))
+    assert set(got) == {("link", link["id"])}
+    assert _via(got[("link", link["id"])], f"pin {link['pinned_at'][0]}")

@@ -1,0 +1,132 @@
+"""Rows of ``linux.ktstr.bpfhooks``: one per (hook, program), so "what runs on this hook" is
+complete, and one per loaded program attached nowhere.
+
+Sources, in this order of authority:
+
+1. the links of ``link_idr`` (their decoded targets);
+2. the hooks themselves (``bpf.hooks``): cgroup program lists and effective arrays, device XDP
+   and tcx entries, classic tc filters, netns programs, trampolines, trace events and perf
+   events, struct_ops maps, sockmap programs, prog_array slots. What a hook attributes to a link
+   already listed is not repeated; what it holds without a link is a row ``Source`` = "no
+   link"; a link the hook holds but ``link_idr`` lacks is said so;
+3. every program of ``prog_idr`` in no row above: "loaded, not attached".
+
+No Volatility import.
+"""
+
+from ..bpf import progs as bpfprogs
+from ..bpf.hooks import HookWalker
+from ..core import ReadError
+from ..errors import KtstrError
+from ..kds import DamageLog
+from . import HEX, Grid
+from . import bpfobjects as objs
+
+GRID = Grid(
+    ("Hook", str), ("Target", str), ("AttachType", str), ("ProgId", int), ("ProgName", str),
+    ("ProgType", str), ("LinkId", int), ("Source", str), ("Via", str), ("Prog", HEX),
+    ("Error", str),
+    note="Error")
+
+# attachment kinds a link type accounts for, for hooks that do not record their link
+_FAMILY = {"netns": {"netns"}, "trace_event": {"perf_event", "kprobe_multi", "uprobe_multi"},
+           "kprobe": {"perf_event"}, "kretprobe": {"perf_event"}, "uprobe": {"perf_event"},
+           "uretprobe": {"perf_event"}, "tracepoint": {"perf_event"}, "event": {"perf_event"}}
+
+
+def collect(kctx, damage=None):
+    """(links, [Attachment], whether link_idr was read) of the dump: link_idr and every hook
+    walker."""
+    damage = damage if damage is not None else DamageLog()
+    links_ok = True
+    try:
+        links = kctx.links(damage)
+    except KtstrError as e:     # no link_idr (kernels before links) or an unreadable one
+        damage.add("link_idr", 0, f"links not read: {e}")
+        links, links_ok = [], False
+    perf = [f.obj for f in objs.fd_scan(kctx)[0] if f.kind == "perf"]
+    walker = HookWalker(kctx.bpf_kernel(), damage)
+    return links, list(walker.all(perf)), links_ok
+
+
+def _prog(bk, kva, cache):
+    """(id, name, type, note) of the program at ``kva`` (read directly when not in prog_idr)."""
+    p = bk.prog_by_kva.get(kva)
+    if p is not None:
+        return p.id, p.name, p.type_name, ""
+    if kva not in cache:
+        q = bpfprogs.read_prog(bk.reader, bk.layout, kva, type_names=bk.prog_type_names)
+        note = f"program at {kva:#x} is not in prog_idr"
+        if q.error:
+            note += f" ({q.error})"
+        cache[kva] = (q.id, q.name, q.type_name, note)
+    return cache[kva]
+
+
+def rows(kctx):
+    damage = DamageLog()
+    bk = kctx.bpf_kernel()
+    links, found, links_ok = collect(kctx, damage)
+    by_kva = {link.kva: link for link in links}
+    struct_ops_link = {m: link for link in links for m in link.maps if link.type_name == "struct_ops"}
+    link_types_of = {}
+    for link in links:
+        link_types_of.setdefault(link.prog_kva, set()).add(link.type_name)
+    out = []
+    stray = {}
+    for link in links:
+        if not link.prog_kva:
+            continue
+        for h in link.hooks or ():
+            out.append(dict(Hook=h.kind, Target=h.target, AttachType=h.attach_type or link.attach_type,
+                            prog=link.prog_kva, LinkId=link.id, Source="link",
+                            Via=f"link {link.id} ({link.type_name})"))
+        if not link.hooks:
+            out.append(dict(Hook=link.type_name, Target=link.target, AttachType=link.attach_type,
+                            prog=link.prog_kva, LinkId=link.id, Source="link",
+                            Via=f"link {link.id} ({link.type_name})", Error=link.error or ""))
+    for a in found:
+        row = dict(Hook=a.hook, Target=a.target, AttachType=a.attach_type, prog=a.prog_kva,
+                   Via=a.via, Error=a.note)
+        if a.link_kva > 0:
+            if a.link_kva in by_kva:
+                continue            # the link's own row says it
+            try:
+                link_id = bk.reader.u32(a.link_kva + bk.layout.offset("bpf_link", "id"))
+            except ReadError:
+                link_id = -1
+            if links_ok:
+                row.update(LinkId=link_id, Source="link not in link_idr")
+                row["Error"] = "; ".join(filter(None, [a.note, f"link at {a.link_kva:#x} is not in link_idr"]))
+            else:
+                row.update(LinkId=link_id, Source="link")
+        elif a.link_kva < 0:
+            if a.hook == "struct_ops":
+                sl = struct_ops_link.get(a.map_kva)
+                row.update(LinkId=sl.id if sl else 0, Source="struct_ops map")
+            elif _FAMILY.get(a.hook, set()) & link_types_of.get(a.prog_kva, set()):
+                continue            # attached through a link listed above
+            else:
+                row.update(LinkId=0, Source="no link")
+        else:
+            row.update(LinkId=0, Source="tail call" if a.hook == "tail_call" else "no link")
+        out.append(row)
+    seen_progs = {r["prog"] for r in out}
+    for p in bk.progs:
+        if p.kva not in seen_progs:
+            out.append(dict(Hook="none", Target="loaded, not attached", AttachType="", prog=p.kva,
+                            LinkId=0, Source="", Via="prog_idr"))
+    out.sort(key=lambda r: (r["Hook"] == "none", r["Hook"], r["Target"], r["AttachType"],
+                            _prog(bk, r["prog"], stray)[0] if r["prog"] else 0))
+    for r in out:
+        kva = r.pop("prog")
+        if kva:
+            pid, name, ptype, note = _prog(bk, kva, stray)
+        else:
+            pid, name, ptype, note = 0, "", "", ""
+        r["Error"] = "; ".join(filter(None, [r.get("Error", ""), note]))
+        yield 0, GRID.row(ProgId=pid, ProgName=name, ProgType=ptype, Prog=kva, **r)
+    for what, log in (("hook walk", damage), ("fd scan", objs.fd_scan(kctx)[1])):
+        for d in log:
+            yield 0, GRID.damage(f"{what} skipped: {d}", Hook="?", Target="", ProgId=-1, LinkId=-1,
+                                 Prog=d.addr)

@@ -1,0 +1,50 @@
+"""Rows of ``linux.ktstr.links``: one per BPF link (``link_idr``), like ``bpftool link show``.
+
+``Info`` is the link as ``bpftool link show -j`` prints it (id, type, prog_id, the
+type-specific fields, ``pinned``, ``pids``), plus a few names bpftool leaves to the reader
+(``target_name`` of a tracing link, ``cgroup`` path). No Volatility import.
+"""
+
+from ..kds import DamageLog
+from . import HEX, Grid
+from . import bpfobjects as objs
+
+GRID = Grid(
+    ("ID", int), ("Type", str), ("ProgId", int), ("ProgName", str), ("ProgType", str),
+    ("AttachType", str), ("Target", str), ("Pids", str), ("Pinned", str), ("Info", str),
+    ("Address", HEX), ("Error", str),
+    note="Error")
+
+
+def link_json(link, prog, pids, pins):
+    """bpftool ``link show -j`` shape of one link."""
+    out = {"id": link.id, "type": link.type_name, "prog_id": prog.id if prog else 0}
+    out.update(link.info)
+    if pins:
+        out["pinned"] = pins
+    if pids:
+        out["pids"] = pids
+    return out
+
+
+def rows(kctx):
+    damage = DamageLog()
+    links = kctx.links(damage)
+    bk = kctx.bpf_kernel()
+    for link in links:
+        prog = bk.prog_by_kva.get(link.prog_kva)
+        pids = objs.pids_of(kctx, "link", link.kva)
+        pins = objs.pins_of(kctx, "link", link.kva)
+        error = link.error or ""
+        if link.prog_kva and prog is None:
+            error = "; ".join(filter(None, [error, f"program at {link.prog_kva:#x} is not in prog_idr"]))
+        yield 0, GRID.row(
+            ID=link.id, Type=link.type_name, ProgId=prog.id if prog else 0,
+            ProgName=prog.name if prog else "", ProgType=prog.type_name if prog else "",
+            AttachType=link.attach_type, Target=link.target, Pids=objs.pids_text(pids),
+            Pinned=",".join(pins), Info=objs.to_json(link_json(link, prog, pids, pins)),
+            Address=link.kva, Error=error)
+    for what, log in (("link_idr node", damage), ("fd scan", objs.fd_scan(kctx)[1]),
+                      ("bpffs walk", objs.pin_scan(kctx)[1])):
+        for d in log:
+            yield 0, GRID.damage(f"{what} skipped: {d}", ID=-1, Type="?", Address=d.addr)

@@ -1,0 +1,89 @@
+"""Network namespaces, their devices, and the cgroup v2 hierarchy (where BPF programs hook).
+
+- Namespaces: ``net_namespace_list`` through ``struct net.list``; a namespace is named by its
+  inode number (``net.ns.inum``, what ``/proc/PID/ns/net`` shows).
+- Devices: ``net.dev_base_head`` through ``struct net_device.dev_list``; ``name``, ``ifindex``.
+- cgroups: ``cgrp_dfl_root.cgrp`` and its descendants: ``cgroup.self.children`` holds the
+  children's ``self.sibling`` (``struct cgroup_subsys_state`` embedded as ``cgroup.self``).
+
+No Volatility import; bounded, cycle-checked walks (``kds``).
+"""
+
+from dataclasses import dataclass
+
+from ..core import ReadError, Record
+from ..kds import DamageLog, list_entries
+
+MAX_NAMESPACES = 1 << 14
+MAX_DEVICES = 1 << 16
+MAX_CGROUPS = 1 << 17
+MAX_CGROUP_DEPTH = 64
+
+
+@dataclass
+class NetDev:
+    kva: int
+    name: str
+    ifindex: int
+    net: int            # struct net of its namespace
+    netns_ino: int
+
+
+def namespaces(reader, layout, net_namespace_list, damage=None):
+    """(``struct net *``, inode number) of every network namespace."""
+    damage = damage if damage is not None else DamageLog()
+    inum = layout.offset("net", "ns") + layout.offset("ns_common", "inum") \
+        if layout.has("net", "ns") else None
+    for net in list_entries(reader, layout, net_namespace_list, "net", "list",
+                            limit=MAX_NAMESPACES, damage=damage, what="net (net_namespace_list)"):
+        ino = 0
+        if inum is not None:
+            try:
+                ino = reader.u32(net + inum)
+            except ReadError as e:
+                damage.add("struct net", net, f"ns.inum unreadable ({e.reason})")
+        yield net, ino
+
+
+def devices(reader, layout, net, netns_ino=0, damage=None):
+    """:class:`NetDev` of every device of the namespace ``net``."""
+    damage = damage if damage is not None else DamageLog()
+    for dev in list_entries(reader, layout, net + layout.offset("net", "dev_base_head"),
+                            "net_device", "dev_list", limit=MAX_DEVICES, damage=damage,
+                            what="net_device (dev_base_head)"):
+        try:
+            r = Record(reader, layout, "net_device", dev, ("name", "ifindex"))
+        except ReadError as e:
+            damage.add("net_device", dev, f"unreadable ({e.reason})")
+            continue
+        yield NetDev(dev, r.str("name"), r.int("ifindex"), net, netns_ino)
+
+
+def all_devices(reader, layout, net_namespace_list, damage=None):
+    for net, ino in namespaces(reader, layout, net_namespace_list, damage):
+        yield from devices(reader, layout, net, ino, damage)
+
+
+def cgroups(reader, layout, root_cgroup, damage=None, limit=MAX_CGROUPS):
+    """Every cgroup of the hierarchy under ``root_cgroup`` (itself first), depth first."""
+    damage = damage if damage is not None else DamageLog()
+    self_off = layout.offset("cgroup", "self")
+    children = layout.offset("cgroup_subsys_state", "children")
+    stack = [(root_cgroup, 0)]
+    seen = set()
+    while stack:
+        cg, depth = stack.pop()
+        if cg in seen:
+            damage.add("cgroup", cg, "cycle (cgroup already visited)")
+            continue
+        if len(seen) >= limit:
+            damage.add("cgroup", cg, f"stopped after {limit} cgroups")
+            return
+        seen.add(cg)
+        yield cg
+        if depth >= MAX_CGROUP_DEPTH:
+            damage.add("cgroup", cg, f"deeper than {MAX_CGROUP_DEPTH}: children skipped")
+            continue
+        kids = list_entries(reader, layout, cg + self_off + children, "cgroup_subsys_state",
+                            "sibling", limit=limit, damage=damage, what="cgroup (self.children)")
+        stack.extend((css - self_off, depth + 1) for css in reversed(list(kids)))
