@@ -389,7 +389,7 @@ class KernelContext:
 
         def build():
             out = {}
-            isf = isf_dict(self.context, self.module.symbol_table_name) or {}
+            isf = isf_json(self.context, self.module.symbol_table_name) or {}
             for enum in (isf.get("enums") or {}).values():
                 for const, value in ((enum or {}).get("constants") or {}).items():
                     out.setdefault(const, value)

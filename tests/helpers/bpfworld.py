@@ -9,7 +9,7 @@ walkers take; ``kctx()`` a stand-in for the Volatility kernel adapter (what the 
 Enum values are deliberately not the uapi ones where the code must read them from the kernel.
 """
 
-from btfbuilder import BtfBuilder
+from helpers.btf import BtfBuilder
 from helpers.synth import MINI_KERNEL, SynthKernel
 from volatility3_ktstr.bpf import links as bpflinks
 from volatility3_ktstr.bpf import maps as bpfmaps

@@ -187,7 +187,7 @@ def walk(reader, offs: LocalStorageOffsets, smap_kva, value_size, stats=None, bu
     n = 1 << log
 
     full_len = max(offs.header_size, offs.value + value_size)
-    map_node, next_off = offs.map_node, offs.map_node + offs.node_next
+    map_node = offs.map_node
     ls_off, smap_off, val_off = offs.elem_local_storage, offs.elem_smap, offs.value
     val_end = val_off + value_size
     owners = {}  # storage kva -> (owner, error): one storage can hold several maps' elements
