@@ -12,35 +12,13 @@ import pytest
 
 from helpers.synth import HidingLayout
 
+from helpers.scxmem import kernel, real, synth, w  # noqa: F401 (fixtures)
 from helpers.scxmem import BtfKernel, ScxWorld, enum_values, synth_kernel
 from volatility3_ktstr.bpf import runstats
 from volatility3_ktstr.core import BtfLayout, LayoutError
 from volatility3_ktstr.walkers import scx
 
 BUILTIN = 1 << 63
-
-
-@pytest.fixture(scope="module")
-def synth():
-    return synth_kernel()
-
-
-@pytest.fixture(scope="module")
-def real(request):
-    btf = request.getfixturevalue("amd64_kernel_btf")
-    if not btf.find("sched_ext_entity"):
-        pytest.skip("kernel BTF without sched_ext")
-    return BtfKernel(btf)
-
-
-@pytest.fixture(params=["synth", "real"])
-def kernel(request):
-    return request.getfixturevalue(request.param)
-
-
-@pytest.fixture
-def w(kernel):
-    return ScxWorld(kernel)
 
 
 def syms_of(w):

@@ -13,6 +13,7 @@ synthetic kernel, plus the real 7.2 x86-64 kernel BTF when KTSTR_DUMPS is set).
 
 import pytest
 
+from helpers.scxmem import kernel, real, synth, w  # noqa: F401 (fixtures)
 from helpers.scxmem import BtfKernel, FakeKctx, ScxWorld, enum_values, synth_kernel, uei_program_btf
 from volatility3_ktstr.core import BtfLayout
 from volatility3_ktstr.kds import DamageLog
@@ -20,29 +21,6 @@ from volatility3_ktstr.views import NA, scxstate, scxtasks
 from volatility3_ktstr.walkers import printk, scx_exit
 
 ENABLED = 'sched_ext: BPF scheduler "sdt" enabled'
-
-
-@pytest.fixture(scope="module")
-def synth():
-    return synth_kernel()
-
-
-@pytest.fixture(scope="module")
-def real(request):
-    btf = request.getfixturevalue("amd64_kernel_btf")
-    if not btf.find("sched_ext_entity"):
-        pytest.skip("kernel BTF without sched_ext")
-    return BtfKernel(btf)
-
-
-@pytest.fixture(params=["synth", "real"])
-def kernel(request):
-    return request.getfixturevalue(request.param)
-
-
-@pytest.fixture
-def w(kernel):
-    return ScxWorld(kernel)
 
 
 def kinds_of(btf):

@@ -475,3 +475,32 @@ class FakeKctx:
 
 def synth_kernel(pad=8):
     return SynthKernel(SCX_DECLS, pad=pad)
+
+
+# --- fixtures for the sched_ext walker tests: the synthetic kernel, then the real BTF ---------
+# (import them into a test module: ``from helpers.scxmem import kernel, real, synth, w``)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return synth_kernel()
+
+
+@pytest.fixture(scope="module")
+def real(request):
+    btf = request.getfixturevalue("amd64_kernel_btf")
+    if not btf.find("sched_ext_entity"):
+        pytest.skip("kernel BTF without sched_ext")
+    return BtfKernel(btf)
+
+
+@pytest.fixture(params=["synth", "real"])
+def kernel(request):
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def w(kernel):
+    return ScxWorld(kernel)

@@ -434,6 +434,19 @@ class Btf:
             yield from self.base.all_types()
         yield from self._types
 
+    def datasec_vars(self, datasec_id):
+        """[(name, type id, offset, size)] of the VARs of a DATASEC (``.bss`` and friends);
+        empty for any other type."""
+        sec = self.type(datasec_id)
+        if sec is None or sec.kind != Kind.DATASEC:
+            return []
+        out = []
+        for var_id, offset, size in sec.vars:
+            var = self.type(var_id)
+            if var is not None and var.kind == Kind.VAR:
+                out.append((var.name, var.type, offset, size))
+        return out
+
     def find(self, name, kind=None):
         """All types named ``name`` (optionally of ``kind``), base types first."""
         if self._by_name is None:

@@ -484,17 +484,17 @@ def sub_scheds(reader, layout, root, max_depth=MAX_SUB_DEPTH, max_total=MAX_SCHE
         if depth:
             out.append((sch, depth, parent))
         if depth >= max_depth:
-            damage.add("sub-scheduler", sch, f"deeper than {max_depth}: children not walked")
+            damage.add("sub-scheduler", sch, f"deeper than {max_depth}: children not walked", "bound")
             continue
         found = []
         for child in kds.list_entries(reader, layout, sch + layout.offset("scx_sched", "children"),
                                       "scx_sched", "sibling", limit=max_total, damage=damage,
                                       what=f"children list of {sch:#x}"):
             if child in seen:
-                damage.add(f"children list of {sch:#x}", child, "cycle (scheduler already visited)")
+                damage.add(f"children list of {sch:#x}", child, "cycle (scheduler already visited)", "cycle")
                 break
             if len(seen) >= max_total:
-                damage.add(f"children list of {sch:#x}", child, f"more than {max_total} schedulers")
+                damage.add(f"children list of {sch:#x}", child, f"more than {max_total} schedulers", "bound")
                 break
             seen.add(child)
             found.append(child)
@@ -518,7 +518,7 @@ def find_scheds(reader, layout, syms, extra=(), damage=None):
         ref = refs.get(addr)
         if ref is None:
             if len(refs) >= MAX_SCHEDS:
-                damage.add("scheduler", addr, f"more than {MAX_SCHEDS} schedulers")
+                damage.add("scheduler", addr, f"more than {MAX_SCHEDS} schedulers", "bound")
                 return None
             ref = refs[addr] = SchedRef(addr, depth=depth, parent=parent)
         if how not in ref.via:
@@ -596,8 +596,11 @@ class DsqOffsets:
 
 
 @dataclass
-class DsqWalk:
-    tasks: list = field(default_factory=list)   # task_struct addresses, queue order
+class TaskListWalk:
+    """Tasks found on a kernel list (a DSQ's, or ``scx_tasks``), in list order, with the
+    iterator cursors skipped and what stopped the walk early."""
+
+    tasks: list = field(default_factory=list)   # task_struct addresses, list order
     cursors: int = 0                            # iterator cursors skipped
     damage: kds.DamageLog = field(default_factory=kds.DamageLog)
 
@@ -608,7 +611,10 @@ class DsqWalk:
 
     @property
     def truncated(self):
-        return any(d.reason.startswith("stopped after") for d in self.damage)
+        return any(d.kind == "bound" for d in self.damage)
+
+
+DsqWalk = TaskWalk = TaskListWalk
 
 
 def walk_dsq_list(reader, layout, offs: DsqOffsets, dsq_addr, max_tasks=MAX_DSQ_TASKS) -> DsqWalk:
@@ -837,21 +843,6 @@ def read_task(reader, layout, addr) -> ScxTask:
         # list_del_init leaves the node pointing at itself; a never-added node is zeroed.
         t.runnable_linked = bool(nxt) and nxt != own and nxt < MASK64 - 4096 and nxt >> 48 != 0xdead
     return t
-
-
-@dataclass
-class TaskWalk:
-    tasks: list = field(default_factory=list)   # task_struct addresses
-    cursors: int = 0
-    damage: kds.DamageLog = field(default_factory=kds.DamageLog)
-
-    @property
-    def error(self):
-        return _damage_text(self.damage) if self.damage else None
-
-    @property
-    def truncated(self):
-        return any(d.reason.startswith("stopped after") for d in self.damage)
 
 
 def walk_scx_tasks(reader, layout, head, cursor_flag=0, max_tasks=MAX_TASKS) -> TaskWalk:

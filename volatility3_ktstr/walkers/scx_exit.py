@@ -86,15 +86,8 @@ def _resolve(btf, type_id, depth=20):
 
 def datasec_vars(btf, datasec_id):
     """[(var name, resolved type, offset, size)] of a DATASEC (empty for any other type)."""
-    sec = btf.type(datasec_id)
-    if sec is None or sec.kind != Kind.DATASEC:
-        return []
-    out = []
-    for var_id, offset, size in sec.vars:
-        var = btf.type(var_id)
-        if var is not None and var.kind == Kind.VAR:
-            out.append((var.name, _resolve(btf, var.type), offset, size))
-    return out
+    return [(name, _resolve(btf, tid), offset, size)
+            for name, tid, offset, size in btf.datasec_vars(datasec_id)]
 
 
 def _section_maps(maps, btf_at, errors):

@@ -144,15 +144,8 @@ class AllocatorVar:
 
 def find_allocators(btf, datasec_id):
     """Variables of the DATASEC whose type is ``struct scx_allocator`` (through modifiers)."""
-    sec = btf.type(datasec_id)
-    if sec is None or sec.kind != Kind.DATASEC:
-        return []
-    out = []
-    for var_id, offset, size in sec.vars:
-        var = btf.type(var_id)
-        if var is not None and var.kind == Kind.VAR and _struct_named(btf, var.type, "scx_allocator"):
-            out.append(AllocatorVar(var.name, offset, size))
-    return out
+    return [AllocatorVar(name, offset, size) for name, tid, offset, size in btf.datasec_vars(datasec_id)
+            if _struct_named(btf, tid, "scx_allocator")]
 
 
 @dataclass(slots=True)
