@@ -40,9 +40,9 @@ import volrun  # noqa: E402
 
 BENCH = Path(os.environ.get("KTSTR_BENCH_CACHE", "~/.cache/ktstr-bench")).expanduser()
 DEFAULT_DUMPS = ["x86_64/scx_sdt", "x86_64/scx_sdt_la57", "arm64/scx_sdt_lpa2"]
-PLUGINS = ["linux.ktstr.sdtalloc", "linux.ktstr.arena", "linux.ktstr.localstorage",
-           "linux.ktstr.maps", "linux.ktstr.progs", "linux.ktstr.mapdump",
-           "linux.ktstr.scxstate", "linux.ktstr.scxtasks"]
+# Every linux.ktstr plugin (stacking.py registers stackers and is no plugin).
+PLUGIN_DIR = REPO / "volatility3_ktstr" / "plugins" / "linux" / "ktstr"
+PLUGINS = sorted(f"linux.ktstr.{p.stem}" for p in PLUGIN_DIR.glob("*.py") if p.stem != "stacking")
 STOCK = "linux.pslist"
 MAX_CPU, MAX_RSS_MB, MAX_RATIO = 2.0, 250, 0.35
 
