@@ -40,9 +40,11 @@ import volrun  # noqa: E402
 
 BENCH = Path(os.environ.get("KTSTR_BENCH_CACHE", "~/.cache/ktstr-bench")).expanduser()
 DEFAULT_DUMPS = ["x86_64/scx_sdt", "x86_64/scx_sdt_la57", "arm64/scx_sdt_lpa2"]
-# Every linux.ktstr plugin (stacking.py registers stackers and is no plugin).
+# Every linux.ktstr plugin: the modules of the plugin folder that define a plugin class (the
+# others register stackers).
 PLUGIN_DIR = REPO / "volatility3_ktstr" / "plugins" / "linux" / "ktstr"
-PLUGINS = sorted(f"linux.ktstr.{p.stem}" for p in PLUGIN_DIR.glob("*.py") if p.stem != "stacking")
+PLUGINS = sorted(f"linux.ktstr.{p.stem}" for p in PLUGIN_DIR.glob("*.py")
+                 if "interfaces.plugins.PluginInterface)" in p.read_text())
 STOCK = "linux.pslist"
 MAX_CPU, MAX_RSS_MB, MAX_RATIO = 2.0, 250, 0.35
 
