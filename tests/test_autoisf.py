@@ -12,7 +12,7 @@ volatility3 = pytest.importorskip("volatility3")
 from volatility3.framework import contexts  # noqa: E402
 from volatility3.framework.layers import physical  # noqa: E402
 
-from volatility3_ktstr.isf import autoisf  # noqa: E402
+from volatility3_ktstr.layers import autoisf  # noqa: E402
 
 
 class FakeCache:

@@ -95,7 +95,7 @@ def test_4level_second_stacking_is_volatility_s_layer_without_scans(name, env, m
     from volatility3.framework.automagic import linux as vol_linux
     from volatility3.framework.symbols.linux.extensions import network  # noqa: F401 (vol imports it)
 
-    from volatility3_ktstr.isf import autoisf
+    from volatility3_ktstr.layers import autoisf
     from volatility3_ktstr.layers import stackers
 
     banner = env(name)

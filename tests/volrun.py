@@ -379,7 +379,7 @@ def _why_unopened(path, excp, dirs):
 def dump_banners(path, limit=4):
     """The first ``limit`` Linux banners (exact bytes) in a raw/ELF/LiME dump file."""
     from volatility3_ktstr.isf import fromdump
-    from volatility3_ktstr.isf.autoisf import iter_banners
+    from volatility3_ktstr.layers.autoisf import iter_banners
 
     try:
         image = fromdump.open_image(str(path))

@@ -189,7 +189,7 @@ def _child_main() -> int:
     from volatility3_ktstr import _plugin_path
 
     _plugin_path.install()  # our plugins even without the .pth (python -S, odd installs)
-    from volatility3_ktstr.isf.autoisf import NO_DUMP_MEMO_ENV
+    from volatility3_ktstr.layers.autoisf import NO_DUMP_MEMO_ENV
 
     # Read what a first run reads: what ktstr remembers about this file (where the scans found
     # the kernel) would not hold for the minimized one, which must keep those pages.

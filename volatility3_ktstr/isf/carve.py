@@ -2,7 +2,7 @@
 
 Works on any object with ``ranges`` (list of (physical start, length)) and
 ``read(phys, size)`` (bytes, zero-padded where nothing is mapped): a raw/ELF/LiME file
-(:mod:`.fromdump`) or a Volatility physical layer (:mod:`.autoisf`). No page tables needed:
+(:mod:`.fromdump`) or a Volatility physical layer (:mod:`volatility3_ktstr.layers.autoisf`). No page tables needed:
 the kernel image is physically contiguous, so distances between kernel symbols are the same
 in physical memory as in virtual memory.
 

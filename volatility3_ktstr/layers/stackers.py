@@ -291,7 +291,7 @@ _MAGIC_BY_KIND = {"banner": (_BANNER_MAGIC, MAX_BANNER_LEN), "vmcoreinfo": (_VMC
 
 def _hints_key(context, layer_name):
     """(dump file path, [size, mtime_ns, layer class]) of the file under a physical layer."""
-    from volatility3_ktstr.isf.autoisf import _file_path
+    from volatility3_ktstr.layers.autoisf import _file_path
 
     layer = context.layers[layer_name]
     path = _file_path(context, layer)
@@ -318,7 +318,7 @@ def _load_hints():
 def recall_hits(context, layer_name) -> Optional[List[Tuple[str, int, bytes]]]:
     """The hits a previous scan of this dump file stacked with, read again at their offsets
     (each still starting with its magic), or None."""
-    from volatility3_ktstr.isf.autoisf import dump_memo_enabled
+    from volatility3_ktstr.layers.autoisf import dump_memo_enabled
 
     if not dump_memo_enabled():
         return None
@@ -375,7 +375,7 @@ def stock_x86_layer(context, layer_name, hits, banners):
     from volatility3.framework.constants import linux as linux_constants
     from volatility3.framework.symbols import linux as linux_symbols
 
-    from volatility3_ktstr.isf.autoisf import _file_path, memo_banner
+    from volatility3_ktstr.layers.autoisf import _file_path, memo_banner
 
     vmci = vol_linux.LinuxIntelVMCOREINFOStacker
     if not vmci._check_versions():

@@ -23,10 +23,10 @@ from volatility3.framework import constants, interfaces
 from volatility3.framework.automagic import symbol_cache
 from volatility3.framework.layers import intel
 
-from . import carve as carvemod
-from . import fromdump
-from .output import user_symbols_dir, write_isf
-from .banner import BANNER_RE
+from ..isf import carve as carvemod
+from ..isf import fromdump
+from ..isf.output import user_symbols_dir, write_isf
+from ..isf.banner import BANNER_RE
 
 vollog = logging.getLogger(__name__)
 
