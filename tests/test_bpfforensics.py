@@ -191,6 +191,33 @@ def test_bpf_fds_by_f_op(zoo):
                                                             (146, 4, "prog", "zoo_kprobe")]
 
 
+def test_corrupt_fd_table_is_skipped_and_shared_tables_read_once(zoo):
+    """A max_fds that is no whole number of bitmap longs is no live fdtable (a fuzz finding:
+    init_files' fdtab made 16M "fds" of kernel text, read once per kernel thread)."""
+    w = zoo.w
+    shared = w.fds(w.task(300, "kthread_a"), {0: ("bpf_map_fops", zoo.maps[6])})
+    w.task(301, "kthread_b", files=shared)
+    reads = []
+    real_read = w.mem.read
+
+    def counting(addr, size):
+        reads.append(addr)
+        return real_read(addr, size)
+
+    w.mem.read = counting
+    got = [(f.pid, f.fd, f.kind) for f in bpffds.bpf_fds(zoo.bk, w.init_task)]
+    assert (300, 0, "map") in got and (301, 0, "map") in got
+    fdt = w.mem.u64(shared + w.L.offset("files_struct", "fdt"))
+    array = w.mem.u64(fdt + w.L.offset("fdtable", "fd"))
+    assert reads.count(array) == 1       # the fd array of the shared table: read once
+    w.mem.read = real_read
+    w.mem.set("fdtable", fdt, "max_fds", 0x01000010)
+    damage = DamageLog()
+    got = [(f.pid, f.fd) for f in bpffds.bpf_fds(zoo.bk, w.init_task, damage)]
+    assert (300, 0) not in got and (301, 0) not in got
+    assert any(d.kind == "corrupt" and "max_fds 16777232" in d.reason for d in damage)
+
+
 def test_exited_leader_fds_come_from_a_thread(zoo):
     w = zoo.w
     t = w.task(200, "leader")

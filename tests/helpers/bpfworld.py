@@ -336,7 +336,7 @@ class World:
     def fds(self, task, files):
         """Give ``task`` an fd table: ``files`` is {fd: (f_op symbol, private_data) or a raw file address}."""
         L, mem = self.L, self.mem
-        n = max(files) + 1
+        n = (max(files) + 64) // 64 * 64       # fdtables come in whole bitmap longs
         arr = mem.alloc(8 * n)
         for fd, spec in files.items():
             f = spec if isinstance(spec, int) else mem.new("file", f_op=self.syms[spec[0]], private_data=spec[1])

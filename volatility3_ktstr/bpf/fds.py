@@ -52,6 +52,7 @@ def bpf_fds(kernel, init_task, damage=None, perf=False):
     kinds = fops_kinds(kernel, perf)
     if not kinds:
         return
+    tables = {}   # files_struct -> [(fd, kind, object, file)]: kernel threads share init_files
     for task in taskwalk.processes(reader, layout, init_task, damage):
         files = task.files
         if not files:
@@ -59,15 +60,23 @@ def bpf_fds(kernel, init_task, damage=None, perf=False):
             files = next((t.files for t in taskwalk.threads(reader, layout, task, damage) if t.files), 0)
         if not files:
             continue
-        for fd, file in taskwalk.fd_files(reader, layout, files, damage):
-            try:
-                r = Record(reader, layout, "file", file, ("f_op", "private_data"))
-            except ReadError as e:
-                damage.add("struct file", file, f"fd {fd} of pid {task.tgid} unreadable ({e.reason})")
-                continue
-            kind = kinds.get(r.int("f_op"))
-            if kind is not None:
-                yield BpfFd(task.tgid, task.comm, fd, kind, r.int("private_data"), file, task.kva)
+        if files not in tables:
+            tables[files] = list(_bpf_files(reader, layout, files, kinds, task.tgid, damage))
+        for fd, kind, obj, file in tables[files]:
+            yield BpfFd(task.tgid, task.comm, fd, kind, obj, file, task.kva)
+
+
+def _bpf_files(reader, layout, files, kinds, pid, damage):
+    """(fd, kind, object, file) of the BPF files of one ``files_struct``."""
+    for fd, file in taskwalk.fd_files(reader, layout, files, damage):
+        try:
+            r = Record(reader, layout, "file", file, ("f_op", "private_data"))
+        except ReadError as e:
+            damage.add("struct file", file, f"fd {fd} of pid {pid} unreadable ({e.reason})")
+            continue
+        kind = kinds.get(r.int("f_op"))
+        if kind is not None:
+            yield fd, kind, r.int("private_data"), file
 
 
 def object_id(kernel, kind, kva):

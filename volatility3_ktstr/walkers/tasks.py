@@ -101,6 +101,12 @@ def fd_files(reader, layout, files, damage=None, limit=MAX_FDS):
         damage.add("files_struct", files, f"fd table unreadable ({e.reason})")
         return
     max_fds, array = r.int("max_fds"), r.int("fd")
+    # alloc_fdtable() sizes tables in whole longs of the open_fds bitmap (the embedded table
+    # holds NR_OPEN_DEFAULT = BITS_PER_LONG): any other count is not a live fdtable.
+    if max_fds % (8 * reader.pointer_size):
+        damage.add("fdtable", fdt, f"max_fds {max_fds} is not a multiple of {8 * reader.pointer_size}: "
+                   "table skipped", "corrupt")
+        return
     if max_fds > limit:
         damage.add("fdtable", fdt, f"max_fds {max_fds} implausible: first {limit} read")
         max_fds = limit
