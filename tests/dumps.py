@@ -112,6 +112,19 @@ def with_kdump(names):
                           if base_name(v) in names] + extra
 
 
+def ram_ranges(truth):
+    """[(start, end)) physical RAM ranges of a dump: /proc/iomem's top-level "System RAM",
+    page-aligned, or the whole RAM when iomem was not recorded."""
+    ranges = []
+    for r in truth["memory"].get("iomem") or ():
+        if r.get("depth", 0) == 0 and r["name"] == "System RAM":
+            ranges.append((r["start"] & ~0xFFF, (r["end"] + 0x1000) & ~0xFFF))
+    if not ranges:
+        base = truth["run"]["ram_phys_base"]
+        ranges = [(base, base + truth["run"]["ram_size"])]
+    return sorted(ranges)
+
+
 @functools.lru_cache(maxsize=None)
 def load_truth(name):
     root = dumps_root()
@@ -204,17 +217,10 @@ def kdump_of(name) -> Path:
         return out
     truth = load_truth(name)
     meta = truth["kernel"]["meta"]
-    ranges = []
-    for r in truth["memory"].get("iomem") or ():
-        if r.get("depth", 0) == 0 and r["name"] == "System RAM":
-            ranges.append((r["start"] & ~0xFFF, (r["end"] + 0x1000) & ~0xFFF))
-    if not ranges:
-        base = truth["run"]["ram_phys_base"]
-        ranges = [(base, base + truth["run"]["ram_size"])]
     codecs = ("zstd", "zstd", "zlib", "snappy", "none")
     out.parent.mkdir(parents=True, exist_ok=True)
     return Path(kdumpbuilder.from_raw(
-        raw, out, sorted(ranges), phys_base=truth["memory"].get("dump_raw_phys_base", 0),
+        raw, out, ram_ranges(truth), phys_base=truth["memory"].get("dump_raw_phys_base", 0),
         codec=lambda pfn: codecs[pfn % len(codecs)], vmcoreinfo=_vmcoreinfo_in(raw, meta["release"]),
         release=meta["release"], uts_version=meta["version"],
         machine="aarch64" if truth["run"]["arch"] in ("arm64", "aarch64") else "x86_64"))

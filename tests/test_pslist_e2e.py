@@ -73,7 +73,7 @@ def test_elf_core_maps_raw_bytes(dump):
     base = truth["memory"]["dump_raw_phys_base"]
     with open(volrun.elf_core_of(name), "rb") as f, open(raw, "rb") as r:
         segs = [s for s in ELFFile(f).iter_segments() if s["p_type"] == "PT_LOAD"]
-        assert [(s["p_paddr"], s["p_paddr"] + s["p_memsz"]) for s in segs] == volrun.ram_ranges(truth)
+        assert [(s["p_paddr"], s["p_paddr"] + s["p_memsz"]) for s in segs] == dumps.ram_ranges(truth)
         code = truth["memory"]["kernel_image"]["kernel_code_phys"]
         seg = next(s for s in segs if s["p_paddr"] <= code < s["p_paddr"] + s["p_filesz"])
         f.seek(seg["p_offset"] + code - seg["p_paddr"])

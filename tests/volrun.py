@@ -110,6 +110,20 @@ def flatten(rows, depth=0):
 
 SEED_FILES = ("valid_isf.hashcache", "ktstr-autoisf.json", "ktstr-stack-hints.json")
 SHARED_DIRS = ("ktstr-isf",)      # volpatches' compact ISF cache, keyed per ISF file: shared
+VALIDATIONS = "valid_isf.hashcache"
+
+
+def known_validations(shared: Path) -> set:
+    """Every ISF validation any test cache folder (and ``shared``) recorded. They are content
+    hashes, right whatever the symbol dirs, so a new folder (e.g. for a fresh tmp ISF of the same
+    kernel) need not validate that ISF again (a minute or two of CPU per kernel ISF)."""
+    hashes = set()
+    for f in [shared, *sorted((CACHE / "vcache").glob(f"*/{VALIDATIONS}"))]:
+        try:
+            hashes.update(h for h in json.loads(f.read_text()) if isinstance(h, str))
+        except (OSError, ValueError, TypeError):
+            pass     # absent, or being rewritten by a concurrent run: its hashes are a bonus
+    return hashes
 
 
 def identifier_cache_dir(symbol_dirs, xdg=None) -> Path:
@@ -128,10 +142,17 @@ def identifier_cache_dir(symbol_dirs, xdg=None) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     for seed in SEED_FILES:
         mine, shared = path / seed, Path(xdg) / "volatility3" / seed
-        if not mine.exists() and shared.is_file():
-            tmp = mine.with_name(f"{seed}.{os.getpid()}")
-            tmp.write_bytes(shared.read_bytes())
-            os.replace(tmp, mine)
+        if mine.exists():
+            continue
+        if seed == VALIDATIONS:
+            data = json.dumps(sorted(known_validations(shared))).encode()
+        elif shared.is_file():
+            data = shared.read_bytes()
+        else:
+            continue
+        tmp = mine.with_name(f"{seed}.{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, mine)
     for sub in SHARED_DIRS:
         mine, shared = path / sub, Path(xdg) / "volatility3" / sub
         if not mine.exists() and not mine.is_symlink():
@@ -204,19 +225,6 @@ def run_vol(dump, plugin, *plugin_args, renderer="json", symbol_dirs=(), extra_g
     return VolResult(proc.returncode, rows, proc.stdout, proc.stderr, argv)
 
 
-def ram_ranges(truth):
-    """[(start, end)) physical RAM ranges of a dump: /proc/iomem's top-level "System RAM",
-    page-aligned, or the whole RAM when iomem was not recorded."""
-    ranges = []
-    for r in truth["memory"].get("iomem") or ():
-        if r.get("depth", 0) == 0 and r["name"] == "System RAM":
-            ranges.append((r["start"] & ~0xFFF, (r["end"] + 0x1000) & ~0xFFF))
-    if not ranges:
-        base = truth["run"]["ram_phys_base"]
-        ranges = [(base, base + truth["run"]["ram_size"])]
-    return sorted(ranges)
-
-
 def make_elf_core(raw_path, out_path, ranges, phys_base=0, machine=62):
     """Wrap a raw physical image (byte 0 = ``phys_base``) into an ELF64 core with one PT_LOAD
     per RAM range at ``p_paddr``, the way QEMU's dump-guest-memory writes guest RAM."""
@@ -263,7 +271,7 @@ def elf_core_of(name) -> Path:
         return out
     truth = dumps.load_truth(name)
     machine = 183 if truth["run"]["arch"] in ("arm64", "aarch64") else 62
-    return make_elf_core(raw, out, ram_ranges(truth), truth["memory"].get(
+    return make_elf_core(raw, out, dumps.ram_ranges(truth), truth["memory"].get(
         "dump_raw_phys_base", truth["run"]["ram_phys_base"]), machine)
 
 

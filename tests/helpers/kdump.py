@@ -67,6 +67,16 @@ def header(*, block_size=BLOCK, version=6, sub_hdr_size=1, bitmap_blocks=2, max_
     return head
 
 
+def encode_page(page: bytes, kind: str):
+    """(descriptor flags, stored bytes) of one page: compressed with ``kind`` unless that does not
+    make it smaller (makedumpfile then stores the page as is)."""
+    if kind != "none":
+        c = compress(kind, page)
+        if len(c) < len(page):
+            return FLAGS[kind], c
+    return 0, page
+
+
 def build(pages, *, max_mapnr, ram=None, codec="zstd", block_size=BLOCK, dump_level=31,
           vmcoreinfo=b"", release="6.1.0-test", uts_version="#1 SMP test", machine="x86_64",
           version=6, split=None, incomplete=(), status=0, phys_base=0, one_bitmap=False,
@@ -120,12 +130,7 @@ def build(pages, *, max_mapnr, ram=None, codec="zstd", block_size=BLOCK, dump_le
         if zero_offset is not None and page == zero:
             descs.append(DESC.pack(zero_offset, bs, 0, 0))
             continue
-        kind = codec(p) if callable(codec) else codec
-        flags, blob = 0, page
-        if kind != "none":
-            c = compress(kind, page)
-            if len(c) < bs:
-                flags, blob = FLAGS[kind], c
+        flags, blob = encode_page(page, codec(p) if callable(codec) else codec)
         descs.append(DESC.pack(offset, len(blob), flags, 0))
         data.append(blob)
         offset += len(blob)
@@ -210,12 +215,7 @@ def from_raw(raw_path, out_path, ram_ranges, *, phys_base=0, codec="zstd", vmcor
             if page == zero:
                 descs += DESC.pack(zero_offset, bs, 0, 0)
                 continue
-            kind = codec(p) if callable(codec) else codec
-            flags, blob = 0, page
-            if kind != "none":
-                c = compress(kind, page)
-                if len(c) < bs:
-                    flags, blob = FLAGS[kind], c
+            flags, blob = encode_page(page, codec(p) if callable(codec) else codec)
             out.write(blob)
             descs += DESC.pack(offset, len(blob), flags, 0)
             offset += len(blob)

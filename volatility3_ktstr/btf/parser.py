@@ -24,6 +24,10 @@ _PER_VLEN = {
     Kind.FUNC_PROTO: 8, Kind.DATASEC: 12,
 }
 _SIZED = frozenset({Kind.INT, Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64, Kind.FLOAT, Kind.DATASEC})
+# The same, indexed by the 5-bit kind for the hot parsing loops (unknown kinds: 0 / False).
+_EXTRA_BY_KIND = tuple(_EXTRA.get(k, 0) for k in range(32))
+_PER_VLEN_BY_KIND = tuple(_PER_VLEN.get(k, 0) for k in range(32))
+_SIZED_BY_KIND = tuple(k in _SIZED for k in range(32))
 
 
 @contextlib.contextmanager
@@ -123,15 +127,7 @@ class Btf:
         u32 = struct.Struct("<I").unpack_from
         strings = self._strings
         name_limit = strings.rfind(b"\0") + 1  # an offset past the last NUL has no end
-        extra = [0] * 32
-        per_vlen = [0] * 32
-        for k, v in _EXTRA.items():
-            extra[k] = v
-        for k, v in _PER_VLEN.items():
-            per_vlen[k] = v
-        sized = [False] * 32
-        for k in _SIZED:
-            sized[k] = True
+        extra, per_vlen, sized = _EXTRA_BY_KIND, _PER_VLEN_BY_KIND, _SIZED_BY_KIND
         # Where, in a record's vlen entries (u32 words), names and type references sit.
         names_at = {4: (0, 3), 5: (0, 3), 6: (0, 2), 19: (0, 3), 13: (0, 2)}
         refs_at = {4: (1, 3), 5: (1, 3), 13: (1, 2), 15: (0, 3)}
@@ -216,15 +212,7 @@ class Btf:
         K_INT, K_PTR, K_ARRAY, K_STRUCT, K_UNION, K_ENUM, K_ENUM64 = 1, 2, 3, 4, 5, 6, 19
         K_FUNC, K_FUNC_PROTO, K_VAR, K_DATASEC, K_DECL_TAG, K_FWD = 12, 13, 14, 15, 17, 7
         # Record length by kind: 12 + fixed extra + per-vlen-entry bytes (kind 0 and >19: invalid).
-        extra = [0] * 32
-        per_vlen = [0] * 32
-        for k, v in _EXTRA.items():
-            extra[k] = v
-        for k, v in _PER_VLEN.items():
-            per_vlen[k] = v
-        sized = [False] * 32
-        for k in _SIZED:
-            sized[k] = True
+        extra, per_vlen, sized = _EXTRA_BY_KIND, _PER_VLEN_BY_KIND, _SIZED_BY_KIND
         rec_off = off
         try:
             while off < end:
