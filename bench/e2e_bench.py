@@ -17,8 +17,9 @@ and each venv has its own XDG cache. ``--cold`` also times a first run of ours o
 removing ktstr's own caches (compact ISF copies, scan hints), Volatility's validation cache
 kept.
 
-Targets (issue 14), per plugin and dump: CPU <= 2.0 s, peak RSS <= 250 MB, CPU <= 0.35 x the
-stock pslist's. The table says which hold, and whether our pslist prints what stock pslist
+Targets (issue 14), per ``linux.ktstr`` plugin and dump: CPU <= 2.0 s, peak RSS <= 250 MB,
+CPU <= 0.35 x the stock pslist's; for ``linux.pslist`` with our package ("stock plugins get
+faster too"): less CPU and no more RSS than stock's. The table says which hold, and whether our pslist prints what stock pslist
 prints (on LA57 and arm64 dumps stock Volatility finds no usable kernel layer and lists
 nothing, so there the line counts are shown). Exit status 1 when a target is missed.
 """
@@ -58,6 +59,7 @@ def volatility_version(python):
 
 def stock_venv():
     """A venv with Volatility 3 only (the version ours runs), made once and checked each time."""
+    BENCH.mkdir(parents=True, exist_ok=True)    # also the cwd of the probes (not this checkout)
     ours = volatility_version(sys.executable)
     py = f"{sys.version_info[0]}.{sys.version_info[1]}"
     venv = BENCH / f"stock-venv-py{py}-vol{ours}"
@@ -163,8 +165,12 @@ def main(argv=None):
         for pl in plugins:
             cpu, wall, rss = med(ours[pl], 0), med(ours[pl], 1), med(ours[pl], 2)
             rcs = sorted({x[3] for x in ours[pl]})
-            fails = [t for t, ok in (("cpu", cpu <= MAX_CPU), ("rss", rss <= MAX_RSS_MB),
-                                     ("ratio", cpu <= MAX_RATIO * s_cpu)) if not ok]
+            if pl == STOCK:   # a stock plugin with our package: faster than stock, no bigger
+                checks = (("ratio", cpu < s_cpu), ("rss", rss <= med(stock, 2)))
+            else:
+                checks = (("cpu", cpu <= MAX_CPU), ("rss", rss <= MAX_RSS_MB),
+                          ("ratio", cpu <= MAX_RATIO * s_cpu))
+            fails = [t for t, ok in checks if not ok]
             note = "ok" if not fails else "MISSED " + ",".join(fails)
             if rcs != [0]:
                 note += f" (exit {rcs})"
@@ -181,7 +187,8 @@ def main(argv=None):
         print(f"{name}: done", file=sys.stderr)
 
     print(f"vol end to end, warm caches, medians of {args.repeat} interleaved rounds; "
-          f"targets: CPU <= {MAX_CPU} s, RSS <= {MAX_RSS_MB} MB, CPU <= {MAX_RATIO} x stock pslist")
+          f"targets: CPU <= {MAX_CPU} s, RSS <= {MAX_RSS_MB} MB, CPU <= {MAX_RATIO} x stock pslist "
+          f"(our {STOCK}: less CPU and RSS than stock's)")
     print(fmt_row(header, widths))
     for r in rows:
         print(fmt_row(r, widths))

@@ -462,3 +462,28 @@ def test_bad_phys_base_value_is_ignored_with_warning(monkeypatch, caplog):
     monkeypatch.setenv(stackers.PHYS_BASE_ENV, "forty")
     assert stackers.configured_phys_base(contexts.Context()) is None
     assert "KTSTR_PHYS_BASE" in caplog.text
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c[0] // 1024}K-{c[1]}{'-lpa' if c[2] else ''}")
+def test_mapping_of_a_sparse_leaf_table_equals_page_by_page(cfg):
+    """mapping() skips a last-level table's invalid entries in one scan (arena ranges): it must
+    give exactly the pages a page-by-page walk finds."""
+    img, root, uroot, exp = build(cfg)
+    _, layer = make_layer(img, root, uroot, cfg)
+    page = layer.page_size
+    span = (page // 8) * page                    # what one last-level table maps
+    va_data = next(va for va, pa in exp["ok"].items() if pa == exp["data_page"])
+    start = va_data & ~(span - 1)
+    base = layer.context.layers[layer.config["memory_layer"]]
+    expect = []
+    for va in range(start, start + span, page):
+        try:
+            pa = layer._translate(va)[0]
+        except exceptions.InvalidAddressException:
+            continue
+        if base.is_valid(pa, page):          # translated but past the image: not mapped data
+            expect.append((va, pa))
+    assert (va_data, exp["data_page"]) in expect
+    got = [(o + k, m + k) for o, ln, m, _ml, _n in layer._mapping(start, span, ignore_errors=True)
+           for k in range(0, ln, page)]
+    assert got == expect

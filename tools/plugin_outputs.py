@@ -18,9 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-PLUGINS = ["linux.pslist", "linux.ktstr.maps", "linux.ktstr.progs", "linux.ktstr.mapdump",
-           "linux.ktstr.localstorage", "linux.ktstr.sdtalloc", "linux.ktstr.arena",
-           "linux.ktstr.scxstate", "linux.ktstr.scxtasks"]
+# Volatility's pslist and every linux.ktstr plugin (the modules of the plugin folder that define a
+# plugin class; the others register stackers).
+PLUGIN_DIR = REPO / "volatility3_ktstr" / "plugins" / "linux" / "ktstr"
+PLUGINS = ["linux.pslist"] + sorted(f"linux.ktstr.{p.stem}" for p in PLUGIN_DIR.glob("*.py")
+                                    if "interfaces.plugins.PluginInterface)" in p.read_text())
 
 
 def record(out, names, plugins):

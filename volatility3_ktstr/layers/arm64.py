@@ -208,7 +208,10 @@ class AArch64(linear.LinearlyMappedLayer):
                 continue
             if kind == 1 and block_ok:
                 return oa(desc) & ~((1 << lshift) - 1), lshift
-            raise self._fault(vpage, lshift, desc, f"Invalid level {level} descriptor {desc:#x}")
+            fault = self._fault(vpage, lshift, desc, f"Invalid level {level} descriptor {desc:#x}")
+            if lshift == page_shift:
+                fault.ktstr_leaf_table = (table, tsize)    # lets _mapping skip the table's holes
+            raise fault
         raise self._fault(vpage, page_shift, 0, "Walk ended without a leaf")  # unreachable
 
     def _translate(self, offset: int) -> Tuple[int, int, str]:
@@ -222,6 +225,21 @@ class AArch64(linear.LinearlyMappedLayer):
         if offset >= self._user_end or not self._user_enabled:
             return self._kernel_start
         return None
+
+    def _next_leaf(self, offset: int, table: int, tsize: int) -> int:
+        """The first VA after ``offset`` whose page descriptor in its last-level ``table`` is a
+        valid page, or the VA just past what the table maps. A sparse mapping (a BPF arena's
+        4 GiB with a few pages) is then skipped a table at a time, not a fault per page."""
+        shift = self._page_shift
+        data = self._table(table, tsize)
+        span = (tsize // 8) << shift
+        table_va = offset & ~(span - 1) & _MASK64
+        first = ((offset >> shift) & (tsize // 8 - 1)) + 1
+        if data is not None:
+            for i, (desc,) in enumerate(struct.iter_unpack("<Q", data[first * 8:]), first):
+                if desc & 3 == 3:
+                    return table_va + (i << shift)
+        return table_va + span
 
     def _mapping(
         self, offset: int, length: int, ignore_errors: bool = False
@@ -250,7 +268,11 @@ class AArch64(linear.LinearlyMappedLayer):
                     raise
                 nxt = self._next_region(offset)
                 if nxt is None:
-                    nxt = (offset | ((1 << excp.invalid_bits) - 1)) + 1
+                    leaf = getattr(excp, "ktstr_leaf_table", None)
+                    if leaf is not None:
+                        nxt = self._next_leaf(offset, *leaf)
+                    else:
+                        nxt = (offset | ((1 << excp.invalid_bits) - 1)) + 1
                 offset = nxt
                 continue
             except exceptions.InvalidAddressException:
