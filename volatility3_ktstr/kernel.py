@@ -346,21 +346,11 @@ class KernelContext:
         def build():
             isf = isf_json(self.context, self.module.symbol_table_name) or {}
             pairs = []
-            append = pairs.append
             shift = self.module.offset     # a config lookup per access: read it once
-            # canonical() inlined: it runs once per symbol (130k), the call itself was a third
-            full = (1 << 64) - 1
-            sign = (self._mask + 1) >> 1 if self._mask < full else 0
-            high = full & ~self._mask
             for name, sym in (isf.get("symbols") or {}).items():
                 addr = sym.get("address") if isinstance(sym, dict) else None
                 if addr:
-                    a = (addr + shift) & full
-                    if a & sign:
-                        a |= high
-                    if a >> 48 == 0 and a & (1 << 47):
-                        a |= 0xFFFF << 48
-                    append((a, name))
+                    pairs.append((self.canonical(addr + shift), name))
             pairs.sort()
             return pairs
 
