@@ -19,9 +19,10 @@ kept.
 
 Targets (issue 14), per ``linux.ktstr`` plugin and dump: CPU <= 2.0 s, peak RSS <= 250 MB,
 CPU <= 0.35 x the stock pslist's; for ``linux.pslist`` with our package ("stock plugins get
-faster too"): less CPU and no more RSS than stock's. The table says which hold, and whether our pslist prints what stock pslist
-prints (on LA57 and arm64 dumps stock Volatility finds no usable kernel layer and lists
-nothing, so there the line counts are shown). Exit status 1 when a target is missed.
+faster too"): less CPU and no more RSS than stock's. The table says which hold, and whether
+our pslist prints what stock pslist prints (on LA57 and arm64 dumps stock Volatility finds no
+usable kernel layer and lists nothing, so there the line counts are shown). Exit status 1 when
+a target is missed.
 """
 
 import argparse
@@ -41,11 +42,7 @@ import volrun  # noqa: E402
 
 BENCH = Path(os.environ.get("KTSTR_BENCH_CACHE", "~/.cache/ktstr-bench")).expanduser()
 DEFAULT_DUMPS = ["x86_64/scx_sdt", "x86_64/scx_sdt_la57", "arm64/scx_sdt_lpa2"]
-# Every linux.ktstr plugin: the modules of the plugin folder that define a plugin class (the
-# others register stackers).
-PLUGIN_DIR = REPO / "volatility3_ktstr" / "plugins" / "linux" / "ktstr"
-PLUGINS = sorted(f"linux.ktstr.{p.stem}" for p in PLUGIN_DIR.glob("*.py")
-                 if "interfaces.plugins.PluginInterface)" in p.read_text())
+PLUGINS = volrun.ktstr_plugins()      # every linux.ktstr plugin in the tree
 STOCK = "linux.pslist"
 MAX_CPU, MAX_RSS_MB, MAX_RATIO = 2.0, 250, 0.35
 

@@ -39,8 +39,7 @@ def fromdump_isf_dir(name):
 
 def plugin_available(plugin):
     mod = plugin.split(".")[-1]
-    return plugin == "linux.pslist" or (volrun.REPO / "volatility3_ktstr" / "plugins" / "linux" / "ktstr"
-                                        / f"{mod}.py").exists()
+    return plugin == "linux.pslist" or (volrun.KTSTR_PLUGIN_DIR / f"{mod}.py").exists()
 
 
 @pytest.mark.parametrize("plugin", [p if p == QUICK_PLUGIN else pytest.param(p, marks=pytest.mark.slow)

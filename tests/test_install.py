@@ -2,7 +2,6 @@
 `vol -h` (no -p) lists our plugins; the .pth does not import volatility3 at Python start;
 plugin names are not substrings of each other (vol picks plugins by substring)."""
 
-import ast
 import os
 import re
 import shutil
@@ -13,24 +12,20 @@ from pathlib import Path
 
 import pytest
 
+import volrun
+
 REPO = Path(__file__).resolve().parents[1]
-PLUGIN_DIR = REPO / "volatility3_ktstr" / "plugins" / "linux" / "ktstr"
+PLUGIN_DIR = volrun.KTSTR_PLUGIN_DIR
 
 
 def plugin_names():
-    """Full names vol lists (linux.ktstr.<module>.<Class>) of the plugin classes in the tree,
-    found by reading the source (importing them here would register them twice)."""
-    names = []
-    for path in sorted(PLUGIN_DIR.glob("*.py")):
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.ClassDef) and any(
-                    ast.unparse(b).endswith("PluginInterface") for b in node.bases):
-                names.append(f"linux.ktstr.{path.stem}.{node.name}")
-    return names
+    """Full names vol lists (linux.ktstr.<module>.<Class>) of the plugin classes in the tree."""
+    return [f"linux.ktstr.{module}.{cls}" for module, cls in volrun.plugin_classes()]
 
 
 def test_plugin_names_are_not_substrings_of_each_other():
     names = plugin_names()
+    assert names, f"no plugin class found under {PLUGIN_DIR}"
     for a in names:
         for b in names:
             assert a == b or a not in b, f"{a} is a substring of {b}: `vol {a}` is ambiguous"

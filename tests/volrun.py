@@ -108,9 +108,9 @@ def flatten(rows, depth=0):
     return out
 
 
-SEED_FILES = ("valid_isf.hashcache", "ktstr-autoisf.json", "ktstr-stack-hints.json")
-SHARED_DIRS = ("ktstr-isf",)      # volpatches' compact ISF cache, keyed per ISF file: shared
 VALIDATIONS = "valid_isf.hashcache"
+SEED_FILES = (VALIDATIONS, "ktstr-autoisf.json", "ktstr-stack-hints.json")
+SHARED_DIRS = ("ktstr-isf",)      # volpatches' compact ISF cache, keyed per ISF file: shared
 
 
 def known_validations(shared: Path) -> set:
@@ -174,6 +174,27 @@ def vol_env(extra=None):
 
 
 PLUGINS_DIR = REPO / "volatility3_ktstr" / "plugins"
+KTSTR_PLUGIN_DIR = PLUGINS_DIR / "linux" / "ktstr"
+
+
+def plugin_classes():
+    """(module, class) of every plugin class in the tree's linux/ktstr folder, found by reading
+    the source (importing the modules here would register them with Volatility twice); the
+    modules without one register stackers."""
+    import ast
+
+    out = []
+    for path in sorted(KTSTR_PLUGIN_DIR.glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and any(
+                    ast.unparse(b).endswith("PluginInterface") for b in node.bases):
+                out.append((path.stem, node.name))
+    return out
+
+
+def ktstr_plugins():
+    """``linux.ktstr.<module>`` of every plugin, as a user types it."""
+    return [f"linux.ktstr.{module}" for module, _cls in plugin_classes()]
 
 
 @functools.lru_cache(maxsize=None)

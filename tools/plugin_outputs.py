@@ -18,11 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-# Volatility's pslist and every linux.ktstr plugin (the modules of the plugin folder that define a
-# plugin class; the others register stackers).
-PLUGIN_DIR = REPO / "volatility3_ktstr" / "plugins" / "linux" / "ktstr"
-PLUGINS = ["linux.pslist"] + sorted(f"linux.ktstr.{p.stem}" for p in PLUGIN_DIR.glob("*.py")
-                                    if "interfaces.plugins.PluginInterface)" in p.read_text())
+import volrun  # noqa: E402
+
+PLUGINS = ["linux.pslist"] + volrun.ktstr_plugins()     # Volatility's pslist and every one of ours
 
 
 def record(out, names, plugins):
