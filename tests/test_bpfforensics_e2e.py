@@ -11,6 +11,7 @@
 """
 
 import json
+import re
 
 import pytest
 
@@ -166,6 +167,41 @@ def test_links_info_equals_bpftool():
             assert info.get(key) == value, (b["id"], key, info.get(key), value)
 
 
+def scheduler_ops_name(truth):
+    """The ops name of the dump's scheduler: sysfs `root/ops` while it runs; after an exit (the
+    loader frozen, its struct_ops link alive) the name the kernel logged when disabling it."""
+    live = (truth.get("sched_ext") or {}).get("root/ops")
+    if live:
+        return live.strip()
+    return truth["exit"]["kernel_log"]["disabled_ops_name"]
+
+
+def scheduler_ops_struct(dump, truth):
+    """The struct_ops type the scheduler registered: `sched_ext_ops`, unless the kernel's exit
+    backtrace names the trampolines of another one (`bpf__sched_ext_ops_cid_enqueue`: scx_qmap on
+    7.2 registers `struct sched_ext_ops_cid`). A trampoline is `bpf__<struct>_<member>`: the
+    struct is the kernel BTF struct whose member completes the name."""
+    symbols = set(re.findall(r"bpf__(sched_ext_ops\w*)\+", json.dumps(truth.get("exit") or {})))
+    if not symbols:
+        return "sched_ext_ops"
+    from volatility3_ktstr import btf
+
+    kbtf = btf.load(dumps.kernel_dir(dump) / "btf.raw")
+    found = set()
+    for sym in symbols:
+        parts = sym.split("_")
+        for i in range(len(parts) - 1, 2, -1):
+            name, member = "_".join(parts[:i]), "_".join(parts[i:])
+            try:
+                if member in {m.name for m in kbtf.struct(name).members}:
+                    found.add(name)
+                    break
+            except KeyError:
+                continue
+    assert len(found) == 1, (symbols, found)
+    return found.pop()
+
+
 def test_struct_ops_link_on_every_dump(dump):
     truth = dumps.load_truth(dump)
     got = {r["ID"]: r for r in rows(dump, "linux.ktstr.links") if r["ID"] >= 0}
@@ -178,8 +214,8 @@ def test_struct_ops_link_on_every_dump(dump):
         if "pids" in b:
             assert [p["comm"] for p in info["pids"]] == [p["comm"] for p in b["pids"]]
         if b["type"] == "struct_ops":   # the scheduler the struct_ops map carries
-            assert (info["struct_ops"], info["ops_name"]) == ("sched_ext_ops",
-                                                              truth["sched_ext"]["root/ops"].strip())
+            assert (info["struct_ops"], info["ops_name"]) == (scheduler_ops_struct(dump, truth),
+                                                              scheduler_ops_name(truth))
 
 
 # --- fd holders and pins -------------------------------------------------------------------
