@@ -68,6 +68,18 @@ def smoke_first(names, smoke=None):
             else pytest.param(n, marks=pytest.mark.slow, id=n) for n in names]
 
 
+def one_dump():
+    """[the dump that option tests run on]: the smoke dump, else the first x86-64 dump (no extra
+    translation layer), else any; ["<no dumps>"] without dumps. Not simply the first x86-64 name:
+    minimized dumps (the exit and allocator dumps) sort before it and hold only what plugins read."""
+    names = list_dumps()
+    if not names:
+        return ["<no dumps>"]
+    if any(n in names for n in SMOKE_DUMPS):
+        return [smoke_dump(names)]
+    return [([n for n in names if n.startswith("x86_64/")] or names)[0]]
+
+
 KDUMP_SUFFIX = "@kdump"
 KDUMP_OF = ("x86_64/scx_sdt",)          # raw dumps also tested as kdump files
 

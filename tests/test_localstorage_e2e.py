@@ -18,7 +18,7 @@ from helpers.vol_kctx import open_kctx
 PLUGIN = "linux.ktstr.localstorage"
 DUMPS = dumps.with_kdump(dumps.list_dumps())
 # Option tests need one dump; an x86-64 one needs no extra translation layer.
-ONE = ([d for d in dumps.list_dumps() if d.startswith("x86_64/")] or dumps.list_dumps())[:1] or ["<no dumps>"]
+ONE = dumps.one_dump()
 
 
 @functools.lru_cache(maxsize=None)

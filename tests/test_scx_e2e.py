@@ -29,7 +29,7 @@ import volrun
 DUMPS = dumps.with_kdump(dumps.list_dumps())
 # Checks that hold on a real vmcore too, whatever its dump level left out (test_vmcore_e2e.py).
 HOLDS_ON_VMCORE = dumps.smoke_first(DUMPS) + dumps.vmcore_params() or ["<no dumps>"]
-ONE = ([d for d in dumps.list_dumps() if d.startswith("x86_64/")] or dumps.list_dumps())[:1] or ["<no dumps>"]
+ONE = dumps.one_dump()
 # Kernel threads that set a non-fair policy for themselves (so switch_all does not move them).
 OTHER_CLASS = re.compile(r"^(migration/\d+|idle_inject/\d+|irq/.*|watchdogd|scx_enable_help.*|sched_ext_helpe.*)$")
 
