@@ -5,18 +5,16 @@ Linux 7.x; every member padded off its kernel offset by :class:`helpers.synth.Sy
 :class:`ScxWorld` builds kernel memory on any layout (the synthetic one, or the real kernel BTF
 through :class:`BtfKernel`): schedulers, exit info, per-CPU run queues and event counters, tasks,
 struct_ops maps with programs, a scheduler's ``.data``/``.data.uei_dump`` maps (program BTF made
-here with BtfBuilder), and a printk ring buffer. :class:`FakeKctx` is the kernel adapter the
-views take (``symbol``, ``enum``, ``per_cpu_offsets``, ``maps``, ``btf_at``, ...).
+here with BtfBuilder), and a printk ring buffer. :func:`scx_kernel` is the kernel (``kernel_model.Kernel``)
+the views take, built from the world.
 """
 
 import struct
 
 from .btf import BtfBuilder
-from helpers.synth import MINI_KERNEL, Memory, SynthKernel
-from volatility3_ktstr.bpf import maps as bpfmaps
+from helpers.synth import MINI_KERNEL, Memory, SynthKernel, kernel_of
 from volatility3_ktstr.btf import Btf
 from volatility3_ktstr.core import BtfLayout
-from volatility3_ktstr.errors import KtstrError
 
 SCX_DECLS = MINI_KERNEL + """
 enum scx_exit_kind { SCX_EXIT_NONE = 0, SCX_EXIT_DONE, SCX_EXIT_UNREG = 64, SCX_EXIT_UNREG_BPF,
@@ -440,37 +438,12 @@ class ScxWorld:
         return prb
 
 
-class FakeKctx:
-    """The kernel adapter over an ScxWorld (what kernel.KernelContext gives the views)."""
-
-    def __init__(self, world):
-        self.w = world
-        self.reader = world.mem
-        self.layout = world.L
-
-    def symbol(self, name):
-        return self.w.syms.get(name)
-
-    def enum(self, name):
-        return enum_values(self.w.btf, name)
-
-    def per_cpu_offsets(self):
-        return list(self.w.offsets)
-
-    def maps(self, damage=None):
-        names = {v: k for k, v in MAP_TYPES.items()}
-        return [bpfmaps.read_map(self.reader, self.layout, kva, mid, names) for mid, kva in self.w.map_list]
-
-    def btf_at(self, kva):
-        if kva in self.w.btfs:
-            return self.w.btfs[kva]
-        raise KtstrError(f"BTF object at {kva:#x}: unreadable")
-
-    def kernel_btf(self):
-        return self.w.btf
-
-    def sorted_symbols(self):
-        return sorted((a, n) for n, a in self.w.text_syms.items())
+def scx_kernel(world):
+    """The kernel type over an ScxWorld (what kernel.KernelContext gives the views): its
+    symbols (globals and text), per-CPU offsets, the maps in ``map_idr``, its program BTFs."""
+    symbols = {**world.text_syms, **world.syms}
+    return kernel_of(world.mem, world.L, symbols, btf=world.btf, btfs=world.btfs,
+                     percpu_offsets=world.offsets, idrs={"map_idr": dict(world.map_list)})
 
 
 def synth_kernel(pad=8):

@@ -14,7 +14,7 @@ from ..kds import DamageLog
 
 
 def _memo(kctx, key, fn):
-    return kctx._memo(("bpfobjects", key), fn)
+    return kctx.memo(("bpfobjects", key), fn)
 
 
 def fd_scan(kctx):

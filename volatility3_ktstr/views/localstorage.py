@@ -16,6 +16,7 @@ from ..walkers import localstorage as ls
 from ..walkers import sdtalloc
 from ..walkers.owners import OWNER_KINDS, Owner, OwnerResolver
 from . import HEX, Grid
+from . import sdtalloc as sdtviews
 from .common import select_maps
 
 GRID = Grid(
@@ -119,7 +120,7 @@ class ArenaContext:
             return
         progs, prog_arenas = kctx.prog_arenas()
         try:
-            programs = kctx.sdt_programs(type_name=self.payload_type)
+            programs = sdtviews.sdt_programs(kctx, type_name=self.payload_type)
             problem = None
         except (ReadError, LayoutError, KtstrError, sdtalloc.SdtError) as e:
             programs, problem = [], f"sdt_alloc slots not walked: {e}"
