@@ -8,7 +8,7 @@ are shared by every KernelContext of one Volatility context (a vol run has one).
 
 import logging
 import weakref
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from volatility3.framework import exceptions
 
@@ -71,14 +71,12 @@ class IsfSymbols:
         except (exceptions.SymbolError, exceptions.SymbolSpaceError, KeyError):
             return default
 
-    def items(self) -> Iterator[Tuple[str, int]]:
+    def items(self) -> List[Tuple[str, int]]:
         """Every symbol, from the table's ISF dictionary (asking the table symbol by symbol
         costs seconds on 130k)."""
         isf = isf_json(self.context, self.table_name) or {}
-        for name, sym in (isf.get("symbols") or {}).items():
-            addr = sym.get("address") if isinstance(sym, dict) else None
-            if addr:
-                yield name, addr
+        return [(name, sym.get("address")) for name, sym in (isf.get("symbols") or {}).items()
+                if isinstance(sym, dict)]
 
 
 class IsfEnums(EnumSource):

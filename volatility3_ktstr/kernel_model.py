@@ -21,7 +21,7 @@ from .bpf import progs as bpfprogs
 from .btf import Btf, BtfError
 from .core import Layout, LayoutError, ReadError, Reader
 from .core.percpu import percpu_sum
-from .core.symbols import SymbolIndex, sorted_pairs
+from .core.symbols import SymbolIndex
 from .errors import KtstrError
 from .kds import DamageLog
 
@@ -172,8 +172,27 @@ class Kernel:
         return {a: n for n, a in ((n, self.symbol(n)) for n in names) if a}
 
     def _symbol_pairs(self) -> List[Tuple[int, str]]:
-        """Sorted (runtime address, name) of every symbol (override: a faster table walk)."""
-        return sorted_pairs((n, self.relocate(a)) for n, a in self.symbol_table.items() if a)
+        """Sorted (runtime address, name) of every symbol: :meth:`relocate` inlined (a method
+        call per symbol doubles the cost on 130k)."""
+        end = self._percpu_end() or 0
+        slide, mask = self.slide, self.address_mask
+        top = (mask + 1) >> 1 if mask < MASK64 else 0
+        high = MASK64 & ~mask
+        pairs = []
+        for name, raw in self.symbol_table.items():
+            if not raw:
+                continue
+            if raw < end:
+                pairs.append((raw, name))
+                continue
+            addr = (raw + slide) & MASK64
+            if addr & top:
+                addr |= high
+            if addr >> 48 == 0 and addr & (1 << 47):
+                addr |= 0xFFFF << 48
+            pairs.append((addr, name))
+        pairs.sort()
+        return pairs
 
     def sorted_symbols(self) -> List[Tuple[int, str]]:
         """Sorted (canonical runtime address, name) of every kernel symbol, built once."""

@@ -1,12 +1,14 @@
 """Kernel symbols by address: the one "symbol nearest an address" (no Volatility import)."""
 
 import bisect
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+import operator
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 MAX_SYMBOL_DISTANCE = 1 << 20
 """A code address further than this past the nearest symbol below it is not named after it."""
 
 SymbolPairs = Sequence[Tuple[int, str]]
+_address = operator.itemgetter(0)
 
 
 class SymbolIndex:
@@ -18,19 +20,17 @@ class SymbolIndex:
     def __init__(self, pairs: Union[SymbolPairs, Callable[[], SymbolPairs]] = ()):
         self._source = pairs
         self._pairs: Optional[List[Tuple[int, str]]] = None
-        self._starts: List[int] = []
 
     def pairs(self) -> List[Tuple[int, str]]:
         if self._pairs is None:
             src = self._source() if callable(self._source) else self._source
-            self._pairs = list(src or ())
-            self._starts = [a for a, _ in self._pairs]
+            self._pairs = src if isinstance(src, list) else list(src or ())
         return self._pairs
 
     def at(self, addr: int) -> Optional[str]:
         """Name of the symbol exactly at ``addr`` (``__pfx_`` padding symbols skipped), or None."""
         syms = self.pairs()
-        i = bisect.bisect_left(self._starts, addr)
+        i = bisect.bisect_left(syms, addr, key=_address)
         while i < len(syms) and syms[i][0] == addr:
             name = syms[i][1]
             if not name.startswith("__pfx_"):
@@ -42,7 +42,7 @@ class SymbolIndex:
         """(name, distance) of the nearest symbol at or below ``addr`` within ``limit``, or None.
         Of several symbols at one address the last in sort order is taken."""
         syms = self.pairs()
-        i = bisect.bisect_right(self._starts, addr) - 1
+        i = bisect.bisect_right(syms, addr, key=_address) - 1
         if i >= 0 and 0 <= addr - syms[i][0] <= limit:
             return syms[i][1], addr - syms[i][0]
         return None
@@ -57,11 +57,7 @@ class SymbolIndex:
 
     def next_after(self, addr: int) -> Optional[int]:
         """Address of the first symbol above ``addr``, or None."""
-        self.pairs()
-        i = bisect.bisect_right(self._starts, addr)
-        return self._starts[i] if i < len(self._starts) else None
+        syms = self.pairs()
+        i = bisect.bisect_right(syms, addr, key=_address)
+        return syms[i][0] if i < len(syms) else None
 
-
-def sorted_pairs(items: Iterable[Tuple[str, int]]) -> List[Tuple[int, str]]:
-    """Sorted (address, name) of (name, address) items with a non-zero address."""
-    return sorted((a, n) for n, a in items if a)
