@@ -2,7 +2,7 @@
 its owner named and its value typed by the map's program BTF (arena pointers followed into their
 sdt_alloc slot); a summary row ends each map, ``verbose`` adds one row per skipped part.
 
-Takes the kernel adapter (``KernelContext``); no Volatility import.
+Takes the kernel (``kernel_model.Kernel``); no Volatility import.
 """
 
 import json

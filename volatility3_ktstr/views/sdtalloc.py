@@ -2,7 +2,7 @@
 (scheduler, allocator, idx, genn, user address, owning task, payload typed by the scheduler's
 BTF); skipped subtrees, empty or broken allocators are rows with the reason in Note.
 
-Takes the kernel adapter (``KernelContext``); no Volatility import.
+Takes the kernel (``kernel_model.Kernel``); no Volatility import.
 """
 
 from ..errors import KtstrError
