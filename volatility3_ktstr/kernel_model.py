@@ -13,7 +13,7 @@ objects) and below ``views/``; ``core/`` stays the lowest layer.
 """
 
 import logging
-from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple, Union
 
 from .bpf import btfobj
 from .bpf import maps as bpfmaps
