@@ -71,7 +71,7 @@ class IsfSymbols:
         except (exceptions.SymbolError, exceptions.SymbolSpaceError, KeyError):
             return default
 
-    def items(self) -> List[Tuple[str, int]]:
+    def items(self) -> List[Tuple[str, Optional[int]]]:
         """Every symbol, from the table's ISF dictionary (asking the table symbol by symbol
         costs seconds on 130k)."""
         isf = isf_json(self.context, self.table_name) or {}

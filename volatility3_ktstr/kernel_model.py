@@ -213,7 +213,9 @@ class Kernel:
         """Bytes from symbol ``name`` to the next symbol (the size of a static array whose
         length the kernel types do not record); 0 when unknown."""
         addr = self.symbol(name)
-        nxt = self.symbol_index().next_after(addr) if addr else None
+        if not addr:
+            return 0
+        nxt = self.symbol_index().next_after(addr)
         return nxt - addr if nxt is not None else 0
 
     # --- enums ---------------------------------------------------------------------------
