@@ -8,10 +8,12 @@ import pytest
 
 from helpers.bpf import BPF_DECLS
 from helpers.btf import BtfBuilder
-from helpers.synth import SynthKernel, layout_fixture
+from helpers.synth import SynthKernel, kernel_of, layout_fixture
 from volatility3_ktstr.bpf.maps import BpfMap
 from volatility3_ktstr.bpf.progs import BpfProg
+from volatility3_ktstr.core import BufferReader
 from volatility3_ktstr.errors import KtstrError
+from volatility3_ktstr.kernel_model import Kernel
 from volatility3_ktstr.views import mapdump as mapdump_view
 from volatility3_ktstr.views import maps as maps_view
 
@@ -25,14 +27,10 @@ def _load(name):
     return mod
 
 
-class _Kctx:
-    def __init__(self, btf=None, error=None):
-        self._btf, self._error = btf, error
-
-    def btf_at(self, kva):
-        if self._error:
-            raise KtstrError(self._error)
-        return self._btf
+def _Kctx(btf=None, error=None):
+    """The kernel type with one program BTF object at 0x1000 (parsed, or failing with ``error``)."""
+    found = {0x1000: KtstrError(error)} if error else {0x1000: btf} if btf is not None else {}
+    return Kernel(BufferReader({}), None, btf_cache=found)
 
 
 def test_maps_row_reports_corrupt_btf():
@@ -105,16 +103,10 @@ def test_struct_ops_row_survives_a_kernel_btf_without_the_wrapper(monkeypatch):
     kval = bytes(16)
     monkeypatch.setattr(bv, "struct_ops_value", lambda reader, layout, m: (kval, kval, 0))
 
-    class Kctx:
-        reader = layout = None
-
-        def kernel_btf(self):
-            return kbtf
-
     m = BpfMap(kva=1, id=2, type_name="struct_ops", name="sdt_ops", btf_vmlinux_value_type_id=99)
     with pytest.raises(KeyError):
         mapdump_view.name_ops(kbtf, 99, kval, kval, {"data": {}}, None, {})
-    rows = list(mapdump_view.struct_ops(Kctx(), m, None, {}))
+    rows = list(mapdump_view.struct_ops(Kernel(None, None, btf=kbtf), m, None, {}))
     assert len(rows) == 1 and rows[0][1][mapdump_view.GRID.index["MapName"]] == "sdt_ops"
 
 
@@ -132,17 +124,14 @@ def test_plugin_modules_hold_one_plugin_class(plugin):
 layout = layout_fixture(lambda: SynthKernel(BPF_DECLS).layout)
 
 
-class _MemKctx:
-    """Reader + layout + per-CPU offsets + one program BTF: what MapDump._elements uses."""
+PERCPU_OFFSETS = 0xFFFFFFFF82000000
 
-    def __init__(self, reader, layout, btf, offsets=(0,)):
-        self.reader, self.layout, self._btf, self._offsets = reader, layout, btf, list(offsets)
 
-    def per_cpu_offsets(self):
-        return self._offsets
-
-    def btf_at(self, kva):
-        return self._btf
+def _MemKctx(mem, layout, btf, offsets=(0,)):
+    """The kernel type over a map's memory: per-CPU offsets and the program BTF at 0x1000."""
+    mem.add(PERCPU_OFFSETS, bytes(0x1000))
+    return kernel_of(mem, layout, {"__per_cpu_offset": PERCPU_OFFSETS, "nr_cpu_ids": PERCPU_OFFSETS + 0x800},
+                     btfs={0x1000: btf}, percpu_offsets=offsets)
 
 
 def _prog_btf():

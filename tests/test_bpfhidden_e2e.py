@@ -14,9 +14,6 @@ import volrun
 from volatility3_ktstr.bpf import bpffs, hidden, hooks
 from volatility3_ktstr.bpf import fds as bpffds
 from volatility3_ktstr.bpf import links as bpflinks
-from volatility3_ktstr.bpf import maps as bpfmaps
-from volatility3_ktstr.bpf import progs as bpfprogs
-from volatility3_ktstr.bpf.facts import BpfKernel
 from volatility3_ktstr.core import Reader
 
 ZOO = "x86_64/scx_sdt_zoo"
@@ -102,15 +99,7 @@ def kctx():
 
 def cross_view(kctx, words=None):
     """The hidden objects of the dump as seen through ``words`` patched in."""
-    base = kctx.bpf_kernel()
-    reader = PatchedReader(kctx.reader, words or {})
-    lay = kctx.layout
-    progs = list(bpfprogs.iter_progs(reader, lay, kctx.symbol("prog_idr"), kctx.prog_type_names()))
-    maps = list(bpfmaps.iter_maps(reader, lay, kctx.symbol("map_idr"), kctx.map_type_names()))
-    bk = BpfKernel(reader=reader, layout=lay, symbol=base.symbol, sorted_symbols=base.sorted_symbols,
-                   enum=base.enum, enumerator=base.enumerator, kernel_btf=base.kernel_btf,
-                   kernel_btf_id=base.kernel_btf_id, btf_by_id=base.btf_by_id, progs=progs,
-                   maps=maps, prog_type_names=base.prog_type_names, map_type_names=base.map_type_names)
+    bk = kctx.with_reader(PatchedReader(kctx.reader, words or {})).bpf_kernel()
     links = list(bpflinks.iter_links(bk, kctx.symbol("link_idr")))
     fds = list(bpffds.bpf_fds(bk, kctx.symbol("init_task"), perf=True))
     attachments = list(hooks.HookWalker(bk).all([f.obj for f in fds if f.kind == "perf"]))

@@ -8,7 +8,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "volatility3_ktstr"
 VOL_FREE = ["btf", "core", "kds", "bpf", "walkers", "render", "views", "dumpfile", "isf"]
-VOL_FREE_MODULES = ["vmcoreinfo", "errors"]
+VOL_FREE_MODULES = ["vmcoreinfo", "errors", "kernel_model"]
 
 
 def vol_free_modules():

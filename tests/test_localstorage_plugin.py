@@ -13,7 +13,7 @@ from helpers.localstorage import UNMAPPED, Synth, handmade_btf, val
 from volatility3_ktstr.bpf.maps import BpfMap
 from volatility3_ktstr.btf import Btf
 from volatility3_ktstr.core import BtfLayout
-from volatility3_ktstr.errors import KtstrError
+from volatility3_ktstr.kernel_model import Kernel
 from volatility3_ktstr.walkers import localstorage as ls
 from volatility3_ktstr.walkers.owners import OwnerResolver
 from volatility3_ktstr.walkers.sdtalloc import SdtEntry, SlotHit
@@ -36,16 +36,9 @@ def prog_btf():
     return Btf.parse(b.build(), source="prog"), vid
 
 
-class FakeKctx:
-    def __init__(self, syn, btf=None):
-        self.reader = syn.reader()
-        self.layout = syn.L
-        self._btf = btf
-
-    def btf_at(self, kva):
-        if kva == PROG_BTF_KVA and self._btf is not None:
-            return self._btf
-        raise KtstrError(f"BTF object at {kva:#x}: unreadable")
+def world_kernel(syn, btf=None):
+    """The kernel type over a Synth world, with the program BTF at PROG_BTF_KVA when given."""
+    return Kernel(syn.reader(), syn.L, btf_cache={PROG_BTF_KVA: btf} if btf is not None else {})
 
 
 class NoArenas:
@@ -94,7 +87,7 @@ def test_task_rows_sorted_with_summary(syn):
         s = syn.storage(t)
         syn.field(t, "task_struct", "bpf_storage", s)
         syn.elem(smap, bucket, s, val(pid, 16))
-    rows = rows_of(FakeKctx(syn), m)
+    rows = rows_of(world_kernel(syn), m)
     data, summary = rows[:-1], rows[-1]
     assert [r["PID"] for r in data] == [10, 20, 30]
     assert [r["Comm"] for r in data] == ["p10", "p20", "p30"]
@@ -111,7 +104,7 @@ def test_pid_filter(syn):
     smap, m = task_map(syn)
     for pid in (5, 6, 7):
         syn.elem(smap, pid % 4, syn.storage(syn.task(pid, pid, "x")), val(pid, 16))
-    rows = rows_of(FakeKctx(syn), m, pids=[6])
+    rows = rows_of(world_kernel(syn), m, pids=[6])
     assert [r["PID"] for r in rows if r["OwnerKind"] == "task"] == [6]
     assert rows[-1]["Note"].startswith("3 elements")   # the summary still counts the map
 
@@ -121,7 +114,7 @@ def test_unresolved_owners_keep_address_and_reason(syn):
     syn.elem(smap, 0, 0, val(1, 16))
     syn.elem(smap, 1, 0, val(2, 16))
     syn.elem(smap, 2, syn.storage(UNMAPPED), val(3, 16))
-    rows = rows_of(FakeKctx(syn), m)[:-1]
+    rows = rows_of(world_kernel(syn), m)[:-1]
     notes = sorted(r["Note"] for r in rows)
     assert notes[0].startswith("local_storage is NULL") and notes[1].startswith("local_storage is NULL")
     assert "unreadable" in notes[2]
@@ -133,10 +126,10 @@ def test_verbose_problem_rows(syn):
     smap, m = task_map(syn)
     e = syn.elem(smap, 0, 0, val(1, 16))
     syn.set_next(e, UNMAPPED)
-    quiet = rows_of(FakeKctx(syn), m)
+    quiet = rows_of(world_kernel(syn), m)
     assert [r["OwnerKind"] for r in quiet] == ["task", "summary"]
     assert "1 chains broken" in quiet[-1]["Note"] and "--verbose" in quiet[-1]["Note"]
-    loud = rows_of(FakeKctx(syn), m, verbose=True)
+    loud = rows_of(world_kernel(syn), m, verbose=True)
     assert [r["OwnerKind"] for r in loud] == ["task", "problem", "summary"]
     assert loud[1]["Owner"] == UNMAPPED - syn.offs.map_node and "element unreadable" in loud[1]["Note"]
     assert "--verbose" not in loud[-1]["Note"]
@@ -145,10 +138,10 @@ def test_verbose_problem_rows(syn):
 def test_rejected_and_unreadable_maps(syn):
     smap, m = task_map(syn)
     m.error = "struct bpf_map unreadable: unmapped"
-    rows = rows_of(FakeKctx(syn), m)
+    rows = rows_of(world_kernel(syn), m)
     assert len(rows) == 1 and rows[0]["Note"].startswith("not walked: struct bpf_map unreadable")
     m2 = BpfMap(kva=UNMAPPED, id=8, type_name="cgrp_storage", name="c", value_size=8)
-    rows = rows_of(FakeKctx(syn), m2)
+    rows = rows_of(world_kernel(syn), m2)
     assert rows[0]["OwnerKind"] == "summary" and "not walked" in rows[0]["Note"]
 
 
@@ -157,10 +150,10 @@ def test_btf_rendering_and_broken_btf(syn):
     smap, m = task_map(syn, PROG_BTF_KVA, 16, vid)
     value = (3).to_bytes(4, "little") + (4).to_bytes(4, "little") + (0x1000_0000_4000).to_bytes(8, "little")
     syn.elem(smap, 0, syn.storage(syn.task(9, 9, "nine")), value)
-    row = rows_of(FakeKctx(syn, btf), m)[0]
+    row = rows_of(world_kernel(syn, btf), m)[0]
     assert row["Value"] == "{a=3 b=4 data=0x100000004000}"
     assert json.loads(row["Formatted"])["formatted"]["value"] == {"a": 3, "b": 4, "data": "0x100000004000"}
-    rows = rows_of(FakeKctx(syn, None), m)   # the program BTF cannot be read: hex, said once
+    rows = rows_of(world_kernel(syn, None), m)   # the program BTF cannot be read: hex, said once
     assert rows[0]["Value"] == value.hex(" ")
     assert "values as hex: BTF object at" in rows[-1]["Note"]
 
@@ -201,7 +194,7 @@ def test_arena_slot_payload_attached(syn):
     value = bytes(8) + ptr.to_bytes(8, "little")
     syn.elem(smap, 0, syn.storage(syn.task(9, 9, "nine")), value)
     syn.elem(smap, 1, syn.storage(syn.task(10, 10, "ten")), bytes(8) + (ptr + 64).to_bytes(8, "little"))
-    rows = rows_of(FakeKctx(syn, btf), m, arenas=SlotArenas(ptr))
+    rows = rows_of(world_kernel(syn, btf), m, arenas=SlotArenas(ptr))
     f = json.loads(rows[0]["Formatted"])["formatted"]["value"]["data"]
     assert f == {"ptr": hex(ptr), "slot": {"allocator": "task_allocator", "idx": 5, "genn": 2},
                  "payload": {"hex": ["0x01", "0x02"], "reason": "no type"}}

@@ -14,7 +14,7 @@ synthetic kernel, plus the real 7.2 x86-64 kernel BTF when KTSTR_DUMPS is set).
 import pytest
 
 from helpers.scxmem import kernel, real, synth, w  # noqa: F401 (fixtures)
-from helpers.scxmem import BtfKernel, FakeKctx, ScxWorld, enum_values, synth_kernel, uei_program_btf
+from helpers.scxmem import BtfKernel, ScxWorld, enum_values, scx_kernel, synth_kernel, uei_program_btf
 from volatility3_ktstr.core import BtfLayout
 from volatility3_ktstr.kds import DamageLog
 from volatility3_ktstr.views import NA, scxstate, scxtasks
@@ -28,7 +28,7 @@ def kinds_of(btf):
 
 
 def state_rows(w):
-    return [(d, dict(zip(scxstate.GRID.names(), r))) for d, r in scxstate.rows(FakeKctx(w))]
+    return [(d, dict(zip(scxstate.GRID.names(), r))) for d, r in scxstate.rows(scx_kernel(w))]
 
 
 def section(rows, name):
@@ -136,7 +136,7 @@ def test_uei_layout_from_program_btf(w):
     w.uei_maps(kind=1025, exit_code=0x1000000000005, reason="scx_bpf_error",
                msg="scx_qmap.bpf.c:388: test triggering error", dump="line 1\nline 2\n")
     errors = []
-    (u,) = scx_exit.find_user_exit_infos(w.mem, w.L, FakeKctx(w).maps(), FakeKctx(w).btf_at, errors)
+    (u,) = scx_exit.find_user_exit_infos(w.mem, w.L, scx_kernel(w).maps(), scx_kernel(w).btf_at, errors)
     assert (u.var, u.map_name, u.kind, u.exit_code, u.reason, u.msg) == (
         "uei", "scx_sdt.data", 1025, 0x1000000000005, "scx_bpf_error",
         "scx_qmap.bpf.c:388: test triggering error")
@@ -148,14 +148,14 @@ def test_uei_without_exit_code_and_without_dump_map(w):
     btf = uei_program_btf(reason_len=64, msg_len=256, with_exit_code=False)
     dkva, ukva = w.uei_maps(kind=67, reason="disabled by sysrq-S", prog_btf=btf)
     w.map_list = [(i, k) for i, k in w.map_list if i != 10]          # no .data.uei_dump map
-    (u,) = scx_exit.find_user_exit_infos(w.mem, w.L, FakeKctx(w).maps(), FakeKctx(w).btf_at)
+    (u,) = scx_exit.find_user_exit_infos(w.mem, w.L, scx_kernel(w).maps(), scx_kernel(w).btf_at)
     assert (u.kind, u.exit_code, u.reason, u.msg, u.dump) == (67, None, "disabled by sysrq-S", "", None)
 
 
 def test_uei_broken_program_btf_is_reported(w):
     w.uei_maps(kind=1)
-    k = FakeKctx(w)
-    w.btfs.clear()
+    w.btfs.clear()                  # the program BTF is not in the dump
+    k = scx_kernel(w)
     errors = []
     assert scx_exit.find_user_exit_infos(w.mem, w.L, k.maps(), k.btf_at, errors) == []
     assert any("program BTF" in e for e in errors)
@@ -173,7 +173,7 @@ def test_uei_from_the_real_scheduler_program_btf(w, real_sdt_program_btf):
         world.uei_maps(kind=kind, reason="runnable task stall", exit_code=kind,
                        msg="labreplica[125] failed to run for 5.492s", dump="DUMP line\n" * 3,
                        prog_btf=(btf, data_id, dump_id, size))
-        (u,) = scx_exit.find_user_exit_infos(world.mem, world.L, FakeKctx(world).maps(), FakeKctx(world).btf_at)
+        (u,) = scx_exit.find_user_exit_infos(world.mem, world.L, scx_kernel(world).maps(), scx_kernel(world).btf_at)
         assert (u.kind, u.exit_code, u.reason, u.msg) == (
             kind, kind, "runnable task stall", "labreplica[125] failed to run for 5.492s")
         assert u.dump == "DUMP line\n" * 3 and u.dump_size == btf.type(dump_id).size
@@ -357,15 +357,15 @@ def test_watchdog_runnable_lists_and_stalls(w):
         "LATE: the watchdog has not run for 9000 jiffies (timeout 7500)")
     # scxtasks: the same ages, the list positions, and --stalled.
     grid = scxtasks.GRID.names()
-    rows = [dict(zip(grid, r)) for _, r in scxtasks.rows(FakeKctx(w))]
+    rows = [dict(zip(grid, r)) for _, r in scxtasks.rows(scx_kernel(w))]
     by = {r["PID"]: r for r in rows}
     assert (by[11]["RunnableForJiffies"], by[11]["Starved"], by[11]["RunnableList"], by[11]["TimeoutJiffies"]) == (
         8000, "STARVED", "cpu0[0]", 7500)
     assert (by[10]["RunnableForJiffies"], by[10]["RunnableList"]) == (10, "cpu0[1]")
     assert (by[12]["RunnableForJiffies"], by[12]["Starved"], by[12]["RunnableList"]) == (7500, "", "cpu1[0]")
-    stalled = [dict(zip(grid, r)) for _, r in scxtasks.rows(FakeKctx(w), stalled=True)]
+    stalled = [dict(zip(grid, r)) for _, r in scxtasks.rows(scx_kernel(w), stalled=True)]
     assert [r["PID"] for r in stalled] == [11]
-    assert [dict(zip(grid, r))["PID"] for _, r in scxtasks.rows(FakeKctx(w), pids=[12])] == [12]
+    assert [dict(zip(grid, r))["PID"] for _, r in scxtasks.rows(scx_kernel(w), pids=[12])] == [12]
 
 
 def test_scxtasks_damage_rows(w):
@@ -374,7 +374,7 @@ def test_scxtasks_damage_rows(w):
     node = w.L.offset("task_struct", "scx.tasks_node") + w.L.offset("list_head", "next")
     w.mem.u64(t + node, 0)                           # the scx_tasks list is cut after task 5
     grid = scxtasks.GRID.names()
-    rows = [dict(zip(grid, r)) for _, r in scxtasks.rows(FakeKctx(w))]
+    rows = [dict(zip(grid, r)) for _, r in scxtasks.rows(scx_kernel(w))]
     assert rows[0]["PID"] == 5
     assert rows[-1]["PID"] == -1 and "scx_tasks walk stopped" in rows[-1]["Where"]
     assert rows[-1]["TGID"] is NA
@@ -395,7 +395,7 @@ def test_older_kernel_without_scx_sched(w):
     w.mem.put("scx_exit_info", ei, kind=kinds["SCX_EXIT_ERROR_BPF"], reason=w.cstr("scx_bpf_error"),
               msg=w.cstr("old.bpf.c:1: bad"))
     del w.syms["scx_root"], w.syms["scx_sched_all"]
-    k = FakeKctx(w)
+    k = scx_kernel(w)
     k.layout = HidingLayout(w.btf, hide_types={"scx_sched"})
     rows = [(d, dict(zip(scxstate.GRID.names(), r))) for d, r in scxstate.rows(k)]
     assert value(rows, "exit", "summary", "verdict") == (

@@ -1,12 +1,9 @@
 """What the sched_ext plugins share: symbols, enum constants and the kernel-type facts they need.
 
 Kept outside the plugins directory so that no plugin imports another plugin module. Everything
-comes through the kernel adapter (``kernel.KernelContext``, or anything with the same
-``reader``, ``layout``, ``symbol()``, ``enum()``, ``per_cpu_offsets()``, ``maps()``,
-``btf_at()`` and ``sorted_symbols()``); no Volatility import here.
+comes through the kernel (``kernel_model.Kernel``); no Volatility import here.
 """
 
-import bisect
 from dataclasses import dataclass
 
 from .bpf import runstats
@@ -193,12 +190,4 @@ class ScxKernel:
 
     def symbolize(self, addr):
         """``function+0xoff`` for a kernel text address (the nearest symbol below), else hex."""
-        try:
-            table = self.kctx.sorted_symbols()
-        except (KtstrError, AttributeError):
-            table = []
-        i = bisect.bisect_right(table, (addr, "\uffff")) - 1
-        if i < 0 or not table or addr - table[i][0] > 1 << 20:
-            return f"{addr:#x}"
-        base, name = table[i]
-        return f"{name}+{addr - base:#x}" if addr != base else name
+        return self.kctx.symbol_near(addr) or f"{addr:#x}"

@@ -3,20 +3,18 @@
 :class:`World` declares (padded, see ``synth.py``) the kernel structs the BPF forensics walkers
 read, and builds objects in a synthetic memory: programs and maps in their IDRs, links of a few
 types, processes with fd tables, a bpffs instance mounted at /sys/fs/bpf, cgroups, network
-devices, trampolines, the BPF kallsyms list. ``kernel()`` gives the :class:`BpfKernel` the
-walkers take; ``kctx()`` a stand-in for the Volatility kernel adapter (what the views take).
+devices, trampolines, the BPF kallsyms list. ``kctx()`` gives the kernel type the views take
+(``kernel_model.Kernel``), ``kernel()`` the :class:`BpfKernel` of it the walkers take.
 
 Enum values are deliberately not the uapi ones where the code must read them from the kernel.
 """
 
 from helpers.btf import BtfBuilder
-from helpers.synth import MINI_KERNEL, SynthKernel
+from helpers.synth import MINI_KERNEL, SynthKernel, kernel_of
 from volatility3_ktstr.bpf import links as bpflinks
-from volatility3_ktstr.bpf import maps as bpfmaps
-from volatility3_ktstr.bpf import progs as bpfprogs
 from volatility3_ktstr.bpf.facts import BpfKernel
+from volatility3_ktstr.kernel_model import BtfEnums
 from volatility3_ktstr.btf import Btf
-from volatility3_ktstr.kds import DamageLog
 
 DECLS = MINI_KERNEL + """
 enum bpf_prog_type { BPF_PROG_TYPE_UNSPEC = 0, BPF_PROG_TYPE_KPROBE = 2, BPF_PROG_TYPE_SCHED_CLS = 3,
@@ -163,20 +161,6 @@ class World:
 
     def register(self, idr, obj_id, kva):
         self.ids[idr][obj_id] = kva
-
-    def write_idrs(self):
-        """Lay every registry out as one XArray leaf node (ids < 64)."""
-        for name, entries in self.ids.items():
-            idr = self.syms[name]
-            xa = idr + self.L.offset("idr", "idr_rt")
-            if not entries:
-                self.mem.set("xarray", xa, "xa_head", 0)
-                continue
-            node = self.mem.new("xa_node", shift=0)
-            for i, kva in entries.items():
-                assert i < 64
-                self.mem.u64(node + self.L.offset("xa_node", "slots") + 8 * i, kva)
-            self.mem.set("xarray", xa, "xa_head", node | 2)
 
     # --- objects -------------------------------------------------------------------------
 
@@ -406,83 +390,19 @@ class World:
         found = self.k.btf.find(name)
         return list(found[0].values) if found and found[0].values else None
 
-    def enumerator(self, name):
-        for t in self.k.btf.all_types():
-            for n, v in t.values or ():
-                if n == name:
-                    return v
-        return None
-
-    def sorted_symbols(self):
-        return sorted((a, n) for n, a in self.syms.items())
+    def kctx(self):
+        """The kernel type (``kernel_model.Kernel``) over this world: its symbols, registries
+        (IDRs), one CPU, the enums of its declarations, the FUNC-bearing kernel BTF, and each
+        module BTF of ``modules`` as a ``struct btf`` in ``btf_idr``."""
+        btfs, modules = {}, {}
+        for i, (name, btf) in enumerate(sorted(self.modules.items())):
+            kva = self.mem.new("btf", id=40 + i, name=name)
+            btfs[kva], modules[40 + i] = btf, kva
+        return kernel_of(self.mem, self.L, self.syms, btf=self.kbtf, btfs=btfs, percpu_offsets=[0],
+                         idrs={**self.ids, "btf_idr": modules}, enums=BtfEnums(self.k.btf))
 
     def kernel(self, damage=None):
-        self.write_idrs()
-        tn = bpfprogs.prog_type_names(dict(self.enum("bpf_prog_type")))
-        mn = bpfmaps.type_names_from_enum(dict(self.enum("bpf_map_type")), "BPF_MAP_TYPE_",
-                                          bpfmaps.UAPI_MAP_TYPES)
-        progs = list(bpfprogs.iter_progs(self.mem, self.L, self.syms["prog_idr"], tn, damage=damage))
-        maps = list(bpfmaps.iter_maps(self.mem, self.L, self.syms["map_idr"], mn, damage=damage))
-        return BpfKernel(reader=self.mem, layout=self.L, symbol=self.syms.get,
-                         sorted_symbols=self.sorted_symbols, enum=self.enum, enumerator=self.enumerator,
-                         kernel_btf=lambda: self.kbtf, kernel_btf_id=1, btf_by_name=self.modules.get,
-                         progs=progs, maps=maps,
-                         prog_type_names=tn, map_type_names=mn)
-
-    def kctx(self):
-        return FakeKernelContext(self)
-
-
-class FakeKernelContext:
-    """What the views use of ``volatility3_ktstr.kernel.KernelContext``, over a World."""
-
-    arch = "x86_64"
-
-    def __init__(self, world):
-        self.world = world
-        self.reader = world.mem
-        self.layout = world.L
-        self._cache = {}
-        self._bk = world.kernel()
-
-    def _memo(self, key, fn):
-        if key not in self._cache:
-            self._cache[key] = fn()
-        return self._cache[key]
-
-    def symbol(self, name):
-        return self.world.syms.get(name)
-
-    def bpf_kernel(self):
-        return self._bk
-
-    def progs(self, damage=None):
-        return self._bk.progs
-
-    def maps(self, damage=None):
-        return self._bk.maps
-
-    def links(self, damage=None):
-        return self._memo("links", lambda: list(bpflinks.iter_links(
-            self._bk, self.world.syms["link_idr"], damage=damage if damage is not None else DamageLog())))
-
-    def sorted_symbols(self):
-        return self.world.sorted_symbols()
-
-    def per_cpu_offsets(self):
-        return [0]
-
-    def boot_epoch_ns(self):
-        return None
-
-    def btf_id_at(self, kva):
-        return 0
-
-    def btf_at(self, kva):
-        raise KeyError(kva)
-
-    def prog_type_names(self):
-        return self._bk.prog_type_names
-
-    def map_type_names(self):
-        return self._bk.map_type_names
+        """What the BPF forensics walkers take: :meth:`kctx` with its registries read (registry
+        damage into ``damage``)."""
+        k = self.kctx()
+        return BpfKernel(k, progs=k.progs(damage), maps=k.maps(damage))

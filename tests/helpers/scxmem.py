@@ -5,18 +5,17 @@ Linux 7.x; every member padded off its kernel offset by :class:`helpers.synth.Sy
 :class:`ScxWorld` builds kernel memory on any layout (the synthetic one, or the real kernel BTF
 through :class:`BtfKernel`): schedulers, exit info, per-CPU run queues and event counters, tasks,
 struct_ops maps with programs, a scheduler's ``.data``/``.data.uei_dump`` maps (program BTF made
-here with BtfBuilder), and a printk ring buffer. :class:`FakeKctx` is the kernel adapter the
-views take (``symbol``, ``enum``, ``per_cpu_offsets``, ``maps``, ``btf_at``, ...).
+here with BtfBuilder), and a printk ring buffer. :func:`scx_kernel` is the kernel (``kernel_model.Kernel``)
+the views take, built from the world.
 """
 
 import struct
 
 from .btf import BtfBuilder
-from helpers.synth import MINI_KERNEL, Memory, SynthKernel
-from volatility3_ktstr.bpf import maps as bpfmaps
+from helpers.synth import MINI_KERNEL, Memory, SynthKernel, kernel_of
+from volatility3_ktstr.kernel_model import Kernel
 from volatility3_ktstr.btf import Btf
 from volatility3_ktstr.core import BtfLayout
-from volatility3_ktstr.errors import KtstrError
 
 SCX_DECLS = MINI_KERNEL + """
 enum scx_exit_kind { SCX_EXIT_NONE = 0, SCX_EXIT_DONE, SCX_EXIT_UNREG = 64, SCX_EXIT_UNREG_BPF,
@@ -153,7 +152,7 @@ def uei_program_btf(reason_len=128, msg_len=1024, dump_len=4096, with_exit_code=
 class ScxWorld:
     """Kernel memory with sched_ext state, built member by member at the layout's offsets."""
 
-    def __init__(self, kernel, ncpu=2, mem_size=24 << 20):
+    def __init__(self, kernel, ncpu=2, mem_size=24 << 20, zero_based_percpu=False):
         self.k = kernel
         self.L = kernel.layout
         self.btf = kernel.btf
@@ -165,7 +164,12 @@ class ScxWorld:
         self.map_list = []            # (id, kva)
         self.stride = 0x40000
         self.percpu = self.mem.alloc(self.stride * ncpu, align=4096)
-        self.offsets = [self.stride * c for c in range(ncpu)]
+        # Per-CPU pointers and symbols are ``pcpu_link`` + offset in a CPU's area; a zero-based
+        # per-CPU section (x86-64 before 6.15) links them at 0 and puts the area's address in
+        # __per_cpu_offset instead.
+        self.zero_based_percpu = zero_based_percpu
+        self.pcpu_link = 0 if zero_based_percpu else self.percpu
+        self.offsets = [self.percpu - self.pcpu_link + self.stride * c for c in range(ncpu)]
         self._pc_next = 0
         g = self.mem.alloc(0x1000, align=4096)
         for i, name in enumerate(GLOBAL_NAMES):
@@ -174,7 +178,7 @@ class ScxWorld:
             self.mem.list_init(self.syms[name])
         self.mem.write(self.syms["nr_node_ids"], struct.pack("<I", 1))
         rq_size = self.L.size("rq")
-        self.syms["runqueues"] = self.percpu + self.pc_alloc(rq_size)
+        self.syms["runqueues"] = self.pcpu_link + self.pc_alloc(rq_size)
         for c in range(ncpu):
             rq = self.rq(c)
             self.mem.list_init(rq + self.L.offset("rq", "scx.runnable_list"))
@@ -236,9 +240,9 @@ class ScxWorld:
         mem.set("scx_sched", sch, "exit_info", ei)
         # per-CPU data: event counters and the bypass DSQ
         pc = self.pc_alloc(L.size("scx_sched_pcpu"))
-        mem.set("scx_sched", sch, "pcpu", self.percpu + pc)
+        mem.set("scx_sched", sch, "pcpu", self.pcpu_link + pc)
         for c in range(self.ncpu):
-            p = self.percpu + pc + self.offsets[c]
+            p = self.pcpu_link + pc + self.offsets[c]
             mem.set("scx_sched_pcpu", p, "sch", sch)
             mem.list_init(p + L.offset("scx_sched_pcpu", "bypass_dsq.list"))
             mem.set("scx_sched_pcpu", p, "bypass_dsq.id", self.enum("scx_dsq_id_flags", "SCX_DSQ_BYPASS"))
@@ -338,9 +342,10 @@ class ScxWorld:
         mem.put("bpf_prog_aux", aux, id=prog_id, name=name)
         if stats:
             off = self.pc_alloc(self.L.size("bpf_prog_stats"))
-            mem.set("bpf_prog", p, "stats", self.percpu + off)
+            mem.set("bpf_prog", p, "stats", self.pcpu_link + off)
             for c, (cnt, ns, miss) in enumerate(stats):
-                mem.put("bpf_prog_stats", self.percpu + off + self.offsets[c], cnt=cnt, nsecs=ns, misses=miss)
+                mem.put("bpf_prog_stats", self.pcpu_link + off + self.offsets[c], cnt=cnt, nsecs=ns,
+                        misses=miss)
         return p
 
     def struct_ops_map(self, sch, map_id=13, name="sdt_ops", priv=True, progs=None):
@@ -440,37 +445,27 @@ class ScxWorld:
         return prb
 
 
-class FakeKctx:
-    """The kernel adapter over an ScxWorld (what kernel.KernelContext gives the views)."""
+PERCPU_SYMBOLS = ("runqueues",)
 
-    def __init__(self, world):
-        self.w = world
-        self.reader = world.mem
-        self.layout = world.L
 
-    def symbol(self, name):
-        return self.w.syms.get(name)
+def scx_kernel(world, slide=0):
+    """The kernel type over an ScxWorld (what kernel.KernelContext gives the views): its
+    symbols (globals and text), per-CPU offsets, the maps in ``map_idr``, its program BTFs.
 
-    def enum(self, name):
-        return enum_values(self.w.btf, name)
-
-    def per_cpu_offsets(self):
-        return list(self.w.offsets)
-
-    def maps(self, damage=None):
-        names = {v: k for k, v in MAP_TYPES.items()}
-        return [bpfmaps.read_map(self.reader, self.layout, kva, mid, names) for mid, kva in self.w.map_list]
-
-    def btf_at(self, kva):
-        if kva in self.w.btfs:
-            return self.w.btfs[kva]
-        raise KtstrError(f"BTF object at {kva:#x}: unreadable")
-
-    def kernel_btf(self):
-        return self.w.btf
-
-    def sorted_symbols(self):
-        return sorted((a, n) for n, a in self.w.text_syms.items())
+    ``slide``: a KASLR slide; the symbol table then holds link-time addresses (runtime minus
+    the slide), except, on a zero-based per-CPU world, the per-CPU symbols, which are offsets
+    in the per-CPU section (``__per_cpu_start`` 0, ``__per_cpu_end`` its size, below ``_text``)."""
+    live = kernel_of(world.mem, world.L, {**world.text_syms, **world.syms}, btf=world.btf,
+                     btfs=world.btfs, percpu_offsets=world.offsets, idrs={"map_idr": dict(world.map_list)})
+    if not slide and not world.zero_based_percpu:
+        return live
+    runtime = live.symbol_table
+    zero = world.zero_based_percpu
+    symbols = {n: a if zero and n in PERCPU_SYMBOLS else (a - slide) & ((1 << 64) - 1)
+               for n, a in runtime.items()}
+    if zero:
+        symbols.update(__per_cpu_start=0, __per_cpu_end=world.stride, _text=0xFFFFFFFF81000000 - slide)
+    return Kernel(world.mem, world.L, symbols, slide=slide, btf=world.btf, btf_cache=dict(world.btfs))
 
 
 def synth_kernel(pad=8):

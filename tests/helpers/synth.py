@@ -403,6 +403,44 @@ class Memory(BufferReader):
         self.u64(head + self.layout.offset("hlist_head", "first"), node)
         return node
 
+    def idr(self, idr, entries):
+        """Lay the IDR at ``idr`` out as one XArray leaf node holding {id: pointer} (ids < 64)."""
+        xa = idr + self.layout.offset("idr", "idr_rt")
+        if not entries:
+            self.set("xarray", xa, "xa_head", 0)
+            return idr
+        node = self.new("xa_node", shift=0)
+        for i, ptr in entries.items():
+            assert 0 <= i < 64
+            self.u64(node + self.layout.offset("xa_node", "slots") + 8 * i, ptr)
+        self.set("xarray", xa, "xa_head", node | 2)
+        return idr
+
+
+def kernel_of(mem, layout, symbols=None, *, btf=None, btfs=None, percpu_offsets=None, idrs=None,
+              slide=0, **kwargs):
+    """The real kernel type (``kernel_model.Kernel``) over a synthetic kernel: ``mem`` and
+    ``layout``, ``symbols`` {name: address}. What a kernel keeps in memory is written there
+    first: ``percpu_offsets`` as ``__per_cpu_offset`` (+ ``nr_cpu_ids``), ``idrs`` {registry
+    symbol: {id: object address}} as IDRs (a registry without a symbol gets one). ``btf``: the
+    kernel's BTF (else read from ``btf_vmlinux``); ``btfs`` {address: Btf}: BTF objects parsed
+    already (program BTF made with BtfBuilder, not laid out as ``struct btf``)."""
+    from volatility3_ktstr.kernel_model import Kernel
+
+    symbols = dict(symbols or {})
+    if percpu_offsets is not None:
+        offs = list(percpu_offsets)
+        base = symbols.get("__per_cpu_offset") or mem.alloc(8 * max(len(offs), 1), align=8)
+        mem.write(base, _struct.pack(f"<{len(offs)}Q", *offs))
+        nr = symbols.get("nr_cpu_ids") or mem.alloc(8, align=8)
+        mem.write(nr, _struct.pack("<I", len(offs)))
+        symbols.update(__per_cpu_offset=base, nr_cpu_ids=nr)
+    for name, entries in (idrs or {}).items():
+        if name not in symbols:
+            symbols[name] = mem.alloc("idr")
+        mem.idr(symbols[name], entries)
+    return Kernel(mem, layout, symbols, btf=btf, btf_cache=dict(btfs or {}), slide=slide, **kwargs)
+
 
 class _HoleyView(Reader):
     def __init__(self, mem, holes):

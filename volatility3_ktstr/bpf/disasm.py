@@ -6,30 +6,26 @@ No Volatility import: symbols come in as a sorted (address, name) list.
 import bisect
 import re
 
+from ..core.symbols import SymbolIndex
 from ..errors import KtstrError
 
 _HEX = re.compile(r"#?(0x[0-9a-fA-F]+)")
 _BRANCH = re.compile(r"^(call|jmp|j[a-z]+|bl|blr|b|b\.[a-z]+|cbn?z|tbn?z)$")
-MAX_SYMBOL_DISTANCE = 1 << 20   # "sym+off" only this close to a symbol
 
 
 class SymbolNamer:
     """Names for code addresses: a BPF program (``prog:<name>[id]+off``) or a kernel symbol.
 
-    ``kernel_symbols`` is a sorted list of (canonical address, name) (KernelContext's
-    ``sorted_symbols()``), or a callable returning it (built only when a kernel address needs a
-    name)."""
+    ``kernel_symbols`` is the kernel's :class:`SymbolIndex` (``Kernel.symbol_index()``), a sorted
+    list of (canonical address, name), or a callable returning that list (built only when a
+    kernel address needs a name)."""
 
     def __init__(self, kernel_symbols=(), progs=()):
-        self._kernel = kernel_symbols
+        self._kernel = (kernel_symbols if isinstance(kernel_symbols, SymbolIndex)
+                        else SymbolIndex(kernel_symbols))
         self.ranges = sorted((p.bpf_func, p.bpf_func + p.jited_len, p.name, p.id)
                              for p in progs if p.bpf_func and p.jited_len)
         self._starts = [r[0] for r in self.ranges]
-
-    def _kernel_sorted(self):
-        if callable(self._kernel):
-            self._kernel = self._kernel()
-        return self._kernel
 
     def name(self, addr):
         if addr is None:
@@ -38,12 +34,7 @@ class SymbolNamer:
         if i >= 0 and addr < self.ranges[i][1]:
             start, _, pname, pid = self.ranges[i]
             return f"prog:{pname}[{pid}]" + (f"+{addr - start:#x}" if addr != start else "")
-        syms = self._kernel_sorted()
-        j = bisect.bisect_right(syms, (addr, "\uffff")) - 1
-        if j >= 0 and 0 <= addr - syms[j][0] <= MAX_SYMBOL_DISTANCE:
-            d = addr - syms[j][0]
-            return syms[j][1] + (f"+{d:#x}" if d else "")
-        return ""
+        return self._kernel.near(addr)
 
 
 def disassemble(arch, image, base, max_insns=20000):

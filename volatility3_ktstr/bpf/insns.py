@@ -21,7 +21,7 @@ import struct
 from dataclasses import dataclass, field
 
 from ..btf.types import Kind
-from ..core import ReadError
+from ..core import ReadError, percpu_sum
 
 INSN = struct.Struct("<BBhi")
 MAX_INSNS = 1 << 20            # BPF_COMPLEXITY_LIMIT_INSNS
@@ -279,7 +279,7 @@ def run_stats(reader, layout, prog_kva, percpu_offsets):
     for cpu, off in enumerate(percpu_offsets):
         if cpu and not off:
             continue
-        raw = reader.try_read((pptr + off) & ((1 << 64) - 1), size)
+        raw = reader.try_read(percpu_sum(pptr, off), size)
         if raw is None:
             return None
         for m, fl in f.items():

@@ -10,7 +10,7 @@ This is what ``bpftool prog`` shows as ``run_cnt``/``run_time_ns``/``recursion_m
 
 from dataclasses import dataclass, field
 
-from ..core import LayoutError, ReadError
+from ..core import LayoutError, ReadError, percpu_sum
 
 MASK64 = (1 << 64) - 1
 
@@ -52,7 +52,7 @@ def prog_stats(reader, layout, prog_kva, percpu_offsets) -> RunStats:
     for cpu, off in enumerate(percpu_offsets):
         if cpu and not off:
             continue          # an unused tail slot of __per_cpu_offset would alias CPU 0
-        raw = reader.try_read((pptr + off) & MASK64, size)
+        raw = reader.try_read(percpu_sum(pptr, off), size)
         if raw is None:
             out.unreadable.append(cpu)
             continue

@@ -20,7 +20,7 @@ Layouts (kernel/bpf/arraymap.c, hashtab.c, bpf_struct_ops.c):
 
 from dataclasses import dataclass, field
 
-from ..core import LayoutError, ReadError
+from ..core import LayoutError, ReadError, percpu_sum
 from ..kds import DamageLog, hlist_nulls_nodes
 
 MAX_VALUE_SIZE = 16 << 20          # one value (ktstr's cap)
@@ -85,7 +85,7 @@ def percpu_read(reader, pptr, offsets, size):
         if cpu and not off:
             out.append((cpu, None))   # an unused tail slot, would alias CPU 0
             continue
-        out.append((cpu, reader.try_read((pptr + off) & ((1 << 64) - 1), size)))
+        out.append((cpu, reader.try_read(percpu_sum(pptr, off), size)))
     return out
 
 

@@ -2,7 +2,7 @@
 one child row per mapped page (user address -> kernel VA -> physical), and the sparse image
 writer behind ``--dump``.
 
-Takes the kernel adapter and, for dumping, ``open_file(name)`` returning a writable, seekable
+Takes the kernel (``kernel_model.Kernel``) and, for dumping, ``open_file(name)`` returning a writable, seekable
 file object (the plugin passes Volatility's ``self.open``, so ``vol -o DIR`` decides where files
 go); no Volatility import.
 """

@@ -1,6 +1,6 @@
 """What the BPF forensics views share: who holds each BPF object (fds) and where it is pinned.
 
-Built once per kernel adapter (``KernelContext``) and memoised on it, so ``links``, ``progs``,
+Built once per kernel (``kernel_model.Kernel``) and kept in its memo, so ``links``, ``progs``,
 ``bpffds``, ``bpfpins`` and ``bpfhidden`` walk the task list and bpffs once per run. No
 Volatility import.
 """
@@ -14,7 +14,7 @@ from ..kds import DamageLog
 
 
 def _memo(kctx, key, fn):
-    return kctx._memo(("bpfobjects", key), fn)
+    return kctx.memo(("bpfobjects", key), fn)
 
 
 def fd_scan(kctx):

@@ -2,7 +2,7 @@
 its owner named and its value typed by the map's program BTF (arena pointers followed into their
 sdt_alloc slot); a summary row ends each map, ``verbose`` adds one row per skipped part.
 
-Takes the kernel adapter (``KernelContext``); no Volatility import.
+Takes the kernel (``kernel_model.Kernel``); no Volatility import.
 """
 
 import json
@@ -16,6 +16,7 @@ from ..walkers import localstorage as ls
 from ..walkers import sdtalloc
 from ..walkers.owners import OWNER_KINDS, Owner, OwnerResolver
 from . import HEX, Grid
+from . import sdtalloc as sdtviews
 from .common import select_maps
 
 GRID = Grid(
@@ -119,7 +120,7 @@ class ArenaContext:
             return
         progs, prog_arenas = kctx.prog_arenas()
         try:
-            programs = kctx.sdt_programs(type_name=self.payload_type)
+            programs = sdtviews.sdt_programs(kctx, type_name=self.payload_type)
             problem = None
         except (ReadError, LayoutError, KtstrError, sdtalloc.SdtError) as e:
             programs, problem = [], f"sdt_alloc slots not walked: {e}"

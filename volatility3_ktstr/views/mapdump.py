@@ -198,7 +198,7 @@ def rows(kctx, ids=None, names=None, limit=4096):
             if m.type_name == "struct_ops":
                 if namer is None:
                     progs = _progs(kctx)
-                    namer = disasm.SymbolNamer(kctx.sorted_symbols, progs)
+                    namer = disasm.SymbolNamer(kctx.symbol_index(), progs)
                     progs_by_id = {p.id: p for p in progs}
                 yield from struct_ops(kctx, m, namer, progs_by_id)
             elif m.type_name in bv.WALKABLE:

@@ -1,7 +1,7 @@
 """Rows of ``linux.ktstr.maps``: one per BPF map, like ``bpftool map list``.
 
-Takes a kernel adapter (``volatility3_ktstr.kernel.KernelContext``: ``maps()``, ``btf_at()``,
-``kernel_btf()``, ``btf_id_at()``, ``reader``, ``symbol()``); no Volatility import.
+Takes the kernel (``kernel_model.Kernel``: ``maps()``, ``btf_at()``, ``kernel_btf()``,
+``btf_id_at()``, ``reader``, ``symbol()``); no Volatility import.
 """
 
 from ..core import ReadError

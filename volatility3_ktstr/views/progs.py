@@ -156,7 +156,7 @@ def disasm_rows(kctx, prog_id, max_insns=20000):
         images = bpfprogs.read_jit_images(kctx.reader, prog)
     except ReadError as e:
         raise KtstrError(f"program {prog_id} ({prog.name}): {e}") from None
-    names = disasm.SymbolNamer(kctx.sorted_symbols, progs)
+    names = disasm.SymbolNamer(kctx.symbol_index(), progs)
     budget = max_insns
     for n, (base, image) in enumerate(images):
         label = prog.name if n == 0 else f"{prog.name}/sub{n}"

@@ -416,8 +416,8 @@ def watchdog_rows(v):
     except Exception as e:   # noqa: BLE001 - per-CPU offsets missing: no per-CPU view
         yield row("watchdog", "-", "error", str(e))
         return
-    for cpu, pco in enumerate(offsets):
-        rq = (v.sk.syms["runqueues"] + pco) & scx.MASK64
+    for cpu in range(len(offsets)):
+        rq = v.kctx.percpu_address("runqueues", cpu)
         damage = DamageLog()
         tasks = scx.runnable_list(v.reader, v.layout, rq, damage)
         obj = f"cpu{cpu}"
@@ -583,9 +583,9 @@ def dsq_rows(v, cpus):
             continue
         own = []
         base = scx._pcpu_base(v.reader, v.layout, other.sch)
-        for c, pco in enumerate(v.kctx.per_cpu_offsets()):
+        for c in range(len(v.kctx.per_cpu_offsets())):
             if base and v.layout.has("scx_sched_pcpu", "bypass_dsq"):
-                addr = (base + pco + v.layout.offset("scx_sched_pcpu", "bypass_dsq")) & scx.MASK64
+                addr = (v.kctx.percpu_address(base, c) + v.layout.offset("scx_sched_pcpu", "bypass_dsq")) & scx.MASK64
                 own.append(scx.read_dsq(v.reader, v.layout, sk.dsq_offs, addr, "bypass", walk=True, cpu=c))
         for e, d in _sched_dsqs(v, other.sch, own):
             if e:

@@ -2,7 +2,7 @@
 (scheduler, allocator, idx, genn, user address, owning task, payload typed by the scheduler's
 BTF); skipped subtrees, empty or broken allocators are rows with the reason in Note.
 
-Takes the kernel adapter (``KernelContext``); no Volatility import.
+Takes the kernel (``kernel_model.Kernel``); no Volatility import.
 """
 
 from ..errors import KtstrError
@@ -15,6 +15,23 @@ GRID = Grid(("Scheduler", str), ("Allocator", str), ("Idx", int), ("Genn", int),
 _LEVEL_NAMES = {0: "root", 1: "level-1 subtree", 2: "leaf subtree", 3: "slot"}
 
 
+def sdt_programs(kernel, type_name=None, walk=True, **kwargs):
+    """The loaded BPF objects that declare ``struct scx_allocator`` variables, with their
+    arenas and (``walk``) live sdt_alloc slots (walkers.sdtalloc.find_programs); cached in the
+    kernel's memo per set of arguments. Structs the kernel also has are not payload candidates
+    (a scheduler's BTF carries vmlinux.h's types)."""
+    key = ("sdt", type_name, walk, tuple(sorted(kwargs.items())))
+
+    def find():
+        progs, prog_arenas = kernel.prog_arenas()
+        return sdtalloc.find_programs(
+            kernel.reader, kernel.layout, kernel.maps(), kernel.btf_at, kernel.arenas(), progs,
+            prog_arenas=prog_arenas, is_foreign=kernel.layout.has, type_name=type_name,
+            walk=walk, **kwargs)
+
+    return kernel.memo(key, find)
+
+
 def programs(kctx, type_name=None, max_entries=None, header_size=None):
     """The schedulers' allocator programs, options checked (one-line errors)."""
     if max_entries is not None and max_entries < 0:
@@ -22,8 +39,8 @@ def programs(kctx, type_name=None, max_entries=None, header_size=None):
     if header_size is not None and not 0 <= header_size < sdtalloc.MIN_ELEM_SIZE:
         raise KtstrError(f"--header-size must be 0..{sdtalloc.MIN_ELEM_SIZE - 1}")
     # Program BTFs carry copies of the kernel structs they touch (vmlinux.h); a payload is a
-    # struct the program defines, so sdt_programs drops names the kernel ISF also has.
-    return kctx.sdt_programs(type_name=type_name, header_override=header_size, max_entries=max_entries)
+    # struct the program defines, so find_programs drops names the kernel ISF also has.
+    return sdt_programs(kctx, type_name=type_name, header_override=header_size, max_entries=max_entries)
 
 
 def rows(kctx, type_name=None, max_entries=None, header_size=None):

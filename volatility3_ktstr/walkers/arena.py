@@ -19,6 +19,7 @@ and page listing takes a ``mapping(offset, length)`` callable shaped like a Vola
 from dataclasses import dataclass
 
 from ..core import LayoutError, ReadError
+from ..errors import KtstrError
 
 LOW32 = 0xFFFF_FFFF
 ARENA_MAX_SPAN = 1 << 32      # an arena never exceeds 4 GiB (low-32 addressing)
@@ -161,6 +162,27 @@ def arena_infos(reader, layout, maps, page_size):
             offs = ArenaOffsets.from_layout(layout)
         out.append(read_arena_info(reader, layout, m.kva, m.id, page_size, m.max_entries, m.name, offs))
     return out
+
+
+def kernel_arenas(kernel):
+    """ArenaInfo of every arena map of ``kernel`` (a ``kernel_model.Kernel``), read once."""
+    return kernel.memo(("arena", "infos"), lambda: arena_infos(
+        kernel.reader, kernel.layout, kernel.maps(), kernel.page_size))
+
+
+def kernel_prog_arenas(kernel):
+    """(programs, {prog kva: prog->aux->arena}) of ``kernel`` for arena attribution, read once;
+    ([], {}) when the program registry cannot be read (attribution falls back to pointer
+    ranges)."""
+
+    def read():
+        try:
+            progs = kernel.progs()
+        except (KtstrError, LayoutError):
+            return [], {}
+        return progs, {p.kva: prog_arena_kva(kernel.reader, kernel.layout, p.aux_kva) for p in progs}
+
+    return kernel.memo(("arena", "prog_arenas"), read)
 
 
 @dataclass

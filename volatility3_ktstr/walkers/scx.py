@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from .. import kds
 from ..bpf import progs as bpfprogs
-from ..core import LayoutError, ReadError, Record
+from ..core import LayoutError, ReadError, Record, percpu_sum
 
 MAX_DSQ_TASKS = 1 << 16      # per DSQ list walk
 MAX_TASKS = 1 << 20          # scx_tasks walk
@@ -747,7 +747,7 @@ def read_cpus(reader, layout, runqueues, percpu_offsets, offs: DsqOffsets, sch=N
     local_off = layout.offset("rq", "scx.local_dsq")
     paths = ["nr_running", "curr", "scx.nr_running", "scx.flags"]
     for cpu, pco in enumerate(percpu_offsets):
-        rq = (runqueues + pco) & MASK64
+        rq = percpu_sum(runqueues, pco)
         c = CpuState(cpu=cpu, rq=rq)
         out.append(c)
         try:
@@ -761,7 +761,7 @@ def read_cpus(reader, layout, runqueues, percpu_offsets, offs: DsqOffsets, sch=N
         c.curr = r.int("curr")
         c.local_dsq = read_dsq(reader, layout, offs, rq + local_off, "local", walk=walk, cpu=cpu)
         if pcpu:
-            c.bypass_dsq = read_dsq(reader, layout, offs, (pcpu + pco + bypass_off) & MASK64,
+            c.bypass_dsq = read_dsq(reader, layout, offs, (percpu_sum(pcpu, pco) + bypass_off) & MASK64,
                                     "bypass", walk=walk, cpu=cpu)
     return out
 
@@ -950,10 +950,11 @@ def read_events(reader, layout, sch, percpu_offsets, syms=None):
     for cpu, pco in enumerate(percpu_offsets):
         if cpu and not pco:
             continue
-        raw = reader.try_read((base + pco + inner) & MASK64, size)
+        addr = (percpu_sum(base, pco) + inner) & MASK64
+        raw = reader.try_read(addr, size)
         if raw is None:
             ev.per_cpu.append((cpu, None))
-            ev.errors.append(f"cpu{cpu}: scx_event_stats unreadable at {(base + pco + inner) & MASK64:#x}")
+            ev.errors.append(f"cpu{cpu}: scx_event_stats unreadable at {addr:#x}")
             continue
         ev.per_cpu.append((cpu, [_signed(f, raw) for _, f in fields]))
     return ev

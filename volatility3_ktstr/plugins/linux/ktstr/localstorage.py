@@ -17,7 +17,7 @@ class LocalStorage(interfaces.plugins.PluginInterface):
     --verbose adds one row per skipped bucket, broken chain or dropped element."""
 
     _required_framework_version = (2, 0, 0)
-    _version = (1, 0, 0)
+    _version = (2, 0, 0)
 
     @classmethod
     def get_requirements(cls):
