@@ -16,7 +16,7 @@ from .bpf import btfobj
 from .bpf import maps as bpfmaps
 from .bpf import progs as bpfprogs
 from .btf import Btf, BtfError
-from .core import Layout, LayoutError, ReadError, Reader
+from .core import Layout, LayoutError, ReadError, Reader, read_int
 from .core.layout import Field
 from .dumpfile.errors import ExcludedPage
 from .errors import KtstrError
@@ -613,7 +613,7 @@ class KernelContext:
         if not kva:
             return 0
         try:
-            return self.reader.u32(kva + self.layout.offset("btf", "id"))
+            return read_int(self.reader, self.layout, "btf", kva, "id")
         except ReadError:
             return -1
 

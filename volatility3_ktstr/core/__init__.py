@@ -2,7 +2,7 @@
 
 from .layout import BtfLayout, Field, Layout, LayoutError
 from .reader import BufferReader, ReadError, Reader
-from .record import Record
+from .record import Record, read_int
 
 __all__ = ["Reader", "ReadError", "BufferReader", "Layout", "BtfLayout", "Field", "LayoutError",
-           "Record"]
+           "Record", "read_int"]

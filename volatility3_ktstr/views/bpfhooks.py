@@ -16,7 +16,7 @@ No Volatility import.
 
 from ..bpf import progs as bpfprogs
 from ..bpf.hooks import HookWalker
-from ..core import ReadError
+from ..core import ReadError, read_int
 from ..errors import KtstrError
 from ..kds import DamageLog
 from . import HEX, Grid
@@ -92,7 +92,7 @@ def rows(kctx):
             if a.link_kva in by_kva:
                 continue            # the link's own row says it
             try:
-                link_id = bk.reader.u32(a.link_kva + bk.layout.offset("bpf_link", "id"))
+                link_id = read_int(bk.reader, bk.layout, "bpf_link", a.link_kva, "id")
             except ReadError:
                 link_id = -1
             if links_ok:

@@ -17,7 +17,7 @@ from ..bpf import disasm
 from ..bpf import insns as bpfinsns
 from ..bpf import progs as bpfprogs
 from ..bpf.hooks import map_slots
-from ..core import ReadError, Record
+from ..core import ReadError, Record, read_int
 from ..errors import KtstrError
 from ..kds import DamageLog
 from . import HEX, UNREADABLE, Grid
@@ -48,7 +48,8 @@ def uid_and_gpl(reader, layout, p):
         if layout.has("bpf_prog_aux", "user") and p.aux_kva:
             user = reader.ptr(p.aux_kva + layout.offset("bpf_prog_aux", "user"))
             if user:
-                uid = reader.u32(user + layout.first("user_struct", "uid.val", "uid"))
+                uid = read_int(reader, layout, "user_struct", user,
+                               "uid.val" if layout.has("user_struct", "uid.val") else "uid")
     except ReadError:
         pass
     return uid, gpl

@@ -17,8 +17,9 @@ and page listing takes a ``mapping(offset, length)`` callable shaped like a Vola
 """
 
 from dataclasses import dataclass
+from typing import Optional
 
-from ..core import LayoutError, ReadError
+from ..core import LayoutError, ReadError, read_int
 
 LOW32 = 0xFFFF_FFFF
 ARENA_MAX_SPAN = 1 << 32      # an arena never exceeds 4 GiB (low-32 addressing)
@@ -45,7 +46,7 @@ class ArenaInfo:
     vm_addr: int = 0              # kern_vm->addr (start of the guard)
     page_size: int = 4096
     max_entries: int = 0          # pages the map was created with
-    error: str = None
+    error: Optional[str] = None
 
     @property
     def usable(self) -> bool:
@@ -208,7 +209,7 @@ def prog_arena_kva(reader, layout, aux_kva) -> int:
     if not aux_kva or not layout.has("bpf_prog_aux", "arena"):
         return 0
     try:
-        return reader.u64(aux_kva + layout.offset("bpf_prog_aux", "arena"))
+        return read_int(reader, layout, "bpf_prog_aux", aux_kva, "arena")
     except ReadError:
         return 0
 

@@ -11,8 +11,8 @@ No Volatility import; bounded, cycle-checked walks (``kds``).
 
 from dataclasses import dataclass
 
-from ..core import ReadError, Record
-from ..kds import DamageLog, list_entries
+from ..core import ReadError, Record, read_int
+from ..kds import DamageLog, list_entries, tree_nodes
 
 MAX_NAMESPACES = 1 << 14
 MAX_DEVICES = 1 << 16
@@ -32,14 +32,13 @@ class NetDev:
 def namespaces(reader, layout, net_namespace_list, damage=None):
     """(``struct net *``, inode number) of every network namespace."""
     damage = damage if damage is not None else DamageLog()
-    inum = layout.offset("net", "ns") + layout.offset("ns_common", "inum") \
-        if layout.has("net", "ns") else None
+    has_inum = layout.has("net", "ns")
     for net in list_entries(reader, layout, net_namespace_list, "net", "list",
                             limit=MAX_NAMESPACES, damage=damage, what="net (net_namespace_list)"):
         ino = 0
-        if inum is not None:
+        if has_inum:
             try:
-                ino = reader.u32(net + inum)
+                ino = read_int(reader, layout, "net", net, "ns.inum")
             except ReadError as e:
                 damage.add("struct net", net, f"ns.inum unreadable ({e.reason})")
         yield net, ino
@@ -69,21 +68,12 @@ def cgroups(reader, layout, root_cgroup, damage=None, limit=MAX_CGROUPS):
     damage = damage if damage is not None else DamageLog()
     self_off = layout.offset("cgroup", "self")
     children = layout.offset("cgroup_subsys_state", "children")
-    stack = [(root_cgroup, 0)]
-    seen = set()
-    while stack:
-        cg, depth = stack.pop()
-        if cg in seen:
-            damage.add("cgroup", cg, "cycle (cgroup already visited)")
-            continue
-        if len(seen) >= limit:
-            damage.add("cgroup", cg, f"stopped after {limit} cgroups")
-            return
-        seen.add(cg)
+
+    def kids(cg):
+        for css in list_entries(reader, layout, cg + self_off + children, "cgroup_subsys_state",
+                                "sibling", limit=limit, damage=damage, what="cgroup (self.children)"):
+            yield css - self_off
+
+    for cg, _depth, _parent in tree_nodes(root_cgroup, kids, limit=limit, max_depth=MAX_CGROUP_DEPTH,
+                                          damage=damage, what="cgroup"):
         yield cg
-        if depth >= MAX_CGROUP_DEPTH:
-            damage.add("cgroup", cg, f"deeper than {MAX_CGROUP_DEPTH}: children skipped")
-            continue
-        kids = list_entries(reader, layout, cg + self_off + children, "cgroup_subsys_state",
-                            "sibling", limit=limit, damage=damage, what="cgroup (self.children)")
-        stack.extend((css - self_off, depth + 1) for css in reversed(list(kids)))
