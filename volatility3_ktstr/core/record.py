@@ -5,7 +5,7 @@ signedness of every member come from the layout (:class:`Field`), never from the
 """
 
 import builtins
-from typing import Optional
+from typing import Optional, overload
 
 from .layout import LayoutError
 
@@ -68,7 +68,13 @@ class Record:
         f = self.field(path)
         return self.data[f.offset - self.lo:f.end - self.lo]
 
-    def str(self, path, default=None) -> Optional[builtins.str]:
+    @overload
+    def str(self, path: builtins.str) -> Optional[builtins.str]: ...
+
+    @overload
+    def str(self, path: builtins.str, default: builtins.str) -> builtins.str: ...
+
+    def str(self, path, default=None):
         """A char array member up to its first NUL."""
         if not self.layout.has(self.struct, path):
             return default

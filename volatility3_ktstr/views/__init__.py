@@ -12,18 +12,25 @@ TreeGrid (``HEX`` columns become ``format_hints.Hex``, NA/UNREADABLE the rendere
 """
 
 from dataclasses import dataclass
+from typing import Any, Iterator, List, Optional, Tuple, Union
+
+# The kernel adapter a view reads (KernelContext; the Volatility-free kernel type of core/
+# when it lands: replace Any by it and mypy checks every view against it).
+Kernel = Any
+Row = Tuple[Any, ...]
+Rows = Iterator[Tuple[int, Row]]        # (tree depth, row) as TreeGrid takes them
 
 
 class _Absent:
     __slots__ = ("label",)
 
-    def __init__(self, label):
+    def __init__(self, label: str) -> None:
         self.label = label
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return self.label
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return False
 
 
@@ -46,7 +53,7 @@ class Grid:
 
     ``note`` names the text column that damage rows (:meth:`damage`) write into."""
 
-    def __init__(self, *columns, note=None):
+    def __init__(self, *columns: Union[Column, Tuple[str, type]], note: Optional[str] = None) -> None:
         self.columns = tuple(c if isinstance(c, Column) else Column(*c) for c in columns)
         self.index = {c.name: i for i, c in enumerate(self.columns)}
         if len(self.index) != len(self.columns):
@@ -55,7 +62,7 @@ class Grid:
             raise ValueError(f"note column {note!r} is not a column")
         self.note = note
 
-    def row(self, **values):
+    def row(self, **values: Any) -> Row:
         """A row tuple; columns not given are NA, ``None`` is NA."""
         out = [NA] * len(self.columns)
         for name, value in values.items():
@@ -65,7 +72,7 @@ class Grid:
                 raise TypeError(f"no column {name!r} (columns: {', '.join(self.index)})") from None
         return tuple(out)
 
-    def damage(self, damage, **keys):
+    def damage(self, damage: object, **keys: Any) -> Row:
         """A row reporting ``damage`` (a Damage, or any text) in the note column."""
         if self.note is None:
             raise TypeError("this grid has no note column for damage rows")
@@ -75,5 +82,5 @@ class Grid:
         keys[self.note] = note
         return self.row(**keys)
 
-    def names(self):
+    def names(self) -> List[str]:
         return [c.name for c in self.columns]

@@ -8,18 +8,21 @@ go); no Volatility import.
 """
 
 import json
+from typing import Any, Callable, List, Optional
 
 from ..core import ReadError
 from ..errors import KtstrError
 from ..walkers import arena as arenaw
 from . import HEX, Grid
+from . import Kernel, Rows
 from .common import select_maps
 
 GRID = Grid(("MapID", int), ("Name", str), ("UserAddr", HEX), ("Size", int), ("KernelVA", HEX),
             ("Physical", HEX), ("Pages", int), ("Note", str), note="Note")
 
 
-def rows(kctx, ids=None, names=None, open_file=None):
+def rows(kctx: Kernel, ids: Optional[List[int]] = None, names: Optional[List[str]] = None,
+         open_file: Optional[Callable[..., Any]] = None) -> Rows:
     kctx.require_type("bpf_arena")
     maps, _missing = select_maps(kctx.maps(), ids, names)
     infos = arenaw.arena_infos(kctx.reader, kctx.layout, maps, kctx.page_size)
@@ -40,7 +43,7 @@ def rows(kctx, ids=None, names=None, open_file=None):
                               Size=info.page_size, KernelVA=p.kernel_va, Physical=p.phys, Note="")
 
 
-def dump(reader, info, pages, open_file):
+def dump(reader: Any, info: Any, pages: Any, open_file: Callable[..., Any]) -> str:
     """Write ``arena-<id>.bin`` (the arena's size, each mapped page at its offset from
     user_vm_start, holes left as holes) and ``arena-<id>.json`` (addresses, pages present);
     returns the note for the arena's row."""

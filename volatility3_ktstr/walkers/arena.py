@@ -17,9 +17,9 @@ and page listing takes a ``mapping(offset, length)`` callable shaped like a Vola
 """
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from ..core import LayoutError, ReadError, read_int
+from ..core import Layout, LayoutError, ReadError, Reader, read_int
 
 LOW32 = 0xFFFF_FFFF
 ARENA_MAX_SPAN = 1 << 32      # an arena never exceeds 4 GiB (low-32 addressing)
@@ -151,7 +151,7 @@ def read_arena_info(reader, layout, map_kva, map_id, page_size, max_entries=0, n
     return info
 
 
-def arena_infos(reader, layout, maps, page_size):
+def arena_infos(reader: Reader, layout: Layout, maps: Iterable[Any], page_size: int) -> List[ArenaInfo]:
     """ArenaInfo for every ``arena`` map among ``maps`` (BpfMap records)."""
     offs = None
     out = []
@@ -172,7 +172,8 @@ class ArenaPage:
     layer: str = ""
 
 
-def mapped_pages(info: ArenaInfo, mapping, limit=None):
+def mapped_pages(info: ArenaInfo, mapping: Callable[..., Iterable[Any]],
+                 limit: Optional[int] = None) -> Iterator["ArenaPage"]:
     """Pages of the arena that are mapped, in address order.
 
     ``mapping(offset, length)`` yields ``(offset, sublength, mapped_offset, mapped_length,
@@ -214,7 +215,9 @@ def prog_arena_kva(reader, layout, aux_kva) -> int:
         return 0
 
 
-def arena_for_program(arenas, progs, btf_kva, map_kvas=(), pointer=None, prog_arenas=None):
+def arena_for_program(arenas: List[ArenaInfo], progs: Iterable[Any], btf_kva: int,
+                      map_kvas: Iterable[int] = (), pointer: Optional[int] = None,
+                      prog_arenas: Optional[Dict[int, int]] = None) -> Tuple[Optional[ArenaInfo], str]:
     """(ArenaInfo or None, how) for the program whose BTF object is ``btf_kva`` (or which uses
     one of ``map_kvas``).
 

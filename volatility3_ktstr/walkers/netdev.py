@@ -10,8 +10,9 @@ No Volatility import; bounded, cycle-checked walks (``kds``).
 """
 
 from dataclasses import dataclass
+from typing import Iterator, Optional, Tuple
 
-from ..core import ReadError, Record, read_int
+from ..core import Layout, ReadError, Reader, Record, read_int
 from ..kds import DamageLog, list_entries, tree_nodes
 
 MAX_NAMESPACES = 1 << 14
@@ -29,7 +30,8 @@ class NetDev:
     netns_ino: int
 
 
-def namespaces(reader, layout, net_namespace_list, damage=None):
+def namespaces(reader: Reader, layout: Layout, net_namespace_list: int,
+               damage: Optional[DamageLog] = None) -> Iterator[Tuple[int, int]]:
     """(``struct net *``, inode number) of every network namespace."""
     damage = damage if damage is not None else DamageLog()
     has_inum = layout.has("net", "ns")
@@ -44,7 +46,8 @@ def namespaces(reader, layout, net_namespace_list, damage=None):
         yield net, ino
 
 
-def devices(reader, layout, net, netns_ino=0, damage=None):
+def devices(reader: Reader, layout: Layout, net: int, netns_ino: int = 0,
+            damage: Optional[DamageLog] = None) -> Iterator[NetDev]:
     """:class:`NetDev` of every device of the namespace ``net``."""
     damage = damage if damage is not None else DamageLog()
     for dev in list_entries(reader, layout, net + layout.offset("net", "dev_base_head"),
@@ -55,15 +58,17 @@ def devices(reader, layout, net, netns_ino=0, damage=None):
         except ReadError as e:
             damage.add("net_device", dev, f"unreadable ({e.reason})")
             continue
-        yield NetDev(dev, r.str("name"), r.int("ifindex"), net, netns_ino)
+        yield NetDev(dev, r.str("name", ""), r.int("ifindex"), net, netns_ino)
 
 
-def all_devices(reader, layout, net_namespace_list, damage=None):
+def all_devices(reader: Reader, layout: Layout, net_namespace_list: int,
+                damage: Optional[DamageLog] = None) -> Iterator[NetDev]:
     for net, ino in namespaces(reader, layout, net_namespace_list, damage):
         yield from devices(reader, layout, net, ino, damage)
 
 
-def cgroups(reader, layout, root_cgroup, damage=None, limit=MAX_CGROUPS):
+def cgroups(reader: Reader, layout: Layout, root_cgroup: int, damage: Optional[DamageLog] = None,
+            limit: int = MAX_CGROUPS) -> Iterator[int]:
     """Every cgroup of the hierarchy under ``root_cgroup`` (itself first), depth first."""
     damage = damage if damage is not None else DamageLog()
     self_off = layout.offset("cgroup", "self")

@@ -15,7 +15,9 @@ A path is built like the kernel's ``d_path`` (mount crossings included) but boun
 ``MAX_DEPTH`` components. No Volatility import.
 """
 
-from ..core import ReadError, Record
+from typing import Dict, Iterator, List, Optional
+
+from ..core import Layout, ReadError, Reader, Record
 from ..kds import DamageLog, follow, hlist_nodes, list_entries, parent_chain, steps
 
 MAX_DEPTH = 64        # components of one path (and mount crossings)
@@ -28,7 +30,7 @@ MAX_CHILDREN = 1 << 16
 class Vfs:
     """Names and paths of dentries, mounts and files of one kernel (offsets resolved once)."""
 
-    def __init__(self, reader, layout):
+    def __init__(self, reader: Reader, layout: Layout) -> None:
         self.reader = reader
         self.layout = layout
         self.d_parent = layout.offset("dentry", "d_parent")
@@ -38,11 +40,11 @@ class Vfs:
         self.mnt_parent = layout.offset("mount", "mnt_parent")
         self.mnt_mountpoint = layout.offset("mount", "mnt_mountpoint")
         self.mnt_root = layout.offset("vfsmount", "mnt_root")
-        self._names = {}
+        self._names: Dict[int, str] = {}
 
     # --- names ----------------------------------------------------------------------------
 
-    def name(self, dentry):
+    def name(self, dentry: int) -> str:
         """The dentry's own name ('?' when unreadable)."""
         hit = self._names.get(dentry)
         if hit is None:
@@ -54,10 +56,10 @@ class Vfs:
             self._names[dentry] = hit
         return hit
 
-    def dentry_path(self, dentry, stop=0):
+    def dentry_path(self, dentry: int, stop: int = 0) -> str:
         """Path of ``dentry`` inside its filesystem (up to its root, or up to ``stop``)."""
         chain = DamageLog()
-        nodes = []
+        nodes: List[int] = []
         for cur in parent_chain(self.reader, dentry, self.d_parent, limit=MAX_DEPTH, damage=chain,
                                 what="dentry (d_parent)"):
             if cur == stop:
@@ -87,7 +89,7 @@ class Vfs:
             return None
         return mount, up, cur
 
-    def path(self, vfsmount, dentry):
+    def path(self, vfsmount: int, dentry: int) -> str:
         """``d_path`` of (``struct vfsmount *``, ``struct dentry *``): mount crossings followed
         up to the namespace root."""
         if not vfsmount:
@@ -106,18 +108,18 @@ class Vfs:
             return ".../" + "/".join(reversed(parts))
         return "/" + "/".join(reversed(parts))
 
-    def struct_path(self, addr):
+    def struct_path(self, addr: int) -> str:
         """The path of the ``struct path`` at ``addr``."""
         r = Record(self.reader, self.layout, "path", addr)
         mnt, dentry = r.int("mnt"), r.int("dentry")
         return self.path(mnt, dentry) if dentry else ""
 
-    def file_path(self, file):
+    def file_path(self, file: int) -> str:
         return self.struct_path(file + self.layout.offset("file", "f_path"))
 
     # --- trees ----------------------------------------------------------------------------
 
-    def children(self, dentry, damage=None):
+    def children(self, dentry: int, damage: Optional[DamageLog] = None) -> Iterator[int]:
         """Child dentries of ``dentry`` (positive and negative)."""
         lay = self.layout
         if lay.has("dentry", "d_children") and lay.has("dentry", "d_sib"):
@@ -130,17 +132,17 @@ class Vfs:
                                     "dentry", "d_child", limit=MAX_CHILDREN, damage=damage,
                                     what="dentry (d_subdirs)")
 
-    def inode(self, dentry):
+    def inode(self, dentry: int) -> int:
         return self.reader.ptr(dentry + self.d_inode)
 
 
-def super_blocks(reader, layout, head, damage=None):
+def super_blocks(reader: Reader, layout: Layout, head: int, damage: Optional[DamageLog] = None) -> Iterator[int]:
     """Every ``struct super_block`` on the ``super_blocks`` list at ``head``."""
     yield from list_entries(reader, layout, head, "super_block", "s_list", limit=MAX_SUPERBLOCKS,
                             damage=damage, what="super_block (super_blocks)")
 
 
-def sb_mounts(reader, layout, sb, damage=None):
+def sb_mounts(reader: Reader, layout: Layout, sb: int, damage: Optional[DamageLog] = None) -> Iterator[int]:
     """Every ``struct mount`` of the superblock at ``sb``."""
     damage = damage if damage is not None else DamageLog()
     if layout.has("mount", "mnt_next_for_sb"):
