@@ -92,7 +92,7 @@ setup(
         "cramjam>=2.7",
     ],
     extras_require={
-        "test": ["pytest>=7", "jsonschema>=4", "zstandard>=0.20"],
+        "test": ["pytest>=7", "jsonschema>=4", "zstandard>=0.20", "mypy>=1.10"],
         # LZO pages (makedumpfile -l) decode in pure Python without it; python-lzo is faster
         # but builds from source against liblzo2 (Debian: liblzo2-dev).
         "lzo": ["python-lzo>=1.15"],

@@ -9,7 +9,7 @@ import pytest
 
 from helpers.btf import BtfBuilder, all_kinds_blob
 from volatility3_ktstr.btf import Btf, BtfError
-from volatility3_ktstr.btf.parser import _LazyTypes
+from volatility3_ktstr.btf.lazy import LazyTypes as _LazyTypes
 
 FIELDS = [f for f in Btf.parse(all_kinds_blob()[0]).own_types[0].__slots__]
 

@@ -131,6 +131,9 @@ class KernelContext(Kernel):
             memo=cache.setdefault((module_name, self.layer_name), {}),
             btf_cache=cache.setdefault(("btf", self.layer_name), {}))
 
+    def mapping(self, offset, length):
+        return self.layer.mapping(offset, length, ignore_errors=True)
+
     @classmethod
     def from_plugin(cls, plugin, requirement: str = "kernel") -> "KernelContext":
         return cls(plugin.context, plugin.config[requirement])

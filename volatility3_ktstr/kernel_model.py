@@ -13,13 +13,13 @@ objects) and below ``views/``; ``core/`` stays the lowest layer.
 """
 
 import logging
-from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Tuple, Union
 
 from .bpf import btfobj
 from .bpf import maps as bpfmaps
 from .bpf import progs as bpfprogs
 from .btf import Btf, BtfError
-from .core import Layout, LayoutError, ReadError, Reader
+from .core import Layout, LayoutError, ReadError, Reader, read_int
 from .core.percpu import percpu_sum
 from .core.symbols import SymbolIndex
 from .errors import KtstrError
@@ -92,6 +92,13 @@ class Kernel:
         return Kernel(reader, self.layout, self.symbol_table, slide=self.slide, arch=self.arch,
                       page_size=self.page_size, address_mask=self.address_mask,
                       enums=self.enum_source, btf=self._btf, btf_cache=self.btf_cache)
+
+    def mapping(self, offset: int, length: int) -> Iterable[Tuple[int, int, int, int, str]]:
+        """The mapped pieces of [offset, offset+length) in the kernel's address space, as
+        Volatility's ``TranslationLayer.mapping(..., ignore_errors=True)`` yields them
+        (offset, sublength, mapped offset, mapped length, layer name). A kernel built without
+        page tables (synthetic memory) maps nothing; KernelContext answers from its layer."""
+        return ()
 
     # --- the memo ------------------------------------------------------------------------
 
@@ -441,7 +448,7 @@ class Kernel:
         if not kva:
             return 0
         try:
-            return self.reader.u32(kva + self.layout.offset("btf", "id"))
+            return read_int(self.reader, self.layout, "btf", kva, "id")
         except (ReadError, LayoutError):
             return -1
 

@@ -11,7 +11,7 @@ Volatility import.
 from dataclasses import dataclass, field
 
 from ..core import ReadError, Record
-from ..kds import DamageLog
+from ..kds import DamageLog, tree_nodes
 from ..walkers import vfs as vfswalk
 
 IOPS = (("bpf_map_iops", "map"), ("bpf_prog_iops", "prog"), ("bpf_link_iops", "link"),
@@ -84,35 +84,26 @@ def pins(kernel, damage=None):
         except ReadError as e:
             damage.add("super_block.s_root", sb, f"unreadable ({e.reason})")
             continue
-        stack = [(root, prefix.rstrip("/"), 0)]
-        seen = set()
-        while stack:
-            dentry, path, depth = stack.pop()
-            for child in vfs.children(dentry, damage):
-                if child in seen:
-                    damage.add("dentry", child, "cycle (dentry already visited)")
-                    continue
-                if len(seen) >= MAX_ENTRIES:
-                    damage.add("dentry", child, f"stopped after {MAX_ENTRIES} entries")
-                    stack = []
-                    break
-                seen.add(child)
-                try:
-                    inode = vfs.inode(child)
-                    if not inode:
-                        continue        # a negative dentry: a name that is not there
-                    r = Record(reader, layout, "inode", inode, ("i_op", "i_private", "i_ino"))
-                except ReadError as e:
-                    damage.add("dentry/inode", child, f"unreadable ({e.reason})")
-                    continue
-                kind = kinds.get(r.int("i_op"))
-                name = f"{path}/{vfs.name(child)}"
-                if kind == "dir":
-                    if depth + 1 < MAX_DEPTH:
-                        stack.append((child, name, depth + 1))
-                    else:
-                        damage.add("dentry", child, f"deeper than {MAX_DEPTH}: not walked")
-                elif kind is not None:
-                    out.append(Pin(name, kind, r.int("i_private"), inode, r.int("i_ino"), sb, mounts))
+        paths = {root: prefix.rstrip("/")}
+        dirs = {root}
+        nodes = tree_nodes(root, lambda d: vfs.children(d, damage) if d in dirs else (),
+                           limit=MAX_ENTRIES, max_depth=MAX_DEPTH, damage=damage, what="dentry")
+        for child, _depth, parent in nodes:
+            if child == root:
+                continue
+            try:
+                inode = vfs.inode(child)
+                if not inode:
+                    continue        # a negative dentry: a name that is not there
+                r = Record(reader, layout, "inode", inode, ("i_op", "i_private", "i_ino"))
+            except ReadError as e:
+                damage.add("dentry/inode", child, f"unreadable ({e.reason})")
+                continue
+            kind = kinds.get(r.int("i_op"))
+            name = paths[child] = f"{paths[parent]}/{vfs.name(child)}"
+            if kind == "dir":
+                dirs.add(child)
+            elif kind is not None:
+                out.append(Pin(name, kind, r.int("i_private"), inode, r.int("i_ino"), sb, mounts))
     out.sort(key=lambda p: p.path)
     yield from out

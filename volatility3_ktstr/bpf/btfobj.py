@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from ..core import Record
+
 MAX_BTF_BYTES = 64 << 20
 
 
@@ -21,24 +23,14 @@ class BtfObject:
 
 def read_btf_object(reader, layout, kva) -> BtfObject:
     """Read the fields of the ``struct btf`` at ``kva`` with one bulk read."""
-    size = layout.size("btf")
-    raw = reader.read(kva, size)
-
-    def field(path, width=8):
-        off = layout.offset("btf", path)
-        return int.from_bytes(raw[off:off + width], "little")
-
-    name = ""
-    if layout.has("btf", "name"):
-        off = layout.offset("btf", "name")
-        name = raw[off:off + 56].split(b"\0", 1)[0].decode("utf-8", "replace")
+    r = Record(reader, layout, "btf", kva)
     obj = BtfObject(
         kva=kva,
-        id=field("id", 4) if layout.has("btf", "id") else 0,
-        name=name,
-        data_kva=field("data"),
-        data_size=field("data_size", 4),
-        base_kva=field("base_btf") if layout.has("btf", "base_btf") else 0,
+        id=r.int("id", 0),
+        name=r.str("name", ""),
+        data_kva=r.int("data"),
+        data_size=r.int("data_size"),
+        base_kva=r.int("base_btf", 0),
     )
     if not obj.data_kva or not 24 <= obj.data_size <= MAX_BTF_BYTES:
         raise BtfObjectError(f"implausible BTF blob (data {obj.data_kva:#x}, size {obj.data_size})")

@@ -29,7 +29,7 @@ No Volatility import; every walk bounded and cycle-checked (``kds``), damage int
 from dataclasses import dataclass
 
 from ..core import LayoutError, ReadError, Record
-from ..kds import DamageLog, hlist_nodes, list_entries
+from ..kds import DamageLog, follow, hlist_nodes, list_entries
 from ..walkers import netdev
 from ..walkers.owners import OwnerResolver
 from .links import NETNS_ATTACH, LinkDecoder, describe_perf_event, split_key, trace_call_name
@@ -90,7 +90,7 @@ class HookWalker:
         lay = self.layout
         base = arr + lay.offset("bpf_prog_array", "items")
         stride = lay.size("bpf_prog_array_item")
-        off = lay.offset("bpf_prog_array_item", "prog")
+        f_prog = lay.field("bpf_prog_array_item", "prog")
         out = []
         chunk = 16
         for first in range(0, MAX_ARRAY_ITEMS, chunk):
@@ -99,7 +99,7 @@ class HookWalker:
                 self.damage.add(what, base + first * stride, "prog array items unreadable")
                 return out
             for i in range(chunk):
-                p = int.from_bytes(raw[i * stride + off:i * stride + off + 8], "little")
+                p = f_prog.decode(raw, -i * stride)
                 if not p:
                     return out
                 if p not in self.dummy:
@@ -125,7 +125,7 @@ class HookWalker:
         f_progs = lay.field("cgroup_bpf", "progs")
         f_eff = lay.field("cgroup_bpf", "effective")
         head_size = lay.size("hlist_head")
-        first_off = lay.offset("hlist_head", "first")
+        f_first = lay.field("hlist_head", "first")
         node_off = lay.offset("bpf_prog_list", "node")
         attached = {}            # cgroup -> {atype: set(prog)}
         parents = {}
@@ -141,8 +141,7 @@ class HookWalker:
                 continue
             raw, lo = rec.data, rec.lo
             for atype in range(f_progs.count):
-                at = f_progs.offset + atype * head_size + first_off - lo
-                if not int.from_bytes(raw[at:at + 8], "little"):
+                if not f_first.decode(raw, lo - f_progs.offset - atype * head_size):
                     continue
                 name = "lsm_cgroup" if lsm_start is not None and lsm_start <= atype <= (lsm_end or atype) \
                     else atypes.get(atype, f"cgroup atype {atype}")
@@ -166,7 +165,7 @@ class HookWalker:
             # effective arrays: every program must be attached here or at an ancestor
             for atype in range(f_eff.count):
                 at = f_eff.offset + atype * f_eff.elem_size - lo
-                arr = int.from_bytes(raw[at:at + 8], "little")
+                arr = int.from_bytes(raw[at:at + f_eff.elem_size], "little")
                 progs = self.prog_array(arr, "cgroup effective array")
                 if not progs:
                     continue
@@ -246,7 +245,7 @@ class HookWalker:
         """Programs of a ``struct bpf_mprog_entry`` with their links (``parent->cp_items``)."""
         lay, reader = self.layout, self.reader
         f_fp = lay.field("bpf_mprog_entry", "fp_items")
-        fp_prog = lay.offset("bpf_mprog_fp", "prog")
+        f_fp_prog = lay.field("bpf_mprog_fp", "prog")
         r = Record(reader, lay, "bpf_mprog_entry", entry)
         bundle = r.int("parent")
         count = f_fp.count
@@ -255,11 +254,11 @@ class HookWalker:
             b = Record(reader, lay, "bpf_mprog_bundle", bundle, ("count", "cp_items"))
             count = min(b.int("count"), f_fp.count)
             f_cp = lay.field("bpf_mprog_bundle", "cp_items")
-            cp_link = f_cp.offset - b.lo + lay.offset("bpf_mprog_cp", "link")
-            links = [int.from_bytes(b.data[cp_link + i * f_cp.elem_size:][:8], "little")
+            f_cp_link = lay.field("bpf_mprog_cp", "link")
+            links = [f_cp_link.decode(b.data, b.lo - f_cp.offset - i * f_cp.elem_size)
                      for i in range(count)]
         for i in range(count):
-            prog = int.from_bytes(r.data[f_fp.offset + i * f_fp.elem_size + fp_prog:][:8], "little")
+            prog = f_fp_prog.decode(r.data, r.lo - f_fp.offset - i * f_fp.elem_size)
             if not prog:
                 break
             yield Attachment("tcx", target, attach_type, prog, links[i] if i < len(links) else 0,
@@ -278,20 +277,21 @@ class HookWalker:
         miniq = reader.ptr(tcx + lay.offset("tcx_entry", "miniq"))
         if not miniq:
             return
-        tp = reader.ptr(miniq + lay.offset("mini_Qdisc", "filter_list"))
-        seen = set()
-        while tp:
-            if tp in seen or len(seen) >= MAX_TC_FILTERS:
-                self.damage.add("tcf_proto", tp, "cycle or too many filters")
-                return
-            seen.add(tp)
-            r = Record(reader, lay, "tcf_proto", tp, ("next", "root", "ops", "prio"))
+        first = reader.ptr(miniq + lay.offset("mini_Qdisc", "filter_list"))
+        fields = [lay.field("tcf_proto", m) for m in ("next", "root", "ops", "prio")]
+        lo = min(f.offset for f in fields)
+        window = (lo, max(f.end for f in fields) - lo)
+        for tp, raw in follow(reader, first, lay.offset("tcf_proto", "next"), lambda a: a == 0,
+                              limit=MAX_TC_FILTERS, damage=self.damage, what="tcf_proto",
+                              window=window):
+            if raw is None:
+                self.damage.add("tcf_proto", tp, "filter unreadable")
+                continue
+            r = Record.of(lay, "tcf_proto", tp, raw, lo)
             ops = r.int("ops")
-            kind = reader.read(ops + lay.offset("tcf_proto_ops", "kind"), 16).split(b"\0", 1)[0].decode(
-                "utf-8", "replace") if ops else "?"
+            kind = Record(reader, lay, "tcf_proto_ops", ops, ("kind",)).str("kind") if ops else "?"
             if kind == "bpf":
                 yield from self._cls_bpf(r.int("root"), target, direction, r.int("prio"))
-            tp = r.int("next")
 
     def _cls_bpf(self, head, target, direction, prio):
         """Programs of a cls_bpf filter: ``tcf_proto.root`` is a ``struct cls_bpf_head`` whose
@@ -333,10 +333,10 @@ class HookWalker:
             target = f"netns:{ino}"
             for i in range(f_progs.count):
                 name = NETNS_ATTACH.get(types.get(i), f"netns_type {i}")
-                prog = int.from_bytes(raw[f_progs.offset + 8 * i:][:8], "little")
+                prog = int.from_bytes(raw[f_progs.offset + f_progs.elem_size * i:][:f_progs.elem_size], "little")
                 if prog:
                     yield Attachment("netns", target, name, prog, 0, f"net->bpf.progs[{i}]")
-                arr = int.from_bytes(raw[f_run.offset + 8 * i:][:8], "little")
+                arr = int.from_bytes(raw[f_run.offset + f_run.elem_size * i:][:f_run.elem_size], "little")
                 for p in self.prog_array(arr, "netns run_array"):
                     # link-attached programs are only in run_array: the link walk names them
                     yield Attachment("netns", target, name, p, -1, f"net->bpf.run_array[{i}]")

@@ -28,7 +28,7 @@ JSON stays close to bpftool's. No Volatility import.
 
 from dataclasses import dataclass, field
 
-from ..core import LayoutError, ReadError, Record
+from ..core import LayoutError, ReadError, Record, read_int
 from ..kds import idr_entries, list_nodes
 from ..walkers.netdev import NetDev
 from ..walkers.owners import OwnerResolver
@@ -272,7 +272,7 @@ class LinkDecoder:
 
     def _map_id(self, kva):
         try:
-            return self.reader.u32(kva + self.layout.offset("bpf_map", "id"))
+            return read_int(self.reader, self.layout, "bpf_map", kva, "id")
         except ReadError:
             return -1
 
@@ -291,8 +291,7 @@ class LinkDecoder:
         if not net or not self.layout.has("net", "ns"):
             return 0
         try:
-            return self.reader.u32(net + self.layout.offset("net", "ns")
-                                   + self.layout.offset("ns_common", "inum"))
+            return read_int(self.reader, self.layout, "net", net, "ns.inum")
         except ReadError:
             return 0
 
@@ -381,7 +380,7 @@ class LinkDecoder:
         pid = 0
         task = rec.int("task", 0)
         if task:    # bpftool shows the process (task_pid_nr_ns(task, PIDTYPE_TGID))
-            pid = self.reader.s32(task + self.layout.offset("task_struct", "tgid"))
+            pid = read_int(self.reader, self.layout, "task_struct", task, "tgid")
         link.info.update(retprobe=retprobe, path=path, func_cnt=cnt, pid=pid, funcs=funcs)
         link.target = f"uprobe_multi:{path}"
         for f in funcs:

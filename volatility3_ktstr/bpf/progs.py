@@ -9,7 +9,7 @@ CLOCK_BOOTTIME), JIT and xlated sizes, used map ids, BTF object, and the attach 
 
 from dataclasses import dataclass, field
 
-from ..core import ReadError
+from ..core import ReadError, Record, read_int
 from ..kds import idr_entries
 from .maps import type_names_from_enum
 
@@ -55,60 +55,49 @@ class BpfProg:
     error: str = None
 
 
-def _field(raw, layout, struct, member, width):
-    off = layout.offset(struct, member)
-    return int.from_bytes(raw[off:off + width], "little")
-
-
 def read_prog(reader, layout, kva, prog_id=None, type_names=None) -> BpfProg:
     """The program at ``kva``; unreadable parts set ``error`` (the rest stays usable)."""
     p = BpfProg(kva=kva, id=prog_id if prog_id is not None else -1)
     try:
-        raw = reader.read(kva, layout.size("bpf_prog"))
+        r = Record(reader, layout, "bpf_prog", kva)
     except ReadError as e:
         p.error = f"struct bpf_prog unreadable: {e.reason}"
         return p
-    p.type = _field(raw, layout, "bpf_prog", "type", 4)
+    p.type = r.int("type")
     names = type_names or prog_type_names()
     p.type_name = names.get(p.type, f"type {p.type}")
-    p.expected_attach_type = _field(raw, layout, "bpf_prog", "expected_attach_type", 4)
-    p.jited_len = _field(raw, layout, "bpf_prog", "jited_len", 4)
+    p.expected_attach_type = r.int("expected_attach_type")
+    p.jited_len = r.int("jited_len")
     insn = layout.size("bpf_insn") if layout.has("bpf_insn") else 8
-    p.xlated_len = _field(raw, layout, "bpf_prog", "len", 4) * insn
-    off = layout.first("bpf_prog", "tag", "digest")
-    p.tag = raw[off:off + 8].hex()
-    p.bpf_func = _field(raw, layout, "bpf_prog", "bpf_func", 8)
-    p.aux_kva = _field(raw, layout, "bpf_prog", "aux", 8)
+    p.xlated_len = r.int("len") * insn
+    # the tag is the first BPF_TAG_SIZE (8) bytes of the digest
+    p.tag = r.bytes("tag" if r.has("tag") else "digest")[:8].hex()
+    p.bpf_func = r.int("bpf_func")
+    p.aux_kva = r.int("aux")
     try:
-        aux = reader.read(p.aux_kva, layout.size("bpf_prog_aux"))
+        aux = Record(reader, layout, "bpf_prog_aux", p.aux_kva)
     except ReadError as e:
         p.error = f"struct bpf_prog_aux unreadable: {e.reason}"
         return p
-    A = "bpf_prog_aux"
-    real_id = _field(aux, layout, A, "id", 4)
+    real_id = aux.int("id")
     if prog_id is not None and real_id != prog_id:
         p.error = f"prog_idr says id {prog_id} but the program says {real_id} (stale or corrupt)"
     p.id = prog_id if prog_id is not None else real_id
-    off = layout.offset(A, "name")
-    p.name = aux[off:off + 16].split(b"\0", 1)[0].decode("utf-8", "replace")
-    if layout.has(A, "load_time"):
-        p.load_time_ns = _field(aux, layout, A, "load_time", 8)
-    if layout.has(A, "verified_insns"):
-        p.verified_insns = _field(aux, layout, A, "verified_insns", 4)
-    p.btf_kva = _field(aux, layout, A, "btf", 8) if layout.has(A, "btf") else 0
-    if layout.has(A, "attach_btf"):
-        p.attach_btf_kva = _field(aux, layout, A, "attach_btf", 8)
-    p.attach_btf_id = _field(aux, layout, A, "attach_btf_id", 4) if layout.has(A, "attach_btf_id") else 0
-    if layout.has(A, "attach_func_name"):
-        name_ptr = _field(aux, layout, A, "attach_func_name", 8)
-        if name_ptr:
-            try:
-                p.attach_func_name = reader.cstring(name_ptr, 128)
-            except ReadError:
-                p.attach_func_name = f"<unreadable name at {name_ptr:#x}>"
+    p.name = aux.str("name")
+    p.load_time_ns = aux.int("load_time", 0)
+    p.verified_insns = aux.int("verified_insns", 0)
+    p.btf_kva = aux.int("btf", 0)
+    p.attach_btf_kva = aux.int("attach_btf", 0)
+    p.attach_btf_id = aux.int("attach_btf_id", 0)
+    name_ptr = aux.int("attach_func_name", 0)
+    if name_ptr:
+        try:
+            p.attach_func_name = reader.cstring(name_ptr, 128)
+        except ReadError:
+            p.attach_func_name = f"<unreadable name at {name_ptr:#x}>"
     _read_subprogs(reader, layout, p, aux)
-    cnt = _field(aux, layout, A, "used_map_cnt", 4)
-    ptr = _field(aux, layout, A, "used_maps", 8)
+    cnt = aux.int("used_map_cnt")
+    ptr = aux.int("used_maps")
     if cnt > MAX_USED_MAPS:
         p.error = p.error or f"implausible used_map_cnt {cnt}"
     elif cnt and ptr:
@@ -123,12 +112,11 @@ def read_prog(reader, layout, kva, prog_id=None, type_names=None) -> BpfProg:
 def _read_subprogs(reader, layout, p, aux):
     """With subprograms (``aux->func_cnt``), bpftool's JIT size is the sum over ``aux->func[]``
     (func[0] is the main program); each has its own image."""
-    A = "bpf_prog_aux"
     p.subprogs = [(p.bpf_func, p.jited_len)]
-    if not layout.has(A, "func_cnt") or not layout.has(A, "func"):
+    if not aux.has("func_cnt") or not aux.has("func"):
         return
-    cnt = _field(aux, layout, A, "func_cnt", 4)
-    ptr = _field(aux, layout, A, "func", 8)
+    cnt = aux.int("func_cnt")
+    ptr = aux.int("func")
     if not cnt or not ptr:
         return
     if cnt > MAX_SUBPROGS:
@@ -139,12 +127,11 @@ def _read_subprogs(reader, layout, p, aux):
         p.error = p.error or f"subprogram array at {ptr:#x} unreadable"
         return
     subs = []
-    off_func = layout.offset("bpf_prog", "bpf_func")
-    off_len = layout.offset("bpf_prog", "jited_len")
     for i in range(cnt):
         sub = int.from_bytes(raw[8 * i:8 * i + 8], "little")
         try:
-            subs.append((reader.u64(sub + off_func), reader.u32(sub + off_len)))
+            subs.append((read_int(reader, layout, "bpf_prog", sub, "bpf_func"),
+                         read_int(reader, layout, "bpf_prog", sub, "jited_len")))
         except ReadError:
             p.error = p.error or f"subprogram {i} at {sub:#x} unreadable"
             return
@@ -155,12 +142,11 @@ def _read_subprogs(reader, layout, p, aux):
 def resolve_map_ids(reader, layout, prog, ids_by_kva):
     """Fill ``used_map_ids`` from a {map kva: id} table (reading ``bpf_map.id`` otherwise)."""
     out = []
-    off = layout.offset("bpf_map", "id")
     for kva in prog.used_map_kvas:
         mid = ids_by_kva.get(kva)
         if mid is None:
             try:
-                mid = reader.u32(kva + off)
+                mid = read_int(reader, layout, "bpf_map", kva, "id")
             except ReadError:
                 mid = -1
         out.append(mid)
@@ -206,12 +192,10 @@ def boot_epoch_ns(reader, layout, tk_addr):
     """Wall-clock time of boot (ns since the epoch) from the core ``struct timekeeper`` at
     ``tk_addr``: realtime - boottime = offs_real - offs_boot. None when implausible."""
     try:
-        raw = reader.read(tk_addr, layout.size("timekeeper"))
+        tk = Record(reader, layout, "timekeeper", tk_addr)
     except ReadError:
         return None
-    real = int.from_bytes(raw[layout.offset("timekeeper", "offs_real"):][:8], "little", signed=True)
-    boot = int.from_bytes(raw[layout.offset("timekeeper", "offs_boot"):][:8], "little", signed=True)
-    epoch = real - boot
+    epoch = tk.int("offs_real") - tk.int("offs_boot")
     return epoch if 0 < epoch < (1 << 62) else None
 
 

@@ -20,7 +20,7 @@ Layouts (kernel/bpf/arraymap.c, hashtab.c, bpf_struct_ops.c):
 
 from dataclasses import dataclass, field
 
-from ..core import LayoutError, ReadError, percpu_sum
+from ..core import LayoutError, ReadError, percpu_sum, read_int
 from ..kds import DamageLog, hlist_nulls_nodes
 
 MAX_VALUE_SIZE = 16 << 20          # one value (ktstr's cap)
@@ -119,7 +119,7 @@ def _elem_size(reader, layout, m):
     stride = _round8(m.value_size)
     if layout.has("bpf_array", "elem_size"):
         try:
-            es = reader.u32(m.kva + layout.offset("bpf_array", "elem_size"))
+            es = read_int(reader, layout, "bpf_array", m.kva, "elem_size")
             if es >= m.value_size and es == _round8(m.value_size):
                 stride = es
         except ReadError:
@@ -169,14 +169,14 @@ def htab_entries(reader, layout, m, offsets=None, limit=4096, info=None, bucket=
         raise ValueError_("no per-CPU offsets (__per_cpu_offset unreadable)")
     bucket = bucket or bucket_struct(layout)
     try:
-        n_buckets = reader.u32(m.kva + layout.offset("bpf_htab", "n_buckets"))
-        buckets = reader.u64(m.kva + layout.offset("bpf_htab", "buckets"))
+        n_buckets = read_int(reader, layout, "bpf_htab", m.kva, "n_buckets")
+        buckets = read_int(reader, layout, "bpf_htab", m.kva, "buckets")
     except ReadError as e:
         raise ValueError_(f"bpf_htab unreadable: {e.reason}") from None
     if not n_buckets or n_buckets > MAX_BUCKETS or n_buckets & (n_buckets - 1) or not buckets:
         raise ValueError_(f"implausible hash table (n_buckets {n_buckets}, buckets {buckets:#x})")
     stride = layout.size(bucket)
-    head_off = layout.offset(bucket, "head") + layout.offset("hlist_nulls_head", "first")
+    f_first = layout.field(bucket, "head.first")
     node_off = layout.first("htab_elem", "hash_node")
     key_off = layout.offset("htab_elem", "key") if layout.has("htab_elem", "key") else layout.size("htab_elem")
     val_off = key_off + _round8(m.key_size)
@@ -190,10 +190,10 @@ def htab_entries(reader, layout, m, offsets=None, limit=4096, info=None, bucket=
         for bi in range(nb):
             baddr = buckets + (b0 + bi) * stride
             if raw is not None:
-                first = int.from_bytes(raw[bi * stride + head_off:bi * stride + head_off + 8], "little")
+                first = f_first.decode(raw, -bi * stride)
             else:
                 try:
-                    first = reader.u64(baddr + head_off)
+                    first = read_int(reader, layout, bucket, baddr, "head.first")
                 except ReadError as e:
                     info.skipped.append((baddr, f"bucket {b0 + bi} unreadable: {e.reason}"))
                     continue
@@ -213,7 +213,7 @@ def htab_entries(reader, layout, m, offsets=None, limit=4096, info=None, bucket=
                     continue
                 key = data[key_off:key_off + m.key_size]
                 if percpu:
-                    pptr = int.from_bytes(data[val_off:val_off + 8], "little")
+                    pptr = int.from_bytes(data[val_off:val_off + reader.pointer_size], "little")
                     e = Entry(index=ordinal, key=key, kva=elem,
                               percpu=percpu_read(reader, pptr, offsets, m.value_size) if pptr else [],
                               error=None if pptr else "NULL per-CPU pointer")
@@ -248,7 +248,7 @@ def struct_ops_value(reader, layout, m):
     uval = None
     if layout.has("bpf_struct_ops_map", "uvalue"):
         try:
-            uaddr = reader.u64(m.kva + layout.offset("bpf_struct_ops_map", "uvalue"))
+            uaddr = read_int(reader, layout, "bpf_struct_ops_map", m.kva, "uvalue")
             uval = reader.try_read(uaddr, m.value_size) if uaddr else None
         except ReadError:
             uval = None

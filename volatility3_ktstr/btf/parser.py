@@ -11,24 +11,12 @@ import gc
 import struct
 import sys
 
+from .lazy import EXTRA, EXTRA_BY_KIND, PER_VLEN, PER_VLEN_BY_KIND, SIZED, SIZED_BY_KIND, LazyTypes
 from .types import TRANSPARENT, BtfError, BtfType, Kind, Member
 
 MAGIC = 0xEB9F
 HEADER = struct.Struct("<HBBIIIII")
 MAX_RESOLVE_DEPTH = 32
-
-# Bytes after the 12-byte common record, per kind, and per vlen entry.
-_EXTRA = {Kind.INT: 4, Kind.ARRAY: 12, Kind.VAR: 4, Kind.DECL_TAG: 4}
-_PER_VLEN = {
-    Kind.STRUCT: 12, Kind.UNION: 12, Kind.ENUM: 8, Kind.ENUM64: 12,
-    Kind.FUNC_PROTO: 8, Kind.DATASEC: 12,
-}
-_SIZED = frozenset({Kind.INT, Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64, Kind.FLOAT, Kind.DATASEC})
-# The same, indexed by the 5-bit kind for the hot parsing loops (unknown kinds: 0 / False).
-_EXTRA_BY_KIND = tuple(_EXTRA.get(k, 0) for k in range(32))
-_PER_VLEN_BY_KIND = tuple(_PER_VLEN.get(k, 0) for k in range(32))
-_SIZED_BY_KIND = tuple(k in _SIZED for k in range(32))
-
 
 @contextlib.contextmanager
 def paused_gc():
@@ -72,7 +60,7 @@ class Btf:
         """Parse a BTF blob. ``base`` is the Btf this one is split on (ids continue after it).
 
         ``lazy`` (a base BTF only): check every record as the full parse does, but build each
-        type object on first use (:class:`_LazyTypes`). A kernel BTF has 125k types and a
+        type object on first use (:class:`LazyTypes`). A kernel BTF has 125k types and a
         plugin usually reads a few dozen: 0.07 s and 10 MB instead of 0.35 s and 70 MB. Any
         record the check does not pass (or a legacy bitfield encoding) gets the full parse, so
         errors are the same."""
@@ -111,7 +99,7 @@ class Btf:
         if lazy and base is None:
             index = btf._index_types(data, tstart, tstart + type_len)
             if index is not None:
-                btf._types = _LazyTypes(btf, data, index, btf._name_reader(sstart))
+                btf._types = LazyTypes(btf, data, index, btf._name_reader(sstart))
                 btf._has_odd_ints = False
                 return btf
         with paused_gc():
@@ -127,7 +115,7 @@ class Btf:
         u32 = struct.Struct("<I").unpack_from
         strings = self._strings
         name_limit = strings.rfind(b"\0") + 1  # an offset past the last NUL has no end
-        extra, per_vlen, sized = _EXTRA_BY_KIND, _PER_VLEN_BY_KIND, _SIZED_BY_KIND
+        extra, per_vlen, sized = EXTRA_BY_KIND, PER_VLEN_BY_KIND, SIZED_BY_KIND
         # Where, in a record's vlen entries (u32 words), names and type references sit.
         names_at = {4: (0, 3), 5: (0, 3), 6: (0, 2), 19: (0, 3), 13: (0, 2)}
         refs_at = {4: (1, 3), 5: (1, 3), 13: (1, 2), 15: (0, 3)}
@@ -212,7 +200,7 @@ class Btf:
         K_INT, K_PTR, K_ARRAY, K_STRUCT, K_UNION, K_ENUM, K_ENUM64 = 1, 2, 3, 4, 5, 6, 19
         K_FUNC, K_FUNC_PROTO, K_VAR, K_DATASEC, K_DECL_TAG, K_FWD = 12, 13, 14, 15, 17, 7
         # Record length by kind: 12 + fixed extra + per-vlen-entry bytes (kind 0 and >19: invalid).
-        extra, per_vlen, sized = _EXTRA_BY_KIND, _PER_VLEN_BY_KIND, _SIZED_BY_KIND
+        extra, per_vlen, sized = EXTRA_BY_KIND, PER_VLEN_BY_KIND, SIZED_BY_KIND
         rec_off = off
         try:
             while off < end:
@@ -318,7 +306,7 @@ class Btf:
 
     def _report_bad_ref(self, limit, data, tstart):
         for t in self._types:
-            refs = [t.type] if t.kind not in _SIZED and t.kind != Kind.FWD else []
+            refs = [t.type] if t.kind not in SIZED and t.kind != Kind.FWD else []
             if t.kind == Kind.ARRAY:
                 refs.append(t.index_type)
             refs.extend(m.type for m in t.members)
@@ -339,7 +327,7 @@ class Btf:
                 return off
             _, info, _ = rec.unpack_from(data, off)
             kind = (info >> 24) & 0x1F
-            off += 12 + _EXTRA.get(kind, 0) + _PER_VLEN.get(kind, 0) * (info & 0xFFFF)
+            off += 12 + EXTRA.get(kind, 0) + PER_VLEN.get(kind, 0) * (info & 0xFFFF)
         return None
 
     def _normalize_legacy_bitfields(self):
@@ -440,7 +428,7 @@ class Btf:
         if self._by_name is None:
             idx = {}
             types = self._types
-            if isinstance(types, _LazyTypes):
+            if isinstance(types, LazyTypes):
                 for i, tname in types.names():
                     if tname:
                         idx.setdefault(tname, []).append(i)
@@ -483,7 +471,7 @@ class Btf:
                 return self.pointer_size
             if t.kind == Kind.ARRAY:
                 return t.nelems * self.size_of(t.type, _depth + 1)
-            if t.kind in _SIZED:
+            if t.kind in SIZED:
                 return t.size
             if t.kind == Kind.VAR:
                 t = self.resolve(t.type)
@@ -553,93 +541,3 @@ class Btf:
                 return "func"
             return t.name or Kind(k).name.lower()
         return "?"
-
-
-class _LazyTypes:
-    """``Btf._types`` of a lazily parsed BTF: record ``i`` becomes a BtfType on first access
-    (decoded exactly as ``Btf._parse_types`` does; tests compare every type of a kernel)."""
-
-    __slots__ = ("_btf", "_data", "_offsets", "_name_offs", "_cache", "_name_of", "_decoded")
-
-    def __init__(self, btf, data, index, name_of):
-        self._btf = btf
-        self._data = data
-        self._offsets, self._name_offs = index
-        self._cache = [None] * len(self._offsets)
-        self._name_of = name_of
-        self._decoded = 0
-
-    def __len__(self):
-        return len(self._offsets)
-
-    def __getitem__(self, i):
-        if i < 0:
-            i += len(self._offsets)
-        t = self._cache[i]
-        if t is None:
-            t = self._cache[i] = self._decode(i)
-        return t
-
-    def __iter__(self):
-        for i in range(len(self._offsets)):
-            yield self[i]
-
-    def names(self):
-        """(index, name) of every record, without building the types."""
-        table = self._btf._string_table(self._name_of)
-        return enumerate([table[n] for n in self._name_offs])
-
-    def _decode(self, i):
-        data = self._data
-        off = self._offsets[i]
-        name_of = self._name_of
-        name_off, info, size_type = struct.unpack_from("<III", data, off)
-        kind = (info >> 24) & 0x1F
-        vlen = info & 0xFFFF
-        kflag = info >> 31
-        p = off + 12
-        end = p + _EXTRA.get(kind, 0) + _PER_VLEN.get(kind, 0) * vlen
-        type_id = self._btf.start_id + i
-        name = name_of(name_off, off)
-        if kind in _SIZED:
-            t = BtfType(type_id, kind, name, kflag, vlen, size_type, 0)
-        else:
-            t = BtfType(type_id, kind, name, kflag, vlen, 0, size_type)
-        if kind == Kind.FUNC:
-            t.linkage = vlen
-        elif kind == Kind.FUNC_PROTO:
-            if vlen:
-                t.params = tuple((name_of(n, off), ty) for n, ty in struct.iter_unpack("<II", data[p:end]))
-        elif kind in (Kind.STRUCT, Kind.UNION):
-            if vlen:
-                if kflag:
-                    t.members = tuple(tuple.__new__(Member, (name_of(n, off), ty, mo & 0xFFFFFF, mo >> 24))
-                                      for n, ty, mo in struct.iter_unpack("<III", data[p:end]))
-                else:
-                    t.members = tuple(tuple.__new__(Member, (name_of(n, off), ty, mo, 0))
-                                      for n, ty, mo in struct.iter_unpack("<III", data[p:end]))
-        elif kind == Kind.INT:
-            word = struct.unpack_from("<I", data, p)[0]
-            t.encoding = (word >> 24) & 0x0F
-            t.int_offset = (word >> 16) & 0xFF
-            t.bits = word & 0xFF
-        elif kind == Kind.ARRAY:
-            t.type, t.index_type, t.nelems = struct.unpack_from("<III", data, p)
-        elif kind == Kind.ENUM:
-            t.values = tuple((name_of(n, off), v) for n, v in struct.iter_unpack("<Ii", data[p:end]))
-        elif kind == Kind.ENUM64:
-            vals = []
-            for n, lo, hi in struct.iter_unpack("<III", data[p:end]):
-                v = (hi << 32) | lo
-                if kflag and v >= 1 << 63:
-                    v -= 1 << 64
-                vals.append((name_of(n, off), v))
-            t.values = tuple(vals)
-        elif kind == Kind.VAR:
-            t.linkage = struct.unpack_from("<I", data, p)[0]
-        elif kind == Kind.DATASEC:
-            t.vars = tuple(struct.iter_unpack("<III", data[p:end]))
-        elif kind == Kind.DECL_TAG:
-            t.component_idx = struct.unpack_from("<i", data, p)[0]
-        self._decoded += 1
-        return t

@@ -4,7 +4,17 @@ Walkers read a struct once (``reader.read``) and take members out of the bytes; 
 signedness of every member come from the layout (:class:`Field`), never from the walker.
 """
 
+import builtins
+from typing import Optional, overload
+
 from .layout import LayoutError
+
+
+def read_int(reader, layout, struct: str, addr: int, path: str) -> int:
+    """Member ``path`` of the ``struct`` at ``addr`` read on its own (one member of a struct
+    that is not otherwise read); width and signedness from the layout."""
+    f = layout.field(struct, path)
+    return f.decode(reader.read(addr + f.offset, f.size), f.offset)
 
 
 class Record:
@@ -54,16 +64,22 @@ class Record:
                 return self.int(p)
         return default
 
-    def bytes(self, path) -> bytes:
+    def bytes(self, path) -> builtins.bytes:
         f = self.field(path)
         return self.data[f.offset - self.lo:f.end - self.lo]
 
-    def str(self, path, default=None) -> str:
+    @overload
+    def str(self, path: builtins.str) -> Optional[builtins.str]: ...
+
+    @overload
+    def str(self, path: builtins.str, default: builtins.str) -> builtins.str: ...
+
+    def str(self, path, default=None):
         """A char array member up to its first NUL."""
         if not self.layout.has(self.struct, path):
             return default
         return self.bytes(path).split(b"\0", 1)[0].decode("utf-8", "replace")
 
-    def addr_of(self, path) -> int:
+    def addr_of(self, path) -> builtins.int:
         """Kernel address of member ``path`` (for embedded list heads and the like)."""
         return self.addr + self.layout.offset(self.struct, path)

@@ -12,14 +12,17 @@ No Volatility import.
     rb_nodes                      struct rb_root (in order)
     rhashtable_nodes              struct rhashtable (bucket tables, future_tbl)
     xa_entries / idr_entries      struct xarray / struct idr
+    steps                         a chain whose next state a function computes (mount crossings)
+    tree_nodes                    a tree whose children a function gives (cgroups, dentries)
 """
 
 from .damage import Damage, DamageLog
 from .lists import follow, hlist_nodes, hlist_nulls_nodes, list_entries, list_nodes, parent_chain
 from .rbtree import rb_nodes
 from .rhashtable import rhashtable_nodes
+from .walk import steps, tree_nodes
 from .xarray import idr_entries, xa_entries
 
 __all__ = ["Damage", "DamageLog", "follow", "list_nodes", "list_entries", "hlist_nodes",
            "hlist_nulls_nodes", "parent_chain", "rb_nodes", "rhashtable_nodes", "xa_entries",
-           "idr_entries"]
+           "idr_entries", "steps", "tree_nodes"]

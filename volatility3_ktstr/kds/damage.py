@@ -6,6 +6,7 @@ read" never look alike.
 """
 
 from dataclasses import dataclass
+from typing import Dict, Iterable, Optional
 
 DEFAULT_LIMIT = 1000     # records kept per log; later ones are only counted
 KINDS = ("unreadable", "cycle", "null", "bound", "corrupt", "excluded")
@@ -39,7 +40,7 @@ class DamageLog:
         self.dropped = 0
         self.limit = limit
 
-    def add(self, what, addr, reason, kind="unreadable") -> Damage:
+    def add(self, what: str, addr: int, reason: str, kind: str = "unreadable") -> Damage:
         d = Damage(what, addr or 0, str(reason), kind)
         if len(self.items) < self.limit:
             self.items.append(d)
@@ -47,7 +48,7 @@ class DamageLog:
             self.dropped += 1
         return d
 
-    def extend(self, other):
+    def extend(self, other: Iterable[Damage]) -> None:
         for d in other:
             self.add(d.what, d.addr, d.reason, d.kind)
         self.dropped += getattr(other, "dropped", 0)
@@ -61,7 +62,7 @@ class DamageLog:
     def __bool__(self):
         return bool(self.items) or bool(self.dropped)
 
-    def count(self, kind) -> int:
+    def count(self, kind: str) -> int:
         """Records of ``kind`` kept (the dropped ones are not classified)."""
         return sum(1 for d in self.items if d.kind == kind)
 
@@ -69,7 +70,7 @@ class DamageLog:
         """"2 parts skipped (list node: 1, bucket: 1)", or "" when nothing was."""
         if not self:
             return ""
-        counts = {}
+        counts: Dict[str, int] = {}
         for d in self.items:
             counts[d.what] = counts.get(d.what, 0) + 1
         parts = ", ".join(f"{k}: {v}" for k, v in counts.items())
@@ -78,6 +79,6 @@ class DamageLog:
         return f"{n} part{'s' if n != 1 else ''} skipped ({parts}{more})"
 
 
-def log_of(damage):
+def log_of(damage: Optional["DamageLog"]) -> "DamageLog":
     """``damage`` or a fresh log (generators take ``damage=None`` for "do not care")."""
     return damage if damage is not None else DamageLog()

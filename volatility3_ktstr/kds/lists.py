@@ -11,13 +11,17 @@ Every generator is bounded (``limit`` nodes), detects cycles, and records what s
 layout (``list_head.next`` ...); these types have not changed since 2.6, but nothing assumes it.
 """
 
-from ..core import ReadError
-from .damage import log_of
+from typing import Any, Callable, Iterator, Optional, Set, Tuple
+
+from ..core import Layout, ReadError, Reader
+from .damage import DamageLog, log_of
 
 MAX_LIST = 1 << 20
 
 
-def follow(reader, first, next_off, stop, *, limit=MAX_LIST, damage=None, what="node", window=None):
+def follow(reader: Reader, first: int, next_off: int, stop: Callable[[int], bool], *, limit: int = MAX_LIST,
+           damage: Optional[DamageLog] = None, what: str = "node",
+           window: Optional[Tuple[int, int]] = None) -> Iterator[Any]:
     """The loop every singly-followed chain shares: follow the pointer at ``next_off`` from
     ``first`` until ``stop(addr)``; yields nodes, or (node, bytes) with ``window=(start, size)``.
 
@@ -30,7 +34,7 @@ def follow(reader, first, next_off, stop, *, limit=MAX_LIST, damage=None, what="
     end = max(lo + size, next_off + 8)
     lo = min(lo, next_off)
     size = end - lo
-    seen = set()
+    seen: Set[int] = set()
     cur = first
     while not stop(cur):
         if not cur:
@@ -61,7 +65,9 @@ def follow(reader, first, next_off, stop, *, limit=MAX_LIST, damage=None, what="
         cur = int.from_bytes(raw[next_off - lo:next_off - lo + 8], "little")
 
 
-def list_nodes(reader, layout, head, *, limit=MAX_LIST, damage=None, what="list node", window=None):
+def list_nodes(reader: Reader, layout: Layout, head: int, *, limit: int = MAX_LIST,
+               damage: Optional[DamageLog] = None, what: str = "list node",
+               window: Optional[Tuple[int, int]] = None) -> Iterator[Any]:
     """Nodes of the circular ``struct list_head`` list at ``head`` (the head excluded), in
     ``next`` order. With ``window=(start, size)`` (relative to each node) yields (node, bytes)
     from one read per node, the bytes covering the ``next`` pointer and whatever the caller
@@ -77,7 +83,8 @@ def list_nodes(reader, layout, head, *, limit=MAX_LIST, damage=None, what="list 
                      what=what, window=window)
 
 
-def list_entries(reader, layout, head, struct, member, *, window=None, **kw):
+def list_entries(reader: Reader, layout: Layout, head: int, struct: str, member: str, *,
+                 window: Optional[Tuple[int, int]] = None, **kw: Any) -> Iterator[Any]:
     """Addresses of the ``struct`` objects linked on ``head`` through their ``member`` list_head
     (``list_for_each_entry``). ``window`` is relative to the object: yields (object, bytes)."""
     off = layout.offset(struct, member)
@@ -89,12 +96,15 @@ def list_entries(reader, layout, head, struct, member, *, window=None, **kw):
             yield node - off, raw
 
 
-def hlist_nodes(reader, layout, head=None, *, first=None, limit=MAX_LIST, damage=None,
-                what="hlist node", window=None):
+def hlist_nodes(reader: Reader, layout: Layout, head: Optional[int] = None, *,
+                first: Optional[int] = None, limit: int = MAX_LIST,
+                damage: Optional[DamageLog] = None, what: str = "hlist node",
+                window: Optional[Tuple[int, int]] = None) -> Iterator[Any]:
     """Nodes of the NULL-terminated ``struct hlist_head`` chain at ``head`` (or starting at
     ``first``, for callers that read bucket heads in bulk)."""
     damage = log_of(damage)
     if first is None:
+        assert head is not None, "a head or a first node"
         try:
             first = reader.ptr(head + layout.offset("hlist_head", "first"))
         except ReadError as e:
@@ -108,13 +118,16 @@ def _is_nulls(addr):
     return addr & 1 == 1
 
 
-def hlist_nulls_nodes(reader, layout, head=None, *, first=None, limit=MAX_LIST, damage=None,
-                      what="hlist_nulls node", window=None):
+def hlist_nulls_nodes(reader: Reader, layout: Layout, head: Optional[int] = None, *,
+                      first: Optional[int] = None, limit: int = MAX_LIST,
+                      damage: Optional[DamageLog] = None, what: str = "hlist_nulls node",
+                      window: Optional[Tuple[int, int]] = None) -> Iterator[Any]:
     """Nodes of the ``struct hlist_nulls_head`` chain at ``head`` (or starting at ``first``,
     for callers that already read the head), ending at the odd nulls marker. A NULL link is
     damage (a nulls chain never holds one)."""
     damage = log_of(damage)
     if first is None:
+        assert head is not None, "a head or a first node"
         try:
             first = reader.ptr(head + layout.offset("hlist_nulls_head", "first"))
         except ReadError as e:
@@ -124,11 +137,12 @@ def hlist_nulls_nodes(reader, layout, head=None, *, first=None, limit=MAX_LIST, 
                      limit=limit, damage=damage, what=what, window=window)
 
 
-def parent_chain(reader, addr, parent_offset, *, limit=256, damage=None, what="parent link"):
+def parent_chain(reader: Reader, addr: int, parent_offset: int, *, limit: int = 256,
+                 damage: Optional[DamageLog] = None, what: str = "parent link") -> Iterator[int]:
     """``addr`` and its ancestors through the pointer at ``parent_offset`` (``kernfs_node.parent``,
     ``dentry.d_parent``), up to the root (whose parent is NULL or itself)."""
     damage = log_of(damage)
-    seen = set()
+    seen: Set[int] = set()
     cur = addr
     while cur:
         if cur in seen:

@@ -6,27 +6,30 @@ the layout. The walk is iterative (no recursion on guest data), bounded in nodes
 (an RB tree of 2^20 nodes is at most 40 deep; corrupt links may loop), and cycle-checked.
 """
 
-from ..core import ReadError
-from .damage import log_of
+from typing import Iterator, List, Optional, Set, Tuple
+
+from ..core import Layout, ReadError, Reader
+from .damage import DamageLog, log_of
 
 MAX_NODES = 1 << 20
 MAX_DEPTH = 128
 
 
-def rb_nodes(reader, layout, root, *, limit=MAX_NODES, damage=None, what="rb_node"):
+def rb_nodes(reader: Reader, layout: Layout, root: int, *, limit: int = MAX_NODES,
+             damage: Optional[DamageLog] = None, what: str = "rb_node") -> Iterator[int]:
     """Node addresses of the tree at ``root`` (a ``struct rb_root``) in key order."""
     damage = log_of(damage)
-    off_left = layout.offset("rb_node", "rb_left")
-    off_right = layout.offset("rb_node", "rb_right")
-    lo = min(off_left, off_right)
-    size = max(off_left, off_right) + 8 - lo
+    f_left = layout.field("rb_node", "rb_left")
+    f_right = layout.field("rb_node", "rb_right")
+    lo = min(f_left.offset, f_right.offset)
+    size = max(f_left.end, f_right.end) - lo
     try:
         node = reader.ptr(root + layout.offset("rb_root", "rb_node"))
     except ReadError as e:
         damage.add("rb_root", root, f"unreadable ({e.reason})")
         return
-    seen = set()
-    stack = []          # (node, right child) waiting for their in-order visit
+    seen: Set[int] = set()
+    stack: List[Tuple[int, int]] = []          # (node, right child) waiting for their in-order visit
     while node or stack:
         while node:
             if node in seen:
@@ -47,8 +50,8 @@ def rb_nodes(reader, layout, root, *, limit=MAX_NODES, damage=None, what="rb_nod
                 damage.add(what, node, f"unreadable ({e.reason}): subtree skipped")
                 node = 0
                 break
-            stack.append((node, int.from_bytes(raw[off_right - lo:off_right - lo + 8], "little")))
-            node = int.from_bytes(raw[off_left - lo:off_left - lo + 8], "little")
+            stack.append((node, f_right.decode(raw, lo)))
+            node = f_left.decode(raw, lo)
         if not stack:
             return
         node, right = stack.pop()

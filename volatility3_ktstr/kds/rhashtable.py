@@ -8,15 +8,18 @@ are yielded once. Nested tables (``nest`` != 0, for tables too big for one alloc
 reported as damage, not walked.
 """
 
-from ..core import ReadError
-from .damage import log_of
+from typing import Iterator, Optional, Set
+
+from ..core import Layout, ReadError, Reader
+from .damage import DamageLog, log_of
 
 MAX_BUCKETS = 1 << 20
 MAX_ENTRIES = 1 << 16
 MAX_TABLES = 4            # bucket_table -> future_tbl chain
 
 
-def rhashtable_nodes(reader, layout, ht, *, limit=MAX_ENTRIES, damage=None, what="rhash node"):
+def rhashtable_nodes(reader: Reader, layout: Layout, ht: int, *, limit: int = MAX_ENTRIES,
+                     damage: Optional[DamageLog] = None, what: str = "rhash node") -> Iterator[int]:
     """Addresses of the ``struct rhash_head`` of every object in the table at ``ht``."""
     damage = log_of(damage)
     try:
@@ -29,8 +32,8 @@ def rhashtable_nodes(reader, layout, ht, *, limit=MAX_ENTRIES, damage=None, what
     f_future = layout.field("bucket_table", "future_tbl")
     off_buckets = layout.offset("bucket_table", "buckets")
     off_next = layout.offset("rhash_head", "next")
-    seen = set()
-    tables = set()
+    seen: Set[int] = set()
+    tables: Set[int] = set()
     while tbl and len(tables) < MAX_TABLES:
         if tbl in tables:
             damage.add("bucket_table", tbl, "future_tbl cycle", "corrupt")

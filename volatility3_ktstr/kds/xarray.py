@@ -7,26 +7,30 @@ the kernel was built with a small base); the slot count comes from the layout. I
 radix trees in 4.11 (same node layout under ``radix_tree_node`` before 4.20).
 """
 
-from .damage import log_of
+from typing import Iterator, Optional, Tuple
+
+from ..core import Layout, Reader, read_int
+from .damage import DamageLog, log_of
 
 MAX_DEPTH = 16
 MAX_ENTRIES = 1 << 20
 MAX_NODES = 1 << 16
 
 
-def is_node(entry):
+def is_node(entry: int) -> bool:
     return entry & 3 == 2 and entry > 4096
 
 
-def is_internal(entry):
+def is_internal(entry: int) -> bool:
     return entry & 3 == 2
 
 
-def xa_entries(reader, layout, xa, *, limit=MAX_ENTRIES, damage=None, what="xa_node"):
+def xa_entries(reader: Reader, layout: Layout, xa: int, *, limit: int = MAX_ENTRIES,
+               damage: Optional[DamageLog] = None, what: str = "xa_node") -> Iterator[Tuple[int, int]]:
     """(index, entry) for every normal (pointer) entry of the ``struct xarray`` at ``xa``, in
     index order."""
     damage = log_of(damage)
-    head = reader.u64(xa + layout.offset("xarray", "xa_head"))
+    head = read_int(reader, layout, "xarray", xa, "xa_head")
     if head == 0:
         return
     if not is_node(head):
@@ -34,7 +38,8 @@ def xa_entries(reader, layout, xa, *, limit=MAX_ENTRIES, damage=None, what="xa_n
             yield 0, head
         return
     off_shift = layout.offset("xa_node", "shift")
-    off_slots = layout.offset("xa_node", "slots")
+    f_slots = layout.field("xa_node", "slots")
+    off_slots = f_slots.offset
     nslots = (layout.size("xa_node") - off_slots) // 8
     nslots = 64 if nslots <= 0 else min(nslots, 64)
     chunk_shift = max(1, nslots.bit_length() - 1)
@@ -56,8 +61,8 @@ def xa_entries(reader, layout, xa, *, limit=MAX_ENTRIES, damage=None, what="xa_n
             return
         try:
             raw = reader.read(node, node_size)
-        except Exception as e:  # ReadError; broad so one bad node never ends the walk
-            damage.add(what, node, str(getattr(e, "reason", e)))
+        except Exception as err:  # ReadError; broad so one bad node never ends the walk
+            damage.add(what, node, str(getattr(err, "reason", err)))
             continue
         shift = raw[off_shift]
         if shift >= 64 or shift % chunk_shift:
@@ -65,7 +70,8 @@ def xa_entries(reader, layout, xa, *, limit=MAX_ENTRIES, damage=None, what="xa_n
             continue
         children = []
         for slot in range(1 << chunk_shift):
-            e = int.from_bytes(raw[off_slots + 8 * slot:off_slots + 8 * slot + 8], "little")
+            at = off_slots + 8 * slot
+            e = int.from_bytes(raw[at:at + f_slots.elem_size], "little")
             if e == 0:
                 continue
             index = base_index + (slot << shift)
@@ -85,11 +91,12 @@ def xa_entries(reader, layout, xa, *, limit=MAX_ENTRIES, damage=None, what="xa_n
         stack.extend(reversed(children))
 
 
-def idr_entries(reader, layout, idr, *, limit=MAX_ENTRIES, damage=None):
+def idr_entries(reader: Reader, layout: Layout, idr: int, *, limit: int = MAX_ENTRIES,
+                damage: Optional[DamageLog] = None) -> Iterator[Tuple[int, int]]:
     """(id, pointer) for every object in the ``struct idr`` at ``idr``, in id order."""
     base = 0
     if layout.has("idr", "idr_base"):
-        base = reader.u32(idr + layout.offset("idr", "idr_base"))
+        base = read_int(reader, layout, "idr", idr, "idr_base")
     xa = idr + layout.offset("idr", "idr_rt")
     for index, ptr in xa_entries(reader, layout, xa, limit=limit, damage=damage):
         yield index + base, ptr

@@ -12,18 +12,28 @@ TreeGrid (``HEX`` columns become ``format_hints.Hex``, NA/UNREADABLE the rendere
 """
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple, Union
+
+if TYPE_CHECKING:
+    # The kernel a view reads (KernelContext builds one from Volatility; tests from synthetic
+    # memory): mypy checks every view against it. Not imported at run time (views sit below it).
+    from ..kernel_model import Kernel
+else:
+    Kernel = Any
+Row = Tuple[Any, ...]
+Rows = Iterator[Tuple[int, Row]]        # (tree depth, row) as TreeGrid takes them
 
 
 class _Absent:
     __slots__ = ("label",)
 
-    def __init__(self, label):
+    def __init__(self, label: str) -> None:
         self.label = label
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return self.label
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return False
 
 
@@ -46,7 +56,7 @@ class Grid:
 
     ``note`` names the text column that damage rows (:meth:`damage`) write into."""
 
-    def __init__(self, *columns, note=None):
+    def __init__(self, *columns: Union[Column, Tuple[str, type]], note: Optional[str] = None) -> None:
         self.columns = tuple(c if isinstance(c, Column) else Column(*c) for c in columns)
         self.index = {c.name: i for i, c in enumerate(self.columns)}
         if len(self.index) != len(self.columns):
@@ -55,7 +65,7 @@ class Grid:
             raise ValueError(f"note column {note!r} is not a column")
         self.note = note
 
-    def row(self, **values):
+    def row(self, **values: Any) -> Row:
         """A row tuple; columns not given are NA, ``None`` is NA."""
         out = [NA] * len(self.columns)
         for name, value in values.items():
@@ -65,7 +75,7 @@ class Grid:
                 raise TypeError(f"no column {name!r} (columns: {', '.join(self.index)})") from None
         return tuple(out)
 
-    def damage(self, damage, **keys):
+    def damage(self, damage: object, **keys: Any) -> Row:
         """A row reporting ``damage`` (a Damage, or any text) in the note column."""
         if self.note is None:
             raise TypeError("this grid has no note column for damage rows")
@@ -75,5 +85,5 @@ class Grid:
         keys[self.note] = note
         return self.row(**keys)
 
-    def names(self):
+    def names(self) -> List[str]:
         return [c.name for c in self.columns]

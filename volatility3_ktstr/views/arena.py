@@ -8,28 +8,29 @@ go); no Volatility import.
 """
 
 import json
+from typing import Any, Callable, List, Optional
 
 from ..core import ReadError
 from ..errors import KtstrError
 from ..walkers import arena as arenaw
 from . import HEX, Grid
+from . import Kernel, Rows
 from .common import select_maps
 
 GRID = Grid(("MapID", int), ("Name", str), ("UserAddr", HEX), ("Size", int), ("KernelVA", HEX),
             ("Physical", HEX), ("Pages", int), ("Note", str), note="Note")
 
 
-def rows(kctx, ids=None, names=None, open_file=None):
+def rows(kctx: Kernel, ids: Optional[List[int]] = None, names: Optional[List[str]] = None,
+         open_file: Optional[Callable[..., Any]] = None) -> Rows:
     kctx.require_type("bpf_arena")
     maps, _missing = select_maps(kctx.maps(), ids, names)
     infos = arenaw.arena_infos(kctx.reader, kctx.layout, maps, kctx.page_size)
     if not infos:
         raise KtstrError("no BPF arena map in the dump" if not (ids or names)
                          else "none of the selected maps is an arena")
-    layer = kctx.layer
     for info in infos:
-        pages = list(arenaw.mapped_pages(
-            info, lambda off, length: layer.mapping(off, length, ignore_errors=True)))
+        pages = list(arenaw.mapped_pages(info, kctx.mapping))
         note = info.error or ""
         if open_file is not None and info.usable:
             note = "; ".join(n for n in (note, dump(kctx.reader, info, pages, open_file)) if n)
@@ -40,7 +41,7 @@ def rows(kctx, ids=None, names=None, open_file=None):
                               Size=info.page_size, KernelVA=p.kernel_va, Physical=p.phys, Note="")
 
 
-def dump(reader, info, pages, open_file):
+def dump(reader: Any, info: Any, pages: Any, open_file: Callable[..., Any]) -> str:
     """Write ``arena-<id>.bin`` (the arena's size, each mapped page at its offset from
     user_vm_start, holes left as holes) and ``arena-<id>.json`` (addresses, pages present);
     returns the note for the arena's row."""

@@ -7,6 +7,7 @@ One row per (process, fd) whose ``file->f_op`` is ``bpf_map_fops``, ``bpf_prog_f
 
 from ..bpf import fds as bpffds
 from . import HEX, Grid
+from . import Kernel, Rows
 from . import bpfobjects as objs
 
 GRID = Grid(
@@ -15,7 +16,7 @@ GRID = Grid(
     note="Error")
 
 
-def rows(kctx):
+def rows(kctx: Kernel) -> Rows:
     fds, damage = objs.fd_scan(kctx)
     bk = kctx.bpf_kernel()
     for f in fds:

@@ -7,6 +7,7 @@ summary row (the only row on a clean dump). No Volatility import.
 from ..bpf import hidden as bpfhidden
 from ..kds import DamageLog
 from . import HEX, Grid
+from . import Kernel, Rows
 from . import bpfobjects as objs
 from . import bpfhooks
 
@@ -16,7 +17,7 @@ GRID = Grid(
     note="Error")
 
 
-def rows(kctx):
+def rows(kctx: Kernel) -> Rows:
     damage = DamageLog()
     bk = kctx.bpf_kernel()
     links, attachments, links_ok = bpfhooks.collect(kctx, damage)

@@ -14,12 +14,15 @@ Sources, in this order of authority:
 No Volatility import.
 """
 
+from typing import Any, List, Optional, Tuple
+
 from ..bpf import progs as bpfprogs
 from ..bpf.hooks import HookWalker
-from ..core import ReadError
+from ..core import ReadError, read_int
 from ..errors import KtstrError
 from ..kds import DamageLog
 from . import HEX, Grid
+from . import Kernel, Rows
 from . import bpfobjects as objs
 
 GRID = Grid(
@@ -34,7 +37,7 @@ _FAMILY = {"netns": {"netns"}, "trace_event": {"perf_event", "kprobe_multi", "up
            "uretprobe": {"perf_event"}, "tracepoint": {"perf_event"}, "event": {"perf_event"}}
 
 
-def collect(kctx, damage=None):
+def collect(kctx: Kernel, damage: Optional[DamageLog] = None) -> Tuple[Any, List[Any], bool]:
     """(links, [Attachment], whether link_idr was read) of the dump: link_idr and every hook
     walker."""
     damage = damage if damage is not None else DamageLog()
@@ -63,7 +66,7 @@ def _prog(bk, kva, cache):
     return cache[kva]
 
 
-def rows(kctx):
+def rows(kctx: Kernel) -> Rows:
     damage = DamageLog()
     bk = kctx.bpf_kernel()
     links, found, links_ok = collect(kctx, damage)
@@ -92,7 +95,7 @@ def rows(kctx):
             if a.link_kva in by_kva:
                 continue            # the link's own row says it
             try:
-                link_id = bk.reader.u32(a.link_kva + bk.layout.offset("bpf_link", "id"))
+                link_id = read_int(bk.reader, bk.layout, "bpf_link", a.link_kva, "id")
             except ReadError:
                 link_id = -1
             if links_ok:

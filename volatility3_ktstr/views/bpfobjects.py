@@ -6,11 +6,13 @@ Volatility import.
 """
 
 import json
+from typing import Any, Dict, List
 
 from ..bpf import bpffs
 from ..bpf import fds as bpffds
 from ..errors import KtstrError
 from ..kds import DamageLog
+from . import Kernel
 
 
 def _memo(kctx, key, fn):
@@ -67,7 +69,7 @@ def pinned(kctx):
     return _memo(kctx, "pinned", build)
 
 
-def pids_of(kctx, kind, kva):
+def pids_of(kctx: Kernel, kind: str, kva: int) -> List[Dict[str, Any]]:
     """bpftool's ``pids``: one {pid, comm} per process holding an fd on the object."""
     seen, out = set(), []
     for f in holders(kctx).get((kind, kva), ()):
@@ -77,13 +79,13 @@ def pids_of(kctx, kind, kva):
     return out
 
 
-def pids_text(pids):
+def pids_text(pids: List[Dict[str, Any]]) -> str:
     return ",".join(f"{p['pid']}:{p['comm']}" for p in pids)
 
 
-def pins_of(kctx, kind, kva):
+def pins_of(kctx: Kernel, kind: str, kva: int) -> List[str]:
     return [p.path for p in pinned(kctx).get((kind, kva), ())]
 
 
-def to_json(obj):
+def to_json(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))

@@ -6,6 +6,7 @@ inode's ``i_op``), the object's id and name, the bpffs inode number. No Volatili
 
 from ..bpf import fds as bpffds
 from . import HEX, Grid
+from . import Kernel, Rows
 from . import bpfobjects as objs
 
 GRID = Grid(
@@ -14,7 +15,7 @@ GRID = Grid(
     note="Error")
 
 
-def rows(kctx):
+def rows(kctx: Kernel) -> Rows:
     pins, damage = objs.pin_scan(kctx)
     bk = kctx.bpf_kernel()
     for p in pins:

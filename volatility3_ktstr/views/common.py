@@ -1,9 +1,13 @@
 """What several views share: selecting maps the same way in every plugin."""
 
+from typing import Any, Iterable, List, Optional, Tuple
+
 from ..errors import KtstrError
 
 
-def select_maps(maps, ids=None, names=None, types=None):
+def select_maps(maps: List[Any], ids: Optional[Iterable[int]] = None,
+                names: Optional[Iterable[str]] = None,
+                types: Optional[Iterable[str]] = None) -> Tuple[List[Any], List[str]]:
     """(maps matching any of ``ids`` or ``names`` -- all when neither is given --, the selectors
     that matched nothing). ``types`` (type names) narrows the result. Nothing matching an
     explicit selector at all is an error naming the selectors."""

@@ -5,8 +5,11 @@ type-specific fields, ``pinned``, ``pids``), plus a few names bpftool leaves to 
 (``target_name`` of a tracing link, ``cgroup`` path). No Volatility import.
 """
 
+from typing import Any, Dict, List
+
 from ..kds import DamageLog
 from . import HEX, Grid
+from . import Kernel, Rows
 from . import bpfobjects as objs
 
 GRID = Grid(
@@ -16,7 +19,7 @@ GRID = Grid(
     note="Error")
 
 
-def link_json(link, prog, pids, pins):
+def link_json(link: Any, prog: Any, pids: List[Dict[str, Any]], pins: List[str]) -> Dict[str, Any]:
     """bpftool ``link show -j`` shape of one link."""
     out = {"id": link.id, "type": link.type_name, "prog_id": prog.id if prog else 0}
     out.update(link.info)
@@ -27,7 +30,7 @@ def link_json(link, prog, pids, pins):
     return out
 
 
-def rows(kctx):
+def rows(kctx: Kernel) -> Rows:
     damage = DamageLog()
     links = kctx.links(damage)
     bk = kctx.bpf_kernel()

@@ -6,6 +6,7 @@ Takes the kernel (``kernel_model.Kernel``); no Volatility import.
 """
 
 import json
+from typing import Any, Collection, List, Optional
 
 from ..bpf.maps import LOCAL_STORAGE_TYPES
 from ..core import LayoutError, ReadError
@@ -17,6 +18,7 @@ from ..walkers import sdtalloc
 from ..walkers.owners import OWNER_KINDS, Owner, OwnerResolver
 from . import HEX, Grid
 from . import sdtalloc as sdtviews
+from . import Kernel, Rows
 from .common import select_maps
 
 GRID = Grid(
@@ -25,7 +27,8 @@ GRID = Grid(
     ("ValueHex", str), ("Formatted", str), ("Element", HEX), ("Note", str), note="Note")
 
 
-def select(maps, ids=None, names=None):
+def select(maps: List[Any], ids: Optional[List[int]] = None,
+           names: Optional[List[str]] = None) -> List[Any]:
     """The local storage maps among ``maps`` matching the selectors (select_maps semantics)."""
     chosen_any, _missing = select_maps(maps, ids, names)
     chosen = [m for m in chosen_any if m.type_name in LOCAL_STORAGE_TYPES]
@@ -35,7 +38,9 @@ def select(maps, ids=None, names=None):
     return chosen
 
 
-def rows(kctx, ids=None, names=None, pids=None, payload_type=None, verbose=False):
+def rows(kctx: Kernel, ids: Optional[List[int]] = None, names: Optional[List[str]] = None,
+         pids: Optional[Collection[int]] = None, payload_type: Optional[str] = None,
+         verbose: bool = False) -> Rows:
     maps = select(kctx.maps(), ids, names)
     if not maps:
         return

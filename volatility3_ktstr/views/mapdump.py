@@ -25,6 +25,7 @@ Rows (one per element; per-CPU maps get one child row per CPU):
 
 import json
 import struct
+from typing import List, Optional
 
 from .. import render as R
 from ..bpf import disasm
@@ -33,6 +34,7 @@ from ..btf import Kind
 from ..core import LayoutError, ReadError
 from ..errors import KtstrError
 from . import Grid
+from . import Kernel, Rows
 from .common import select_maps
 
 GRID = Grid(("MapId", int), ("MapName", str), ("MapType", str), ("Index", int), ("Cpu", int),
@@ -184,7 +186,8 @@ def name_ops(kbtf, tid, kval, uval, value, namer, progs_by_id):
 
 # --- main ---------------------------------------------------------------------------
 
-def rows(kctx, ids=None, names=None, limit=4096):
+def rows(kctx: Kernel, ids: Optional[List[int]] = None, names: Optional[List[str]] = None,
+         limit: int = 4096) -> Rows:
     maps, missing = select_maps(kctx.maps(), ids, names)
     for what in missing:
         yield 0, GRID.row(MapId=-1, MapName="", MapType="", Index=-1, Key="", Value="",

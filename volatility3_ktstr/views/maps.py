@@ -8,6 +8,7 @@ from ..core import ReadError
 from ..errors import KtstrError
 from ..kds import DamageLog
 from . import HEX, Grid
+from . import Kernel, Rows
 
 GRID = Grid(
     ("ID", int), ("Type", str), ("Name", str), ("KeySize", int), ("ValueSize", int),
@@ -46,7 +47,7 @@ def type_names(kctx, m, errors):
     return key_t, value_t, vmlinux_id
 
 
-def rows(kctx):
+def rows(kctx: Kernel) -> Rows:
     damage = DamageLog()
     for m in kctx.maps(damage):
         if m.error and m.type < 0:

@@ -12,15 +12,17 @@ No Volatility import.
 
 import bisect
 import datetime
+from typing import Any, Optional, Tuple
 
 from ..bpf import disasm
 from ..bpf import insns as bpfinsns
 from ..bpf import progs as bpfprogs
 from ..bpf.hooks import map_slots
-from ..core import ReadError, Record
+from ..core import Layout, ReadError, Reader, Record, read_int
 from ..errors import KtstrError
 from ..kds import DamageLog
 from . import HEX, UNREADABLE, Grid
+from . import Kernel, Rows
 from . import bpfobjects as objs
 
 GRID = Grid(
@@ -39,7 +41,7 @@ _BAD = dict(Type="?", Name="", Tag="", LoadTimeNs=0, LoadTimeSec=0.0, LoadedAt=U
             JitedLen=0, XlatedLen=0, MapIds="", BtfId=-1, Attach="", BpfFunc=0)
 
 
-def uid_and_gpl(reader, layout, p):
+def uid_and_gpl(reader: Reader, layout: Layout, p: Any) -> Tuple[Optional[int], Optional[int]]:
     """(uid of ``aux->user``, ``gpl_compatible``) of program ``p`` (None when unknown)."""
     uid = gpl = None
     try:
@@ -48,7 +50,8 @@ def uid_and_gpl(reader, layout, p):
         if layout.has("bpf_prog_aux", "user") and p.aux_kva:
             user = reader.ptr(p.aux_kva + layout.offset("bpf_prog_aux", "user"))
             if user:
-                uid = reader.u32(user + layout.first("user_struct", "uid.val", "uid"))
+                uid = read_int(reader, layout, "user_struct", user,
+                               "uid.val" if layout.has("user_struct", "uid.val") else "uid")
     except ReadError:
         pass
     return uid, gpl
@@ -106,7 +109,7 @@ def _calls(bk, namer, p):
     return ",".join(helpers), ",".join(kfuncs), ",".join(targets)
 
 
-def rows(kctx):
+def rows(kctx: Kernel) -> Rows:
     damage = DamageLog()
     progs = kctx.progs(damage)
     try:
@@ -146,7 +149,7 @@ def rows(kctx):
         yield 0, GRID.row(ID=-1, Address=d.addr, Error=f"prog_idr node skipped: {d.reason}", **_BAD)
 
 
-def disasm_rows(kctx, prog_id, max_insns=20000):
+def disasm_rows(kctx: Kernel, prog_id: int, max_insns: int = 20000) -> Rows:
     """The JIT image of program ``prog_id`` (capstone), then its xlated instructions."""
     progs = kctx.progs()
     prog = next((p for p in progs if p.id == prog_id), None)
@@ -174,7 +177,7 @@ def disasm_rows(kctx, prog_id, max_insns=20000):
     yield from xlated_rows(kctx, prog, max_insns)
 
 
-def xlated_rows(kctx, prog, max_insns=20000):
+def xlated_rows(kctx: Kernel, prog: Any, max_insns: int = 20000) -> Rows:
     bk = kctx.bpf_kernel()
     base = prog.kva + kctx.layout.offset("bpf_prog", "insnsi")
     try:

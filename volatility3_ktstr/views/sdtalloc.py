@@ -5,9 +5,12 @@ BTF); skipped subtrees, empty or broken allocators are rows with the reason in N
 Takes the kernel (``kernel_model.Kernel``); no Volatility import.
 """
 
+from typing import Any, List, Optional
+
 from ..errors import KtstrError
 from ..walkers import owners, sdtalloc
 from . import HEX, Grid
+from . import Kernel, Rows
 
 GRID = Grid(("Scheduler", str), ("Allocator", str), ("Idx", int), ("Genn", int), ("Address", HEX),
             ("PID", int), ("Comm", str), ("Type", str), ("Payload", str), ("Note", str), note="Note")
@@ -15,7 +18,8 @@ GRID = Grid(("Scheduler", str), ("Allocator", str), ("Idx", int), ("Genn", int),
 _LEVEL_NAMES = {0: "root", 1: "level-1 subtree", 2: "leaf subtree", 3: "slot"}
 
 
-def sdt_programs(kernel, type_name=None, walk=True, **kwargs):
+def sdt_programs(kernel: Kernel, type_name: Optional[str] = None, walk: bool = True,
+                 **kwargs: Any) -> List[Any]:
     """The loaded BPF objects that declare ``struct scx_allocator`` variables, with their
     arenas and (``walk``) live sdt_alloc slots (walkers.sdtalloc.find_programs); cached in the
     kernel's memo per set of arguments. Structs the kernel also has are not payload candidates
@@ -32,7 +36,8 @@ def sdt_programs(kernel, type_name=None, walk=True, **kwargs):
     return kernel.memo(key, find)
 
 
-def programs(kctx, type_name=None, max_entries=None, header_size=None):
+def programs(kctx: Kernel, type_name: Optional[str] = None, max_entries: Optional[int] = None,
+             header_size: Optional[int] = None) -> List[Any]:
     """The schedulers' allocator programs, options checked (one-line errors)."""
     if max_entries is not None and max_entries < 0:
         raise KtstrError("--max-entries must be >= 0")
@@ -43,7 +48,8 @@ def programs(kctx, type_name=None, max_entries=None, header_size=None):
     return sdt_programs(kctx, type_name=type_name, header_override=header_size, max_entries=max_entries)
 
 
-def rows(kctx, type_name=None, max_entries=None, header_size=None):
+def rows(kctx: Kernel, type_name: Optional[str] = None, max_entries: Optional[int] = None,
+         header_size: Optional[int] = None) -> Rows:
     progs = programs(kctx, type_name, max_entries, header_size)
     if not progs:
         raise KtstrError("no BPF program in the dump declares a struct scx_allocator variable "

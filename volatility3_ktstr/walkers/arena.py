@@ -17,8 +17,9 @@ and page listing takes a ``mapping(offset, length)`` callable shaped like a Vola
 """
 
 from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from ..core import LayoutError, ReadError
+from ..core import Layout, LayoutError, ReadError, Reader, read_int
 from ..errors import KtstrError
 
 LOW32 = 0xFFFF_FFFF
@@ -46,7 +47,7 @@ class ArenaInfo:
     vm_addr: int = 0              # kern_vm->addr (start of the guard)
     page_size: int = 4096
     max_entries: int = 0          # pages the map was created with
-    error: str = None
+    error: Optional[str] = None
 
     @property
     def usable(self) -> bool:
@@ -151,7 +152,7 @@ def read_arena_info(reader, layout, map_kva, map_id, page_size, max_entries=0, n
     return info
 
 
-def arena_infos(reader, layout, maps, page_size):
+def arena_infos(reader: Reader, layout: Layout, maps: Iterable[Any], page_size: int) -> List[ArenaInfo]:
     """ArenaInfo for every ``arena`` map among ``maps`` (BpfMap records)."""
     offs = None
     out = []
@@ -193,7 +194,8 @@ class ArenaPage:
     layer: str = ""
 
 
-def mapped_pages(info: ArenaInfo, mapping, limit=None):
+def mapped_pages(info: ArenaInfo, mapping: Callable[..., Iterable[Any]],
+                 limit: Optional[int] = None) -> Iterator["ArenaPage"]:
     """Pages of the arena that are mapped, in address order.
 
     ``mapping(offset, length)`` yields ``(offset, sublength, mapped_offset, mapped_length,
@@ -230,12 +232,14 @@ def prog_arena_kva(reader, layout, aux_kva) -> int:
     if not aux_kva or not layout.has("bpf_prog_aux", "arena"):
         return 0
     try:
-        return reader.u64(aux_kva + layout.offset("bpf_prog_aux", "arena"))
+        return read_int(reader, layout, "bpf_prog_aux", aux_kva, "arena")
     except ReadError:
         return 0
 
 
-def arena_for_program(arenas, progs, btf_kva, map_kvas=(), pointer=None, prog_arenas=None):
+def arena_for_program(arenas: List[ArenaInfo], progs: Iterable[Any], btf_kva: int,
+                      map_kvas: Iterable[int] = (), pointer: Optional[int] = None,
+                      prog_arenas: Optional[Dict[int, int]] = None) -> Tuple[Optional[ArenaInfo], str]:
     """(ArenaInfo or None, how) for the program whose BTF object is ``btf_kva`` (or which uses
     one of ``map_kvas``).
 

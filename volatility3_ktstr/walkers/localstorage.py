@@ -11,8 +11,9 @@ read (links, storage pointer and value together).
 """
 
 from dataclasses import dataclass, field
+from typing import Iterator, List, Optional, Tuple
 
-from ..core import LayoutError, ReadError
+from ..core import Layout, LayoutError, ReadError, Reader
 from ..kds import DamageLog, follow
 
 MAX_BUCKETS = 1 << 16
@@ -94,7 +95,7 @@ class WalkStats:
     dropped_short: int = 0       # element readable but its value was not: dropped
     smap_mismatch: int = 0       # element whose sdata.smap is another map (kept, flagged)
     visit_cap_hit: bool = False  # the global visit budget ran out inside this map
-    rejected: str = None         # the map as a whole could not be walked: why
+    rejected: Optional[str] = None         # the map as a whole could not be walked: why
     damage: DamageLog = field(default_factory=lambda: DamageLog(MAX_PROBLEMS))
 
     @property
@@ -125,7 +126,7 @@ class VisitBudget:
         self.left = limit
 
 
-def read_map_header(reader, offs, smap_kva):
+def read_map_header(reader: Reader, offs: LocalStorageOffsets, smap_kva: int) -> Tuple[int, int]:
     """(buckets kva, bucket_log) of the map at ``smap_kva``; ReadError if unreadable."""
     lo = min(offs.smap_buckets, offs.smap_bucket_log)
     hi = max(offs.smap_buckets + 8, offs.smap_bucket_log + 4)
@@ -161,7 +162,8 @@ def _bucket_heads(reader, offs, buckets, n, stats):
                 stats.damage.add("bucket skipped", addr, f"bucket {start + i} unreadable: {e.reason}")
 
 
-def walk(reader, offs: LocalStorageOffsets, smap_kva, value_size, stats=None, budget=None):
+def walk(reader: Reader, offs: LocalStorageOffsets, smap_kva: int, value_size: int,
+         stats: Optional[WalkStats] = None, budget: Optional[VisitBudget] = None) -> Iterator[StorageElem]:
     """Yield a :class:`StorageElem` for every element of the local storage map at ``smap_kva``.
 
     Bounds: at most MAX_BUCKETS buckets; ``budget`` visits in all (shared across maps); a chain
@@ -190,7 +192,7 @@ def walk(reader, offs: LocalStorageOffsets, smap_kva, value_size, stats=None, bu
     map_node = offs.map_node
     ls_off, smap_off, val_off = offs.elem_local_storage, offs.elem_smap, offs.value
     val_end = val_off + value_size
-    owners = {}  # storage kva -> (owner, error): one storage can hold several maps' elements
+    owners: dict = {}  # storage kva -> (owner, error): one storage can hold several maps' elements
 
     for index, first in _bucket_heads(reader, offs, buckets, n, stats):
         stats.buckets += 1
@@ -250,7 +252,8 @@ def _owner_of(reader, offs, storage):
     return owner, None
 
 
-def walk_map(reader, layout, smap_kva, value_size, budget=None):
+def walk_map(reader: Reader, layout: Layout, smap_kva: int, value_size: int,
+             budget: Optional[VisitBudget] = None) -> Tuple[List[StorageElem], WalkStats]:
     """Convenience: (list of elements, stats) for one map, offsets from ``layout``."""
     stats = WalkStats()
     elems = list(walk(reader, LocalStorageOffsets.from_layout(layout), smap_kva, value_size,

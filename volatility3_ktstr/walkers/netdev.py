@@ -10,9 +10,10 @@ No Volatility import; bounded, cycle-checked walks (``kds``).
 """
 
 from dataclasses import dataclass
+from typing import Iterator, Optional, Tuple
 
-from ..core import ReadError, Record
-from ..kds import DamageLog, list_entries
+from ..core import Layout, ReadError, Reader, Record, read_int
+from ..kds import DamageLog, list_entries, tree_nodes
 
 MAX_NAMESPACES = 1 << 14
 MAX_DEVICES = 1 << 16
@@ -29,23 +30,24 @@ class NetDev:
     netns_ino: int
 
 
-def namespaces(reader, layout, net_namespace_list, damage=None):
+def namespaces(reader: Reader, layout: Layout, net_namespace_list: int,
+               damage: Optional[DamageLog] = None) -> Iterator[Tuple[int, int]]:
     """(``struct net *``, inode number) of every network namespace."""
     damage = damage if damage is not None else DamageLog()
-    inum = layout.offset("net", "ns") + layout.offset("ns_common", "inum") \
-        if layout.has("net", "ns") else None
+    has_inum = layout.has("net", "ns")
     for net in list_entries(reader, layout, net_namespace_list, "net", "list",
                             limit=MAX_NAMESPACES, damage=damage, what="net (net_namespace_list)"):
         ino = 0
-        if inum is not None:
+        if has_inum:
             try:
-                ino = reader.u32(net + inum)
+                ino = read_int(reader, layout, "net", net, "ns.inum")
             except ReadError as e:
                 damage.add("struct net", net, f"ns.inum unreadable ({e.reason})")
         yield net, ino
 
 
-def devices(reader, layout, net, netns_ino=0, damage=None):
+def devices(reader: Reader, layout: Layout, net: int, netns_ino: int = 0,
+            damage: Optional[DamageLog] = None) -> Iterator[NetDev]:
     """:class:`NetDev` of every device of the namespace ``net``."""
     damage = damage if damage is not None else DamageLog()
     for dev in list_entries(reader, layout, net + layout.offset("net", "dev_base_head"),
@@ -56,34 +58,27 @@ def devices(reader, layout, net, netns_ino=0, damage=None):
         except ReadError as e:
             damage.add("net_device", dev, f"unreadable ({e.reason})")
             continue
-        yield NetDev(dev, r.str("name"), r.int("ifindex"), net, netns_ino)
+        yield NetDev(dev, r.str("name", ""), r.int("ifindex"), net, netns_ino)
 
 
-def all_devices(reader, layout, net_namespace_list, damage=None):
+def all_devices(reader: Reader, layout: Layout, net_namespace_list: int,
+                damage: Optional[DamageLog] = None) -> Iterator[NetDev]:
     for net, ino in namespaces(reader, layout, net_namespace_list, damage):
         yield from devices(reader, layout, net, ino, damage)
 
 
-def cgroups(reader, layout, root_cgroup, damage=None, limit=MAX_CGROUPS):
+def cgroups(reader: Reader, layout: Layout, root_cgroup: int, damage: Optional[DamageLog] = None,
+            limit: int = MAX_CGROUPS) -> Iterator[int]:
     """Every cgroup of the hierarchy under ``root_cgroup`` (itself first), depth first."""
     damage = damage if damage is not None else DamageLog()
     self_off = layout.offset("cgroup", "self")
     children = layout.offset("cgroup_subsys_state", "children")
-    stack = [(root_cgroup, 0)]
-    seen = set()
-    while stack:
-        cg, depth = stack.pop()
-        if cg in seen:
-            damage.add("cgroup", cg, "cycle (cgroup already visited)")
-            continue
-        if len(seen) >= limit:
-            damage.add("cgroup", cg, f"stopped after {limit} cgroups")
-            return
-        seen.add(cg)
+
+    def kids(cg):
+        for css in list_entries(reader, layout, cg + self_off + children, "cgroup_subsys_state",
+                                "sibling", limit=limit, damage=damage, what="cgroup (self.children)"):
+            yield css - self_off
+
+    for cg, _depth, _parent in tree_nodes(root_cgroup, kids, limit=limit, max_depth=MAX_CGROUP_DEPTH,
+                                          damage=damage, what="cgroup"):
         yield cg
-        if depth >= MAX_CGROUP_DEPTH:
-            damage.add("cgroup", cg, f"deeper than {MAX_CGROUP_DEPTH}: children skipped")
-            continue
-        kids = list_entries(reader, layout, cg + self_off + children, "cgroup_subsys_state",
-                            "sibling", limit=limit, damage=damage, what="cgroup (self.children)")
-        stack.extend((css - self_off, depth + 1) for css in reversed(list(kids)))

@@ -8,8 +8,9 @@ parent chain is bounded and cycle-checked.
 
 import ipaddress
 from dataclasses import dataclass
+from typing import List, Optional
 
-from ..core import LayoutError, ReadError
+from ..core import LayoutError, ReadError, Reader
 from ..kds import DamageLog, parent_chain
 
 # Map type name -> owner kind.
@@ -34,13 +35,13 @@ _TCP_STATES = (None, "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WA
 class Owner:
     kind: str                # task, cgroup, inode, socket (or the map type when unknown)
     kva: int
-    pid: int = None          # task
-    tgid: int = None         # task
-    comm: str = None         # task
-    ident: int = None        # cgroup id (kernfs node id) / inode number
-    name: str = None         # cgroup path / inode path / socket endpoints
-    error: str = None        # why (part of) the owner could not be named
-    note: str = None         # a consistency remark (e.g. no back pointer to the storage)
+    pid: Optional[int] = None          # task
+    tgid: Optional[int] = None         # task
+    comm: Optional[str] = None         # task
+    ident: Optional[int] = None        # cgroup id (kernfs node id) / inode number
+    name: Optional[str] = None         # cgroup path / inode path / socket endpoints
+    error: Optional[str] = None        # why (part of) the owner could not be named
+    note: Optional[str] = None         # a consistency remark (e.g. no back pointer to the storage)
 
     def describe(self) -> str:
         """One line for the text column."""
@@ -291,11 +292,12 @@ class OwnerResolver:
         owner.name = " ".join(words)
 
 
-def dentry_path(reader, dentry, parent_off, name_off, max_depth=MAX_DEPTH):
+def dentry_path(reader: Reader, dentry: int, parent_off: int, name_off: int,
+                max_depth: int = MAX_DEPTH) -> str:
     """Path of ``dentry`` within its filesystem ("/a/b"), following ``d_parent`` up to the root
     (a dentry that is its own parent). Damage shows in the path: "<dentry chain loops>/...",
     "<dentry unreadable: ...>/...", ".../" when deeper than ``max_depth``."""
-    parts = []
+    parts: List[str] = []
     damage = DamageLog()
     for node in parent_chain(reader, dentry, parent_off, limit=max_depth, damage=damage, what="dentry"):
         try:

@@ -18,8 +18,9 @@ record's text with one read; everything is bounded by the ring's own sizes; reco
 """
 
 from dataclasses import dataclass
+from typing import List, Optional
 
-from ..core import LayoutError, ReadError, Record
+from ..core import Layout, LayoutError, ReadError, Reader, Record
 from ..kds import DamageLog
 
 MAX_DESC_BITS = 20          # 1M descriptors (the kernel's default is 2^(log_buf_shift - 5))
@@ -36,13 +37,14 @@ class LogRecord:
     caller_id: int
     text: str
 
-    def lines(self):
+    def lines(self) -> List[str]:
         """The record as the console prints it: ``[seconds.micros] line`` per line of text."""
         stamp = f"[{self.ts_nsec // 1_000_000_000:5d}.{self.ts_nsec % 1_000_000_000 // 1000:06d}]"
         return [f"{stamp} {line}" for line in self.text.split("\n")]
 
 
-def read_log(reader, layout, prb, damage=None, word=8):
+def read_log(reader: Reader, layout: Layout, prb: int, damage: Optional[DamageLog] = None,
+             word: int = 8) -> List[LogRecord]:
     """Records of the ring buffer ``struct printk_ringbuffer`` at ``prb`` in sequence order.
 
     ``word`` is sizeof(unsigned long) (the data block's id). Raises ReadError/LayoutError only
@@ -139,7 +141,8 @@ def _record(reader, text_at, size, size_bits, word, ident, begin, nxt, info, cal
                      body.decode("utf-8", "replace"))
 
 
-def kernel_log(reader, layout, prb_symbol, damage=None):
+def kernel_log(reader: Reader, layout: Layout, prb_symbol: int,
+               damage: Optional[DamageLog] = None) -> List[LogRecord]:
     """Records of the kernel log whose ring buffer pointer is the symbol ``prb`` at ``prb_symbol``
     (records, or raises ReadError/LayoutError naming what is missing)."""
     if not layout.has("printk_ringbuffer"):

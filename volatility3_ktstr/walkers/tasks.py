@@ -13,8 +13,9 @@ reported in the :class:`DamageLog` given.
 """
 
 from dataclasses import dataclass
+from typing import Iterable, Iterator, Optional, Tuple
 
-from ..core import ReadError, Record
+from ..core import Layout, ReadError, Reader, Record
 from ..kds import DamageLog, list_entries
 
 MAX_TASKS = 1 << 17          # processes on init_task.tasks
@@ -35,16 +36,17 @@ class Task:
     files: int
 
 
-def read_task(reader, layout, kva):
+def read_task(reader: Reader, layout: Layout, kva: int) -> Optional[Task]:
     """The :class:`Task` at ``kva`` (ReadError when unreadable; None when implausible)."""
     r = Record(reader, layout, "task_struct", kva, TASK_PATHS)
     pid, tgid = r.int("pid"), r.int("tgid")
     if not (0 <= pid < PID_MAX_LIMIT and 0 <= tgid < PID_MAX_LIMIT):
         return None
-    return Task(kva, pid, tgid, r.str("comm"), r.int("files"))
+    return Task(kva, pid, tgid, r.str("comm", ""), r.int("files"))
 
 
-def processes(reader, layout, init_task, damage=None, limit=MAX_TASKS):
+def processes(reader: Reader, layout: Layout, init_task: int, damage: Optional[DamageLog] = None,
+              limit: int = MAX_TASKS) -> Iterator[Task]:
     """:class:`Task` of ``init_task`` and every thread-group leader on its ``tasks`` list."""
     damage = damage if damage is not None else DamageLog()
     head = init_task + layout.offset("task_struct", "tasks")
@@ -61,10 +63,11 @@ def processes(reader, layout, init_task, damage=None, limit=MAX_TASKS):
         yield t
 
 
-def threads(reader, layout, leader, damage=None, limit=MAX_THREADS):
+def threads(reader: Reader, layout: Layout, leader: Task, damage: Optional[DamageLog] = None,
+            limit: int = MAX_THREADS) -> Iterator[Task]:
     """:class:`Task` of every thread of the process led by ``leader`` (a Task)."""
     damage = damage if damage is not None else DamageLog()
-    kvas = []
+    kvas: Iterable[int] = []
     if layout.has("signal_struct", "thread_head") and layout.has("task_struct", "thread_node"):
         try:
             sig = reader.ptr(leader.kva + layout.offset("task_struct", "signal"))
@@ -91,7 +94,8 @@ def threads(reader, layout, leader, damage=None, limit=MAX_THREADS):
             yield t
 
 
-def fd_files(reader, layout, files, damage=None, limit=MAX_FDS):
+def fd_files(reader: Reader, layout: Layout, files: int, damage: Optional[DamageLog] = None,
+             limit: int = MAX_FDS) -> Iterator[Tuple[int, int]]:
     """(fd, ``struct file *``) of every open fd of the ``struct files_struct`` at ``files``."""
     damage = damage if damage is not None else DamageLog()
     try:

@@ -15,8 +15,10 @@ A path is built like the kernel's ``d_path`` (mount crossings included) but boun
 ``MAX_DEPTH`` components. No Volatility import.
 """
 
-from ..core import ReadError
-from ..kds import DamageLog, hlist_nodes, list_entries
+from typing import Dict, Iterator, List, Optional
+
+from ..core import Layout, ReadError, Reader, Record
+from ..kds import DamageLog, follow, hlist_nodes, list_entries, parent_chain, steps
 
 MAX_DEPTH = 64        # components of one path (and mount crossings)
 MAX_NAME = 256        # bytes of one component
@@ -28,7 +30,7 @@ MAX_CHILDREN = 1 << 16
 class Vfs:
     """Names and paths of dentries, mounts and files of one kernel (offsets resolved once)."""
 
-    def __init__(self, reader, layout):
+    def __init__(self, reader: Reader, layout: Layout) -> None:
         self.reader = reader
         self.layout = layout
         self.d_parent = layout.offset("dentry", "d_parent")
@@ -38,13 +40,11 @@ class Vfs:
         self.mnt_parent = layout.offset("mount", "mnt_parent")
         self.mnt_mountpoint = layout.offset("mount", "mnt_mountpoint")
         self.mnt_root = layout.offset("vfsmount", "mnt_root")
-        self.path_mnt = layout.offset("path", "mnt")
-        self.path_dentry = layout.offset("path", "dentry")
-        self._names = {}
+        self._names: Dict[int, str] = {}
 
     # --- names ----------------------------------------------------------------------------
 
-    def name(self, dentry):
+    def name(self, dentry: int) -> str:
         """The dentry's own name ('?' when unreadable)."""
         hit = self._names.get(dentry)
         if hit is None:
@@ -56,67 +56,70 @@ class Vfs:
             self._names[dentry] = hit
         return hit
 
-    def dentry_path(self, dentry, stop=0):
+    def dentry_path(self, dentry: int, stop: int = 0) -> str:
         """Path of ``dentry`` inside its filesystem (up to its root, or up to ``stop``)."""
-        parts = []
-        cur = dentry
-        for _ in range(MAX_DEPTH):
+        chain = DamageLog()
+        nodes: List[int] = []
+        for cur in parent_chain(self.reader, dentry, self.d_parent, limit=MAX_DEPTH, damage=chain,
+                                what="dentry (d_parent)"):
             if cur == stop:
-                return "/" + "/".join(reversed(parts))
-            try:
-                parent = self.reader.ptr(cur + self.d_parent)
-            except ReadError:
-                return "<unreadable>/" + "/".join(reversed(parts))
-            if not parent or parent == cur:
-                return "/" + "/".join(reversed(parts))
-            parts.append(self.name(cur))
-            cur = parent
-        return ".../" + "/".join(reversed(parts))
+                return "/" + "/".join(self.name(d) for d in reversed(nodes))
+            nodes.append(cur)
+        if dentry == 0:
+            return "/" if stop == 0 else "<unreadable>/"
+        if chain:       # a bound or a cycle: the path is cut; an unreadable parent: unknown
+            kind = next(iter(chain)).kind
+            names = "/".join(self.name(d) for d in reversed(nodes if kind != "unreadable" else nodes[:-1]))
+            return (".../" if kind != "unreadable" else "<unreadable>/") + names
+        return "/" + "/".join(self.name(d) for d in reversed(nodes[:-1]))   # the root has no name
 
-    def path(self, vfsmount, dentry):
+    def _up(self, state):
+        """One step of ``d_path`` from (mount, dentry, _): to the parent dentry (the state names
+        the dentry it came from), across to the mount point of the parent mount, or None at
+        the namespace root or a filesystem root."""
+        mount, cur, _ = state
+        root = self.reader.ptr(mount + self.mnt + self.mnt_root)
+        if cur == root:
+            parent = self.reader.ptr(mount + self.mnt_parent)
+            if not parent or parent == mount:
+                return None
+            return parent, self.reader.ptr(mount + self.mnt_mountpoint), 0
+        up = self.reader.ptr(cur + self.d_parent)
+        if not up or up == cur:      # a filesystem root that is not the mount's root
+            return None
+        return mount, up, cur
+
+    def path(self, vfsmount: int, dentry: int) -> str:
         """``d_path`` of (``struct vfsmount *``, ``struct dentry *``): mount crossings followed
         up to the namespace root."""
         if not vfsmount:
             return self.dentry_path(dentry)
-        mount = vfsmount - self.mnt
+        chain = DamageLog()
         parts = []
-        cur = dentry
-        steps = 0
-        while steps < 4 * MAX_DEPTH:
-            steps += 1
-            try:
-                root = self.reader.ptr(mount + self.mnt + self.mnt_root)
-                if cur == root:
-                    parent = self.reader.ptr(mount + self.mnt_parent)
-                    if not parent or parent == mount:
-                        return "/" + "/".join(reversed(parts))
-                    cur = self.reader.ptr(mount + self.mnt_mountpoint)
-                    mount = parent
-                    continue
-                up = self.reader.ptr(cur + self.d_parent)
-            except ReadError:
-                return "<unreadable>/" + "/".join(reversed(parts))
-            if not up or up == cur:      # a filesystem root that is not the mount's root
-                return "/" + "/".join(reversed(parts))
-            parts.append(self.name(cur))
-            if len(parts) > MAX_DEPTH:
-                break
-            cur = up
-        return ".../" + "/".join(reversed(parts))
+        for _mount, _cur, child in steps((vfsmount - self.mnt, dentry, 0), self._up,
+                                         limit=4 * MAX_DEPTH, damage=chain, what="path"):
+            if child:
+                parts.append(self.name(child))
+                if len(parts) > MAX_DEPTH:
+                    return ".../" + "/".join(reversed(parts))
+        if any(d.kind == "unreadable" for d in chain):
+            return "<unreadable>/" + "/".join(reversed(parts))
+        if chain:
+            return ".../" + "/".join(reversed(parts))
+        return "/" + "/".join(reversed(parts))
 
-    def struct_path(self, addr):
+    def struct_path(self, addr: int) -> str:
         """The path of the ``struct path`` at ``addr``."""
-        raw = self.reader.read(addr, max(self.path_mnt, self.path_dentry) + 8)
-        mnt = int.from_bytes(raw[self.path_mnt:self.path_mnt + 8], "little")
-        dentry = int.from_bytes(raw[self.path_dentry:self.path_dentry + 8], "little")
+        r = Record(self.reader, self.layout, "path", addr)
+        mnt, dentry = r.int("mnt"), r.int("dentry")
         return self.path(mnt, dentry) if dentry else ""
 
-    def file_path(self, file):
+    def file_path(self, file: int) -> str:
         return self.struct_path(file + self.layout.offset("file", "f_path"))
 
     # --- trees ----------------------------------------------------------------------------
 
-    def children(self, dentry, damage=None):
+    def children(self, dentry: int, damage: Optional[DamageLog] = None) -> Iterator[int]:
         """Child dentries of ``dentry`` (positive and negative)."""
         lay = self.layout
         if lay.has("dentry", "d_children") and lay.has("dentry", "d_sib"):
@@ -129,38 +132,28 @@ class Vfs:
                                     "dentry", "d_child", limit=MAX_CHILDREN, damage=damage,
                                     what="dentry (d_subdirs)")
 
-    def inode(self, dentry):
+    def inode(self, dentry: int) -> int:
         return self.reader.ptr(dentry + self.d_inode)
 
 
-def super_blocks(reader, layout, head, damage=None):
+def super_blocks(reader: Reader, layout: Layout, head: int, damage: Optional[DamageLog] = None) -> Iterator[int]:
     """Every ``struct super_block`` on the ``super_blocks`` list at ``head``."""
     yield from list_entries(reader, layout, head, "super_block", "s_list", limit=MAX_SUPERBLOCKS,
                             damage=damage, what="super_block (super_blocks)")
 
 
-def sb_mounts(reader, layout, sb, damage=None):
+def sb_mounts(reader: Reader, layout: Layout, sb: int, damage: Optional[DamageLog] = None) -> Iterator[int]:
     """Every ``struct mount`` of the superblock at ``sb``."""
     damage = damage if damage is not None else DamageLog()
     if layout.has("mount", "mnt_next_for_sb"):
         nxt = layout.offset("mount", "mnt_next_for_sb")
         try:
-            cur = reader.ptr(sb + layout.offset("super_block", "s_mounts"))
+            first = reader.ptr(sb + layout.offset("super_block", "s_mounts"))
         except ReadError as e:
             damage.add("super_block.s_mounts", sb, f"unreadable ({e.reason})")
             return
-        seen = set()
-        while cur:
-            if cur in seen or len(seen) >= MAX_MOUNTS:
-                damage.add("mount (s_mounts)", cur, "cycle or too many mounts")
-                return
-            seen.add(cur)
-            yield cur
-            try:
-                cur = reader.ptr(cur + nxt)
-            except ReadError as e:
-                damage.add("mount (s_mounts)", cur, f"unreadable ({e.reason})")
-                return
+        yield from follow(reader, first, nxt, lambda a: a == 0, limit=MAX_MOUNTS, damage=damage,
+                          what="mount (s_mounts)")
     elif layout.has("mount", "mnt_instance"):
         yield from list_entries(reader, layout, sb + layout.offset("super_block", "s_mounts"),
                                 "mount", "mnt_instance", limit=MAX_MOUNTS, damage=damage,
