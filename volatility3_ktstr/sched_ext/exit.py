@@ -1,8 +1,8 @@
-"""Why a sched_ext scheduler exited, from every place the answer survives in memory.
+"""Why a sched_ext scheduler exited, from the kernel's and the scheduler's own records.
 
 1. The kernel's ``struct scx_exit_info`` (``scx_sched.exit_info``; 6.12: the global
-   ``scx_exit_info``), read by :func:`walkers.scx.read_exit_info` while the scheduler struct is
-   alive (it is freed once the BPF link is detached).
+   ``scx_exit_info``), read by :func:`read_exit_info` while the scheduler struct is alive (it
+   is freed once the BPF link is detached).
 2. The scheduler's own copy. BPF schedulers built with the kernel's ``user_exit_info`` helpers
    (``tools/sched_ext/include/scx/user_exit_info*.h``: ``UEI_DEFINE(uei)`` / ``UEI_RECORD(uei,
    ei)`` in ``ops.exit``) keep ``struct user_exit_info {kind, exit_code, reason[], msg[]}`` in
@@ -11,29 +11,25 @@
    or killed before it read them. The layout comes from the program's BTF (the map's
    ``btf_value_type_id`` is the DATASEC; the variable's type is ``struct user_exit_info``);
    older helpers have no ``exit_code``.
-3. The kernel log: ``sched_ext: BPF scheduler "<name>" disabled (<reason>)`` (errors add
-   ``sched_ext: <name>: <msg>`` and the backtrace lines), from the printk ring buffer
-   (:mod:`walkers.printk`). Kernels before 6.12 printed ``... errored, disabling`` then
-   ``sched_ext: <reason> (<msg>)``.
 
-Kinds are decoded with the kernel's own ``enum scx_exit_kind``, so kinds newer kernels add are
-named too. No Volatility import.
+The third place, the kernel log, is :mod:`.exitlog`. Kinds are decoded with the kernel's own
+``enum scx_exit_kind``, so kinds newer kernels add are named too. What cannot be read is a
+:class:`kds.Damage` in the record's ``damage``. No Volatility import.
 """
 
-import re
 from dataclasses import dataclass, field
 
 from ..btf.types import Kind
 from ..core import BtfLayout, LayoutError, ReadError, Record
+from ..kds import DamageLog
 
+EXIT_MSG_MAX = 1024          # longest exit reason/message read (SCX_EXIT_MSG_LEN)
+EXIT_DUMP_DFL = 32768        # SCX_EXIT_DUMP_DFL_LEN: dump buffer size when ops.exit_dump_len is 0
+EXIT_DUMP_MAX = 1 << 20      # longest debug dump read
+EXIT_BT_MAX = 1024           # backtrace entries read (SCX_EXIT_BT_LEN is 64)
 UEI_STRUCT = "user_exit_info"
 MAX_UEI_DUMP = 1 << 20        # bytes of a <uei>_dump variable read
-MAX_LOG_FOLLOW = 160          # continuation records (backtrace lines) kept after an exit line
 _MODIFIERS = (Kind.TYPEDEF, Kind.CONST, Kind.VOLATILE, Kind.RESTRICT, Kind.TYPE_TAG)
-
-DISABLED_RE = re.compile(r'^sched_ext: BPF scheduler "(?P<name>.*)" disabled \((?P<reason>.*)\)\s*$')
-ERRORED_RE = re.compile(r'^sched_ext: BPF scheduler "(?P<name>.*)" errored, disabling\s*$')
-ENABLED_RE = re.compile(r'^sched_ext: BPF scheduler "(?P<name>.*)" enabled')
 
 
 def kind_text(kinds, value):
@@ -50,6 +46,101 @@ def is_error_kind(kinds, value):
     """Kinds at or above ``SCX_EXIT_ERROR`` are errors (the kernel's own test)."""
     err = dict(kinds or ()).get("SCX_EXIT_ERROR", 1024)
     return value is not None and value >= err
+
+
+def damage_text(damage):
+    """The records of a DamageLog on one line ("a: x; b: y; 2 more"), or None when empty."""
+    if not damage:
+        return None
+    return "; ".join(str(d) for d in damage) + (f"; {damage.dropped} more" if damage.dropped else "")
+
+
+# --- the kernel's copy (scx_exit_info) --------------------------------------------------------
+
+
+@dataclass
+class ExitInfo:
+    """``struct scx_exit_info``: kind, exit code, reason and message strings, the backtrace
+    (``bt[bt_len]``, kernel text addresses) and the debug dump text (``dump``)."""
+
+    addr: int = None
+    kind: int = None
+    exit_code: int = None
+    exit_cpu: int = None          # 7.x: the CPU that initiated the exit (negative: unknown)
+    flags: int = None             # SCX_EFLAG_*
+    reason: str = None
+    msg: str = None
+    bt: list = field(default_factory=list)
+    bt_len: int = None
+    dump: str = None
+    damage: DamageLog = field(default_factory=DamageLog)
+
+    @property
+    def error(self):
+        return damage_text(self.damage)
+
+
+def read_text(reader, addr, max_len):
+    """(text up to its NUL or ``max_len`` bytes, address of the first unreadable byte or None):
+    page by page, so a text whose tail is unreadable still gives its head."""
+    out = bytearray()
+    while len(out) < max_len:
+        chunk = min(max_len - len(out), 4096 - ((addr + len(out)) & 0xFFF))
+        data = reader.try_read(addr + len(out), chunk)
+        if data is None:
+            return out.decode("utf-8", "replace"), addr + len(out)
+        end = data.find(b"\0")
+        if end >= 0:
+            out += data[:end]
+            return out.decode("utf-8", "replace"), None
+        out += data
+    return out.decode("utf-8", "replace"), None
+
+
+def read_exit_info(reader, layout, addr, dump_len=None):
+    """``struct scx_exit_info`` at ``addr``. ``dump_len``: size of the dump buffer
+    (``ops.exit_dump_len``, 0 for the kernel default)."""
+    ei = ExitInfo(addr=addr)
+    if not addr:
+        ei.damage.add("scx_exit_info", 0, "no exit info (NULL)", "null")
+        return ei
+    try:
+        r = Record(reader, layout, "scx_exit_info", addr)
+    except ReadError as e:
+        ei.damage.add("scx_exit_info", addr, f"unreadable ({e.reason})")
+        return ei
+    ei.kind = r.int("kind")
+    ei.exit_code = r.int("exit_code")
+    ei.exit_cpu = r.int("exit_cpu")
+    ei.flags = r.int("flags")
+    for attr, limit in (("reason", EXIT_MSG_MAX), ("msg", EXIT_MSG_MAX)):
+        ptr = r.int(attr)
+        if ptr:
+            text, bad = read_text(reader, ptr, limit)
+            setattr(ei, attr, text)
+            if bad is not None:
+                ei.damage.add(f"exit_info.{attr}", bad, "unreadable")
+        elif ptr == 0:
+            setattr(ei, attr, "")
+    bt, n = r.int("bt"), r.int("bt_len")
+    ei.bt_len = n
+    if bt and n:
+        word = reader.pointer_size
+        count = min(n, EXIT_BT_MAX)
+        raw = reader.try_read(bt, word * count)
+        if raw is None:
+            ei.damage.add("exit_info.bt", bt, "unreadable")
+        else:
+            ei.bt = [int.from_bytes(raw[i:i + word], "little") for i in range(0, len(raw), word)]
+        if n > EXIT_BT_MAX:
+            ei.damage.add("exit_info.bt_len", 0, f"{n}: only {EXIT_BT_MAX} entries read", "bound")
+    dump = r.int("dump")
+    if dump:
+        text, bad = read_text(reader, dump, min(dump_len or EXIT_DUMP_DFL, EXIT_DUMP_MAX))
+        ei.dump = text
+        if bad is not None:
+            ei.damage.add("exit_info.dump", bad, "unreadable")
+    return ei
 
 
 # --- the scheduler's own copy (user_exit_info) -------------------------------------------------
@@ -72,7 +163,7 @@ class UserExitInfo:
     dump: str = None                 # the <var>_dump text, None when no such map
     dump_map: str = None
     dump_size: int = None
-    errors: list = field(default_factory=list)
+    damage: DamageLog = field(default_factory=DamageLog)
 
 
 def _resolve(btf, type_id, depth=20):
@@ -90,7 +181,7 @@ def datasec_vars(btf, datasec_id):
             for name, tid, offset, size in btf.datasec_vars(datasec_id)]
 
 
-def _section_maps(maps, btf_at, errors):
+def _section_maps(maps, btf_at, damage):
     """[(map, btf, vars)] of the ARRAY maps whose BTF value type is a DATASEC."""
     out = []
     for m in maps:
@@ -99,7 +190,7 @@ def _section_maps(maps, btf_at, errors):
         try:
             btf = btf_at(m.btf_kva)
         except Exception as e:   # noqa: BLE001 - a broken program BTF hides only this map
-            errors.append(f"map {m.id} {m.name}: program BTF: {e}")
+            damage.add(f"map {m.id} {m.name}", 0, f"program BTF: {e}", "corrupt")
             continue
         vs = datasec_vars(btf, m.btf_value_type_id)
         if vs:
@@ -107,15 +198,14 @@ def _section_maps(maps, btf_at, errors):
     return out
 
 
-def find_user_exit_infos(reader, layout, maps, btf_at, errors=None):
+def find_user_exit_infos(reader, layout, maps, btf_at, damage=None):
     """Every ``struct user_exit_info`` variable in the section maps of BPF programs, with its
     dump text (``<var>_dump`` in a section map of the same program BTF).
 
     ``layout``: the kernel's (``bpf_array.map``/``value``); ``maps``: BpfMap records; ``btf_at(kva)``
-    parses a program BTF (raising on failure). ``errors`` collects maps that could not be
-    examined."""
-    errors = errors if errors is not None else []
-    sections = _section_maps(maps, btf_at, errors)
+    parses a program BTF (raising on failure). Maps that could not be examined go to ``damage``."""
+    damage = damage if damage is not None else DamageLog()
+    sections = _section_maps(maps, btf_at, damage)
     # A map's kva is its embedded struct bpf_map; index 0 of an ARRAY is at bpf_array.value.
     value_off = layout.offset("bpf_array", "value") - layout.offset("bpf_array", "map")
     out = []
@@ -132,9 +222,9 @@ def find_user_exit_infos(reader, layout, maps, btf_at, errors=None):
                 u.reason = r.str("reason")
                 u.msg = r.str("msg")
             except ReadError as e:
-                u.errors.append(f"{m.name} value unreadable: {e.reason}")
+                u.damage.add(f"{m.name} value", e.addr, f"unreadable ({e.reason})")
             except LayoutError as e:
-                u.errors.append(f"program BTF: {e}")
+                u.damage.add(f"{m.name} program BTF", 0, str(e), "corrupt")
             _find_dump(reader, value_off, u, sections)
     return out
 
@@ -151,79 +241,14 @@ def _find_dump(reader, value_off, u, sections):
             n = min(size, MAX_UEI_DUMP)
             raw = reader.try_read(m.kva + value_off + offset, n)
             if raw is None:
-                u.errors.append(f"{m.name} value unreadable")
+                u.damage.add(f"{m.name} value", m.kva + value_off + offset, "unreadable")
                 return
             u.dump = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
             if size > n:
-                u.errors.append(f"{want}: {size} bytes, first {n} read")
+                u.damage.add(want, 0, f"{size} bytes, first {n} read", "bound")
             return
 
 
 def scheduler_maps(maps, btf_kva):
     """Maps of one BPF program object (same program BTF): its struct_ops map names."""
     return [m for m in maps if m.btf_kva == btf_kva and m.type_name == "struct_ops"]
-
-
-# --- the kernel log ------------------------------------------------------------------------
-
-
-@dataclass
-class LogExit:
-    """A scheduler exit the kernel log records."""
-
-    name: str
-    reason: str
-    msg: str = None
-    seq: int = None
-    ts_nsec: int = None
-    error: bool = False
-    backtrace: list = field(default_factory=list)
-
-
-def sched_ext_records(records, follow=MAX_LOG_FOLLOW):
-    """The records about sched_ext: every ``sched_ext:`` line, and after each the indented
-    continuation lines (backtraces) of the same caller."""
-    out = []
-    last_caller, budget = None, 0
-    for r in records:
-        if r.text.startswith("sched_ext:"):
-            out.append(r)
-            last_caller, budget = r.caller_id, follow
-        elif budget and r.caller_id == last_caller and r.text[:1] in (" ", "\t"):
-            out.append(r)
-            budget -= 1
-        else:
-            budget = 0
-    return out
-
-
-def log_exits(records):
-    """[LogExit] from :func:`sched_ext_records` output, oldest first."""
-    exits = []
-    pending = None      # pre-6.12: "errored, disabling" then "sched_ext: <reason> (<msg>)"
-    for r in records:
-        text = r.text.rstrip("\n")
-        m = DISABLED_RE.match(text)
-        if m:
-            pending = None
-            exits.append(LogExit(m["name"], m["reason"], seq=r.seq, ts_nsec=r.ts_nsec))
-            continue
-        m = ERRORED_RE.match(text)
-        if m:
-            pending = LogExit(m["name"], None, seq=r.seq, ts_nsec=r.ts_nsec, error=True)
-            exits.append(pending)
-            continue
-        if not exits:
-            continue
-        last = exits[-1]
-        if text[:1] in (" ", "\t"):
-            last.backtrace.append(text.strip())
-            last.error = True
-        elif pending is not None and pending.reason is None and text.startswith("sched_ext: "):
-            body = text[len("sched_ext: "):]
-            mm = re.match(r"^(?P<reason>.*?) \((?P<msg>.*)\)$", body)
-            pending.reason, pending.msg = (mm["reason"], mm["msg"]) if mm else (body, None)
-        elif text.startswith(f"sched_ext: {last.name}: ") and last.msg is None:
-            last.msg = text[len(f"sched_ext: {last.name}: "):]
-            last.error = True
-    return exits
