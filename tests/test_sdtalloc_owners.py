@@ -6,7 +6,10 @@ from types import SimpleNamespace as NS
 from helpers.btf import BtfBuilder
 from helpers.sdt import sdt_program_btf
 from helpers.synth import Memory
+from volatility3_ktstr.core import Field
 from volatility3_ktstr.walkers import sdtalloc, sdtpayload
+
+PID = Field(offset=2808, size=4, signed=True)   # task_struct.pid as a layout gives it
 
 
 def _entry(payload, idx=1):
@@ -41,11 +44,11 @@ def test_who_prefers_owner_and_flags_disagreement():
     payload = struct.pack("<ii40x", 0, 42)
     kctx = NS(reader=_pids({}))
     owner = NS(pid=42, comm="labweb")
-    assert sdtpayload.slot_task(kctx.reader, ident, _entry(payload), owner, 2808) == (42, "labweb", "")
-    assert sdtpayload.slot_task(kctx.reader, ident, _entry(payload), None, 2808) == (42, "", "")
-    pid, comm, note = sdtpayload.slot_task(kctx.reader, ident, _entry(payload), NS(pid=7, comm="x"), 2808)
+    assert sdtpayload.slot_task(kctx.reader, ident, _entry(payload), owner, PID) == (42, "labweb", "")
+    assert sdtpayload.slot_task(kctx.reader, ident, _entry(payload), None, PID) == (42, "", "")
+    pid, comm, note = sdtpayload.slot_task(kctx.reader, ident, _entry(payload), NS(pid=7, comm="x"), PID)
     assert (pid, comm) == (7, "x") and "payload pid 42 but owned by pid 7" in note
-    assert sdtpayload.slot_task(kctx.reader, None, _entry(payload), None, 2808) == (None, "", "")
+    assert sdtpayload.slot_task(kctx.reader, None, _entry(payload), None, PID) == (None, "", "")
 
 
 def test_who_follows_a_task_pointer():
@@ -57,9 +60,9 @@ def test_who_follows_a_task_pointer():
     assert ident.kind == "task"
     kctx = NS(reader=_pids({0xFFFF_8880_0000_1000 + 2808: 99}))
     payload = (0xFFFF_8880_0000_1000).to_bytes(8, "little") + bytes(8)
-    assert sdtpayload.slot_task(kctx.reader, ident, _entry(payload), None, 2808) == (99, "", "")
+    assert sdtpayload.slot_task(kctx.reader, ident, _entry(payload), None, PID) == (99, "", "")
     payload = (0xFFFF_8880_0000_2000).to_bytes(8, "little") + bytes(8)
-    pid, _, note = sdtpayload.slot_task(kctx.reader, ident, _entry(payload), None, 2808)
+    pid, _, note = sdtpayload.slot_task(kctx.reader, ident, _entry(payload), None, PID)
     assert pid is None and "unreadable" in note
 
 

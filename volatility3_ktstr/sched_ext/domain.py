@@ -20,7 +20,7 @@ from .discovery import find_scheds, sched_ops_maps
 from .events import read_events
 from .exit import find_user_exit_infos, kind_text
 from .state import read_sched_state
-from .symbols import class_names, decode_flags, ops_state_text, resolve_symbols
+from .symbols import class_names, decode_flags, ops_state_text, read_global, resolve_symbols
 
 
 @dataclass
@@ -66,12 +66,11 @@ class SchedExt:
         return self.kernel.enum("scx_enable_state") or self.kernel.enum("scx_ops_enable_state")
 
     def nr_nodes(self):
-        addr = self.syms.get("nr_node_ids")
-        if addr is None:
-            return 1
         try:
-            n = self.reader.u32(addr)
-        except ReadError:
+            n = read_global(self.reader, self.layout, self.syms, "nr_node_ids")
+        except (ReadError, LayoutError):
+            return 1
+        if n is None:
             return 1
         return n if 0 < n <= dsqs.MAX_NODES else 1
 

@@ -139,12 +139,15 @@ def global_dsq_addrs(reader, layout, sch, syms, nr_nodes, damage=None):
         raw = reader.read(arr, word * nr_nodes) if arr else b""
         return [(n, int.from_bytes(raw[word * n:word * n + word], "little")) for n in range(len(raw) // word)]
 
+    def member(path):
+        return Record(reader, layout, "scx_sched", sch, [path]).int(path)
+
     try:
         if sch and layout.has("scx_sched", "pnode") and layout.has("scx_sched_pnode", "global_dsq"):
             inner = layout.offset("scx_sched_pnode", "global_dsq")
-            out = [(n, p + inner) for n, p in ptrs(reader.ptr(sch + layout.offset("scx_sched", "pnode"))) if p]
+            out = [(n, p + inner) for n, p in ptrs(member("pnode")) if p]
         elif sch and layout.has("scx_sched", "global_dsqs"):
-            out = [(n, p) for n, p in ptrs(reader.ptr(sch + layout.offset("scx_sched", "global_dsqs"))) if p]
+            out = [(n, p) for n, p in ptrs(member("global_dsqs")) if p]
         elif syms.get("global_dsqs") is not None:
             out = [(n, p) for n, p in ptrs(reader.ptr(syms["global_dsqs"])) if p]
         elif syms.get("dsq_global") is not None:
@@ -189,7 +192,7 @@ def pcpu_base(reader, layout, sch):
     """``scx_sched.pcpu``: the per-CPU base of the scheduler's per-CPU data, or None."""
     if sch and layout.has("scx_sched", "pcpu"):
         try:
-            return reader.ptr(sch + layout.offset("scx_sched", "pcpu"))
+            return Record(reader, layout, "scx_sched", sch, ["pcpu"]).int("pcpu")
         except ReadError:
             return None
     return None

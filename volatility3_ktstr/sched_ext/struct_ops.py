@@ -53,21 +53,22 @@ def _link_programs(reader, layout, st_map, callback_names, damage):
     """{program id: (name, bpf_prog address)} of the map's ``links[]``."""
     progs = {}
     try:
-        links = reader.ptr(st_map + layout.offset("bpf_struct_ops_map", "links"))
-        if layout.has("bpf_struct_ops_map", "funcs_cnt"):
-            n = Record(reader, layout, "bpf_struct_ops_map", st_map, ["funcs_cnt"]).int("funcs_cnt")
+        paths = ["links", "funcs_cnt"] if layout.has("bpf_struct_ops_map", "funcs_cnt") else ["links"]
+        r = Record(reader, layout, "bpf_struct_ops_map", st_map, paths)
+        links = r.int("links")
+        if r.has("funcs_cnt"):
+            n = r.int("funcs_cnt")
         else:  # older kernels size links[] by the member count
             n = len(callback_names)
         n = min(n, MAX_CALLBACK_LINKS)
         word = reader.pointer_size
         raw = reader.read(links, word * n) if links and n else b""
-        off_prog = layout.offset("bpf_link", "prog")
         for i in range(n):
             link = int.from_bytes(raw[word * i:word * i + word], "little")
             if not link:
                 continue
             try:
-                prog = reader.ptr(link + off_prog)
+                prog = Record(reader, layout, "bpf_link", link, ["prog"]).int("prog")
             except ReadError as e:
                 damage.add(f"struct_ops link {i}", link, f"unreadable: {e.reason}")
                 continue
@@ -92,7 +93,7 @@ def struct_ops_callbacks(reader, layout, st_map, ops_struct, callback_names, val
     kdata = Record(reader, layout, ops_struct, struct_ops_kdata(layout, st_map, value_struct))
     udata = None
     try:
-        uvalue = reader.ptr(st_map + layout.offset("bpf_struct_ops_map", "uvalue"))
+        uvalue = Record(reader, layout, "bpf_struct_ops_map", st_map, ["uvalue"]).int("uvalue")
         if uvalue:
             udata = Record(reader, layout, ops_struct, uvalue + struct_ops_value_data(layout, value_struct))
     except ReadError as e:

@@ -62,6 +62,7 @@ GLOBAL_TYPES = {
     "watchdog_interval": "unsigned long",
     "slice_dfl": "u64",
     "jiffies": "u64",
+    "nr_node_ids": "unsigned int",
 }
 
 SCHED_CLASSES = ("stop", "dl", "rt", "fair", "ext", "idle")
@@ -86,16 +87,16 @@ def class_names(syms):
 
 def global_field(layout, ctype) -> Field:
     """The Field (offset 0) of a global of C type ``ctype``. The atomics are the layout's own
-    structs (their ``counter``); ``int`` is atomic_t's counter; ``unsigned long`` and ``u64``
+    structs (their ``counter``); ``int`` and ``unsigned int`` are as wide as atomic_t's counter; ``unsigned long`` and ``u64``
     are as wide as atomic64_t's counter (LP64), read unsigned; ``bool`` is C's ``_Bool``, one
     byte on every Linux ABI."""
     if ctype == "atomic_t":
         return layout.field("atomic_t", "counter")
     if ctype == "atomic_long_t":
         return layout.field("atomic64_t", "counter")
-    if ctype == "int":
+    if ctype in ("int", "unsigned int"):
         f = layout.field("atomic_t", "counter")
-        return Field(offset=0, size=f.size, signed=True, kind="int", type_name=ctype)
+        return Field(offset=0, size=f.size, signed=ctype == "int", kind="int", type_name=ctype)
     wide = layout.field("atomic64_t", "counter")
     if ctype in ("unsigned long", "u64"):
         return Field(offset=0, size=wide.size, signed=False, kind="int", type_name=ctype)

@@ -11,7 +11,7 @@ Schedulers come from the sched_ext package's discovery (``SchedExt.schedulers``)
 kernel object (``kernel.KernelContext`` or the same public methods); no Volatility import.
 """
 
-from ..core import LayoutError, ReadError
+from ..core import LayoutError, ReadError, Record
 from ..errors import KtstrError
 from ..kds import DamageLog
 from ..sched_ext import SchedExt, global_dsq_addrs, is_starved, read_task, runnable_for, runnable_list
@@ -73,7 +73,7 @@ def rows(kctx, pids=(), show_all=False, stalled=False):
             return ("runnable, not on a DSQ" if t.on_rq else "not runnable"), None
         if t.dsq not in ids:
             try:
-                ids[t.dsq] = reader.u64(t.dsq + layout.offset("scx_dispatch_q", "id"))
+                ids[t.dsq] = Record(reader, layout, "scx_dispatch_q", t.dsq, ["id"]).int("id")
             except ReadError:
                 ids[t.dsq] = None
         dsq_id = ids[t.dsq]

@@ -31,7 +31,7 @@ def rows(kctx, type_name=None, max_entries=None, header_size=None):
                          "(no sched_ext scheduler using sdt_alloc is loaded)")
     maps = kctx.maps()
     resolver = owners.OwnerResolver(kctx.reader, kctx.layout)
-    task_pid = kctx.layout.offset("task_struct", "pid") if kctx.layout.has("task_struct", "pid") else None
+    task_pid = kctx.layout.field("task_struct", "pid") if kctx.layout.has("task_struct", "pid") else None
     for prog in progs:
         if prog.error or prog.slots is None:
             for var in prog.allocators or [None]:

@@ -30,16 +30,16 @@ def _stems(allocator_name):
 def payload_candidates(btf, payload_size, is_foreign=None):
     """Named structs of exactly ``payload_size`` bytes defined by the program (its own ids, minus
     the allocator library's types and, via ``is_foreign(name)``, types the kernel defines)."""
-    seen = {}
+    cands = {}
     for t in btf.own_types:
         if t.kind != Kind.STRUCT or not t.name or t.size != payload_size:
             continue
-        if t.name in LIBRARY_TYPES or t.name in seen:
+        if t.name in LIBRARY_TYPES or t.name in cands:
             continue
         if is_foreign is not None and is_foreign(t.name):
             continue
-        seen[t.name] = t.id
-    return seen
+        cands[t.name] = t.id
+    return cands
 
 
 def discover_payload_type(btf, payload_size, allocator_name, is_foreign=None):
@@ -201,9 +201,9 @@ def task_storage_owners(reader, layout, maps, prog, resolver):
     return out
 
 
-def slot_task(reader, ident, entry, owner, task_pid_off):
+def slot_task(reader, ident, entry, owner, task_pid):
     """(pid, comm, note) of a slot: the owning task (task storage), else what the payload says
-    (a pid field, or a task pointer read through ``task_struct.pid`` at ``task_pid_off``)."""
+    (a pid field, or a task pointer read through ``task_pid``, the Field of ``task_struct.pid``)."""
     pid = comm = None
     note = ""
     if owner is not None and owner.pid is not None:
@@ -211,9 +211,10 @@ def slot_task(reader, ident, entry, owner, task_pid_off):
     claimed = identity_value(ident, entry.payload) if ident else None
     if claimed is not None and ident.kind == "task":
         task, claimed = claimed, None
-        if task and task_pid_off is not None:
+        if task and task_pid is not None:
             try:
-                claimed = reader.s32(task + task_pid_off)
+                claimed = task_pid.decode(reader.read(task + task_pid.offset, task_pid.size),
+                                          task_pid.offset)
             except ReadError:
                 note = f"payload {ident.member} {task:#x} unreadable"
     if pid is None:
