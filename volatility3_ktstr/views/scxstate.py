@@ -24,7 +24,7 @@ methods, see ``sched_ext.domain``); no Volatility import. Absent values are NA, 
 
 from ..core import LayoutError, ReadError
 from ..errors import KtstrError
-from ..kds import DamageLog
+from ..kds import Damage, DamageLog
 from ..sched_ext import (SCX_VALUE_STRUCT, SchedExt, decode_flags, enum_name, exitlog, kind_text,
                          postmortem, scheduler_maps, struct_ops_callbacks)
 from ..sched_ext.postmortem import NONE_OBJ, sched_kind
@@ -62,7 +62,6 @@ def damage_rows(section, obj, damage):
 
 def rows(kctx, walk_tasks=True):
     inv = postmortem.Inventory(SchedExt(kctx))
-    inv.walk_tasks = walk_tasks
     yield from exit_rows(inv)
     yield from scheduler_rows(inv)
     yield from event_rows(inv)
@@ -71,7 +70,7 @@ def rows(kctx, walk_tasks=True):
     yield from subsched_rows(inv)
     cpus = []
     yield from cpu_rows(inv, cpus)
-    yield from dsq_rows(inv, cpus)
+    yield from dsq_rows(inv, cpus, walk_tasks)
 
 
 def _task_text(v, addr):
@@ -248,7 +247,7 @@ def event_rows(v):
         try:
             ev = v.sx.events(st.sch)
         except (ReadError, LayoutError) as e:
-            yield row("events", name, "error", str(e))
+            yield damage_row("events", name, Damage("scx_event_stats", 0, str(e)))
             continue
         if ev is None:
             continue
@@ -280,7 +279,7 @@ def watchdog_rows(v):
     try:
         offsets = sx.kernel.per_cpu_offsets()
     except Exception as e:   # noqa: BLE001 - per-CPU offsets missing: no per-CPU view
-        yield row("watchdog", "-", "error", str(e))
+        yield damage_row("watchdog", "-", Damage("per-CPU offsets", 0, str(e)))
         return
     timeouts = v.timeouts()
     list_off = sx.layout.offset("rq", "scx.runnable_list")
@@ -354,8 +353,8 @@ def _stats_rows(v, member, prog):
     yield row("callback", member, "avg_ns", s.avg_ns, depth=1)
     yield row("callback", member, "recursion_misses", s.misses, depth=1)
     if s.unreadable:
-        yield row("callback", member, "error", f"bpf_prog_stats of CPUs {s.unreadable} unreadable",
-                  depth=1)
+        yield damage_row("callback", member, Damage("bpf_prog_stats", 0,
+                                                    f"CPUs {s.unreadable} unreadable"), depth=1)
 
 
 # --- sub-schedulers --------------------------------------------------------------------------
@@ -383,7 +382,7 @@ def cpu_rows(v, cpus):
     try:
         cpus.extend(sx.cpus(v.root.sch, walk=True))
     except (ReadError, LayoutError, KtstrError) as e:
-        yield row("cpu", "-", "error", str(e))
+        yield damage_row("cpu", "-", Damage("run queues", 0, str(e)))
         return
     rq_flags = sx.kernel.enum("scx_rq_flags")
     for c in cpus:
@@ -405,7 +404,7 @@ def cpu_rows(v, cpus):
         yield row("cpu", o, "curr", cur, c.curr)
 
 
-def dsq_rows(v, cpus):
+def dsq_rows(v, cpus, walk_tasks=True):
     """The root's global DSQs, every CPU's local and bypass DSQs, the root's user DSQs; then, for
     every other scheduler in memory (sub-schedulers, disabled ones), its own global, bypass and
     user DSQs, their Object suffixed with ``[name]``."""
@@ -413,7 +412,7 @@ def dsq_rows(v, cpus):
         if d:
             yield damage_row("dsq", item, d)
         else:
-            yield from _dsq(v, item)
+            yield from _dsq(v, item, walk_tasks=walk_tasks)
     for name, other in v.all_states():
         if other is v.root or not other.sch:
             continue
@@ -421,10 +420,10 @@ def dsq_rows(v, cpus):
             if d:
                 yield damage_row("dsq", f"{item} [{name}]", d)
             else:
-                yield from _dsq(v, item, f" [{name}]")
+                yield from _dsq(v, item, walk_tasks, f" [{name}]")
 
 
-def _dsq(v, d, suffix=""):
+def _dsq(v, d, walk_tasks=True, suffix=""):
     ids = v.sx.kernel.enum("scx_dsq_id_flags")
     if d.kind == "user":
         o = f"{d.id:#x}" if d.id is not None else f"@{d.addr:#x}"
@@ -447,7 +446,7 @@ def _dsq(v, d, suffix=""):
     if w is None:
         return
     yield row("dsq", o, "queued", len(w.tasks))
-    if v.walk_tasks:
+    if walk_tasks:
         for i, t in enumerate(w.tasks):
             yield row("dsq", o, f"task[{i}]", _task_text(v, t), t, depth=1)
     if w.cursors:
