@@ -79,7 +79,7 @@ def main(argv=None):
               f"{n / wall:,.0f}/s wall ({wall * 1e3:.0f} ms){extra}")
 
     w, (wall, cpu) = timed(lambda: sdtalloc.walk_allocator(mem, info, offs, alloc, "scx_task_allocator"))
-    assert w.nr_skipped == 0 and w.error is None, (w.error, w.skipped[:3])
+    assert not w.damage and w.error is None, (w.error, list(w.damage)[:3])
     report("walk:", len(w.entries), wall, cpu, "  (target >= 100,000/s)")
 
     tid, reason = sdtpayload.discover_payload_type(btf, w.payload_size, "scx_task_allocator")
