@@ -9,8 +9,11 @@ NULL, off ``scx_sched_all``) reachable with its exit info.
 
 from dataclasses import dataclass, field
 
+from collections.abc import Iterable
+
 from .. import kds
-from ..core import LayoutError, ReadError, Record
+from ..core import Layout, LayoutError, Reader, ReadError, Record
+from ..kds import DamageLog
 from .state import MAX_SUB_DEPTH, sched_ops_addr
 from .struct_ops import SCX_VALUE_STRUCT, struct_ops_kdata, struct_ops_sched
 
@@ -28,7 +31,8 @@ class SchedRef:
     parent: int = None
 
 
-def sub_scheds(reader, layout, root, max_depth=MAX_SUB_DEPTH, max_total=MAX_SCHEDS, damage=None):
+def sub_scheds(reader: Reader, layout: Layout, root: int, max_depth: int = MAX_SUB_DEPTH,
+               max_total: int = MAX_SCHEDS, damage: DamageLog | None = None) -> list[tuple]:
     """Sub-schedulers under ``root`` (``scx_sched.children``, linked by ``sibling``), depth
     first: [(scx_sched address, depth, parent)]; what could not be walked goes to ``damage``.
     Kernels without sub-schedulers give []."""
@@ -46,7 +50,8 @@ def sub_scheds(reader, layout, root, max_depth=MAX_SUB_DEPTH, max_total=MAX_SCHE
                             what="sub-scheduler") if depth]
 
 
-def find_scheds(reader, layout, syms, extra=(), damage=None):
+def find_scheds(reader: Reader, layout: Layout, syms: dict, extra: Iterable[tuple[int, str]] = (),
+                damage: DamageLog | None = None) -> list[SchedRef]:
     """Every ``struct scx_sched`` reachable: ``scx_root``, the ``scx_sched_all`` list, the
     ``children`` of each, and ``extra`` [(address, how)] (the ``ops.priv`` of struct_ops maps).
     Returns [SchedRef], root first, then each tree depth first; [] on kernels without
@@ -88,7 +93,7 @@ def find_scheds(reader, layout, syms, extra=(), damage=None):
     return tree_order(refs)
 
 
-def tree_order(refs):
+def tree_order(refs: dict[int, SchedRef]) -> list[SchedRef]:
     """Each top-level scheduler followed by its descendants (depth first). Every ref has one
     parent, so a walk down from the top-level ones meets each once; refs on a parent cycle
     (unreachable from the top) are listed last."""
@@ -128,7 +133,7 @@ def _same_ops(reader, layout, sch, kdata):
     return bool(name) and name == mine
 
 
-def sched_ops_maps(reader, layout, maps, damage):
+def sched_ops_maps(reader: Reader, layout: Layout, maps: Iterable, damage: DamageLog) -> list[SchedOpsMap]:
     """Every struct_ops map of ``maps`` whose value is a ``sched_ext_ops``, with ``ops.priv``
     (kept only when it points at a ``scx_sched`` whose ops carry the same name)."""
     out = []

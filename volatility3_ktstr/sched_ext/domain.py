@@ -16,10 +16,10 @@ from ..errors import KtstrError
 from ..kds import Damage, DamageLog
 from ..walkers import printk
 from . import dsq as dsqs
-from .discovery import find_scheds, sched_ops_maps
-from .events import read_events
-from .exit import find_user_exit_infos, kind_text
-from .state import read_sched_state
+from .discovery import SchedOpsMap, SchedRef, find_scheds, sched_ops_maps
+from .events import EventStats, read_events
+from .exit import UserExitInfo, find_user_exit_infos, kind_text
+from .state import SchedState, read_sched_state
 from .symbols import class_names, decode_flags, ops_state_text, read_global, resolve_symbols
 
 
@@ -36,7 +36,7 @@ class KernelLog:
 class SchedExt:
     """sched_ext state of the kernel object ``kernel`` (see the module doc)."""
 
-    def __init__(self, kernel):
+    def __init__(self, kernel) -> None:
         self.kernel = kernel
         self.reader = kernel.reader
         self.layout = kernel.layout
@@ -56,16 +56,16 @@ class SchedExt:
 
     # --- kernel types and constants ----------------------------------------------------------
 
-    def callback_names(self, struct="sched_ext_ops"):
+    def callback_names(self, struct: str = "sched_ext_ops") -> list[str]:
         """Function-pointer members of ``struct`` in offset order."""
         if not self.layout.has(struct):
             return []
         return [n for n, f in self.layout.members(struct) if f.kind == "function"]
 
-    def enable_state_names(self):
+    def enable_state_names(self) -> list[tuple[str, int]] | None:
         return self.kernel.enum("scx_enable_state") or self.kernel.enum("scx_ops_enable_state")
 
-    def nr_nodes(self):
+    def nr_nodes(self) -> int:
         try:
             n = read_global(self.reader, self.layout, self.syms, "nr_node_ids")
         except (ReadError, LayoutError):
@@ -74,31 +74,31 @@ class SchedExt:
             return 1
         return n if 0 < n <= dsqs.MAX_NODES else 1
 
-    def class_name(self, ptr):
+    def class_name(self, ptr: int | None) -> str | None:
         if ptr is None:
             return None
         return self.classes.get(ptr, f"{ptr:#x}" if ptr else "none")
 
-    def task_flags(self, value):
+    def task_flags(self, value: int | None) -> str | None:
         return None if value is None else decode_flags(self.kernel.enum("scx_ent_flags"), value,
                                                         "SCX_TASK_", 32)
 
-    def ops_state(self, value):
+    def ops_state(self, value: int | None) -> str | None:
         return ops_state_text(value, self.kernel.enum("scx_ops_state"))
 
-    def exit_kind(self, value):
+    def exit_kind(self, value: int | None) -> str | None:
         return kind_text(self.kernel.enum("scx_exit_kind"), value)
 
-    def cursor_flag(self):
+    def cursor_flag(self) -> int:
         return dict(self.kernel.enum("scx_ent_flags") or ()).get("SCX_TASK_CURSOR", 0) & 0xFFFFFFFF
 
     # --- state -------------------------------------------------------------------------------
 
-    def sched_state(self, sch=None):
+    def sched_state(self, sch: int | None = None) -> SchedState:
         return read_sched_state(self.reader, self.layout, self.syms, self.callback_names(),
                                 self.enable_state_names(), sch=sch)
 
-    def bpf_maps(self, damage=None):
+    def bpf_maps(self, damage: DamageLog | None = None) -> list:
         """The BPF maps of the dump, listed once ([] and a Damage when the registry is missing).
         The one place the sched_ext package lists maps."""
         if self._maps is None:
@@ -111,7 +111,7 @@ class SchedExt:
             damage.add(d.what, d.addr, d.reason, d.kind)
         return self._maps
 
-    def ops_maps(self, damage=None):
+    def ops_maps(self, damage: DamageLog | None = None) -> list[SchedOpsMap]:
         """Every struct_ops map holding a ``sched_ext_ops``, with its ``ops.priv`` scheduler
         (:func:`discovery.sched_ops_maps`), read once."""
         if self._ops_maps is None:
@@ -121,36 +121,36 @@ class SchedExt:
             damage.extend(self._ops_damage)
         return self._ops_maps
 
-    def schedulers(self, damage=None, struct_ops=True):
+    def schedulers(self, damage: DamageLog | None = None, struct_ops: bool = True) -> list[SchedRef]:
         """[SchedRef]: ``scx_root``, ``scx_sched_all``, children, and (``struct_ops``) the
         scheduler each sched_ext struct_ops map registered (``ops.priv``)."""
         extra = [(om.priv, f"struct_ops map {om.map.id} {om.map.name} (ops.priv)")
                  for om in self.ops_maps()] if struct_ops else []
         return find_scheds(self.reader, self.layout, self.syms, [e for e in extra if e[0]], damage)
 
-    def cpus(self, sch, walk=True):
+    def cpus(self, sch: int | None, walk: bool = True) -> list[dsqs.CpuState]:
         """One CpuState per possible CPU (raises KtstrError when ``runqueues`` is missing)."""
         if self.syms.get("runqueues") is None:
             raise KtstrError("symbol 'runqueues' is not in the symbol table")
         return dsqs.read_cpus(self.reader, self.layout, self.syms["runqueues"],
                               self.kernel.per_cpu_offsets(), self.dsq_offs, sch, walk=walk)
 
-    def bypass_dsqs(self, sch, walk=True):
+    def bypass_dsqs(self, sch: int, walk: bool = True) -> list[dsqs.Dsq]:
         """The per-CPU bypass DSQs of scheduler ``sch`` (7.x), as Dsq records."""
         return [dsqs.read_dsq(self.reader, self.layout, self.dsq_offs, addr, "bypass", walk=walk, cpu=cpu)
                 for cpu, addr in dsqs.bypass_dsq_addrs(self.reader, self.layout, sch,
                                                        self.kernel.per_cpu_offsets())]
 
-    def events(self, sch):
+    def events(self, sch: int | None) -> EventStats | None:
         return read_events(self.reader, self.layout, sch, self.kernel.per_cpu_offsets(), self.syms)
 
-    def prog_stats(self, prog_kva):
+    def prog_stats(self, prog_kva: int) -> runstats.RunStats:
         return runstats.prog_stats(self.reader, self.layout, prog_kva, self.kernel.per_cpu_offsets())
 
-    def stats_enabled(self):
+    def stats_enabled(self) -> bool | None:
         return runstats.stats_enabled(self.reader, self.layout, self.syms.get("bpf_stats_key"))
 
-    def user_exit_infos(self, damage=None):
+    def user_exit_infos(self, damage: DamageLog | None = None) -> list[UserExitInfo]:
         maps = self.bpf_maps(damage)
         if not maps or not self.layout.has("bpf_array", "value"):
             return []
@@ -171,7 +171,7 @@ class SchedExt:
                     log.unavailable = Damage("printk ring buffer", 0, f"unreadable: {e}")
         return self._log
 
-    def symbolize(self, addr):
+    def symbolize(self, addr: int) -> str:
         """``function+0xoff`` for a kernel text address (the nearest symbol below), else hex."""
         try:
             table = self.kernel.sorted_symbols()

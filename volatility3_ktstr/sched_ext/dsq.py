@@ -13,7 +13,7 @@ scheduler's DSQ hash (``scx_sched.dsq_hash``, 6.12's ``dsq_hash``), a local one 
 from dataclasses import dataclass, field
 
 from .. import kds
-from ..core import ReadError, Record
+from ..core import Layout, Reader, ReadError, Record
 from .exit import damage_text
 from .symbols import MASK64
 
@@ -33,7 +33,7 @@ class DsqOffsets:
     flags_size: int = 4
 
     @classmethod
-    def from_layout(cls, layout, cursor_flag=1):
+    def from_layout(cls, layout: Layout, cursor_flag: int = 1) -> "DsqOffsets":
         scx = layout.offset("task_struct", "scx")
         flags_size = 4
         if layout.has("sched_ext_entity", "dsq_list.node"):
@@ -73,7 +73,8 @@ class TaskListWalk:
 DsqWalk = TaskWalk = TaskListWalk
 
 
-def walk_dsq_list(reader, layout, offs: DsqOffsets, dsq_addr, max_tasks=MAX_DSQ_TASKS) -> DsqWalk:
+def walk_dsq_list(reader: Reader, layout: Layout, offs: DsqOffsets, dsq_addr: int,
+                  max_tasks: int = MAX_DSQ_TASKS) -> DsqWalk:
     """Tasks queued on the DSQ at ``dsq_addr`` in list order (bounded, cycle-safe); BPF
     iterator cursors (``dsq_list.flags & SCX_DSQ_LNODE_ITER_CURSOR``) are counted, not listed."""
     w = DsqWalk()
@@ -109,7 +110,8 @@ class Dsq:
     damage: kds.Damage = None     # the DSQ itself could not be read
 
 
-def read_dsq(reader, layout, offs: DsqOffsets, addr, kind, walk=True, **extra) -> Dsq:
+def read_dsq(reader: Reader, layout: Layout, offs: DsqOffsets, addr: int, kind: str, walk: bool = True,
+             **extra) -> Dsq:
     d = Dsq(addr=addr, kind=kind, **extra)
     try:
         r = Record(reader, layout, "scx_dispatch_q", addr)
@@ -128,7 +130,8 @@ def read_dsq(reader, layout, offs: DsqOffsets, addr, kind, walk=True, **extra) -
     return d
 
 
-def global_dsq_addrs(reader, layout, sch, syms, nr_nodes, damage=None):
+def global_dsq_addrs(reader: Reader, layout: Layout, sch: int | None, syms: dict, nr_nodes: int,
+                     damage: kds.DamageLog | None = None) -> list[tuple[int, int]]:
     """[(node, DSQ address)] of the global DSQs; an unreadable array goes to ``damage``."""
     damage = damage if damage is not None else kds.DamageLog()
     out = []
@@ -157,7 +160,8 @@ def global_dsq_addrs(reader, layout, sch, syms, nr_nodes, damage=None):
     return out
 
 
-def user_dsq_addrs(reader, layout, sch, syms, damage=None):
+def user_dsq_addrs(reader: Reader, layout: Layout, sch: int | None, syms: dict,
+                   damage: kds.DamageLog | None = None) -> list[int]:
     """Addresses of every user DSQ (the scheduler's DSQ hash table); what the table walk
     skipped goes to ``damage``."""
     damage = damage if damage is not None else kds.DamageLog()
@@ -188,7 +192,7 @@ class CpuState:
     damage: kds.Damage = None     # the rq could not be read
 
 
-def pcpu_base(reader, layout, sch):
+def pcpu_base(reader: Reader, layout: Layout, sch: int | None) -> int | None:
     """``scx_sched.pcpu``: the per-CPU base of the scheduler's per-CPU data, or None."""
     if sch and layout.has("scx_sched", "pcpu"):
         try:
@@ -198,7 +202,8 @@ def pcpu_base(reader, layout, sch):
     return None
 
 
-def bypass_dsq_addrs(reader, layout, sch, percpu_offsets):
+def bypass_dsq_addrs(reader: Reader, layout: Layout, sch: int | None,
+                     percpu_offsets: list[int]) -> list[tuple[int, int]]:
     """[(cpu, address of the scheduler's bypass DSQ of that CPU)]: ``per_cpu_ptr(sch->pcpu,
     cpu)->bypass_dsq``; [] on kernels (or schedulers) without per-CPU bypass DSQs."""
     if not layout.has("scx_sched_pcpu", "bypass_dsq"):
@@ -210,7 +215,8 @@ def bypass_dsq_addrs(reader, layout, sch, percpu_offsets):
     return [(cpu, (base + pco + off) & MASK64) for cpu, pco in enumerate(percpu_offsets)]
 
 
-def read_cpus(reader, layout, runqueues, percpu_offsets, offs: DsqOffsets, sch=None, walk=True):
+def read_cpus(reader: Reader, layout: Layout, runqueues: int, percpu_offsets: list[int], offs: DsqOffsets,
+              sch: int | None = None, walk: bool = True) -> list[CpuState]:
     """One :class:`CpuState` per possible CPU (``rq`` = ``runqueues`` + per-CPU offset)."""
     out = []
     bypass = dict(bypass_dsq_addrs(reader, layout, sch, percpu_offsets))

@@ -3,7 +3,7 @@ as sysfs ``events`` prints them (``scx_read_events``: the sum over every possibl
 
 from dataclasses import dataclass, field
 
-from ..core import ReadError, Record
+from ..core import Layout, Reader, ReadError, Record
 from ..kds import DamageLog
 from .dsq import pcpu_base
 from .symbols import MASK64
@@ -27,7 +27,8 @@ class EventStats:
         return sums
 
 
-def read_events(reader, layout, sch, percpu_offsets, syms=None):
+def read_events(reader: Reader, layout: Layout, sch: int | None, percpu_offsets: list[int],
+                syms: dict | None = None) -> EventStats | None:
     """The event counters of the scheduler at ``sch``: ``scx_sched.pcpu->event_stats`` (7.x),
     ``scx_sched.event_stats_cpu`` (6.17), or the per-CPU global ``event_stats_cpu`` (6.15);
     None on kernels without event counters."""

@@ -17,10 +17,11 @@ The third place, the kernel log, is :mod:`.exitlog`. Kinds are decoded with the 
 :class:`kds.Damage` in the record's ``damage``. No Volatility import.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..btf.types import Kind
-from ..core import BtfLayout, LayoutError, ReadError, Record
+from ..core import BtfLayout, Layout, LayoutError, Reader, ReadError, Record
 from ..kds import DamageLog
 
 EXIT_MSG_MAX = 1024          # longest exit reason/message read (SCX_EXIT_MSG_LEN)
@@ -32,7 +33,7 @@ MAX_UEI_DUMP = 1 << 20        # bytes of a <uei>_dump variable read
 _MODIFIERS = (Kind.TYPEDEF, Kind.CONST, Kind.VOLATILE, Kind.RESTRICT, Kind.TYPE_TAG)
 
 
-def kind_text(kinds, value):
+def kind_text(kinds, value: int | None) -> str | None:
     """``ERROR_BPF (1025)`` from ``enum scx_exit_kind`` constants; the number alone when unnamed."""
     if value is None:
         return None
@@ -42,13 +43,13 @@ def kind_text(kinds, value):
     return f"unknown kind {value}"
 
 
-def is_error_kind(kinds, value):
+def is_error_kind(kinds, value: int | None) -> bool:
     """Kinds at or above ``SCX_EXIT_ERROR`` are errors (the kernel's own test)."""
     err = dict(kinds or ()).get("SCX_EXIT_ERROR", 1024)
     return value is not None and value >= err
 
 
-def damage_text(damage):
+def damage_text(damage: DamageLog) -> str | None:
     """The records of a DamageLog on one line ("a: x; b: y; 2 more"), or None when empty."""
     if not damage:
         return None
@@ -80,7 +81,7 @@ class ExitInfo:
         return damage_text(self.damage)
 
 
-def read_text(reader, addr, max_len):
+def read_text(reader: Reader, addr: int, max_len: int) -> tuple[str, int | None]:
     """(text up to its NUL or ``max_len`` bytes, address of the first unreadable byte or None):
     page by page, so a text whose tail is unreadable still gives its head."""
     out = bytearray()
@@ -97,7 +98,7 @@ def read_text(reader, addr, max_len):
     return out.decode("utf-8", "replace"), None
 
 
-def read_exit_info(reader, layout, addr, dump_len=None):
+def read_exit_info(reader: Reader, layout: Layout, addr: int, dump_len: int | None = None) -> ExitInfo:
     """``struct scx_exit_info`` at ``addr``. ``dump_len``: size of the dump buffer
     (``ops.exit_dump_len``, 0 for the kernel default)."""
     ei = ExitInfo(addr=addr)
@@ -175,7 +176,7 @@ def _resolve(btf, type_id, depth=20):
     return None
 
 
-def datasec_vars(btf, datasec_id):
+def datasec_vars(btf, datasec_id: int) -> list[tuple]:
     """[(var name, resolved type, offset, size)] of a DATASEC (empty for any other type)."""
     return [(name, _resolve(btf, tid), offset, size)
             for name, tid, offset, size in btf.datasec_vars(datasec_id)]
@@ -198,7 +199,8 @@ def _section_maps(maps, btf_at, damage):
     return out
 
 
-def find_user_exit_infos(reader, layout, maps, btf_at, damage=None):
+def find_user_exit_infos(reader: Reader, layout: Layout, maps: list, btf_at: Callable,
+                         damage: DamageLog | None = None) -> list[UserExitInfo]:
     """Every ``struct user_exit_info`` variable in the section maps of BPF programs, with its
     dump text (``<var>_dump`` in a section map of the same program BTF).
 
@@ -249,6 +251,6 @@ def _find_dump(reader, value_off, u, sections):
             return
 
 
-def scheduler_maps(maps, btf_kva):
+def scheduler_maps(maps: list, btf_kva: int) -> list:
     """Maps of one BPF program object (same program BTF): its struct_ops map names."""
     return [m for m in maps if m.btf_kva == btf_kva and m.type_name == "struct_ops"]

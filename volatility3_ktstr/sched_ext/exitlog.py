@@ -27,7 +27,7 @@ class LogExit:
     backtrace: list = field(default_factory=list)
 
 
-def sched_ext_records(records, follow=MAX_LOG_FOLLOW):
+def sched_ext_records(records: list, follow: int = MAX_LOG_FOLLOW) -> list:
     """The records about sched_ext: every ``sched_ext:`` line, and after each the indented
     continuation lines (backtraces) of the same caller."""
     out = []
@@ -44,7 +44,7 @@ def sched_ext_records(records, follow=MAX_LOG_FOLLOW):
     return out
 
 
-def log_exits(records):
+def log_exits(records: list) -> list[LogExit]:
     """[LogExit] from :func:`sched_ext_records` output, oldest first."""
     exits = []
     pending = None      # pre-6.12: "errored, disabling" then "sched_ext: <reason> (<msg>)"

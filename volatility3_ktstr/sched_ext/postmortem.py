@@ -9,14 +9,14 @@ from ..core import LayoutError, ReadError
 from ..kds import DamageLog
 from .dsq import Dsq, global_dsq_addrs, read_dsq, user_dsq_addrs
 from .exit import ExitInfo, kind_text
-from .state import ops_callbacks
+from .state import SchedState, ops_callbacks
 from .symbols import MASK64
-from .tasks import is_starved, read_task, runnable_for, runnable_list
+from .tasks import ScxTask, is_starved, read_task, runnable_for, runnable_list
 
 NONE_OBJ = "(none)"
 
 
-def sched_kind(st):
+def sched_kind(st: SchedState) -> int | None:
     """A scheduler's exit kind: its exit info's, else the ``exit_kind`` word."""
     if st.exit is not None and st.exit.kind:
         return st.exit.kind
@@ -27,7 +27,7 @@ class Inventory:
     """Every scheduler in memory and its state, read once (``sx``: a :class:`SchedExt`), and a
     cache of the tasks read."""
 
-    def __init__(self, sx):
+    def __init__(self, sx) -> None:
         self.sx = sx
         self.root = sx.sched_state()
         self.damage = DamageLog()
@@ -36,22 +36,22 @@ class Inventory:
                        for ref in self.refs}
         self.tasks = {}
 
-    def name(self, st, addr=None):
+    def name(self, st: SchedState, addr: int | None = None) -> str:
         if st.name:
             return st.name
         return f"@{addr:#x}" if addr else NONE_OBJ
 
-    def loaded(self):
+    def loaded(self) -> bool:
         """A root scheduler is in memory: scx_root set, or (6.12) scx_ops has a name."""
         st = self.root
         return bool(st.sch) if st.sch is not None else bool(st.name)
 
-    def task(self, addr):
+    def task(self, addr: int) -> ScxTask:
         if addr not in self.tasks:
             self.tasks[addr] = read_task(self.sx.reader, self.sx.layout, addr)
         return self.tasks[addr]
 
-    def all_states(self):
+    def all_states(self) -> list[tuple[str, SchedState]]:
         """[(name, state)]: the root (or 6.12 globals) and every other scheduler in memory."""
         out = [(self.name(self.root), self.root)] if self.loaded() else []
         for ref in self.refs:
@@ -60,17 +60,17 @@ class Inventory:
                 out.append((self.name(st, ref.addr), st))
         return out
 
-    def other_tops(self):
+    def other_tops(self) -> list[tuple]:
         """[(ref, state)] of top-level schedulers other than the root (disabled ones whose BPF
         link is still attached, reached through their struct_ops map's ops.priv)."""
         return [(ref, self.states[ref.addr]) for ref in self.refs
                 if ref.addr != self.root.sch and not ref.parent]
 
-    def subs(self):
+    def subs(self) -> list[tuple]:
         """[(ref, state)] of the sub-schedulers."""
         return [(ref, self.states[ref.addr]) for ref in self.refs if ref.parent]
 
-    def exit_sources(self):
+    def exit_sources(self) -> list[tuple[str, str, SchedState]]:
         """[(scheduler name, how it was found, state)] for every scheduler with exit info."""
         if self.refs:
             return [(self.name(self.states[r.addr], r.addr), ", ".join(r.via), self.states[r.addr])
@@ -80,7 +80,7 @@ class Inventory:
             return [(self.name(root), "scx_root" if root.sch else "scx_exit_info (global)", root)]
         return []
 
-    def timeouts(self):
+    def timeouts(self) -> dict[int, int]:
         """{scx_sched address: watchdog timeout (jiffies)} of every scheduler in memory."""
         return {st.sch: st.watchdog_timeout for _, st in self.all_states() if st.sch}
 
@@ -88,7 +88,7 @@ class Inventory:
 # --- the verdict --------------------------------------------------------------------------------
 
 
-def exit_verdict(inv, kinds, ueis, log_exits, log_unreadable):
+def exit_verdict(inv: Inventory, kinds, ueis: list, log_exits: list, log_unreadable: bool) -> str:
     """One line: EXITED (with the best source), no exit (a live scheduler says so), or unknown
     (and what was looked at). Kernel exit info beats a BPF program's copy beats the log."""
 
@@ -183,7 +183,7 @@ class RunnableWait:
     stalled: bool = False
 
 
-def runnable_waits(inv, rq, timeouts, damage):
+def runnable_waits(inv: Inventory, rq: int, timeouts: dict, damage: DamageLog) -> list[RunnableWait]:
     """The runnable_list of the rq at ``rq`` in the watchdog's order, each task's wait judged
     against its own scheduler's timeout (``timeouts``), else the root's."""
     sx = inv.sx
@@ -202,7 +202,7 @@ def runnable_waits(inv, rq, timeouts, damage):
 # --- struct_ops and DSQs --------------------------------------------------------------------------
 
 
-def find_ops_map(inv, st, damage):
+def find_ops_map(inv: Inventory, st: SchedState, damage: DamageLog):
     """The sched_ext struct_ops map of scheduler ``st``: by ``ops.priv``, else the one whose
     kernel copy of the ops holds the same function pointers."""
     sx = inv.sx
@@ -223,7 +223,7 @@ def find_ops_map(inv, st, damage):
     return None
 
 
-def sched_dsqs(inv, sch, per_cpu):
+def sched_dsqs(inv: Inventory, sch: int | None, per_cpu: list) -> list[tuple]:
     """[(Damage, label) or (None, Dsq)] in output order: the global DSQs of ``sch``, the
     per-CPU DSQs (``per_cpu``: CpuState records, whose local and bypass DSQs are taken, or Dsq
     records), the user DSQs of ``sch`` sorted by id. A damage item sits where its DSQs would."""

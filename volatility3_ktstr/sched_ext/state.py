@@ -10,7 +10,7 @@ Older kernels (6.12) keep the same things in globals (``scx_ops``, ``scx_exit_ki
 
 from dataclasses import dataclass, field
 
-from ..core import LayoutError, ReadError, Record
+from ..core import Layout, LayoutError, Reader, ReadError, Record
 from ..kds import DamageLog
 from .exit import ExitInfo, read_exit_info
 from .symbols import SYMBOLS, enum_name, read_global
@@ -67,17 +67,18 @@ def _static_key(reader, layout, addr):
     return int.from_bytes(reader.read(addr + off, size), "little", signed=True) > 0
 
 
-def ops_callbacks(reader, layout, ops_addr, callback_names):
+def ops_callbacks(reader: Reader, layout: Layout, ops_addr: int,
+                  callback_names: list[str]) -> list[tuple[str, int]]:
     """(member, pointer) for each callback of the ``sched_ext_ops`` at ``ops_addr`` that is set."""
     r = Record(reader, layout, "sched_ext_ops", ops_addr)
     return [(name, r.int(name)) for name in callback_names if r.int(name)]
 
 
-def sched_ops_addr(layout, sch):
+def sched_ops_addr(layout: Layout, sch: int) -> int:
     return sch + layout.offset("scx_sched", "ops")
 
 
-def sched_parent(reader, layout, sch, level):
+def sched_parent(reader: Reader, layout: Layout, sch: int, level: int | None) -> int | None:
     """``scx_parent(sch)``: ``ancestors[level - 1]`` (the flexible array at the end of
     ``struct scx_sched``), or None at level 0."""
     if not level or level < 0 or level > MAX_SUB_DEPTH * 8:
@@ -85,7 +86,8 @@ def sched_parent(reader, layout, sch, level):
     return reader.ptr(sch + layout.offset("scx_sched", "ancestors") + reader.pointer_size * (level - 1))
 
 
-def read_sched_state(reader, layout, syms, callback_names=(), enable_state_names=None, sch=None):
+def read_sched_state(reader: Reader, layout: Layout, syms: dict, callback_names=(), enable_state_names=None,
+                     sch: int | None = None) -> SchedState:
     """The loaded scheduler and the global sched_ext state.
 
     ``syms``: :func:`symbols.resolve_symbols` output. ``callback_names``: the function-pointer

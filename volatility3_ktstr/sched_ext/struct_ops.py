@@ -9,7 +9,7 @@ programs' links in ``links[]``.
 from dataclasses import dataclass
 
 from ..bpf import progs as bpfprogs
-from ..core import LayoutError, ReadError, Record
+from ..core import Layout, LayoutError, Reader, ReadError, Record
 from ..kds import DamageLog
 
 SCX_VALUE_STRUCT = "bpf_struct_ops_sched_ext_ops"
@@ -25,7 +25,7 @@ class StructOpsCallback:
     prog: int = None      # struct bpf_prog address
 
 
-def struct_ops_value_data(layout, value_struct=None):
+def struct_ops_value_data(layout: Layout, value_struct: str | None = None) -> int:
     """Offset of the ops struct inside a struct_ops value (``bpf_struct_ops_<ops>.data`` when the
     kernel has the specific type, else the generic ``bpf_struct_ops_value.data``)."""
     if value_struct and layout.has(value_struct, "data"):
@@ -33,14 +33,15 @@ def struct_ops_value_data(layout, value_struct=None):
     return layout.offset("bpf_struct_ops_value", "data")
 
 
-def struct_ops_kdata(layout, st_map, value_struct=None):
+def struct_ops_kdata(layout: Layout, st_map: int, value_struct: str | None = None) -> int:
     """Address of the kernel copy of the ops (``kvalue.data``) of the struct_ops map ``st_map``
     (the ``struct bpf_struct_ops_map`` address)."""
     kvalue = layout.offset("bpf_struct_ops_map", "kvalue")
     return st_map + kvalue + struct_ops_value_data(layout, value_struct)
 
 
-def struct_ops_sched(reader, layout, st_map, value_struct=None):
+def struct_ops_sched(reader: Reader, layout: Layout, st_map: int,
+                     value_struct: str | None = None) -> int | None:
     """``ops.priv`` of a sched_ext struct_ops map: the ``scx_sched`` it registered (set while
     the BPF link is attached, NULL after unregistration); None when the kernel has no ``priv``."""
     if not layout.has("sched_ext_ops", "priv"):
@@ -82,8 +83,9 @@ def _link_programs(reader, layout, st_map, callback_names, damage):
     return progs
 
 
-def struct_ops_callbacks(reader, layout, st_map, ops_struct, callback_names, value_struct=None,
-                         damage=None):
+def struct_ops_callbacks(reader: Reader, layout: Layout, st_map: int, ops_struct: str,
+                         callback_names: list[str], value_struct: str | None = None,
+                         damage: DamageLog | None = None) -> list[StructOpsCallback]:
     """Callbacks implemented by the struct_ops map at ``st_map`` and their programs.
 
     The kernel writes each program's id into the user value (``uvalue``) slot of the member and

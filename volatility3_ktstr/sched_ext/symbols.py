@@ -4,7 +4,9 @@ Which symbol a kernel has is decided by the symbol table, never by a version num
 of :data:`SYMBOLS` lists names newest first and the first one present is used.
 """
 
-from ..core import Field, LayoutError
+from collections.abc import Callable
+
+from ..core import Field, Layout, LayoutError, Reader
 
 MASK64 = (1 << 64) - 1
 SLICE_INF = MASK64
@@ -68,7 +70,7 @@ GLOBAL_TYPES = {
 SCHED_CLASSES = ("stop", "dl", "rt", "fair", "ext", "idle")
 
 
-def resolve_symbols(lookup):
+def resolve_symbols(lookup: Callable[[str], int | None]) -> dict[str, int | None]:
     """{key: address or None} for :data:`SYMBOLS`, plus ``class:<name>`` for the sched classes.
 
     ``lookup(name)`` returns a symbol's address or None."""
@@ -80,16 +82,16 @@ def resolve_symbols(lookup):
     return out
 
 
-def class_names(syms):
+def class_names(syms: dict) -> dict[int, str]:
     """{sched_class address: short name} from :func:`resolve_symbols` output."""
     return {syms["class:" + c]: c for c in SCHED_CLASSES if syms.get("class:" + c)}
 
 
-def global_field(layout, ctype) -> Field:
-    """The Field (offset 0) of a global of C type ``ctype``. The atomics are the layout's own
-    structs (their ``counter``); ``int`` and ``unsigned int`` are as wide as atomic_t's counter; ``unsigned long`` and ``u64``
-    are as wide as atomic64_t's counter (LP64), read unsigned; ``bool`` is C's ``_Bool``, one
-    byte on every Linux ABI."""
+def global_field(layout: Layout, ctype: str) -> Field:
+    """The Field of a global of C type ``ctype``, relative to the global's address. The atomics
+    are the layout's own structs (their ``counter``); ``int`` and ``unsigned int`` are as wide
+    as atomic_t's counter; ``unsigned long`` and ``u64`` as atomic64_t's (LP64), read unsigned;
+    ``bool`` is C's ``_Bool``, one byte on every Linux ABI."""
     if ctype == "atomic_t":
         return layout.field("atomic_t", "counter")
     if ctype == "atomic_long_t":
@@ -105,7 +107,7 @@ def global_field(layout, ctype) -> Field:
     raise LayoutError(f"no layout for a global of C type {ctype!r}")
 
 
-def read_global(reader, layout, syms, key):
+def read_global(reader: Reader, layout: Layout, syms: dict, key: str) -> int | None:
     """The global ``key`` of :data:`SYMBOLS` (field from :func:`global_field`), or None when
     absent."""
     addr = syms.get(key)
@@ -118,7 +120,7 @@ def read_global(reader, layout, syms, key):
 # --- enum decoding -------------------------------------------------------------------------
 
 
-def enum_name(constants, value, prefix=""):
+def enum_name(constants, value: int, prefix: str = "") -> str | None:
     """Name of ``value`` in enum ``constants`` ((name, value) pairs), prefix stripped; or None."""
     for name, v in constants or ():
         if v == value and not name.startswith("__"):
@@ -126,7 +128,7 @@ def enum_name(constants, value, prefix=""):
     return None
 
 
-def decode_flags(constants, value, prefix="", unsigned_bits=64):
+def decode_flags(constants, value: int, prefix: str = "", unsigned_bits: int = 64) -> str:
     """'A|B|FIELD_VALUE' for a flags word described by an enum.
 
     Single-bit constants are flags. A ``*_MASK`` constant (with ``*_SHIFT``/``*_BITS``) starts a
@@ -172,7 +174,7 @@ def decode_flags(constants, value, prefix="", unsigned_bits=64):
     return "|".join(parts) if parts else "0"
 
 
-def ops_state_text(value, constants):
+def ops_state_text(value: int | None, constants) -> str | None:
     """``scx.ops_state``: the low bits are the state (enum scx_ops_state), the rest a qseq."""
     if value is None:
         return None

@@ -10,7 +10,7 @@ rq's ``scx.runnable_list`` through ``scx.runnable_node``, oldest first: the watc
 from dataclasses import dataclass
 
 from .. import kds
-from ..core import ReadError, Record
+from ..core import Layout, Reader, ReadError, Record
 from .dsq import TaskWalk
 from .symbols import MASK64
 
@@ -18,7 +18,8 @@ MAX_TASKS = 1 << 20          # scx_tasks walk
 MAX_RUNNABLE = 1 << 16       # per runnable_list walk
 
 
-def runnable_list(reader, layout, rq, damage=None, limit=MAX_RUNNABLE):
+def runnable_list(reader: Reader, layout: Layout, rq: int, damage: kds.DamageLog | None = None,
+                  limit: int = MAX_RUNNABLE) -> list[int]:
     """Tasks on ``rq->scx.runnable_list`` (linked through ``task_struct.scx.runnable_node``) in
     list order: the order the watchdog checks them, oldest ``runnable_at`` first."""
     if not layout.has("rq", "scx.runnable_list"):
@@ -67,7 +68,7 @@ def _task_paths(layout):
     return paths
 
 
-def read_task(reader, layout, addr) -> ScxTask:
+def read_task(reader: Reader, layout: Layout, addr: int) -> ScxTask:
     """The task and sched_ext fields of the ``task_struct`` at ``addr`` (one bulk read)."""
     t = ScxTask(addr=addr)
     try:
@@ -94,7 +95,8 @@ def read_task(reader, layout, addr) -> ScxTask:
     return t
 
 
-def walk_scx_tasks(reader, layout, head, cursor_flag=0, max_tasks=MAX_TASKS) -> TaskWalk:
+def walk_scx_tasks(reader: Reader, layout: Layout, head: int, cursor_flag: int = 0,
+                   max_tasks: int = MAX_TASKS) -> TaskWalk:
     """Tasks on the ``scx_tasks`` list at ``head`` (``task_struct.scx.tasks_node``), in order.
 
     Cursor entries (``scx.flags & cursor_flag``, the ``scx_task_iter`` cursor) are skipped."""
@@ -116,7 +118,7 @@ def walk_scx_tasks(reader, layout, head, cursor_flag=0, max_tasks=MAX_TASKS) -> 
     return w
 
 
-def runnable_for(task: ScxTask, jiffies, linked=None):
+def runnable_for(task: ScxTask, jiffies: int | None, linked: bool | None = None) -> int | None:
     """Jiffies the task has waited runnable (``jiffies - scx.runnable_at``), or None when it is
     not on a runnable list (asleep or running: ``runnable_at`` is stale then) or the value is
     in the future (not meaningful). ``linked`` (found on a runnable_list walk) overrides the
@@ -128,6 +130,6 @@ def runnable_for(task: ScxTask, jiffies, linked=None):
     return None if age >= 1 << 63 else age
 
 
-def is_starved(age, watchdog_timeout):
+def is_starved(age: int | None, watchdog_timeout: int | None) -> bool:
     """What the sched_ext watchdog checks: runnable for longer than the timeout (jiffies)."""
     return bool(age is not None and watchdog_timeout and age > watchdog_timeout)
