@@ -412,3 +412,24 @@ def test_stats_enabled_key(w):
     assert runstats.stats_enabled(w.mem, w.L, w.syms["bpf_stats_enabled_key"]) is False
     w.static_key("bpf_stats_enabled_key", True)
     assert runstats.stats_enabled(w.mem, w.L, w.syms["bpf_stats_enabled_key"]) is True
+
+
+def test_global_fields_come_from_the_layout(w):
+    """Globals have no struct: their fields are those of their C types in the layout (the
+    atomics' counters, off offset 0 in the padded synthetic kernel), with stand-ins when a
+    layout lacks the typedef'd atomic structs."""
+    at, at64 = w.L.field("atomic_t", "counter"), w.L.field("atomic64_t", "counter")
+    assert scx.global_field(w.L, "atomic_t") == at and scx.global_field(w.L, "atomic_long_t") == at64
+    assert (scx.global_field(w.L, "int").size, scx.global_field(w.L, "int").signed) == (at.size, True)
+    assert (scx.global_field(w.L, "u64").size, scx.global_field(w.L, "u64").signed) == (at64.size, False)
+    assert scx.global_field(w.L, "bool").size == 1
+    g = w.mem.alloc("atomic64_t")
+    w.mem.set("atomic64_t", g, "counter", -3)
+    assert scx.read_global(w.mem, w.L, {"nr_rejected": g}, "nr_rejected") == -3
+    assert scx.read_global(w.mem, w.L, {"nr_rejected": None}, "nr_rejected") is None
+    L = HidingLayout(w.btf, hide_types={"atomic_t", "atomic64_t"})
+    assert (scx.global_field(L, "atomic_t").size, scx.global_field(L, "atomic_t").offset) == (
+        w.L.field("static_key", "enabled").size, 0)
+    assert scx.global_field(L, "atomic_long_t").size == w.L.field("list_head", "next").size
+    with pytest.raises(LayoutError):
+        scx.global_field(w.L, "float")

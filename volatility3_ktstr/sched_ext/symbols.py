@@ -87,19 +87,29 @@ def class_names(syms: dict) -> dict[int, str]:
     return {syms["class:" + c]: c for c in SCHED_CLASSES if syms.get("class:" + c)}
 
 
+def _counter(layout: Layout, atomic: str, stand_in: str, path: str) -> Field:
+    """``<atomic>.counter``; a layout without the typedef'd struct (some ISFs leave typedefs
+    of anonymous structs out) gives the width of a member of the same C type instead
+    (``static_key.enabled`` is an atomic_t; ``list_head.next`` is as wide as a long on LP64)."""
+    if layout.has(atomic, "counter"):
+        return layout.field(atomic, "counter")
+    f = layout.field(stand_in, path)
+    return Field(offset=0, size=f.size, signed=True, kind="int", type_name=atomic)
+
+
 def global_field(layout: Layout, ctype: str) -> Field:
     """The Field of a global of C type ``ctype``, relative to the global's address. The atomics
     are the layout's own structs (their ``counter``); ``int`` and ``unsigned int`` are as wide
     as atomic_t's counter; ``unsigned long`` and ``u64`` as atomic64_t's (LP64), read unsigned;
     ``bool`` is C's ``_Bool``, one byte on every Linux ABI."""
+    narrow = _counter(layout, "atomic_t", "static_key", "enabled")
     if ctype == "atomic_t":
-        return layout.field("atomic_t", "counter")
+        return narrow
+    wide = _counter(layout, "atomic64_t", "list_head", "next")
     if ctype == "atomic_long_t":
-        return layout.field("atomic64_t", "counter")
+        return wide
     if ctype in ("int", "unsigned int"):
-        f = layout.field("atomic_t", "counter")
-        return Field(offset=0, size=f.size, signed=ctype == "int", kind="int", type_name=ctype)
-    wide = layout.field("atomic64_t", "counter")
+        return Field(offset=0, size=narrow.size, signed=ctype == "int", kind="int", type_name=ctype)
     if ctype in ("unsigned long", "u64"):
         return Field(offset=0, size=wide.size, signed=False, kind="int", type_name=ctype)
     if ctype == "bool":

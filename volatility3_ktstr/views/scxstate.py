@@ -22,6 +22,8 @@ only formats it. Takes the kernel object (``kernel.KernelContext`` or one with t
 methods, see ``sched_ext.domain``); no Volatility import. Absent values are NA, never "None".
 """
 
+from collections.abc import Iterator
+
 from ..core import LayoutError, ReadError
 from ..errors import KtstrError
 from ..kds import Damage, DamageLog
@@ -60,7 +62,7 @@ def damage_rows(section, obj, damage):
                              Key="error")
 
 
-def rows(kctx, walk_tasks=True):
+def rows(kctx, walk_tasks: bool = True) -> Iterator[tuple[int, tuple]]:
     inv = postmortem.Inventory(SchedExt(kctx))
     yield from exit_rows(inv)
     yield from scheduler_rows(inv)

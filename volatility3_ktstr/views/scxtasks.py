@@ -11,6 +11,8 @@ Schedulers come from the sched_ext package's discovery (``SchedExt.schedulers``)
 kernel object (``kernel.KernelContext`` or the same public methods); no Volatility import.
 """
 
+from collections.abc import Iterable, Iterator
+
 from ..core import LayoutError, ReadError, Record
 from ..errors import KtstrError
 from ..kds import DamageLog
@@ -29,7 +31,8 @@ GRID = Grid(
 _BAD = dict(PID=-1, COMM="", SchedClass="", Flags="", OpsState="", Starved="")
 
 
-def rows(kctx, pids=(), show_all=False, stalled=False):
+def rows(kctx, pids: Iterable[int] = (), show_all: bool = False,
+         stalled: bool = False) -> Iterator[tuple[int, tuple]]:
     sx = SchedExt(kctx)
     reader, layout = sx.reader, sx.layout
     if sx.syms.get("tasks") is None:
