@@ -23,7 +23,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from helpers.sdt import TreeBuilder, allocator_bytes, sdt_program_btf  # noqa: E402
 from helpers.synth import Memory  # noqa: E402
 from volatility3_ktstr.render import render, render_text  # noqa: E402
-from volatility3_ktstr.walkers import sdtalloc  # noqa: E402
+from volatility3_ktstr.walkers import sdtalloc, sdtpayload  # noqa: E402
 from volatility3_ktstr.walkers.arena import ArenaInfo  # noqa: E402
 
 USER = 0x1000_0000_0000
@@ -79,10 +79,10 @@ def main(argv=None):
               f"{n / wall:,.0f}/s wall ({wall * 1e3:.0f} ms){extra}")
 
     w, (wall, cpu) = timed(lambda: sdtalloc.walk_allocator(mem, info, offs, alloc, "scx_task_allocator"))
-    assert w.nr_skipped == 0 and w.error is None, (w.error, w.skipped[:3])
+    assert not w.damage and w.error is None, (w.error, list(w.damage)[:3])
     report("walk:", len(w.entries), wall, cpu, "  (target >= 100,000/s)")
 
-    tid, reason = sdtalloc.discover_payload_type(btf, w.payload_size, "scx_task_allocator")
+    tid, reason = sdtpayload.discover_payload_type(btf, w.payload_size, "scx_task_allocator")
 
     def walk_and_render():
         walk = sdtalloc.walk_allocator(mem, info, offs, alloc, "scx_task_allocator")

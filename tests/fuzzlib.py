@@ -157,9 +157,13 @@ _CATEGORY_BY_FILE = {
     "kds/xarray.py": "idr", "bpf/maps.py": "maps", "bpf/progs.py": "progs", "bpf/btfobj.py": "btf",
     "bpf/values.py": "values", "bpf/disasm.py": "progs", "walkers/localstorage.py": "localstorage",
     "walkers/owners.py": "owners", "walkers/sdtalloc.py": "sdtalloc", "walkers/arena.py": "arena",
-    "walkers/scx.py": "scx", "scx_support.py": "scx", "render/plan.py": "render",
-    "walkers/scx_exit.py": "scx", "walkers/printk.py": "printk", "bpf/runstats.py": "progs",
+    "walkers/sdtpayload.py": "sdtalloc", "render/plan.py": "render",
+    "walkers/printk.py": "printk", "bpf/runstats.py": "progs",
     "views/scxstate.py": "scx", "views/scxtasks.py": "scx",
+    # the sched_ext package: every module is the scx walker
+    **{f"sched_ext/{m}.py": "scx" for m in ("__init__", "symbols", "state", "exit", "exitlog",
+                                             "discovery", "struct_ops", "dsq", "tasks", "events",
+                                             "domain", "postmortem")},
     # BPF forensics: links, fd holders, pins, hooks, the cross-view, xlated instructions
     "bpf/links.py": "links", "bpf/fds.py": "fds", "bpf/bpffs.py": "bpffs", "bpf/hooks.py": "hooks",
     "bpf/hidden.py": "hidden", "bpf/insns.py": "progs", "walkers/tasks.py": "tasks",

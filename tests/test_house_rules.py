@@ -35,17 +35,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "volatility3_ktstr"
 
-# TEMPORARY, to be emptied when the `sched_ext/` package lands: the scx files are being moved
-# and made to comply on another branch (issue 25, item 2). Only their offenders may be here,
-# keyed by (file relative to the package, rule, function); nothing else may be added.
-SCX_PENDING = {
-    ("walkers/scx.py", "width-table", "<module>"),          # _GLOBAL: widths of globals
-    ("walkers/scx.py", "seen-walk", "sub_scheds"),          # the children list of scx_sched
-    ("views/scxtasks.py", "fixed-width", "rows"),           # u64() of a member
-}
-SCX_FILES = {"walkers/scx.py", "walkers/scx_exit.py", "walkers/sdtalloc.py", "scx_support.py",
-             "views/scxstate.py", "views/scxtasks.py"}
-
 LAYOUT_CALLS = {"offset", "first", "field", "first_field", "addr_of"}
 FIXED_READS = {"u8", "u16", "u32", "u64", "s8", "s16", "s32", "s64"}
 MEMORY_READS = FIXED_READS | {"read", "try_read", "ptr", "cstring", "Record", "follow",
@@ -353,15 +342,8 @@ def package_violations():
 
 
 def test_house_rules_hold():
-    vs = [v for v in package_violations() if (v[0], v[1], v[2]) not in SCX_PENDING]
+    vs = list(package_violations())
     assert not vs, "house rules broken (docs/DEVELOPING.md, Rules):\n" + _report(vs)
-
-
-def test_allowlist_only_holds_scx_files_and_live_entries():
-    assert {rel for rel, _, _ in SCX_PENDING} <= SCX_FILES
-    live = {(v[0], v[1], v[2]) for v in package_violations()}
-    stale = {e for e in SCX_PENDING if (PKG / e[0]).exists() and e not in live}
-    assert not stale, f"allowlist entries no longer offend (remove them): {sorted(stale)}"
 
 
 def test_scan_covers_the_whole_package(tmp_path, monkeypatch):

@@ -269,3 +269,30 @@ def test_real_kernel_btf_field_kinds(amd64_kernel_btf):
     assert L.field("list_head", "next").kind == "pointer"
     assert L.field("sched_ext_ops", "dispatch").kind == "function"
     assert L.variants("bucket")[0] == "bucket" and L.variants("no_such_struct") == []
+
+
+# --- depth_first: trees whose children come from another walk ----------------------------------
+
+
+def test_depth_first_order_cycles_depth_and_bound():
+    tree = {1: [2, 5], 2: [3, 4], 3: [], 4: [], 5: [6], 6: [7], 7: [8], 8: []}
+    got = list(kds.depth_first([1], lambda n, d: tree[n], max_depth=8))
+    assert got == [(1, 0, None), (2, 1, 1), (3, 2, 2), (4, 2, 2), (5, 1, 1), (6, 2, 5), (7, 3, 6),
+                   (8, 4, 7)]
+    # a child linking back to the root, a subtree linked twice: each node once, the rest damage
+    tree[4], tree[6] = [1], [7, 2]
+    damage = kds.DamageLog()
+    got = [n for n, _, _ in kds.depth_first([1], lambda n, d: tree[n], max_depth=8, damage=damage)]
+    assert got == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert sorted((d.addr, d.kind) for d in damage) == [(1, "cycle"), (2, "cycle")]
+    # depth: nodes at max_depth are yielded, their children are not walked
+    damage = kds.DamageLog()
+    got = [n for n, _, _ in kds.depth_first([5], lambda n, d: tree[n], max_depth=1, damage=damage)]
+    assert got == [5, 6] and [(d.addr, d.kind) for d in damage] == [(6, "bound")]
+    # bound on nodes, and node identity / address / index from the caller
+    damage = kds.DamageLog()
+    got = list(kds.depth_first([(1, 10)], lambda n, d: [(c, 10 * c) for c in tree[n[0]]], max_depth=8,
+                               limit=3, damage=damage, key=lambda n: n[0], addr=lambda n: n[0] + 0x1000,
+                               index=lambda n: n[1]))
+    assert [n for n, _, _ in got] == [(1, 10), (2, 20), (3, 30)]
+    assert [(d.addr, d.kind, d.index) for d in damage] == [(0x1004, "bound", 40)]

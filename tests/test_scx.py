@@ -1,4 +1,4 @@
-"""walkers/scx on synthetic kernel memory: a padded synthetic sched_ext kernel (no member at its
+"""The sched_ext package on synthetic kernel memory: a padded synthetic sched_ext kernel (no member at its
 kernel offset, tests/helpers/scxmem.py) and, when KTSTR_DUMPS is set, the real 7.2 x86-64
 kernel BTF as a second layout.
 
@@ -16,7 +16,7 @@ from helpers.scxmem import kernel, real, synth, w  # noqa: F401 (fixtures)
 from helpers.scxmem import BtfKernel, ScxWorld, enum_values, synth_kernel
 from volatility3_ktstr.bpf import runstats
 from volatility3_ktstr.core import BtfLayout, LayoutError
-from volatility3_ktstr.walkers import scx
+from volatility3_ktstr import kds, sched_ext as scx
 
 BUILTIN = 1 << 63
 
@@ -105,7 +105,7 @@ def test_read_dsq_fields(w):
     assert (got.id, got.nr, got.vtime, len(got.walk.tasks)) == (BUILTIN | 1, 2, False, 2)
     w.mem.set("scx_dispatch_q", d, "priq.rb_node", d)
     assert scx.read_dsq(w.mem, w.L, offs_of(w), d, "user").vtime is True
-    assert scx.read_dsq(w.mem, w.L, offs_of(w), w.mem.hole(), "user").error
+    assert scx.read_dsq(w.mem, w.L, offs_of(w), w.mem.hole(), "user").damage.kind == "unreadable"
 
 
 def test_user_dsqs_through_the_rhashtable(w):
@@ -131,17 +131,20 @@ def test_user_dsqs_through_the_rhashtable(w):
     mem.u64(t2, hn[4])
     mem.u64(hn[4] + nxt, 1)
     mem.u64(t2 + 8, hn[0])                       # the same DSQ through the new table
-    addrs, errors = scx.user_dsq_addrs(mem, L, sch, syms_of(w))
-    assert addrs == dsqs and errors == []
+    damage = kds.DamageLog()
+    addrs = scx.user_dsq_addrs(mem, L, sch, syms_of(w), damage)
+    assert addrs == dsqs and not damage
     mem.u64(hn[2] + nxt, mem.hole())
-    addrs, errors = scx.user_dsq_addrs(mem, L, sch, syms_of(w))
-    assert dsqs[2] in addrs and any("unreadable" in e for e in errors)
+    damage = kds.DamageLog()
+    addrs = scx.user_dsq_addrs(mem, L, sch, syms_of(w), damage)
+    assert dsqs[2] in addrs and any("unreadable" in str(d) for d in damage)
 
 
 def test_global_dsqs(w):
     sch = w.sched()
-    got, errors = scx.global_dsq_addrs(w.mem, w.L, sch, syms_of(w), 1)
-    assert errors == [] and len(got) == 1
+    damage = kds.DamageLog()
+    got = scx.global_dsq_addrs(w.mem, w.L, sch, syms_of(w), 1, damage)
+    assert not damage and len(got) == 1
     assert scx.read_dsq(w.mem, w.L, offs_of(w), got[0][1], "global").id == BUILTIN | 1
 
 
@@ -171,7 +174,7 @@ def test_read_task_fields(w):
     w.make_runnable(t, 1, 1000)
     got = scx.read_task(w.mem, w.L, t)
     assert got.runnable_linked is True and got.runnable_at == 1000 and got.on_rq == 1
-    assert scx.read_task(w.mem, w.L, w.mem.hole()).error
+    assert scx.read_task(w.mem, w.L, w.mem.hole()).damage.kind == "unreadable"
     states = enum_values(w.btf, "scx_ops_state")
     assert scx.ops_state_text(got.ops_state, states) == "QUEUED qseq=5"
     assert scx.ops_state_text(0, states) == "NONE"
@@ -236,13 +239,13 @@ def test_read_sched_state_root_and_exit_info(w):
     assert [n for n, _ in st.callbacks] == ["select_cpu", "enqueue"]
     assert (st.enable_state_str, st.enabled, st.switched_all, st.switching_all) == ("enabled", True, False, True)
     assert (st.nr_rejected, st.enable_seq, st.jiffies, st.watchdog_timestamp) == (3, 2, 4294906051, 4294904962)
-    assert st.in_softlockup is None and st.breather_depth is None and st.errors == []
+    assert st.in_softlockup is None and st.breather_depth is None and not st.damage
     ei = st.exit
     assert st.exit_kind == ei.kind == kinds["SCX_EXIT_ERROR_STALL"]
     assert (ei.reason, ei.msg, ei.exit_code, ei.exit_cpu, ei.flags) == (
         "runnable task stall", "t[1] failed to run for 5.5s", -2, 1, 1)
     assert ei.bt == [0xFFFFFFFF81000010, 0xFFFFFFFF81000200] and ei.bt_len == 2
-    assert ei.dump == dump[:64] and ei.errors == []
+    assert ei.dump == dump[:64] and not ei.damage
     # Unreadable message: the rest stays.
     w.mem.set("scx_exit_info", ei.addr, "msg", w.mem.hole())
     ei2 = scx.read_sched_state(w.mem, w.L, syms_of(w)).exit
@@ -250,7 +253,7 @@ def test_read_sched_state_root_and_exit_info(w):
     # No scheduler loaded: scx_root is NULL.
     w.set_root(0)
     st = scx.read_sched_state(w.mem, w.L, syms_of(w))
-    assert st.sch == 0 and st.name is None and st.exit is None and st.errors == []
+    assert st.sch == 0 and st.name is None and st.exit is None and not st.damage
 
 
 def test_older_kernel_globals(w):
@@ -263,24 +266,25 @@ def test_older_kernel_globals(w):
     ei = mem.alloc("scx_exit_info")
     mem.set("sched_ext_ops", ops, "name", "oldsched")
     syms = {k: None for k in scx.SYMBOLS}
-    syms.update(ops=ops, exit_kind=g + 0x10, exit_info=g + 0x18, bypass_depth=g + 0x20,
-                watchdog_timeout=g + 0x28, enable_state=g + 0x30, dsq_global=g + 0x400)
+    syms.update(ops=ops, exit_kind=g + 0x100, exit_info=g + 0x18, bypass_depth=g + 0x20,
+                watchdog_timeout=g + 0x28, enable_state=g + 0x140, dsq_global=g + 0x400)
     kinds = dict(enum_values(w.btf, "scx_exit_kind"))
-    mem.write(g + 0x10, kinds["SCX_EXIT_UNREG"].to_bytes(4, "little"))
+    mem.set("atomic_t", g + 0x100, "counter", kinds["SCX_EXIT_UNREG"])   # atomic_t scx_exit_kind
     mem.u64(g + 0x18, ei)
     mem.write(g + 0x20, (2).to_bytes(4, "little"))
     mem.u64(g + 0x28, 30 * 250)
-    mem.write(g + 0x30, dict(enum_values(w.btf, "scx_enable_state"))["SCX_DISABLED"].to_bytes(4, "little"))
+    mem.set("atomic_t", g + 0x140, "counter", dict(enum_values(w.btf, "scx_enable_state"))["SCX_DISABLED"])
     mem.set("scx_exit_info", ei, "kind", kinds["SCX_EXIT_UNREG"])
     st = scx.read_sched_state(mem, L, syms, enable_state_names=enum_values(w.btf, "scx_enable_state"))
     assert (st.sch, st.name, st.exit_kind, st.bypass_depth, st.watchdog_timeout) == (
         None, "oldsched", kinds["SCX_EXIT_UNREG"], 2, 7500)
     assert st.exit.kind == kinds["SCX_EXIT_UNREG"] and st.exit.reason == "" and st.exit.error is None
     assert st.enable_state_str == "disabled"
-    assert st.switched_all is None and st.nr_rejected is None and st.errors == []
+    assert st.switched_all is None and st.nr_rejected is None and not st.damage
     assert scx.find_scheds(mem, L, syms) == []
-    assert scx.global_dsq_addrs(mem, L, None, syms, 1) == ([(0, g + 0x400)], [])
-    assert scx.user_dsq_addrs(mem, L, None, syms)[0] == []
+    damage = kds.DamageLog()
+    assert scx.global_dsq_addrs(mem, L, None, syms, 1, damage) == [(0, g + 0x400)] and not damage
+    assert scx.user_dsq_addrs(mem, L, None, syms) == []
 
 
 def test_older_dsq_list_without_cursor_nodes(w):
@@ -333,7 +337,7 @@ def test_sub_scheds_depth_first_and_cycle_safe(w):
     # a child pointing back at the root
     sib = s[0] + L.offset("scx_sched", "sibling")
     w.mem.u64(s[3] + L.offset("scx_sched", "children") + L.offset("list_head", "next"), sib)
-    damage = scx.kds.DamageLog()
+    damage = kds.DamageLog()
     got = scx.sub_scheds(w.mem, L, s[0], damage=damage)
     assert len(got) == 3 and damage
     assert scx.sub_scheds(w.mem, L, 0) == []
@@ -347,7 +351,7 @@ def test_events_per_cpu_and_summed(w):
     w.events(sch, [{"SCX_EV_DISPATCH_KEEP_LAST": 733, "SCX_EV_BYPASS_DURATION": 32367111},
                    {"SCX_EV_DISPATCH_KEEP_LAST": 426, "SCX_EV_ENQ_SKIP_EXITING": -1}])
     ev = scx.read_events(w.mem, w.L, sch, w.offsets)
-    assert ev.source == "scx_sched.pcpu->event_stats" and ev.errors == []
+    assert ev.source == "scx_sched.pcpu->event_stats" and not ev.damage
     assert ev.names == [n for n, _ in w.L.members("scx_event_stats")]
     tot = dict(zip(ev.names, ev.totals))
     assert tot["SCX_EV_DISPATCH_KEEP_LAST"] == 1159 and tot["SCX_EV_BYPASS_DURATION"] == 32367111
@@ -355,7 +359,7 @@ def test_events_per_cpu_and_summed(w):
     assert [c for c, _ in ev.per_cpu] == [0, 1]
     # An unreadable CPU copy: reported, the others still summed.
     ev = scx.read_events(w.mem, w.L, sch, w.offsets + [1 << 40])
-    assert ev.per_cpu[2] == (2, None) and "cpu2" in ev.errors[0]
+    assert ev.per_cpu[2] == (2, None) and "cpu2" in str(next(iter(ev.damage)))
     assert dict(zip(ev.names, ev.totals))["SCX_EV_DISPATCH_KEEP_LAST"] == 1159
 
 
@@ -384,11 +388,12 @@ def test_struct_ops_callbacks_programs_and_priv(w):
     st_map = w.struct_ops_map(sch, progs={"enqueue": p_enq, "dispatch": p_dsp})
     vs = "bpf_struct_ops_sched_ext_ops"
     names = ["select_cpu", "enqueue", "dispatch"]
-    cbs, errors = scx.struct_ops_callbacks(w.mem, L, st_map, "sched_ext_ops", names, vs)
+    errors = kds.DamageLog()
+    cbs = scx.struct_ops_callbacks(w.mem, L, st_map, "sched_ext_ops", names, vs, errors)
     assert [(c.member, c.prog_id, c.prog_name) for c in cbs] == [
         ("select_cpu", None, None), ("enqueue", 9, "my_enqueue"), ("dispatch", 10, "my_dispatch")]
     assert cbs[1].prog == p_enq and cbs[1].kfunc == 0xFFFFFFFFC0000100
-    assert errors == []
+    assert not errors
     assert scx.struct_ops_sched(w.mem, L, st_map, vs) == sch
     s = runstats.prog_stats(w.mem, L, p_enq, w.offsets)
     assert (s.cnt, s.nsecs, s.misses, s.avg_ns, s.cpus, s.error) == (40, 6000, 2, 150, 2, None)
@@ -398,7 +403,7 @@ def test_struct_ops_callbacks_programs_and_priv(w):
     assert s.unreadable == [2] and s.cnt == 40
     # Without a user value the callbacks are still listed, with no program.
     w.mem.set("bpf_struct_ops_map", st_map, "uvalue", 0)
-    cbs, _ = scx.struct_ops_callbacks(w.mem, L, st_map, "sched_ext_ops", names, vs)
+    cbs = scx.struct_ops_callbacks(w.mem, L, st_map, "sched_ext_ops", names, vs)
     assert [(c.member, c.prog_id) for c in cbs] == [("select_cpu", None), ("enqueue", None), ("dispatch", None)]
 
 
@@ -407,3 +412,24 @@ def test_stats_enabled_key(w):
     assert runstats.stats_enabled(w.mem, w.L, w.syms["bpf_stats_enabled_key"]) is False
     w.static_key("bpf_stats_enabled_key", True)
     assert runstats.stats_enabled(w.mem, w.L, w.syms["bpf_stats_enabled_key"]) is True
+
+
+def test_global_fields_come_from_the_layout(w):
+    """Globals have no struct: their fields are those of their C types in the layout (the
+    atomics' counters, off offset 0 in the padded synthetic kernel), with stand-ins when a
+    layout lacks the typedef'd atomic structs."""
+    at, at64 = w.L.field("atomic_t", "counter"), w.L.field("atomic64_t", "counter")
+    assert scx.global_field(w.L, "atomic_t") == at and scx.global_field(w.L, "atomic_long_t") == at64
+    assert (scx.global_field(w.L, "int").size, scx.global_field(w.L, "int").signed) == (at.size, True)
+    assert (scx.global_field(w.L, "u64").size, scx.global_field(w.L, "u64").signed) == (at64.size, False)
+    assert scx.global_field(w.L, "bool").size == 1
+    g = w.mem.alloc("atomic64_t")
+    w.mem.set("atomic64_t", g, "counter", -3)
+    assert scx.read_global(w.mem, w.L, {"nr_rejected": g}, "nr_rejected") == -3
+    assert scx.read_global(w.mem, w.L, {"nr_rejected": None}, "nr_rejected") is None
+    L = HidingLayout(w.btf, hide_types={"atomic_t", "atomic64_t"})
+    assert (scx.global_field(L, "atomic_t").size, scx.global_field(L, "atomic_t").offset) == (
+        w.L.field("static_key", "enabled").size, 0)
+    assert scx.global_field(L, "atomic_long_t").size == w.L.field("list_head", "next").size
+    with pytest.raises(LayoutError):
+        scx.global_field(w.L, "float")

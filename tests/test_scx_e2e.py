@@ -309,9 +309,10 @@ def test_whole_kernel_log_equals_truth_dmesg(name):
     records may follow."""
     _skip_without_dumps()
     from helpers.vol_kctx import open_kctx
-    from volatility3_ktstr.scx_support import ScxKernel
+    from volatility3_ktstr.sched_ext import SchedExt
 
-    records, damage, error = ScxKernel(open_kctx(name)).kernel_log()
+    log = SchedExt(open_kctx(name)).kernel_log()
+    records, damage, error = log.records, log.damage, log.unavailable
     assert error is None and not damage, (error, list(damage))
     mine = [line for r in records for line in r.lines()]
     dmesg = dumps.load_truth(name)["raw_sections"]["dmesg"].rstrip("\n").split("\n")

@@ -18,7 +18,8 @@ from helpers.scxmem import BtfKernel, ScxWorld, enum_values, scx_kernel, synth_k
 from volatility3_ktstr.core import BtfLayout
 from volatility3_ktstr.kds import DamageLog
 from volatility3_ktstr.views import NA, scxstate, scxtasks
-from volatility3_ktstr.walkers import printk, scx_exit
+from volatility3_ktstr import sched_ext as scx_exit
+from volatility3_ktstr.walkers import printk
 
 ENABLED = 'sched_ext: BPF scheduler "sdt" enabled'
 
@@ -135,12 +136,12 @@ def test_log_exits_parsed():
 def test_uei_layout_from_program_btf(w):
     w.uei_maps(kind=1025, exit_code=0x1000000000005, reason="scx_bpf_error",
                msg="scx_qmap.bpf.c:388: test triggering error", dump="line 1\nline 2\n")
-    errors = []
+    errors = DamageLog()
     (u,) = scx_exit.find_user_exit_infos(w.mem, w.L, scx_kernel(w).maps(), scx_kernel(w).btf_at, errors)
     assert (u.var, u.map_name, u.kind, u.exit_code, u.reason, u.msg) == (
         "uei", "scx_sdt.data", 1025, 0x1000000000005, "scx_bpf_error",
         "scx_qmap.bpf.c:388: test triggering error")
-    assert (u.dump, u.dump_map, u.dump_size, u.errors, errors) == (
+    assert (u.dump, u.dump_map, u.dump_size, list(u.damage), list(errors)) == (
         "line 1\nline 2\n", ".data.uei_dump", 4096, [], [])
 
 
@@ -156,9 +157,9 @@ def test_uei_broken_program_btf_is_reported(w):
     w.uei_maps(kind=1)
     w.btfs.clear()                  # the program BTF is not in the dump
     k = scx_kernel(w)
-    errors = []
+    errors = DamageLog()
     assert scx_exit.find_user_exit_infos(w.mem, w.L, k.maps(), k.btf_at, errors) == []
-    assert any("program BTF" in e for e in errors)
+    assert any("program BTF" in d.reason and d.kind == "corrupt" for d in errors)
 
 
 @pytest.mark.slow
@@ -388,10 +389,10 @@ def test_older_kernel_without_scx_sched(w):
     w.mem.set("sched_ext_ops", ops, "name", "oldsched")
     w.mem.set("sched_ext_ops", ops, "enqueue", 0xFFFFFFFFC0000100)
     ei = w.mem.alloc("scx_exit_info")
-    g = w.mem.alloc(64)
-    w.syms.update(scx_ops=ops, scx_exit_kind=g, scx_exit_info=g + 8)
-    w.mem.write(g, kinds["SCX_EXIT_ERROR_BPF"].to_bytes(4, "little"))
-    w.mem.u64(g + 8, ei)
+    g, gi = w.mem.alloc("atomic_t"), w.mem.alloc(8)     # atomic_t scx_exit_kind; scx_exit_info
+    w.syms.update(scx_ops=ops, scx_exit_kind=g, scx_exit_info=gi)
+    w.mem.set("atomic_t", g, "counter", kinds["SCX_EXIT_ERROR_BPF"])
+    w.mem.u64(gi, ei)
     w.mem.put("scx_exit_info", ei, kind=kinds["SCX_EXIT_ERROR_BPF"], reason=w.cstr("scx_bpf_error"),
               msg=w.cstr("old.bpf.c:1: bad"))
     del w.syms["scx_root"], w.syms["scx_sched_all"]
@@ -406,7 +407,7 @@ def test_older_kernel_without_scx_sched(w):
     assert not section(rows, "events")
     no_none_text(rows)
     # Running, no exit: "no exit" from the global exit kind.
-    w.mem.write(g, bytes(4))
+    w.mem.set("atomic_t", g, "counter", 0)
     w.mem.set("scx_exit_info", ei, "kind", 0)
     rows = [(d, dict(zip(scxstate.GRID.names(), r))) for d, r in scxstate.rows(k)]
     assert value(rows, "exit", "summary", "verdict").startswith(

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from volatility3_ktstr.walkers import sdtalloc
+from volatility3_ktstr.walkers import sdtalloc, sdtpayload
 from volatility3_ktstr.walkers.arena import ArenaInfo
 
 from helpers.btf import BtfBuilder
@@ -86,7 +86,7 @@ def test_walk_live_slots_and_idx_genn():
     live = [0, 1, 2, 63, 64, 511]
     mem, _, root = build(live=live)
     w = walk(mem, root)
-    assert w.error is None and w.nr_skipped == 0
+    assert w.error is None and not w.damage
     assert [e.idx for e in w.entries] == live
     assert all(e.genn == 0 and e.hdr_idx == e.idx for e in w.entries)
     assert [struct.unpack_from("<i", e.payload, 4)[0] for e in w.entries] == [1000 + i for i in live]
@@ -98,7 +98,7 @@ def test_freed_slots_are_not_live_and_racing_slots_are_silent():
     mem, _, root = build(live=[0, 2, 5], freed=[1, 3, 4], racing=[6, 7])
     w = walk(mem, root)
     assert [e.idx for e in w.entries] == [0, 2, 5]
-    assert w.nr_skipped == 0 and not w.skipped
+    assert not w.damage
 
 
 def test_internal_levels_descend_every_child_full_or_not():
@@ -123,11 +123,11 @@ def test_unreadable_subtree_is_counted_and_reported():
     mem.unmap(tb.kbase + (leaf2 & 0xFFFFFFFF))
     w = walk(mem, root)
     assert [e.idx for e in w.entries] == [1]
-    assert w.nr_skipped == 2
-    reasons = sorted(s.reason for s in w.skipped)
+    assert len(w.damage) == 2
+    reasons = sorted(d.reason for d in w.damage)
     assert reasons[0].startswith("chunk unreadable") and reasons[1].startswith("descriptor unreadable")
-    assert {s.idx_prefix for s in w.skipped} == {1 << 9, 2 << 9}
-    assert {s.level for s in w.skipped} == {2}
+    assert {d.index for d in w.damage} == {1 << 9, 2 << 9}
+    assert {d.what for d in w.damage} == {"leaf subtree"}
 
 
 def test_cycle_is_detected():
@@ -137,7 +137,8 @@ def test_cycle_is_detected():
     tb.put(chunk0 + 8, root.to_bytes(8, "little"))
     w = walk(mem, root)
     assert [e.idx for e in w.entries] == [3]
-    assert w.nr_skipped == 1 and "already visited" in w.skipped[0].reason
+    assert len(w.damage) == 1 and "already visited" in w.damage.items[0].reason
+    assert w.damage.items[0].kind == "cycle"
 
 
 def test_bad_nr_free_and_foreign_pointers():
@@ -148,7 +149,7 @@ def test_bad_nr_free_and_foreign_pointers():
     tb.put(chunk0 + 16, (0x7777_0000_1000).to_bytes(8, "little"))
     w = walk(mem, root)
     assert [e.idx for e in w.entries] == [1]
-    reasons = sorted(s.reason for s in w.skipped)
+    reasons = sorted(d.reason for d in w.damage)
     assert any("nr_free 9999" in r for r in reasons)
     assert any("outside the arena" in r for r in reasons)
 
@@ -159,20 +160,20 @@ def test_unreadable_slot_is_reported():
     slot = int.from_bytes(mem.read(tb.kbase + (chunk & 0xFFFFFFFF), 8), "little")
     mem.unmap(tb.kbase + (slot & 0xFFFFFFFF))
     w = walk(mem, root)
-    assert w.entries == [] and w.nr_skipped == 1 and w.skipped[0].level == 3
+    assert w.entries == [] and len(w.damage) == 1 and w.damage.items[0].what == "slot"
 
 
 @pytest.mark.parametrize("elem,msg", [(8, "outside 16..4096"), (8192, "outside 16..4096")])
 def test_bad_elem_size(elem, msg):
     mem, _, root = build(live=[0])
     w = walk(mem, root, elem=elem)
-    assert w.entries == [] and msg in w.error
+    assert w.entries == [] and msg in w.error.reason
 
 
 def test_elem_smaller_than_header():
     mem, _, root = build(live=[0])
     w = walk(mem, root, elem=16, header=24)
-    assert "smaller than the 24-byte header" in w.error
+    assert "smaller than the 24-byte header" in w.error.reason
 
 
 def test_uninitialised_and_empty_allocators():
@@ -180,7 +181,7 @@ def test_uninitialised_and_empty_allocators():
     btf, _, _ = sdt_program_btf()
     offs = sdtalloc.SdtOffsets.from_btf(btf)
     w = sdtalloc.walk_allocator(mem, arena_info(), offs, allocator_bytes(0, 0), "x")
-    assert "not initialised" in w.error
+    assert "not initialised" in w.error.reason
     w = sdtalloc.walk_allocator(mem, arena_info(), offs, allocator_bytes(56, 0), "x")
     assert w.error is None and w.entries == []
 
@@ -193,7 +194,7 @@ def test_no_kernel_window():
     info.kern_vm_start = 0
     info.error = "bpf_arena.kern_vm is NULL"
     w = sdtalloc.walk_allocator(mem, info, offs, allocator_bytes(56, root), "x")
-    assert "no kernel window" in w.error
+    assert "no kernel window" in w.error.reason
 
 
 def test_max_entries_truncates():
@@ -217,44 +218,44 @@ def test_sixteen_byte_header():
 
 def test_discover_single_candidate():
     btf, _, info = sdt_program_btf(kernel_types=False)
-    tid, reason = sdtalloc.discover_payload_type(btf, 48, "scx_task_allocator")
+    tid, reason = sdtpayload.discover_payload_type(btf, 48, "scx_task_allocator")
     assert tid == info["scx_stats"] and "scx_stats" in reason
 
 
 def test_library_and_kernel_types_are_not_candidates():
     # scx_alloc_stats (library) and vtime (kernel) are 48 bytes too.
     btf, _, info = sdt_program_btf(payloads=())
-    tid, reason = sdtalloc.discover_payload_type(btf, 48, "scx_task_allocator",
+    tid, reason = sdtpayload.discover_payload_type(btf, 48, "scx_task_allocator",
                                                  is_foreign={"vtime"}.__contains__)
     assert tid == 0 and "no struct of 48 bytes" in reason
-    tid, _ = sdtalloc.discover_payload_type(btf, 48, "scx_task_allocator")
+    tid, _ = sdtpayload.discover_payload_type(btf, 48, "scx_task_allocator")
     assert tid == info["vtime"]   # without the kernel filter the kernel struct would win
 
 
 def test_discover_prefers_stem_then_patterns():
     btf, _, info = sdt_program_btf(payloads=(("task_ctx", 32), ("foo_ctx", 32), ("bar", 32)))
-    tid, reason = sdtalloc.discover_payload_type(btf, 32, "scx_task_allocator")
+    tid, reason = sdtpayload.discover_payload_type(btf, 32, "scx_task_allocator")
     assert tid == info["task_ctx"] and "task_ctx" in reason
     btf, _, info = sdt_program_btf(payloads=(("cpu", 32), ("task_ctx", 32)))
-    tid, reason = sdtalloc.discover_payload_type(btf, 32, "scx_cpu_allocator")
+    tid, reason = sdtpayload.discover_payload_type(btf, 32, "scx_cpu_allocator")
     assert tid == info["cpu"] and "stem" in reason
     btf, _, info = sdt_program_btf(payloads=(("a", 32), ("b", 32)))
-    tid, reason = sdtalloc.discover_payload_type(btf, 32, "scx_task_allocator")
+    tid, reason = sdtpayload.discover_payload_type(btf, 32, "scx_task_allocator")
     assert tid == 0 and reason.startswith("ambiguous: 2 structs")
-    assert sdtalloc.discover_payload_type(btf, 0, "x") == (0, "payload size is 0")
+    assert sdtpayload.discover_payload_type(btf, 0, "x") == (0, "payload size is 0")
 
 
 def test_explicit_type_and_identity():
     btf, _, info = sdt_program_btf()
-    tid, reason = sdtalloc.resolve_payload_type(btf, 48, "x", type_name="struct scx_stats")
+    tid, reason = sdtpayload.resolve_payload_type(btf, 48, "x", type_name="struct scx_stats")
     assert tid == info["scx_stats"] and reason == "--type struct scx_stats"
-    tid, reason = sdtalloc.resolve_payload_type(btf, 40, "x", type_name="scx_stats")
+    tid, reason = sdtpayload.resolve_payload_type(btf, 40, "x", type_name="scx_stats")
     assert "48 bytes, payload 40" in reason
-    assert sdtalloc.resolve_payload_type(btf, 48, "x", type_name="nope")[0] == 0
-    ident = sdtalloc.payload_identity(btf, info["scx_stats"])
+    assert sdtpayload.resolve_payload_type(btf, 48, "x", type_name="nope")[0] == 0
+    ident = sdtpayload.payload_identity(btf, info["scx_stats"])
     assert (ident.kind, ident.offset, ident.size, ident.signed) == ("pid", 4, 4, True)
-    assert sdtalloc.identity_value(ident, stats(77)) == 77
-    assert sdtalloc.identity_value(ident, b"\0" * 6) is None
+    assert sdtpayload.identity_value(ident, stats(77)) == 77
+    assert sdtpayload.identity_value(ident, b"\0" * 6) is None
 
 
 # --- slot index ------------------------------------------------------------------------------
@@ -284,7 +285,7 @@ def test_slots_lookup_and_render():
 
 def test_render_payload_hex_fallback():
     btf, _, _ = sdt_program_btf()
-    v = sdtalloc.render_payload(btf, 0, b"\x01\x02", "no struct of 2 bytes")
+    v = sdtpayload.render_payload(btf, 0, b"\x01\x02", "no struct of 2 bytes")
     assert v["reason"] == "no struct of 2 bytes" and len(v["hex"]) == 2
 
 
@@ -325,10 +326,10 @@ def test_find_programs_attributes_and_walks():
     assert [a.name for a in good.allocators] == ["scx_task_allocator"]
     walk, tid, reason = good.slots.walks[0]
     assert tid == info["scx_stats"] and [e.idx for e in walk.entries] == [0, 1, 2]
-    assert "corrupt BTF" in progs[1].error
+    assert "corrupt BTF" in progs[1].error.reason
     # No arena at all: the program is reported, not walked.
     progs = sdtalloc.find_programs(mem, layout, maps[:1], btf_at, [], [])
-    assert progs[0].slots is None and "cannot tell which of 0" in progs[0].error
+    assert progs[0].slots is None and "cannot tell which of 0" in progs[0].error.reason
 
 
 def test_scheduler_name_falls_back_to_struct_ops():

@@ -38,6 +38,8 @@ enum scx_dsq_id_flags { SCX_DSQ_FLAG_BUILTIN = 0x8000000000000000,
     SCX_DSQ_FLAG_LOCAL_ON = 0x4000000000000000, SCX_DSQ_INVALID = 0x8000000000000000,
     SCX_DSQ_GLOBAL = 0x8000000000000001, SCX_DSQ_LOCAL = 0x8000000000000002,
     SCX_DSQ_BYPASS = 0x8000000000000003 };
+struct atomic_t { int counter; };
+struct atomic64_t { s64 counter; };
 struct static_key { int enabled; u64 type; };
 struct static_key_false { struct static_key key; };
 struct thread_info { u32 flags; u32 cpu; };
@@ -202,6 +204,12 @@ class ScxWorld:
         return self.syms["runqueues"] + self.offsets[cpu]
 
     def glob(self, name, value, size=8):
+        """Set a global; the kernel's atomic_t/atomic_long_t globals through their ``counter``
+        (off offset 0 in the padded layout, as a walker must find it)."""
+        atomic = ATOMIC_GLOBALS.get(name)
+        if atomic and self.L.has(atomic, "counter"):
+            self.mem.set(atomic, self.syms[name], "counter", value)
+            return
         self.mem.write(self.syms[name], (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"))
 
     def static_key(self, name, on):
@@ -466,6 +474,12 @@ def scx_kernel(world, slide=0):
     if zero:
         symbols.update(__per_cpu_start=0, __per_cpu_end=world.stride, _text=0xFFFFFFFF81000000 - slide)
     return Kernel(world.mem, world.L, symbols, slide=slide, btf=world.btf, btf_cache=dict(world.btfs))
+
+
+# Globals the kernel declares atomic_t / atomic_long_t (kernel/sched/ext.c).
+ATOMIC_GLOBALS = {n: "atomic_t" for n in ("scx_enable_state_var", "scx_ops_enable_state_var",
+                                          "scx_breather_depth", "scx_exit_kind")}
+ATOMIC_GLOBALS.update({n: "atomic64_t" for n in ("scx_nr_rejected", "scx_enable_seq", "scx_hotplug_seq")})
 
 
 def synth_kernel(pad=8):

@@ -142,7 +142,15 @@ class BtfLayout(Layout):
                 return t
             return self.btf.struct(name)
         except (KeyError, ValueError):
-            raise LayoutError(f"type 'struct {struct}' is not in the BTF") from None
+            if tid:
+                raise LayoutError(f"type 'struct {struct}' is not in the BTF") from None
+        # A typedef of an anonymous struct (atomic_t, atomic64_t) goes by the typedef's name,
+        # as the ISF names it.
+        for t in self.btf.find(name):
+            inner = self.btf.resolve(t.id) if t.kind == Kind.TYPEDEF else None
+            if inner is not None and inner.kind in (Kind.STRUCT, Kind.UNION):
+                return inner
+        raise LayoutError(f"type 'struct {struct}' is not in the BTF")
 
     def variants(self, struct):
         found = [t for t in self.btf.find(struct) if t.kind in (Kind.STRUCT, Kind.UNION)]

@@ -10,6 +10,7 @@ No Volatility import.
     parent_chain                  parent pointers up to the root
     follow                        any singly linked chain (the loop the above share)
     rb_nodes                      struct rb_root (in order)
+    depth_first                   trees whose children come from another walk
     rhashtable_nodes              struct rhashtable (bucket tables, future_tbl)
     xa_entries / idr_entries      struct xarray / struct idr
     steps                         a chain whose next state a function computes (mount crossings)
@@ -17,6 +18,7 @@ No Volatility import.
 """
 
 from .damage import Damage, DamageLog
+from .forest import depth_first
 from .lists import follow, hlist_nodes, hlist_nulls_nodes, list_entries, list_nodes, parent_chain
 from .rbtree import rb_nodes
 from .rhashtable import rhashtable_nodes
@@ -25,4 +27,4 @@ from .xarray import idr_entries, xa_entries
 
 __all__ = ["Damage", "DamageLog", "follow", "list_nodes", "list_entries", "hlist_nodes",
            "hlist_nulls_nodes", "parent_chain", "rb_nodes", "rhashtable_nodes", "xa_entries",
-           "idr_entries", "steps", "tree_nodes"]
+           "idr_entries", "steps", "tree_nodes", "depth_first"]

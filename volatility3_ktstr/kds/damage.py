@@ -19,12 +19,14 @@ class Damage:
     ``what`` names the part ("list node", "bucket", "xa_node", "leaf subtree"), ``addr`` is where
     it is (0 when there is no address), ``reason`` why it was skipped ("unmapped at 0x...",
     "cycle", "NULL link", "stopped after 65536 entries"); ``kind`` classifies it for counting:
-    one of :data:`KINDS`."""
+    one of :data:`KINDS`. ``index`` is the part's position in its structure when the walk
+    has one (the first slot index a skipped subtree covers), else None."""
 
     what: str
     addr: int
     reason: str
     kind: str = "unreadable"
+    index: Optional[int] = None
 
     def __str__(self):
         where = f" at {self.addr:#x}" if self.addr else ""
@@ -40,8 +42,9 @@ class DamageLog:
         self.dropped = 0
         self.limit = limit
 
-    def add(self, what: str, addr: int, reason: str, kind: str = "unreadable") -> Damage:
-        d = Damage(what, addr or 0, str(reason), kind)
+    def add(self, what: str, addr: int, reason: str, kind: str = "unreadable",
+            index: Optional[int] = None) -> Damage:
+        d = Damage(what, addr or 0, str(reason), kind, index)
         if len(self.items) < self.limit:
             self.items.append(d)
         else:
@@ -50,7 +53,7 @@ class DamageLog:
 
     def extend(self, other: Iterable[Damage]) -> None:
         for d in other:
-            self.add(d.what, d.addr, d.reason, d.kind)
+            self.add(d.what, d.addr, d.reason, d.kind, d.index)
         self.dropped += getattr(other, "dropped", 0)
 
     def __iter__(self):

@@ -14,7 +14,7 @@ from ..errors import KtstrError
 from ..render import Hex, hex_list, render, render_text
 from ..walkers import arena as arenaw
 from ..walkers import localstorage as ls
-from ..walkers import sdtalloc
+from ..walkers import sdtalloc, sdtpayload
 from ..walkers.owners import OWNER_KINDS, Owner, OwnerResolver
 from . import HEX, Grid
 from . import sdtalloc as sdtviews
@@ -170,7 +170,7 @@ class ValueRenderer:
                 self.note = f"values as hex: {e}"
         elif not m.btf_kva:
             self.note = "values as hex: map has no BTF"
-        self.pointers = sdtalloc.pointer_members(self.btf, self.type_id, m.value_size) if slots else ()
+        self.pointers = sdtpayload.pointer_members(self.btf, self.type_id, m.value_size) if slots else ()
 
     def _chase(self, payloads):
         def chase(addr, size, _type_id):

@@ -7,14 +7,17 @@ walked in order: ``RunnableList`` is the CPU and the position, oldest first), ag
 timeout of the task's own scheduler (``scx.sched->watchdog_timeout``, else the root's).
 ``stalled=True`` keeps only the tasks past that timeout (what the watchdog kills a scheduler for).
 
-Takes a kernel adapter (``kernel.KernelContext`` or the same methods); no Volatility import.
+Schedulers come from the sched_ext package's discovery (``SchedExt.schedulers``). Takes the
+kernel object (``kernel.KernelContext`` or the same public methods); no Volatility import.
 """
 
-from ..core import LayoutError, ReadError
+from collections.abc import Iterable, Iterator
+
+from ..core import LayoutError, ReadError, Record
 from ..errors import KtstrError
 from ..kds import DamageLog
-from ..scx_support import ScxKernel
-from ..walkers import scx
+from ..sched_ext import SchedExt, global_dsq_addrs, is_starved, read_task, runnable_for, runnable_list
+from ..sched_ext import postmortem, walk_scx_tasks
 from . import HEX, Grid
 
 GRID = Grid(
@@ -28,29 +31,26 @@ GRID = Grid(
 _BAD = dict(PID=-1, COMM="", SchedClass="", Flags="", OpsState="", Starved="")
 
 
-def rows(kctx, pids=(), show_all=False, stalled=False):
-    sk = ScxKernel(kctx)
-    reader, layout = sk.reader, sk.layout
-    if sk.syms.get("tasks") is None:
+def rows(kctx, pids: Iterable[int] = (), show_all: bool = False,
+         stalled: bool = False) -> Iterator[tuple[int, tuple]]:
+    sx = SchedExt(kctx)
+    reader, layout = sx.reader, sx.layout
+    if sx.syms.get("tasks") is None:
         raise KtstrError("kernel symbol 'scx_tasks' is not in the symbol table; build the ISF "
                          "from a System.map (or kallsyms with CONFIG_KALLSYMS_ALL)")
-    st = sk.sched_state()
+    inv = postmortem.Inventory(sx)
+    st = inv.root
+    timeouts = inv.timeouts()
     pids = set(pids or ())
-    ext = sk.syms.get("class:ext")
-    timeouts = {}
-    for ref in scx.find_scheds(reader, layout, sk.syms):
-        s = st if ref.addr == st.sch else sk.sched_state(ref.addr)
-        timeouts[ref.addr] = s.watchdog_timeout
+    ext = sx.syms.get("class:ext")
 
     # Where tasks can be: running on a CPU, on a local/bypass/global/user DSQ, on a runnable_list.
     running, dsq_label, on_list = {}, {}, {}
     damage = DamageLog()
     cpus = []
-    if sk.syms.get("runqueues") is not None:
+    if sx.syms.get("runqueues") is not None:
         try:
-            offsets = kctx.per_cpu_offsets()
-            cpus = scx.read_cpus(reader, layout, sk.syms["runqueues"], offsets, sk.dsq_offs, st.sch,
-                                 walk=False)
+            cpus = sx.cpus(st.sch, walk=False)
         except (ReadError, LayoutError, KtstrError):
             cpus = []
     for c in cpus:
@@ -59,12 +59,11 @@ def rows(kctx, pids=(), show_all=False, stalled=False):
         for d in (c.local_dsq, c.bypass_dsq):
             if d is not None:
                 dsq_label[d.addr] = f"{d.kind} cpu{d.cpu}"
-        if c.error is None:
-            for i, t in enumerate(scx.runnable_list(reader, layout, c.rq, damage)):
+        if c.damage is None:
+            for i, t in enumerate(runnable_list(reader, layout, c.rq, damage)):
                 on_list[t] = f"cpu{c.cpu}[{i}]"
     walked_lists = bool(cpus) and layout.has("rq", "scx.runnable_list")
-    globals_, _ = scx.global_dsq_addrs(reader, layout, st.sch, sk.syms, sk.nr_nodes())
-    for node, addr in globals_:
+    for node, addr in global_dsq_addrs(reader, layout, st.sch, sx.syms, sx.nr_nodes()):
         dsq_label[addr] = f"global node{node}"
 
     ids = {}
@@ -77,7 +76,7 @@ def rows(kctx, pids=(), show_all=False, stalled=False):
             return ("runnable, not on a DSQ" if t.on_rq else "not runnable"), None
         if t.dsq not in ids:
             try:
-                ids[t.dsq] = reader.u64(t.dsq + layout.offset("scx_dispatch_q", "id"))
+                ids[t.dsq] = Record(reader, layout, "scx_dispatch_q", t.dsq, ["id"]).int("id")
             except ReadError:
                 ids[t.dsq] = None
         dsq_id = ids[t.dsq]
@@ -86,31 +85,31 @@ def rows(kctx, pids=(), show_all=False, stalled=False):
             label = f"dsq {dsq_id:#x}" if dsq_id is not None else f"dsq at {t.dsq:#x} (unreadable)"
         return label, dsq_id
 
-    walk = scx.walk_scx_tasks(reader, layout, sk.syms["tasks"], cursor_flag=sk.cursor_flag())
+    walk = walk_scx_tasks(reader, layout, sx.syms["tasks"], cursor_flag=sx.cursor_flag())
     for addr in walk.tasks:
-        t = scx.read_task(reader, layout, addr)
-        if t.error:
+        t = read_task(reader, layout, addr)
+        if t.damage:
             if not pids and not stalled:
-                yield 0, GRID.damage(t.error, Task=addr, **_BAD)
+                yield 0, GRID.damage(t.damage, Task=addr, **_BAD)
             continue
         if pids and t.pid not in pids:
             continue
         if not show_all and ext is not None and t.sched_class != ext:
             continue
         timeout = timeouts.get(t.sched, st.watchdog_timeout)
-        age = scx.runnable_for(t, st.jiffies, linked=(addr in on_list) if walked_lists else None)
-        starved = scx.is_starved(age, timeout)
+        age = runnable_for(t, st.jiffies, linked=(addr in on_list) if walked_lists else None)
+        starved = is_starved(age, timeout)
         if stalled and not starved:
             continue
         loc, dsq_id = where(t)
         yield 0, GRID.row(
-            PID=t.pid, TGID=t.tgid, COMM=t.comm, SchedClass=sk.class_name(t.sched_class) or "",
+            PID=t.pid, TGID=t.tgid, COMM=t.comm, SchedClass=sx.class_name(t.sched_class) or "",
             Where=loc, DSQ=dsq_id, SliceNs=t.slice, DsqVtime=t.dsq_vtime, Weight=t.weight,
-            Flags=sk.task_flags(t.flags) or "", OpsState=sk.ops_state(t.ops_state) or "",
+            Flags=sx.task_flags(t.flags) or "", OpsState=sx.ops_state(t.ops_state) or "",
             RunnableAt=t.runnable_at, RunnableForJiffies=age, StickyCPU=t.sticky_cpu,
             Starved="STARVED" if starved else "", Task=addr, RunnableList=on_list.get(addr, ""),
             TimeoutJiffies=timeout)
-    if walk.error:
-        yield 0, GRID.damage(f"scx_tasks walk stopped: {walk.error}", Task=sk.syms["tasks"], **_BAD)
+    for d in walk.damage:
+        yield 0, GRID.damage(f"scx_tasks walk stopped: {d}", Task=sx.syms["tasks"], **_BAD)
     for d in damage:
         yield 0, GRID.damage(f"runnable_list walk: {d}", Task=d.addr or None, **_BAD)

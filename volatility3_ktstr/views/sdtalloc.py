@@ -8,14 +8,12 @@ Takes the kernel (``kernel_model.Kernel``); no Volatility import.
 from typing import Any, List, Optional
 
 from ..errors import KtstrError
-from ..walkers import owners, sdtalloc
+from ..walkers import owners, sdtalloc, sdtpayload
 from . import HEX, Grid
 from . import Kernel, Rows
 
 GRID = Grid(("Scheduler", str), ("Allocator", str), ("Idx", int), ("Genn", int), ("Address", HEX),
             ("PID", int), ("Comm", str), ("Type", str), ("Payload", str), ("Note", str), note="Note")
-
-_LEVEL_NAMES = {0: "root", 1: "level-1 subtree", 2: "leaf subtree", 3: "slot"}
 
 
 def sdt_programs(kernel: Kernel, type_name: Optional[str] = None, walk: bool = True,
@@ -56,13 +54,13 @@ def rows(kctx: Kernel, type_name: Optional[str] = None, max_entries: Optional[in
                          "(no sched_ext scheduler using sdt_alloc is loaded)")
     maps = kctx.maps()
     resolver = owners.OwnerResolver(kctx.reader, kctx.layout)
-    task_pid = kctx.layout.offset("task_struct", "pid") if kctx.layout.has("task_struct", "pid") else None
+    task_pid = kctx.layout.field("task_struct", "pid") if kctx.layout.has("task_struct", "pid") else None
     for prog in progs:
         if prog.error or prog.slots is None:
             for var in prog.allocators or [None]:
                 yield 0, _problem(prog, var.name if var else "?", 0, 0, prog.error or "not walked")
             continue
-        owner_of = sdtalloc.task_storage_owners(kctx.reader, kctx.layout, maps, prog, resolver)
+        owner_of = sdtpayload.task_storage_owners(kctx.reader, kctx.layout, maps, prog, resolver)
         for walk, type_id, reason in prog.slots.walks:
             yield from _walk_rows(kctx, prog, walk, type_id, reason, owner_of, task_pid)
 
@@ -71,28 +69,27 @@ def _walk_rows(kctx, prog, walk, type_id, reason, owner_of, task_pid):
     if walk.error:
         yield 0, _problem(prog, walk.name, 0, walk.root, walk.error)
         return
-    if not walk.entries and not walk.nr_skipped:
+    if not walk.entries and not walk.damage:
         yield 0, _problem(prog, walk.name, 0, walk.root, f"no live allocations (elem_size {walk.elem_size})")
         return
-    label = sdtalloc.type_label(prog.btf, type_id, reason)
-    ident = sdtalloc.payload_identity(prog.btf, type_id) if type_id else None
+    label = sdtpayload.type_label(prog.btf, type_id, reason)
+    ident = sdtpayload.payload_identity(prog.btf, type_id) if type_id else None
     for e in walk.entries:
-        pid, comm, note = sdtalloc.slot_task(kctx.reader, ident, e, owner_of.get(e.user_addr), task_pid)
+        pid, comm, note = sdtpayload.slot_task(kctx.reader, ident, e, owner_of.get(e.user_addr), task_pid)
         if e.hdr_idx != e.idx:
             note = "; ".join(n for n in (note, f"header idx {e.hdr_idx} != {e.idx} (allocation in flight)") if n)
         yield 0, GRID.row(Scheduler=prog.scheduler, Allocator=walk.name, Idx=e.idx, Genn=e.genn,
                           Address=e.user_addr, PID=pid, Comm=comm, Type=label,
-                          Payload=sdtalloc.payload_text(prog.btf, type_id, e.payload), Note=note)
-    for s in walk.skipped:
-        yield 0, _problem(prog, walk.name, s.idx_prefix, s.addr,
-                          f"skipped {_LEVEL_NAMES.get(s.level, s.level)}: {s.reason}")
-    lost = walk.nr_skipped - len(walk.skipped)
-    if lost:
-        yield 0, _problem(prog, walk.name, 0, 0, f"{lost} more subtrees skipped")
+                          Payload=sdtpayload.payload_text(prog.btf, type_id, e.payload), Note=note)
+    for d in walk.damage:
+        yield 0, _problem(prog, walk.name, d.index or 0, d.addr, f"skipped {d.what}: {d.reason}")
+    if walk.damage.dropped:
+        yield 0, _problem(prog, walk.name, 0, 0, f"{walk.damage.dropped} more subtrees skipped")
     if walk.truncated:
         yield 0, _problem(prog, walk.name, 0, 0, f"stopped at --max-entries {len(walk.entries)}")
 
 
-def _problem(prog, allocator, idx, addr, note):
-    return GRID.row(Scheduler=prog.scheduler, Allocator=allocator, Idx=idx, Address=addr, Comm="",
-                    Type="", Payload="", Note=note)
+def _problem(prog, allocator, idx, addr, damage):
+    """A row with no slot: ``damage`` (a Damage, or text) in Note, the one damage-row shape."""
+    return GRID.damage(damage, Scheduler=prog.scheduler, Allocator=allocator, Idx=idx,
+                       Address=addr, Comm="", Type="", Payload="")

@@ -25,13 +25,16 @@ Reads: one per descriptor, one per chunk (its 512 pointers) and, for slots, one 
 (slots of a slab share pages).
 """
 
-import re
 import struct
 from dataclasses import dataclass, field
 
+from .. import kds
 from ..btf import Kind
-from ..core import ReadError
+from ..core import Field, ReadError
+from ..core.layout import btf_field
+from ..kds import Damage, DamageLog
 from .arena import LOW32, ArenaInfo, arena_for_program
+from .sdtpayload import render_payload, resolve_payload_type
 
 LEVELS = 3
 ENTS_SHIFT = 9
@@ -40,14 +43,10 @@ BITMAP_WORDS = ENTS // 64
 MIN_ELEM_SIZE = 16
 MAX_ELEM_SIZE = 4096
 SDT_ID_SIZE = 8
-MAX_SKIPS = 10_000            # skip records kept per allocator (the count stays exact)
+MAX_SKIPS = 10_000            # damage records kept per allocator (the count stays exact)
 _PAGE_CACHE = 64              # arena pages kept while reading slots
-
-# Types of the allocator library itself: never a payload candidate.
-LIBRARY_TYPES = frozenset({
-    "scx_allocator", "sdt_pool", "sdt_desc", "sdt_chunk", "sdt_data", "sdt_id",
-    "scx_alloc_stats", "sdt_task_ctx", "scx_static",
-})
+# What a skipped part of the tree is, by level (LEVELS: a slot).
+LEVEL_NAMES = {0: "root", 1: "level-1 subtree", 2: "leaf subtree", 3: "slot"}
 
 _CHUNK = struct.Struct(f"<{ENTS}Q")
 _HDR = struct.Struct("<ii")
@@ -70,6 +69,10 @@ class SdtOffsets:
     chunk_union: int        # offset of descs[]/data[] in sdt_chunk
     data_header: int        # sizeof(struct sdt_data): where the payload starts
     header_source: str      # "btf", "sdt_id (sdt_data is forward-declared)", "override"
+    root_field: Field = None        # scx_allocator.root, in the allocator's bytes
+    elem_size_field: Field = None   # scx_allocator.pool.elem_size, in the allocator's bytes
+    nr_free_field: Field = None     # sdt_desc.nr_free
+    chunk_field: Field = None       # sdt_desc.chunk
 
     @classmethod
     def from_btf(cls, btf, header_override=None) -> "SdtOffsets":
@@ -79,11 +82,15 @@ class SdtOffsets:
             except KeyError:
                 raise SdtError(f"program BTF has no complete struct {name}") from None
 
-        def off(t, path):
+        def member(t, path):
             try:
-                return btf.member_path(t.id, path)[0] // 8
+                bit, m = btf.member_path(t.id, path)
             except KeyError:
                 raise SdtError(f"struct {t.name} in the program BTF has no member {path}") from None
+            return btf_field(btf, m.type, bit, m.bit_size)
+
+        def off(t, path):
+            return member(t, path).offset
 
         alloc, pool, desc = full("scx_allocator"), full("sdt_pool"), full("sdt_desc")
         chunk_union = 0
@@ -120,6 +127,10 @@ class SdtOffsets:
             chunk_union=chunk_union,
             data_header=header,
             header_source=source,
+            root_field=member(alloc, "root"),
+            elem_size_field=member(alloc, "pool.elem_size"),
+            nr_free_field=member(desc, "nr_free"),
+            chunk_field=member(desc, "chunk"),
         )
 
 
@@ -158,25 +169,18 @@ class SdtEntry:
 
 
 @dataclass
-class SdtSkip:
-    level: int          # tree level of the unreadable thing (3 = a slot)
-    addr: int           # arena pointer that could not be followed
-    idx_prefix: int     # first index the subtree would have covered
-    reason: str
-
-
-@dataclass
 class AllocatorWalk:
     name: str
     elem_size: int = 0
     header: int = 0
     root: int = 0
     entries: list = field(default_factory=list)
-    skipped: list = field(default_factory=list)
-    nr_skipped: int = 0
+    # Skipped parts: ``what`` is a LEVEL_NAMES name, ``addr`` the arena pointer that could not
+    # be followed, ``index`` the first slot index the part would have covered.
+    damage: DamageLog = field(default_factory=lambda: DamageLog(MAX_SKIPS))
     truncated: bool = False
     descs: int = 0
-    error: str = None       # set when the allocator could not be walked at all
+    error: Damage = None    # set when the allocator could not be walked at all
 
     @property
     def payload_size(self) -> int:
@@ -185,14 +189,12 @@ class AllocatorWalk:
 
 def allocator_fields(alloc_bytes, offs: SdtOffsets):
     """(elem_size, root) of an scx_allocator's bytes."""
-    elem = int.from_bytes(alloc_bytes[offs.elem_size:offs.elem_size + 8], "little")
-    root = int.from_bytes(alloc_bytes[offs.root:offs.root + 8], "little")
-    return elem, root
+    return offs.elem_size_field.decode(alloc_bytes), offs.root_field.decode(alloc_bytes)
 
 
 class _Walker:
-    __slots__ = ("reader", "arena", "offs", "walk", "max_entries", "pages", "seen_descs",
-                 "seen_data", "page_size", "page_mask", "kbase", "upper")
+    __slots__ = ("reader", "arena", "offs", "walk", "max_entries", "pages", "claimed",
+                 "page_size", "page_mask", "kbase", "upper")
 
     def __init__(self, reader, arena: ArenaInfo, offs, walk, max_entries):
         self.reader = reader
@@ -201,75 +203,83 @@ class _Walker:
         self.walk = walk
         self.max_entries = max_entries
         self.pages = {}
-        self.seen_descs = set()
-        self.seen_data = set()
+        self.claimed = {}       # slot (low 32 bits) -> the index whose leaf holds it
         self.page_size = arena.page_size
         self.page_mask = ~(arena.page_size - 1)
         self.kbase = arena.kern_vm_start
         self.upper = arena.user_upper
 
-    def skip(self, level, addr, prefix, reason):
-        w = self.walk
-        w.nr_skipped += 1
-        if len(w.skipped) < MAX_SKIPS:
-            w.skipped.append(SdtSkip(level, addr, prefix, reason))
+    def skip(self, level, addr, prefix, reason, kind="unreadable"):
+        self.walk.damage.add(LEVEL_NAMES.get(level, str(level)), addr, reason, kind, prefix)
 
     def foreign(self, ptr):
         # Stored pointers are user-form; other upper bits mean corruption or another arena.
         return (ptr >> 32) not in (0, self.upper)
 
-    def descend(self, ptr, level, prefix):
-        """Visit the descriptor at ``ptr`` (level 0 = root). Depth is at most LEVELS."""
+    def run(self, root):
+        """Walk the tree from the root descriptor: descriptors through kds.depth_first (each
+        once, at most LEVELS deep), slots of each leaf as it is reached."""
+        if self.foreign(root):
+            self.skip(0, root, 0, "descriptor pointer outside the arena", "corrupt")
+            return
+        for _ in kds.depth_first([(root, 0)], self.children, max_depth=LEVELS - 1,
+                                 damage=self.walk.damage, what="descriptor",
+                                 key=lambda n: n[0] & LOW32, addr=lambda n: n[0],
+                                 index=lambda n: n[1]):
+            if self.walk.truncated:
+                return
+
+    def children(self, node, level):
+        """The child descriptors of the descriptor ``node`` = (pointer, first index) at
+        ``level`` (0 = root); at the leaf level its live slots are collected instead."""
+        ptr, prefix = node
         offs = self.offs
-        if self.foreign(ptr):
-            self.skip(level, ptr, prefix, "descriptor pointer outside the arena")
-            return
-        key = ptr & LOW32
-        if key in self.seen_descs:
-            self.skip(level, ptr, prefix, "descriptor already visited (cycle or shared subtree)")
-            return
-        self.seen_descs.add(key)
         try:
-            raw = self.reader.read(self.kbase + key, offs.desc_size)
+            raw = self.reader.read(self.kbase + (ptr & LOW32), offs.desc_size)
         except ReadError as e:
             self.skip(level, ptr, prefix, f"descriptor unreadable ({e.reason})")
-            return
+            return []
         self.walk.descs += 1
-        nr_free = int.from_bytes(raw[offs.desc_nr_free:offs.desc_nr_free + 8], "little")
+        nr_free = offs.nr_free_field.decode(raw)
         if nr_free > ENTS:
-            self.skip(level, ptr, prefix, f"descriptor nr_free {nr_free} > {ENTS}")
-            return
-        chunk = int.from_bytes(raw[offs.desc_chunk:offs.desc_chunk + 8], "little")
+            self.skip(level, ptr, prefix, f"descriptor nr_free {nr_free} > {ENTS}", "corrupt")
+            return []
+        chunk = offs.chunk_field.decode(raw)
         if not chunk:
-            self.skip(level, ptr, prefix, "descriptor has no chunk")
-            return
+            self.skip(level, ptr, prefix, "descriptor has no chunk", "null")
+            return []
         if self.foreign(chunk):
-            self.skip(level, chunk, prefix, "chunk pointer outside the arena")
-            return
+            self.skip(level, chunk, prefix, "chunk pointer outside the arena", "corrupt")
+            return []
         try:
             ptrs = _CHUNK.unpack(self.reader.read(self.kbase + (chunk & LOW32) + offs.chunk_union,
                                                   _CHUNK.size))
         except ReadError as e:
             self.skip(level, chunk, prefix, f"chunk unreadable ({e.reason})")
-            return
-        shift = ENTS_SHIFT * (LEVELS - 1 - level)
+            return []
         if level < LEVELS - 1:
             # Internal level: a set bit means "subtree full"; every non-NULL child is walked.
+            shift = ENTS_SHIFT * (LEVELS - 1 - level)
+            out = []
             for pos, child in enumerate(ptrs):
-                if child:
-                    self.descend(child, level + 1, prefix | (pos << shift))
-                    if self.walk.truncated:
-                        return
-            return
+                if not child:
+                    continue
+                if self.foreign(child):
+                    self.skip(level + 1, child, prefix | (pos << shift),
+                              "descriptor pointer outside the arena", "corrupt")
+                else:
+                    out.append((child, prefix | (pos << shift)))
+            return out
         bits = struct.unpack_from(f"<{BITMAP_WORDS}Q", raw, offs.desc_allocated)
         self.leaves(bits, ptrs, prefix)
+        return []
 
     def leaves(self, bits, ptrs, prefix):
         """Emit the live slots of one leaf chunk (the hot loop: locals only)."""
         walk = self.walk
         entries = walk.entries
         append = entries.append
-        seen = self.seen_data
+        claimed = self.claimed
         kbase, upper, ubase = self.kbase, self.upper, self.arena.user_vm_start & ~LOW32
         elem, header = walk.elem_size, walk.header
         room = None if self.max_entries is None else self.max_entries - len(entries)
@@ -285,18 +295,18 @@ class _Walker:
                     continue    # bit set before the pointer store: allocation in flight
                 idx = prefix | pos
                 if (data >> 32) not in (0, upper):
-                    self.skip(LEVELS, data, idx, "slot pointer outside the arena")
+                    self.skip(LEVELS, data, idx, "slot pointer outside the arena", "corrupt")
                     continue
                 key = data & LOW32
-                if key in seen:
-                    self.skip(LEVELS, data, idx, "slot pointer already used by another index")
+                if key in claimed:
+                    self.skip(LEVELS, data, idx, "slot pointer already used by another index", "corrupt")
                     continue
                 if room is not None:
                     if room <= 0:
                         walk.truncated = True
                         return
                     room -= 1
-                seen.add(key)
+                claimed[key] = idx
                 try:
                     raw = slot_bytes(kbase + key, elem)
                 except ReadError as e:
@@ -330,139 +340,27 @@ def walk_allocator(reader, arena: ArenaInfo, offs: SdtOffsets, alloc_bytes, name
     """Every live slot of the allocator whose bytes (``sizeof(struct scx_allocator)``, from the
     program's ``.bss``) are ``alloc_bytes``. Problems are recorded, never raised."""
     walk = AllocatorWalk(name=name, header=offs.data_header)
-    if len(alloc_bytes) < offs.allocator_size:
-        walk.error = f"allocator bytes short ({len(alloc_bytes)} < {offs.allocator_size})"
+
+    def fail(reason, kind="corrupt"):
+        walk.error = Damage("allocator", 0, reason, kind)
         return walk
+
+    if len(alloc_bytes) < offs.allocator_size:
+        return fail(f"allocator bytes short ({len(alloc_bytes)} < {offs.allocator_size})")
     walk.elem_size, walk.root = allocator_fields(alloc_bytes, offs)
     if not walk.root and not walk.elem_size:
-        walk.error = "allocator not initialised (root NULL, elem_size 0)"
-        return walk
+        return fail("allocator not initialised (root NULL, elem_size 0)", "null")
     if not MIN_ELEM_SIZE <= walk.elem_size <= MAX_ELEM_SIZE:
-        walk.error = f"elem_size {walk.elem_size} outside {MIN_ELEM_SIZE}..{MAX_ELEM_SIZE}"
-        return walk
+        return fail(f"elem_size {walk.elem_size} outside {MIN_ELEM_SIZE}..{MAX_ELEM_SIZE}")
     if walk.elem_size < offs.data_header:
-        walk.error = f"elem_size {walk.elem_size} smaller than the {offs.data_header}-byte header"
-        return walk
+        return fail(f"elem_size {walk.elem_size} smaller than the {offs.data_header}-byte header")
     if not walk.root:
         return walk     # initialised, nothing allocated yet
     if not arena.kern_vm_start:
-        walk.error = f"arena map {arena.map_id} has no kernel window ({arena.error})"
-        return walk
-    _Walker(reader, arena, offs, walk, max_entries).descend(walk.root, 0, 0)
+        return fail(f"arena map {arena.map_id} has no kernel window ({arena.error})", "unreadable")
+    _Walker(reader, arena, offs, walk, max_entries).run(walk.root)
     return walk
 
-
-# --- payload type ----------------------------------------------------------------------------
-
-def _stems(allocator_name):
-    stem = re.sub(r"_?alloc(ator)?$", "", allocator_name)
-    out = [stem] if stem else []
-    if stem.startswith("scx_") and len(stem) > 4:
-        out.append(stem[4:])
-    return out
-
-
-def payload_candidates(btf, payload_size, is_foreign=None):
-    """Named structs of exactly ``payload_size`` bytes defined by the program (its own ids, minus
-    the allocator library's types and, via ``is_foreign(name)``, types the kernel defines)."""
-    seen = {}
-    for t in btf.own_types:
-        if t.kind != Kind.STRUCT or not t.name or t.size != payload_size:
-            continue
-        if t.name in LIBRARY_TYPES or t.name in seen:
-            continue
-        if is_foreign is not None and is_foreign(t.name):
-            continue
-        seen[t.name] = t.id
-    return seen
-
-
-def discover_payload_type(btf, payload_size, allocator_name, is_foreign=None):
-    """(type id, reason); type id 0 means "render as hex" and the reason says why.
-
-    Candidates are :func:`payload_candidates`; one is taken as is; among several, the first
-    rule with exactly one hit wins: the allocator's stem name (``scx_task_allocator`` ->
-    ``scx_task``, ``task``), ``task_ctx``, ``*_arena_ctx``, ``*_task_ctx``, ``*_ctx``."""
-    if payload_size <= 0:
-        return 0, "payload size is 0"
-    cands = payload_candidates(btf, payload_size, is_foreign)
-    if not cands:
-        return 0, f"no struct of {payload_size} bytes among the program's own types"
-    if len(cands) == 1:
-        name, tid = next(iter(cands.items()))
-        return tid, f"only struct of {payload_size} bytes: {name}"
-    rules = [(f"stem {s!r}", lambda n, s=s: n == s) for s in _stems(allocator_name)]
-    rules += [("task_ctx", lambda n: n == "task_ctx"),
-              ("*_arena_ctx", lambda n: n.endswith("_arena_ctx")),
-              ("*_task_ctx", lambda n: n.endswith("_task_ctx")),
-              ("*_ctx", lambda n: n.endswith("_ctx"))]
-    for label, match in rules:
-        hits = [n for n in cands if match(n)]
-        if len(hits) == 1:
-            return cands[hits[0]], f"{hits[0]} ({label} among {len(cands)} structs of {payload_size} bytes)"
-    names = ", ".join(sorted(cands)[:6]) + (", ..." if len(cands) > 6 else "")
-    return 0, f"ambiguous: {len(cands)} structs of {payload_size} bytes ({names})"
-
-
-def type_by_name(btf, name):
-    """Id of the struct/union/typedef ``name`` (a leading 'struct '/'union ' is allowed);
-    the program's own definitions first. None when absent."""
-    bare = re.sub(r"^(struct|union)\s+", "", name.strip())
-    found = [t for t in btf.find(bare) if t.kind in (Kind.STRUCT, Kind.UNION, Kind.TYPEDEF)]
-    found.sort(key=lambda t: (t.id < btf.start_id, t.kind == Kind.TYPEDEF))
-    return found[0].id if found else None
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Where a payload says which task it belongs to: a pid-like int or a task pointer."""
-
-    kind: str           # "pid" or "task"
-    offset: int
-    size: int
-    signed: bool
-    member: str
-
-
-def payload_identity(btf, type_id):
-    """An :class:`Identity` for payload type ``type_id`` (top-level members only), or None.
-
-    Prefers an int member named pid/tid, then a pointer to ``struct task_struct``."""
-    t = btf.resolve(type_id) if type_id else None
-    if t is None or t.kind not in (Kind.STRUCT, Kind.UNION):
-        return None
-    ptr_hit = None
-    for m in t.members:
-        if m.bit_size or m.bit_offset % 8:
-            continue
-        mt = btf.resolve(m.type)
-        if mt is None:
-            continue
-        if m.name in ("pid", "tid") and mt.kind == Kind.INT and mt.size in (4, 8):
-            return Identity("pid", m.bit_offset // 8, mt.size, mt.is_signed, m.name)
-        if ptr_hit is None and mt.kind == Kind.PTR and _struct_or_fwd_named(btf, mt.type, "task_struct"):
-            ptr_hit = Identity("task", m.bit_offset // 8, 8, False, m.name)
-    return ptr_hit
-
-
-def _struct_or_fwd_named(btf, type_id, name):
-    t = btf.type(type_id)
-    for _ in range(20):
-        if t is None:
-            return False
-        if t.kind in (Kind.TYPEDEF, Kind.CONST, Kind.VOLATILE, Kind.RESTRICT, Kind.TYPE_TAG):
-            t = btf.type(t.type)
-            continue
-        return t.kind in (Kind.STRUCT, Kind.FWD) and t.name == name
-    return False
-
-
-def identity_value(ident: Identity, payload: bytes):
-    """The pid (``kind == 'pid'``) or task pointer read from a payload; None if it is short."""
-    end = ident.offset + ident.size
-    if len(payload) < end:
-        return None
-    return int.from_bytes(payload[ident.offset:end], "little", signed=ident.signed)
 
 
 # --- arena pointer -> live slot (for other walkers) -------------------------------------------
@@ -535,26 +433,6 @@ class SdtSlots:
         return render_payload(self.btf, hit.type_id, hit.entry.payload, hit.type_reason, chase)
 
 
-def resolve_payload_type(btf, payload_size, allocator_name, type_name=None, is_foreign=None):
-    """(type id, reason) from an explicit ``type_name`` or :func:`discover_payload_type`."""
-    if type_name:
-        tid = type_by_name(btf, type_name)
-        if tid is None:
-            return 0, f"--type {type_name}: not in the program BTF"
-        size = btf.size_of(tid)
-        note = "" if size == payload_size else f" (type is {size} bytes, payload {payload_size})"
-        return tid, f"--type {type_name}{note}"
-    return discover_payload_type(btf, payload_size, allocator_name, is_foreign)
-
-
-def render_payload(btf, type_id, payload, reason="", chase=None):
-    from ..render import hex_list, render
-
-    if type_id:
-        return render(btf, type_id, payload, chase=chase)
-    return {"hex": hex_list(payload), "reason": reason}
-
-
 # --- schedulers in a dump ---------------------------------------------------------------------
 
 @dataclass
@@ -568,7 +446,7 @@ class ProgramSdt:
     arena: ArenaInfo = None
     arena_how: str = ""
     slots: SdtSlots = None
-    error: str = None               # why the allocators could not be walked
+    error: Damage = None            # why the allocators could not be walked
 
 
 def scheduler_name(data_map, maps):
@@ -603,7 +481,8 @@ def find_programs(reader, layout, maps, btf_at, arenas, progs, *, prog_arenas=No
             sec = btf.type(m.btf_value_type_id)
         except Exception as e:     # a broken BTF only hides this map; say so below
             if m.name.endswith(".bss"):
-                out.append(ProgramSdt(scheduler_name(m, maps), m, error=f"program BTF: {e}"))
+                out.append(ProgramSdt(scheduler_name(m, maps), m,
+                                      error=Damage(m.name, m.kva, f"program BTF: {e}", "corrupt")))
             continue
         if sec is None or sec.kind != Kind.DATASEC:
             continue
@@ -618,19 +497,19 @@ def find_programs(reader, layout, maps, btf_at, arenas, progs, *, prog_arenas=No
             # Section maps have one element: index 0 sits at bpf_array.value.
             value = reader.read(m.kva + value_off, m.value_size)
         except ReadError as e:
-            prog.error = f"{m.name} value unreadable: {e.reason}"
+            prog.error = Damage(f"{m.name} value", e.addr, f"unreadable: {e.reason}")
             continue
         try:
             offs = SdtOffsets.from_btf(btf, header_override)
         except SdtError as e:
-            prog.error = str(e)
+            prog.error = Damage(m.name, m.kva, str(e), "corrupt")
             continue
         a0 = allocators[0]
         _, root = allocator_fields(value[a0.offset:a0.offset + offs.allocator_size], offs)
         prog.arena, prog.arena_how = arena_for_program(arenas, progs, m.btf_kva, (m.kva,), root,
                                                        prog_arenas)
         if prog.arena is None:
-            prog.error = prog.arena_how
+            prog.error = Damage(m.name, m.kva, prog.arena_how, "corrupt")
             continue
         if walk:
             prog.slots = SdtSlots.from_program(reader, btf, m.btf_value_type_id, value, prog.arena,
@@ -638,88 +517,3 @@ def find_programs(reader, layout, maps, btf_at, arenas, progs, *, prog_arenas=No
                                                header_override=header_override,
                                                max_entries=max_entries)
     return out
-
-
-# --- who a slot belongs to, and how to show it -------------------------------------------------
-
-def pointer_members(btf, type_id, value_size):
-    """(name, byte offset) of the named, 8-byte aligned pointer members (top level) of a map
-    value type that fit in ``value_size``: where a ``struct sdt_data __arena *`` can be stored."""
-    try:
-        t = btf.resolve(type_id) if btf is not None and type_id else None
-    except Exception:   # noqa: BLE001 - corrupt BTF: rendering reports it
-        return ()
-    if t is None or t.kind not in (Kind.STRUCT, Kind.UNION):
-        return ()
-    out = []
-    for m in t.members:
-        mt = btf.resolve(m.type)
-        if (m.name and mt is not None and mt.kind == Kind.PTR and not m.bit_size
-                and m.bit_offset % 64 == 0 and m.bit_offset // 8 + 8 <= value_size):
-            out.append((m.name, m.bit_offset // 8))
-    return tuple(out)
-
-
-def task_storage_owners(reader, layout, maps, prog: ProgramSdt, resolver):
-    """{slot user address: Owner} from the program's TASK_STORAGE maps (same BTF object) whose
-    values point at live slots. ``resolver`` is an ``owners.OwnerResolver``."""
-    from . import localstorage
-
-    out = {}
-    if prog.slots is None or not len(prog.slots):
-        return out
-    for m in maps:
-        if m.type_name != "task_storage" or m.btf_kva != prog.data_map.btf_kva or m.error:
-            continue
-        offs = pointer_members(prog.btf, m.btf_value_type_id, m.value_size)
-        if not offs:
-            continue
-        try:
-            elems, _ = localstorage.walk_map(reader, layout, m.kva, m.value_size)
-        except Exception:     # noqa: BLE001 - a map we cannot walk only loses the PID join
-            continue
-        for el in elems:
-            if not el.owner:
-                continue
-            for _name, off in offs:
-                ptr = int.from_bytes(el.value[off:off + 8], "little")
-                hit = prog.slots.lookup(ptr) if ptr else None
-                if hit is not None:
-                    out[hit.entry.user_addr] = resolver.resolve("task", el.owner, el.storage)
-    return out
-
-
-def slot_task(reader, ident, entry, owner, task_pid_off):
-    """(pid, comm, note) of a slot: the owning task (task storage), else what the payload says
-    (a pid field, or a task pointer read through ``task_struct.pid`` at ``task_pid_off``)."""
-    pid = comm = None
-    note = ""
-    if owner is not None and owner.pid is not None:
-        pid, comm = owner.pid, owner.comm
-    claimed = identity_value(ident, entry.payload) if ident else None
-    if claimed is not None and ident.kind == "task":
-        task, claimed = claimed, None
-        if task and task_pid_off is not None:
-            try:
-                claimed = reader.s32(task + task_pid_off)
-            except ReadError:
-                note = f"payload {ident.member} {task:#x} unreadable"
-    if pid is None:
-        pid = claimed
-    elif claimed is not None and claimed != pid:
-        note = f"payload {ident.member} {claimed} but owned by pid {pid}"
-    return pid, comm or "", note
-
-
-def type_label(btf, type_id, reason):
-    """Type column text: the C type, or ``hex (why)``."""
-    return btf.type_name(type_id) if type_id else f"hex ({reason})"
-
-
-def payload_text(btf, type_id, payload):
-    """One-line payload: rendered with its BTF type, else plain hex."""
-    if not type_id:
-        return payload.hex()
-    from ..render import render, render_text
-
-    return render_text(render(btf, type_id, payload))
