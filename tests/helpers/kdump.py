@@ -225,6 +225,21 @@ def flatten(blob: bytes, record=65536, shuffle_seed=None, split_header=False) ->
     return head + body + struct.pack(">qq", -1, -1)
 
 
+def flatten_file(src_path, out_path, record=1 << 20):
+    """:func:`flatten` of a file, streamed: records of ``record`` bytes in file order."""
+    with open(src_path, "rb") as src, open(out_path, "wb") as out:
+        out.write((b"makedumpfile" + bytes(4) + struct.pack(">qq", 1, 1)).ljust(4096, b"\0"))
+        pos = 0
+        while True:
+            data = src.read(record)
+            if not data:
+                break
+            out.write(struct.pack(">qq", pos, len(data)) + data)
+            pos += len(data)
+        out.write(struct.pack(">qq", -1, -1))
+    return out_path
+
+
 def from_raw(raw_path, out_path, ram_ranges, *, phys_base=0, codec="zstd", vmcoreinfo=b"",
              release="", uts_version="", machine="x86_64", dump_level=1, block_size=BLOCK,
              cpu_notes=b"", sub_phys_base=0, qemu=False, nr_cpus=2):
