@@ -75,7 +75,7 @@ KDUMP_OF = ("x86_64/scx_sdt",)          # raw dumps also tested as kdump files
 # QEMU-shaped kdump forms (dump-guest-memory -z): 64 KiB blocks, utsname "Unknown", CPU notes,
 # no VMCOREINFO, zlib; plain and flattened.
 QEMU_SUFFIXES = ("@qemu", "@qemu-flat")
-QEMU_KDUMP_OF = ("arm64/scx_sdt_lpa2", "arm64/scx_sdt_va48", "x86_64/scx_sdt")
+QEMU_KDUMP_OF = ("arm64/scx_sdt_lpa2", "arm64/scx_sdt_va48", "x86_64/scx_sdt", "x86_64/scx_sdt_la57")
 
 
 def base_name(name):

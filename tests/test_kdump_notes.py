@@ -130,3 +130,67 @@ def test_utsname_of_a_known_machine_wins_over_nothing(tmp_path):
     path.write_bytes(kb.build(pages, max_mapnr=4, machine="aarch64"))
     with kdump.open_kdump(str(path)) as img:
         assert img.machine == "aarch64"
+
+
+# --- the kernel found from the CPU notes (layers.cpustack), no scan --------------------------
+
+
+@pytest.mark.parametrize("flat, shift", [(False, 0), (True, 0x200000)])
+def test_x86_kernel_from_qemu_cpu_state_without_a_scan(tmp_path, monkeypatch, flat, shift):
+    from volatility3.framework import contexts
+    from volatility3.framework.layers import intel, physical
+
+    from volatility3_ktstr.layers import cpustack, stackers
+    from volatility3_ktstr.layers import kdump as kdump_layer
+
+    pages, _vmci = kb.x86_kernel()
+    # QEMU's notes for 2 vCPUs, no VMCOREINFO, utsname "Unknown"; CPU 1's CR3 is the page-table
+    # isolation user copy (one page above the kernel's).
+    cpu_notes = kb.qemu_notes("x86_64", [{"cr3": kb.PHYS_BASE + 0x1000 | 0x1000, "cr4": 0},
+                                         {"cr3": kb.PHYS_BASE + 0x1000, "cr4": 0}])
+    blob = kb.build(pages, max_mapnr=512, ram=range(0, 400), codec="zstd", qemu=True,
+                    cpu_notes=cpu_notes, dump_level=1)
+    path = tmp_path / "qemu.kdump"
+    path.write_bytes(kb.flatten(blob) if flat else blob)
+    ctx = contexts.Context()
+    ctx.config["file.location"] = path.resolve().as_uri()
+    ctx.add_layer(physical.FileLayer(ctx, "file", "file"))
+    phys = kdump_layer.KdumpStacker.stack(ctx, "file")
+    ctx.add_layer(phys)
+    assert phys.kdump.machine == "x86_64" and not phys.vmcoreinfo_texts()
+
+    class Cache:
+        def get_identifier_dictionary(self, operating_system=None):
+            return {kb.BANNER: "file:///kernel.json", kb.OTHER_BUILD: "file:///other.json"}
+
+    class Symbol:
+        address = kb.KERNEL_MAP + 0x6000 - shift       # linux_banner where the kernel was linked
+
+    class Table:                                         # the ISF's answer for linux_banner
+        def get_symbol(self, name):
+            assert name == "linux_banner"
+            return Symbol
+
+    def no_scan(*a, **k):
+        raise AssertionError("the image was scanned")
+
+    monkeypatch.setattr(stackers.symbol_cache, "load_cache_manager", lambda *a, **k: Cache())
+    monkeypatch.setattr(stackers, "scan_image", no_scan)
+    monkeypatch.setattr(cpustack, "_symbol_table", lambda ctx, url: Table() if url == "file:///kernel.json" else None)
+    layer = stackers.KtstrLinuxStacker.stack(ctx, phys.name)
+    assert isinstance(layer, intel.LinuxIntel32e) and not isinstance(layer, stackers.LinuxIntel32eLA57)
+    assert layer.config["page_map_offset"] == kb.PHYS_BASE + 0x1000
+    assert layer.config["kernel_virtual_offset"] == shift
+    assert layer.config["kernel_banner"] == kb.BANNER.decode("latin-1")
+    ctx.add_layer(layer)
+    assert layer.read(kb.KERNEL_MAP + 0x8000, 8) == b"DATAPAGE"
+
+
+def test_cpu_notes_that_lead_nowhere_fall_back(tmp_path):
+    from volatility3_ktstr.layers import cpustack
+
+    cpus = notes.cpu_states(elf.parse_notes(kb.qemu_notes("x86_64", [{"cr3": 0x5000 | 0x1000, "cr4": 1 << 12}] * 9)))
+    roots = cpustack.x86_roots(cpus)
+    assert roots == [(0x4000, True), (0x5000, True)]
+    arm = notes.cpu_states(elf.parse_notes(kb.qemu_notes("aarch64", [{}])))
+    assert cpustack.x86_roots(arm) == []

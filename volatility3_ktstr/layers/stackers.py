@@ -45,7 +45,7 @@ from volatility3.framework.configuration import requirements
 from volatility3.framework.layers import intel, physical, segmented
 
 from volatility3_ktstr import vmcoreinfo as vmcimod
-from volatility3_ktstr.layers import fileinfo
+from volatility3_ktstr.layers import cpustack, fileinfo
 from volatility3_ktstr.layers.arm64 import LinuxAArch64, WalkConfig
 from volatility3_ktstr.layers.la57 import LinuxIntel32eLA57
 # The scan and the per-file memo live in their own modules; their names stay importable here
@@ -260,6 +260,11 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
                 return result
             vollog.info("ktstr: the file's VMCOREINFO did not give a working configuration; "
                         "searching memory")
+
+        # The CPUs' registers (QEMU's x86 CPU state: CR3, CR4): no scan either.
+        result = cpustack.stack_from_cpu_notes(cls, context, layer_name, banners)
+        if result is not None:
+            return result
 
         # A dump seen before: read where the useful hits were last time instead of scanning
         # (the LA57 dump's kernel image sits 600 MB in); a full scan if that does not stack.
