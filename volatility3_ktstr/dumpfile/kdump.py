@@ -74,6 +74,7 @@ SECTION_BYTES = SECTION_BITS // 8
 MAX_SECTIONS_CACHED = 256             # bitmap sections kept (1 MiB)
 DEFAULT_CACHE_BYTES = 32 << 20        # decompressed pages kept
 BATCH_CACHE_PAGES = 16                # larger reads (scans) do not go through the cache
+EXPECTED_SIZE_CHUNKS = 64            # 4096 descriptors each, read back to find the file's end
 RUN_MERGE_GAP = 64                    # pages: nearby runs of dumped pages become one range
 
 def is_kdump(head: bytes) -> bool:
@@ -352,18 +353,32 @@ class KdumpFile:
                 for i in range(len(data) // PAGE_DESC.size)]
 
     def expected_size(self) -> Tuple[int, bool]:
-        """(size of the complete file, whether exact): the end of the last page descriptor's
-        data, or only the end of the descriptor table when that descriptor is missing too.
-        Counts the 2nd bitmap once (asked only when a page is missing)."""
+        """(size of the complete file, whether exact): where the page data of the last
+        descriptors end (makedumpfile writes data in pfn order, but the last pages may all
+        share the one zero page: read back until the data offsets differ, bounded), or only
+        the end of the descriptor table when those descriptors are missing too. Counts the
+        2nd bitmap once; asked only when a page is missing."""
         if self._expected is None:
             total = self._count_before(self.end_pfn)
             if self.start_pfn:
                 total -= self._count_before(self.start_pfn)
             table_end = self.data_offset + total * PAGE_DESC.size
             self._expected = (table_end, False)
-            last = self._descriptors(total - 1, 1) if total else []
-            if last and table_end <= last[0][0] and 0 < last[0][1] <= self.block_size:
-                self._expected = (last[0][0] + last[0][1], True)
+            end, offsets = 0, set()
+            hi = total
+            for _ in range(EXPECTED_SIZE_CHUNKS):
+                lo = max(0, hi - 4096)
+                if lo >= hi:
+                    break
+                for off, size, _flags in self._descriptors(lo, hi - lo):
+                    if table_end <= off and 0 < size <= self.block_size:
+                        end = max(end, off + size)
+                        offsets.add(off)
+                if len(offsets) > 1:
+                    break
+                hi = lo
+            if end:
+                self._expected = (end, True)
         return self._expected
 
     def truncated(self) -> bool:

@@ -47,12 +47,13 @@ from volatility3.framework.layers import intel, physical, segmented
 from volatility3_ktstr import vmcoreinfo as vmcimod
 from volatility3_ktstr.layers import cpustack, fileinfo
 from volatility3_ktstr.layers.arm64 import LinuxAArch64, WalkConfig
-from volatility3_ktstr.layers.la57 import LinuxIntel32eLA57
+from volatility3_ktstr.layers.la57 import KtstrLinuxIntel32e, LinuxIntel32eLA57
 # The scan and the per-file memo live in their own modules; their names stay importable here
 # (and patchable: stack() looks them up in this module).
 from volatility3_ktstr.layers.scan import (  # noqa: F401
     KERNEL_IMAGE_WINDOW, MAX_BANNER_HITS, MAX_BANNER_LEN, MAX_VMCOREINFO_BYTES, MAX_VMCOREINFO_HITS,
     SCAN_CHUNK, _BANNER_MAGIC, _VMCI_MAGIC, _read, _u64, banner_keys, scan_image)
+from volatility3_ktstr.layers.kcheck import _maps_unread_kernel, _root_unreadable, stack_from_root_copy
 from volatility3_ktstr.layers.stackmemo import (  # noqa: F401
     HINTS_FILE, MAX_HINT_FILES, STOCK_X86, _find_note, _hints_key, _load_hints, _recording,
     _vmcoreinfo_note_size, recall_hits, remember_hits, stock_x86_layer)
@@ -182,8 +183,9 @@ def _build_arm64(context, phys_layer: str, root: int, cfg: Tuple[int, int, bool]
 
 
 def _build_x86(context, phys_layer: str, root: int, kvo: int, banner: Optional[bytes],
-               la57: bool) -> intel.LinuxIntel32e:
-    """LinuxIntel32eLA57 (5 levels) or Volatility's LinuxIntel32e (4 levels)."""
+               la57: bool, kernel_map_phys: Optional[int] = None) -> intel.LinuxIntel32e:
+    """LinuxIntel32eLA57 (5 levels) or Volatility's LinuxIntel32e (4 levels; with
+    ``explain_invalid`` for page tables a kdump file lacks)."""
     name = context.layers.free_layer_name("KtstrLA57" if la57 else "KtstrIntel32e")
     path = interfaces.configuration.path_join("KtstrStacker", name)
     join = interfaces.configuration.path_join
@@ -192,7 +194,9 @@ def _build_x86(context, phys_layer: str, root: int, kvo: int, banner: Optional[b
     context.config[join(path, "kernel_virtual_offset")] = kvo
     if banner:
         context.config[join(path, "kernel_banner")] = str(banner, "latin-1")
-    cls = LinuxIntel32eLA57 if la57 else intel.LinuxIntel32e
+    if kernel_map_phys is not None:
+        context.config[join(path, "ktstr_kernel_map_phys")] = kernel_map_phys
+    cls = LinuxIntel32eLA57 if la57 else KtstrLinuxIntel32e
     return cls(context, path, name, metadata={"os": "Linux"})
 
 
@@ -258,6 +262,16 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
             result = cls._from_vmcoreinfo(context, layer_name, direct, [], banners, any_levels=True)
             if result is not None:
                 return result
+            why = _root_unreadable(context, layer_name, direct)
+            if why:
+                result = stack_from_root_copy(cls, context, layer_name, direct, banners)
+                if result is not None:
+                    vollog.warning(f"ktstr: {why.split('; ')[0]}; using a copy of its kernel half "
+                                   f"at physical {result.config['page_map_offset']:#x}")
+                    return result
+                # Stacking cannot fail loudly: say why once, so that Volatility's "Unable to
+                # validate the plugin requirements" is not all the user sees.
+                vollog.warning(f"ktstr: {why}")
             vollog.info("ktstr: the file's VMCOREINFO did not give a working configuration; "
                         "searching memory")
 
@@ -342,6 +356,9 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
         or compiler, the candidates are looked for in the kernel image (a bounded window after
         _stext, physical, the image being physically contiguous).
         """
+        if uts is None:     # init_uts_ns unreadable: the release alone, when it is unambiguous
+            found = [k for k in banners if k and vmcimod.banner_matches(k, info.osrelease)]
+            return found[0] if len({banners[k] for k in found}) == 1 else None
         release, version = uts
         found = [k for k in banners if k and vmcimod.banner_matches(k, release, version)]
         if len({banners[k] for k in found}) <= 1:
@@ -388,7 +405,7 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
                 for la57 in tries:
                     new = _build_x86(context, phys, root, kvo, banner, la57)
                     uts = _uts_of(context, new, info)
-                    if uts is not None:
+                    if uts is not None or _maps_unread_kernel(new, info):
                         if not cached:
                             _set_banner(context, new, cls._banner_by_uts(context, phys, info, uts, banners)
                                         or banner)
@@ -418,7 +435,7 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
                 except exceptions.LayerException:
                     continue
                 uts = _uts_of(context, new, info)
-                if uts is not None:
+                if uts is not None or _maps_unread_kernel(new, info):
                     if not cached:
                         _set_banner(context, new, cls._banner_by_uts(context, phys, info, uts, banners)
                                     or banner)
