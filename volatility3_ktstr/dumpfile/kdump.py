@@ -366,12 +366,15 @@ class KdumpFile:
             self._expected = (table_end, False)
             end, offsets = 0, set()
             hi = total
+            # A complete file ends before this even with every page stored whole: descriptors
+            # pointing further are damage, not data lost to truncation.
+            limit = table_end + (total + 1) * self.block_size
             for _ in range(EXPECTED_SIZE_CHUNKS):
                 lo = max(0, hi - 4096)
                 if lo >= hi:
                     break
                 for off, size, _flags in self._descriptors(lo, hi - lo):
-                    if table_end <= off and 0 < size <= self.block_size:
+                    if table_end <= off and 0 < size <= self.block_size and off + size <= limit:
                         end = max(end, off + size)
                         offsets.add(off)
                 if len(offsets) > 1:

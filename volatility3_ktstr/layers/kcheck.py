@@ -124,7 +124,10 @@ def stack_from_root_copy(stacker, context, layer_name, info, banners):
     for root in [r for r, t in copies if t == common][:4]:
         new = stackers._build_x86(context, layer_name, root, info.get("KERNELOFFSET", 0) or 0, banner,
                                   la57, kernel_map_phys=info.get("NUMBER(phys_base)"))
-        if stackers._uts_of(context, new, info) is not None or _maps_kernel(new, info):
+        # The tables (or, where they are missing too, __pa_symbol) put the kernel image where
+        # VMCOREINFO says, and init_uts_ns names this kernel unless its page is gone.
+        if _maps_kernel(new, info) and (stackers._uts_of(context, new, info) is not None
+                                        or _maps_unread_kernel(new, info)):
             return new
         stackers._drop_layers(context, [new.name])
     return None

@@ -45,7 +45,7 @@ from volatility3.framework.configuration import requirements
 from volatility3.framework.layers import intel, physical, segmented
 
 from volatility3_ktstr import vmcoreinfo as vmcimod
-from volatility3_ktstr.layers import cpustack, fileinfo
+from volatility3_ktstr.layers import cpustack, fileinfo, truncated  # noqa: F401 (registers its stacker)
 from volatility3_ktstr.layers.arm64 import LinuxAArch64, WalkConfig
 from volatility3_ktstr.layers.la57 import KtstrLinuxIntel32e, LinuxIntel32eLA57
 # The scan and the per-file memo live in their own modules; their names stay importable here
