@@ -339,3 +339,32 @@ def x86_kernel(excluded_va_offset=0x7000):
             f"SYMBOL(swapper_pg_dir)={KERNEL_MAP + root:x}\nSYMBOL(init_top_pgt)={KERNEL_MAP + root:x}\n"
             f"NUMBER(phys_base)={PHYS_BASE}\nNUMBER(pgtable_l5_enabled)=0\nKERNELOFFSET=0\n").encode()
     return {p: bytes(b) for p, b in pages.items()}, vmci
+
+
+# --- ELF cores and LiME files of the same pages (truncation and container tests) ------------
+
+
+def elf_core(pages, max_pfn, notes=b"", block=BS):
+    """An ELF64 core of ``pages`` ({pfn: bytes}): one PT_LOAD over [0, max_pfn) blocks at
+    physical 0, and a PT_NOTE with ``notes`` (records from :func:`note`) when given."""
+    ehsize, phsize = 64, 56
+    nph = 2 if notes else 1
+    note_off = ehsize + nph * phsize
+    load_off = -(-(note_off + len(notes)) // block) * block
+    size = max_pfn * block
+    ph = struct.pack("<IIQQQQQQ", 4, 0, note_off, 0, 0, len(notes), len(notes), 0) if notes else b""
+    ph += struct.pack("<IIQQQQQQ", 1, 7, load_off, 0, 0, size, size, block)
+    ehdr = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8) + struct.pack(
+        "<HHIQQQIHHHHHH", 4, 62, 1, 0, ehsize, 0, 0, ehsize, phsize, nph, 0, 0, 0)
+    mem = bytearray(size)
+    for p, data in pages.items():
+        mem[p * block:(p + 1) * block] = data
+    return (ehdr + ph + notes).ljust(load_off, b"\0") + bytes(mem)
+
+
+def lime_file(ranges):
+    """A LiME file of ``ranges`` [(physical start, bytes)]: a 32-byte header per range."""
+    out = b""
+    for start, data in ranges:
+        out += struct.pack("<IIQQQ", 0x4C694D45, 1, start, start + len(data) - 1, 0) + data
+    return out
