@@ -7,6 +7,7 @@ on their base file layer without this module importing Volatility.
 """
 
 import dataclasses
+import os
 import struct
 from typing import Callable, List, Tuple
 
@@ -99,8 +100,10 @@ def open_elf(path, size):
     """FileImage of an ELF core: one segment per PT_LOAD (clipped to the file), its notes."""
     with open(path, "rb") as f:
         def read(off, n):
-            f.seek(off)
-            return f.read(n)
+            # Offsets come from the file's headers: anything outside it reads as nothing.
+            if off < 0 or n <= 0 or off >= size:
+                return b""
+            return os.pread(f.fileno(), min(n, size - off), off)
 
         core = parse_core(read, path)
         notes = read_notes(read, core)

@@ -24,6 +24,7 @@ from ..dumpfile.errors import TruncatedPage, truncated_reason
 vollog = logging.getLogger(__name__)
 
 MAX_LIME_SEGMENTS = lime.MAX_SEGMENTS
+MAX_PLAUSIBLE_SIZE = 1 << 48          # a "complete size" beyond this is a lying header
 
 
 class _ClippedSegments:
@@ -139,8 +140,8 @@ class TruncatedCoreStacker(interfaces.automagic.StackerLayerInterface):
             kind, layer_cls = "LiME file", TruncatedLimeLayer
         else:
             return None
-        if expected is None:
-            return None
+        if expected is None or expected > MAX_PLAUSIBLE_SIZE:
+            return None       # complete, or headers that lie: Volatility's stackers decide
         new_name = context.layers.free_layer_name(layer_cls.__name__)
         context.config[interfaces.configuration.path_join(new_name, "base_layer")] = layer_name
         try:
