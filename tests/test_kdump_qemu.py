@@ -52,3 +52,26 @@ def test_qemu_kdump_form_is_what_qemu_writes():
         assert img.sub_phys_base == 0x40000000 and img.max_mapnr == 0x80000000 // 65536
         assert len(notes.cpu_states(img)) == dumps.load_truth(name)["run"]["smp"]
         assert img.compression == "zlib"
+
+
+@pytest.mark.slow
+def test_kdump_that_names_no_machine_is_tried_not_refused(tmp_path):
+    """No utsname machine, no notes, no VMCOREINFO: nothing in the file says what it is, so the
+    stacker tries each architecture on what memory holds and keeps the one whose kernel it
+    finds (here arm64, by the scan raw dumps use)."""
+    from helpers import kdump as kdumpbuilder
+    from volatility3_ktstr import dumpfile
+
+    name = "arm64/scx_sdt_va48"
+    if name not in dumps.list_dumps():
+        pytest.skip("KTSTR_DUMPS is not set")
+    truth = dumps.load_truth(name)
+    ranges = dumps.ram_ranges(truth)
+    path = kdumpbuilder.from_raw(dumps.dump_path(name), tmp_path / "bare.kdump", ranges,
+                                 phys_base=truth["memory"].get("dump_raw_phys_base", 0), codec="zlib",
+                                 block_size=65536, qemu=True, sub_phys_base=min(s for s, _e in ranges))
+    with dumpfile.open_image(str(path)) as img:
+        assert img.machine is None and not img.notes
+    kd = volrun.run_vol(path, "linux.ktstr.scxtasks", name=name)
+    raw = volrun.run_vol(name, "linux.ktstr.scxtasks")
+    assert kd.rc == raw.rc == 0 and kd.stdout == raw.stdout, kd.stderr[-1500:]

@@ -74,8 +74,9 @@ SECTION_BYTES = SECTION_BITS // 8
 MAX_SECTIONS_CACHED = 256             # bitmap sections kept (1 MiB)
 DEFAULT_CACHE_BYTES = 32 << 20        # decompressed pages kept
 BATCH_CACHE_PAGES = 16                # larger reads (scans) do not go through the cache
-EXPECTED_SIZE_CHUNKS = 64            # 4096 descriptors each, read back to find the file's end
+EXPECTED_SIZE_CHUNKS = 64             # 4096 descriptors each, read back to find the file's end
 RUN_MERGE_GAP = 64                    # pages: nearby runs of dumped pages become one range
+
 
 def is_kdump(head: bytes) -> bool:
     return head[:8] in (KDUMP_SIGNATURE, DISKDUMP_SIGNATURE)
