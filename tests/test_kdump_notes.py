@@ -194,3 +194,40 @@ def test_cpu_notes_that_lead_nowhere_fall_back(tmp_path):
     assert roots == [(0x4000, True), (0x5000, True)]
     arm = notes.cpu_states(elf.parse_notes(kb.qemu_notes("aarch64", [{}])))
     assert cpustack.x86_roots(arm) == []
+
+
+def test_x86_kernel_from_the_cpu_notes_of_an_elf_core(tmp_path, monkeypatch):
+    """The same notes in an ELF core (QEMU dump-guest-memory without -device vmcoreinfo), read
+    under Volatility's own Elf64Layer."""
+    from volatility3.framework import contexts
+    from volatility3.framework.layers import elf as vol_elf
+    from volatility3.framework.layers import physical
+
+    from volatility3_ktstr.layers import cpustack, fileinfo, stackers
+
+    pages, _vmci = kb.x86_kernel()
+    blob = kb.elf_core(pages, 0x120, kb.qemu_notes("x86_64", [{"cr3": kb.PHYS_BASE + 0x1000, "cr4": 0}]))
+    path = tmp_path / "qemu.elf"
+    path.write_bytes(blob)
+    ctx = contexts.Context()
+    ctx.config["file.location"] = path.resolve().as_uri()
+    ctx.add_layer(physical.FileLayer(ctx, "file", "file"))
+    phys = vol_elf.Elf64Stacker.stack(ctx, "file")
+    ctx.add_layer(phys)
+    assert [c.page_table_root for c in notes.cpu_states(fileinfo.layer_notes(ctx, phys.name))] == [kb.PHYS_BASE + 0x1000]
+
+    class Cache:
+        def get_identifier_dictionary(self, operating_system=None):
+            return {kb.BANNER: "file:///kernel.json"}
+
+    class Table:
+        def get_symbol(self, name):
+            return type("Symbol", (), {"address": kb.KERNEL_MAP + 0x6000})
+
+    monkeypatch.setattr(stackers.symbol_cache, "load_cache_manager", lambda *a, **k: Cache())
+    monkeypatch.setattr(stackers, "scan_image", lambda *a, **k: (_ for _ in ()).throw(AssertionError("scanned")))
+    monkeypatch.setattr(cpustack, "_symbol_table", lambda ctx, url: Table())
+    layer = stackers.KtstrLinuxStacker.stack(ctx, phys.name)
+    assert layer.config["page_map_offset"] == kb.PHYS_BASE + 0x1000 and layer.config["kernel_virtual_offset"] == 0
+    ctx.add_layer(layer)
+    assert layer.read(kb.KERNEL_MAP + 0x8000, 8) == b"DATAPAGE"
