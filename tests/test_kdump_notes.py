@@ -231,3 +231,21 @@ def test_x86_kernel_from_the_cpu_notes_of_an_elf_core(tmp_path, monkeypatch):
     assert layer.config["page_map_offset"] == kb.PHYS_BASE + 0x1000 and layer.config["kernel_virtual_offset"] == 0
     ctx.add_layer(layer)
     assert layer.read(kb.KERNEL_MAP + 0x8000, 8) == b"DATAPAGE"
+
+
+def test_unsupported_machine_reaches_the_user_as_one_warning(tmp_path, caplog):
+    from volatility3.framework import contexts
+    from volatility3.framework.layers import physical
+
+    from volatility3_ktstr.layers import kdump as kdump_layer
+
+    path = tmp_path / "s390.kdump"
+    path.write_bytes(kb.build({1: bytes(4096)}, max_mapnr=4, qemu=True,
+                              cpu_notes=kb.note(b"CORE", bytes(432), kb.NT_PRSTATUS)))
+    ctx = contexts.Context()
+    ctx.config["file.location"] = path.resolve().as_uri()
+    ctx.add_layer(physical.FileLayer(ctx, "file", "file"))
+    assert kdump_layer.KdumpStacker.stack(ctx, "file") is None
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert lines == ["ktstr: s390.kdump: kdump file of a 'Unknown' machine, notes: 1 NT_PRSTATUS of 432 "
+                     "bytes (unknown machine); only x86_64, aarch64 are supported"], lines
