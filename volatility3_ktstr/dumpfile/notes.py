@@ -19,7 +19,9 @@ kdump-compressed files in their sub-header; both come here as :class:`Note` reco
   the scan raw dumps use; the notes still tell the machine (the NT_PRSTATUS size).
 
 :func:`cpu_states` is the one entry point (stacks and big-machine work reuse it):
-``cpu_states(image) -> [CpuState]``, one per CPU in file order, registers by name.
+``cpu_states(image) -> [CpuState]``, one per CPU in file order, registers by name; ``image``
+is a ``dumpfile.open_image`` result or the notes of a Volatility layer
+(``layers.fileinfo.layer_notes(context, layer_name)``: kdump, ELF cores, truncated ones).
 :func:`machine_of_notes` tells the machine the notes describe (or None) and
 :func:`describe_notes` says in a few words what the notes are (for error messages).
 """
