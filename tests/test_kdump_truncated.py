@@ -14,7 +14,6 @@ from volatility3.framework.layers import physical
 import dumps
 import volrun
 from helpers import kdump as kb
-from volatility3_ktstr import vmcoreinfo
 from volatility3_ktstr.core.reader import ReadError
 from volatility3_ktstr.dumpfile import kdump
 from volatility3_ktstr.dumpfile.errors import PageError, TruncatedPage
