@@ -84,9 +84,15 @@ KDUMP_SUFFIX = "@kdump"
 KDUMP_OF = ("x86_64/scx_sdt",)          # raw dumps also tested as kdump files
 
 
+# QEMU-shaped kdump forms (dump-guest-memory -z): 64 KiB blocks, utsname "Unknown", CPU notes,
+# no VMCOREINFO, zlib; plain and flattened.
+QEMU_SUFFIXES = ("@qemu", "@qemu-flat")
+QEMU_KDUMP_OF = ("arm64/scx_sdt_lpa2", "arm64/scx_sdt_va48", "x86_64/scx_sdt", "x86_64/scx_sdt_la57")
+
+
 def base_name(name):
     """The dump folder of a name ("x86_64/scx_sdt@kdump" -> "x86_64/scx_sdt")."""
-    return name[:-len(KDUMP_SUFFIX)] if name.endswith(KDUMP_SUFFIX) else name
+    return name.split("@", 1)[0]
 
 
 def list_vmcores():
@@ -168,6 +174,8 @@ def dump_path(name) -> Path:
         raise FileNotFoundError("KTSTR_DUMPS is not set")
     if name.endswith(KDUMP_SUFFIX):
         return kdump_of(base_name(name))
+    if name.endswith(QEMU_SUFFIXES):
+        return qemu_kdump_of(base_name(name), flat=name.endswith("-flat"))
     if name.startswith("vmcore/"):
         found = sorted((root / name).glob("vmcore*"))
         if not found:
@@ -236,3 +244,58 @@ def kdump_of(name) -> Path:
         codec=lambda pfn: codecs[pfn % len(codecs)], vmcoreinfo=_vmcoreinfo_in(raw, meta["release"]),
         release=meta["release"], uts_version=meta["version"],
         machine="aarch64" if truth["run"]["arch"] in ("arm64", "aarch64") else "x86_64"))
+
+
+def qemu_cpu_registers(name, raw):
+    """Per-vCPU registers for the QEMU notes of raw dump ``name``: x86-64 CR3 = the kernel's
+    page-table root and CR4.LA57 as its VMCOREINFO (in memory) says; arm64: QEMU writes no
+    system registers, so the general registers stay zero (nothing reads them yet)."""
+    from volatility3_ktstr import vmcoreinfo
+
+    truth = load_truth(name)
+    ncpu = int(truth["run"].get("smp") or 2)
+    if truth["run"]["arch"] != "x86_64":
+        return "aarch64", [{} for _ in range(ncpu)]
+    info = vmcoreinfo.parse(_vmcoreinfo_in(raw, truth["kernel"]["meta"]["release"]))
+    root = vmcoreinfo.x86_page_table_root(info)
+    la57 = vmcoreinfo.x86_levels(info) == 5
+    return "x86_64", [{"cr3": root, "cr4": (1 << 12 if la57 else 0) | (1 << 5), "cr0": 0x80050033}
+                      for _ in range(ncpu)]
+
+
+def qemu_kdump_of(name, flat=False, block_size=65536) -> Path:
+    """Raw dump ``name`` written the way QEMU's dump-guest-memory -z writes a guest (built once
+    into the cache): ``block_size`` blocks, pfns from physical 0, the sub-header's phys_base the
+    lowest RAM address, utsname empty with machine "Unknown", each vCPU's notes (QEMU's layout
+    per architecture), no VMCOREINFO, zlib pages; ``flat``: the flattened stream."""
+    import hashlib
+
+    from helpers import kdump as kdumpbuilder
+
+    raw = dump_path(name)
+    code = hashlib.sha256(Path(kdumpbuilder.__file__).read_bytes()
+                          + Path(__file__).read_bytes()).hexdigest()[:12]
+    out = CACHE / name / f"qemu-{block_size}-{code}{'.flat' if flat else ''}.kdump"
+    if out.exists() and out.stat().st_mtime >= raw.stat().st_mtime:
+        return out
+    truth = load_truth(name)
+    arch, cpus = qemu_cpu_registers(name, raw)
+    ranges = ram_ranges(truth)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plain = out.with_name(out.name + ".plain") if flat else out
+    kdumpbuilder.from_raw(raw, plain, ranges, phys_base=truth["memory"].get("dump_raw_phys_base", 0),
+                          codec="zlib", block_size=block_size, cpu_notes=kdumpbuilder.qemu_notes(arch, cpus),
+                          sub_phys_base=min(s for s, _e in ranges), qemu=True, nr_cpus=len(cpus))
+    if flat:
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        kdumpbuilder.flatten_file(plain, tmp)
+        os.replace(tmp, out)
+        plain.unlink()
+    return out
+
+
+def qemu_variants(names=None):
+    """"<name>@qemu" and "<name>@qemu-flat" of the raw dumps that have them."""
+    have = list_dumps()
+    return [n + sfx for n in QEMU_KDUMP_OF if n in have and (names is None or n in names)
+            for sfx in QEMU_SUFFIXES]

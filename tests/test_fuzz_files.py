@@ -93,3 +93,36 @@ def test_isf_without_what_a_plugin_needs_names_it(tmp_path, sample_path, sample_
     out = vol(env, sample_path, plugin, symbols=symbols)
     volrun.check_documented(out, plugin)
     assert out.returncode == 2 and expect in out.stderr, out.stderr[-2000:]
+
+
+# --- the containers themselves (helpers/containerfuzz.py) ---------------------------------------
+
+from helpers import containerfuzz  # noqa: E402
+
+CONTAINER_SEEDS = 3
+
+
+@pytest.mark.parametrize("base_name", [b.name for b in containerfuzz.synthetic_bases()])
+def test_damaged_containers_open_or_refuse_in_one_line(tmp_path, base_name):
+    """Every kind of container damage on every container: no traceback, bounded time, one-line
+    refusals, every page read or named, nothing lost outside the damage."""
+    base = next(b for b in containerfuzz.synthetic_bases() if b.name == base_name)
+    findings = []
+    tallies = containerfuzz.run([base], CONTAINER_SEEDS, 1, str(tmp_path),
+                                on_finding=lambda m, r, f: findings.append(f"{m.describe()}: {f}\n{r.message}"))
+    assert not findings, "\n".join(findings[:5])
+    assert all(t.mutants == CONTAINER_SEEDS for t in tallies.values())
+    assert sum(t.pages_read for t in tallies.values()) > 0
+
+
+def test_damaged_real_vmcore(tmp_path):
+    import dumps
+
+    names = dumps.list_vmcores()
+    if not names:
+        pytest.skip("KTSTR_DUMPS is not set or has no vmcore")
+    base = containerfuzz.real_base(names[0], dumps.dump_path(names[0]), sample=128)
+    findings = []
+    containerfuzz.run([base], 2, 1, str(tmp_path),
+                      on_finding=lambda m, r, f: findings.append(f"{m.describe()}: {f}\n{r.message}"))
+    assert not findings, "\n".join(findings[:5])

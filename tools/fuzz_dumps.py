@@ -3,6 +3,7 @@
 
     KTSTR_DUMPS=../shared/dumps python tools/fuzz_dumps.py [--dump x86_64/scx_sdt ...]
         [--mutants 10000] [--seed 1] [--timeout 60] [--generator 50] [--findings FILE]
+        [--containers 200]
 
 Per dump: the baseline run, then ``--mutants`` mutants (tests/fuzzlib.py: bit flips, pointer
 swaps, self-loops, huge counts, zeroed pages, page-table damage, truncation) with every plugin
@@ -12,6 +13,12 @@ lost entries outside their damage, mean seconds per run. A dump is opened the wa
 it; one it cannot open is one "not fuzzed: <why>" line, and the next dump follows. Findings (with the mutant that shows
 each) go to stderr and, with --findings, to a file. Exit status 1 when anything was found.
 The quick mode of the same harness runs in the tests (tests/test_fuzz_dumps.py).
+
+``--containers N`` damages the files themselves instead (tests/helpers/containerfuzz.py): N
+mutants of every kind (kdump headers, bitmaps, descriptors, bombs, undecodable pages, cuts at
+structure boundaries, flattened records, ELF program headers and notes, LiME ranges) on
+synthetic kdump/ELF/LiME files and on the real vmcores, each opened as `vol` opens it and read
+page by page; a table per kind (``--containers-only`` skips the memory fuzzing).
 """
 
 import argparse
@@ -82,6 +89,30 @@ def fuzz_generator(name, args, out):
     return counts["crash"] + counts["hang"]
 
 
+def fuzz_containers(args, out):
+    from helpers import containerfuzz
+
+    bases = containerfuzz.synthetic_bases()
+    bases += [containerfuzz.real_base(n, dumps.dump_path(n)) for n in dumps.list_vmcores()]
+    t0 = time.perf_counter()
+    found = []
+
+    def finding(mutant, result, what):
+        line = f"container: {mutant.describe()}: {what}"
+        found.append(line)
+        print(line, file=sys.stderr, flush=True)
+        if out:
+            out.write(line + "\n")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tallies = containerfuzz.run(bases, args.containers, args.seed, tmp, on_finding=finding)
+    print(f"== containers: {', '.join(b.name for b in bases)}")
+    print(containerfuzz.table(tallies))
+    print(f"   {sum(t.mutants for t in tallies.values())} mutants, {len(found)} findings, "
+          f"peak RSS {fuzzlib.rss_mb():.0f} MB, {time.perf_counter() - t0:.0f} s", flush=True)
+    return len(found)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dump", action="append", help="dump name(s) (default: every dump)")
@@ -90,6 +121,8 @@ def main(argv=None):
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per plugin run")
     p.add_argument("--generator", type=int, default=50, help="ISF generator mutants per x86-64 dump")
     p.add_argument("--findings", help="also write findings to this file")
+    p.add_argument("--containers", type=int, default=0, help="container mutants per kind and file")
+    p.add_argument("--containers-only", action="store_true", help="only the container fuzzing")
     args = p.parse_args(argv)
     if dumps.dumps_root() is None:
         print("fuzz_dumps: error: set KTSTR_DUMPS to the dumps folder", file=sys.stderr)
@@ -98,7 +131,9 @@ def main(argv=None):
     out = open(args.findings, "w") if args.findings else None
     bad = 0
     try:
-        for name in names:
+        if args.containers:
+            bad += fuzz_containers(args, out)
+        for name in ([] if args.containers_only else names):
             try:
                 bad += len(fuzz_dump(name, args, out))
             except (volrun.OpenError, FileNotFoundError) as e:

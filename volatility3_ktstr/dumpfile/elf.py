@@ -7,11 +7,13 @@ on their base file layer without this module importing Volatility.
 """
 
 import dataclasses
+import os
 import struct
 from typing import Callable, List, Tuple
 
 from .errors import DumpError
 from .image import FileImage
+from .notes import Note
 
 ELF_MAGIC = b"\x7fELF"
 PT_LOAD, PT_NOTE = 1, 4
@@ -60,18 +62,19 @@ def parse_core(read: Callable[[int, int], bytes], name="ELF file") -> ElfCore:
     return ElfCore(machine, loads, notes)
 
 
-def parse_notes(data: bytes):
-    """[(name, desc)] of an ELF note segment (4-byte aligned Elf64_Nhdr records)."""
+def parse_notes(data: bytes) -> List[Note]:
+    """[Note(name, desc, type)] of an ELF note segment (4-byte aligned Elf64_Nhdr records);
+    a record running past the segment keeps what is there and ends the list."""
     out = []
     pos = 0
     for _ in range(MAX_NOTES):
         if pos + 12 > len(data):
             break
-        namesz, descsz, _type = struct.unpack_from("<III", data, pos)
+        namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
         pos += 12
         name = data[pos:pos + namesz].rstrip(b"\0")
         pos += (namesz + 3) & ~3
-        out.append((name, data[pos:pos + descsz]))
+        out.append(Note(name, data[pos:pos + descsz], ntype))
         pos += (descsz + 3) & ~3
     return out
 
@@ -87,9 +90,9 @@ def read_notes(read: Callable[[int, int], bytes], core: ElfCore):
 
 def vmcoreinfo_note(read: Callable[[int, int], bytes], core: ElfCore):
     """The VMCOREINFO note's text, or None."""
-    for name, desc in read_notes(read, core):
-        if name == b"VMCOREINFO":
-            return desc
+    for note in read_notes(read, core):
+        if note.name == b"VMCOREINFO":
+            return note.desc
     return None
 
 
@@ -97,8 +100,10 @@ def open_elf(path, size):
     """FileImage of an ELF core: one segment per PT_LOAD (clipped to the file), its notes."""
     with open(path, "rb") as f:
         def read(off, n):
-            f.seek(off)
-            return f.read(n)
+            # Offsets come from the file's headers: anything outside it reads as nothing.
+            if off < 0 or n <= 0 or off >= size:
+                return b""
+            return os.pread(f.fileno(), min(n, size - off), off)
 
         core = parse_core(read, path)
         notes = read_notes(read, core)

@@ -8,6 +8,8 @@
 - :class:`CorruptPage`: a page the file claims to hold but cannot give back (descriptor out of
   the file, data that does not decompress to one page, an unknown compression).
 - :class:`MissingCodec`: a page compressed with a codec whose Python package is not installed.
+- :class:`TruncatedPage`: a page whose data lie past the end of a file cut short (an
+  interrupted makedumpfile, a partial copy): :func:`truncated_reason` names both sizes.
 
 The page errors are :class:`~volatility3_ktstr.core.reader.ReadError` subclasses, the error
 type of every walker, so existing ``except ReadError`` handling covers them.
@@ -42,6 +44,15 @@ class CorruptPage(PageError):
 
 class MissingCodec(PageError):
     """A page uses a compression whose Python package is not installed (the reason names it)."""
+
+
+class TruncatedPage(PageError):
+    """The page's data (or its descriptor) lie past the end of a truncated file."""
+
+
+def truncated_reason(expected: int, actual: int, exact: bool = True) -> str:
+    what = f"expected {expected} bytes" if exact else f"expected at least {expected} bytes"
+    return f"beyond the end of a truncated file ({what}, file has {actual})"
 
 
 def excluded_reason(dump_level) -> str:

@@ -23,7 +23,7 @@ class FileImage:
         self.format = fmt
         self.segments = sorted(segments)
         self.ranges = [(p, n) for p, _o, n in self.segments]
-        self.notes = list(notes)          # (name, desc) of ELF PT_NOTE records
+        self.notes = list(notes)          # notes.Note of the ELF PT_NOTE records
         self._fd = os.open(path, os.O_RDONLY)
 
     def close(self):
@@ -77,4 +77,4 @@ class FileImage:
                 pos += size
 
     def vmcoreinfo_texts(self):
-        return [desc for name, desc in self.notes if name == b"VMCOREINFO"]
+        return [n.desc for n in self.notes if n.name == b"VMCOREINFO"]

@@ -1,12 +1,15 @@
 """kdump-compressed files (makedumpfile, QEMU ``dump-guest-memory -z``): physical memory reader.
 
 The format (makedumpfile's diskdump_mod.h; crash's diskdump.c reads it), all little-endian
-for the 64-bit machines this package supports; one *block* = ``block_size`` bytes = one page:
+for the 64-bit machines this package supports. The file's unit is its *block*, ``block_size``
+bytes: pfns, bitmaps and page descriptors count blocks, which need not be the guest's pages
+(QEMU writes its target page size: 65,536 bytes for any aarch64 guest, 4 KiB for x86-64):
 
 ====================  ==========================================================================
 block 0               ``disk_dump_header``: "KDUMP   ", header_version, utsname (6 x 65 bytes),
                       timestamp, status (compression, incomplete), block_size, sub_hdr_size
-                      (blocks), bitmap_blocks, max_mapnr (32-bit), nr_cpus ...
+                      (blocks), bitmap_blocks, max_mapnr (32-bit), nr_cpus ... (QEMU: utsname
+                      empty, machine "Unknown": the notes then tell the machine, ``_machine``)
 block 1 ..            ``kdump_sub_header``: phys_base, dump_level, split, start/end pfn,
                       offset/size of VMCOREINFO and of the ELF notes (header v3/v4+),
                       max_mapnr_64 and 64-bit start/end pfn (v6+); the notes follow it
@@ -22,10 +25,10 @@ page data             each page compressed on its own (flags: zlib 0x1, lzo 0x2,
 
 Zero pages, with dump level bit 1, all point at one shared page of zeros, so they read as
 zeros. A page in the 1st bitmap but not the 2nd was excluded by the dump level: reading it
-raises :class:`~.errors.ExcludedPage` naming the level. The *flattened* form (``makedumpfile
--F``, a pipe, QEMU's ``-z`` output) is a 4 KiB "makedumpfile" header then records (big-endian
-file offset, size, data) ending with (-1, -1); :class:`FlatSource` indexes the records once
-and reads them in place.
+raises :class:`~.errors.ExcludedPage` naming the level. The flattened form (``makedumpfile
+-F``, QEMU's ``-z`` output) is read through :class:`.flat.FlatSource`. A file cut short keeps
+what it holds: pages whose data lie past its end are named "beyond the end of a truncated
+file (expected N bytes, file has M)".
 
 Opening reads the headers and VMCOREINFO only: the bitmaps are read in 4 KiB sections when a
 page needs them, with running counts of set bits kept per section, so the cost of opening
@@ -33,22 +36,20 @@ does not depend on the memory size. Decompressed pages live in a bounded LRU cac
 """
 
 import array
-import bisect
 import collections
-import os
 import re
 import struct
 from typing import Iterator, List, Optional, Tuple
 
-from . import codecs
+from . import codecs, notes as notesmod
 from .elf import parse_notes
-from .errors import CorruptPage, DumpError, ExcludedPage, MissingCodec, PageError
+from .errors import (CorruptPage, DumpError, ExcludedPage, MissingCodec, PageError, TruncatedPage,
+                     truncated_reason)
+from .flat import (FLAT_HEADER_SIZE, FLAT_RECORD, FLAT_SIGNATURE, FileSource,  # noqa: F401
+                   FlatSource, is_flattened)
 
 KDUMP_SIGNATURE = b"KDUMP   "
 DISKDUMP_SIGNATURE = b"DISKDUMP"
-FLAT_SIGNATURE = b"makedumpfile"
-FLAT_HEADER_SIZE = 4096
-FLAT_RECORD = struct.Struct(">qq")
 
 # disk_dump_header: signature, header_version, utsname, (pad), timeval, then 10 ints.
 _HDR_HEAD = struct.Struct("<8si390s")
@@ -63,6 +64,7 @@ PAGE_DESC = struct.Struct("<qIIQ")
 STATUS_INCOMPLETE = 0x8
 STATUS_EXCLUDED_VMEMMAP = 0x10
 MACHINES = ("x86_64", "aarch64")
+UNKNOWN_MACHINES = ("", "Unknown", "unknown", "(none)")   # QEMU writes "Unknown"
 MIN_BLOCK, MAX_BLOCK = 4096, 1 << 18
 MAX_PFN = 1 << 52                     # 2^64 bytes of 4 KiB pages and more than any machine has
 MAX_VMCOREINFO = 1 << 20
@@ -72,7 +74,13 @@ SECTION_BYTES = SECTION_BITS // 8
 MAX_SECTIONS_CACHED = 256             # bitmap sections kept (1 MiB)
 DEFAULT_CACHE_BYTES = 32 << 20        # decompressed pages kept
 BATCH_CACHE_PAGES = 16                # larger reads (scans) do not go through the cache
+EXPECTED_SIZE_CHUNKS = 64             # 4096 descriptors each, read back to find the file's end
 RUN_MERGE_GAP = 64                    # pages: nearby runs of dumped pages become one range
+
+
+def is_kdump(head: bytes) -> bool:
+    return head[:8] in (KDUMP_SIGNATURE, DISKDUMP_SIGNATURE)
+
 
 if hasattr(int, "bit_count"):
     def _popcount(data: bytes) -> int:
@@ -80,115 +88,6 @@ if hasattr(int, "bit_count"):
 else:  # Python < 3.10
     def _popcount(data: bytes) -> int:
         return bin(int.from_bytes(data, "little")).count("1")
-
-
-# --- sources: where the file's bytes come from -----------------------------------------------
-
-
-class FileSource:
-    """A local file read with pread."""
-
-    def __init__(self, path):
-        self.name = str(path)
-        self._fd = os.open(path, os.O_RDONLY)
-        self.size = os.fstat(self._fd).st_size
-
-    def read(self, offset: int, size: int) -> bytes:
-        if size <= 0 or offset >= self.size:
-            return b""
-        return os.pread(self._fd, min(size, self.size - offset), offset)
-
-    def close(self):
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-class FlatSource:
-    """The flattened form: the records are indexed once, then read in place.
-
-    ``raw``: the flattened file (``read(offset, size)``, ``size``, ``name``). Reads give the
-    bytes of the reassembled file: where several records cover an offset the later one wins,
-    offsets no record covers read as zeros, and the file ends where the last record ends.
-    ``damage`` says where indexing stopped early (a bad record header, a cut-off record).
-    """
-
-    def __init__(self, raw):
-        self.raw = raw
-        self.name = raw.name
-        self.damage = None
-        head = raw.read(0, 32)
-        if not is_flattened(head):
-            raise DumpError(f"{raw.name}: not a flattened makedumpfile file")
-        starts, lens, poss = array.array("q"), array.array("q"), array.array("q")
-        pos = FLAT_HEADER_SIZE
-        limit = raw.size
-        ended = False
-        for _ in range(max(0, (limit - pos) // FLAT_RECORD.size) + 1):
-            rec = raw.read(pos, FLAT_RECORD.size)
-            if len(rec) < FLAT_RECORD.size:
-                break
-            off, size = FLAT_RECORD.unpack(rec)
-            if off == -1 and size == -1:
-                ended = True
-                break
-            if off < 0 or size < 0 or off > (1 << 62) or size > (1 << 40):
-                self.damage = f"bad flattened record header at file offset {pos:#x} ({off:#x}, {size:#x})"
-                break
-            avail = min(size, max(0, limit - pos - FLAT_RECORD.size))
-            if size:
-                starts.append(off)
-                lens.append(avail)
-                poss.append(pos + FLAT_RECORD.size)
-            if avail < size:
-                self.damage = f"flattened record at file offset {pos:#x} cut short (file truncated)"
-                break
-            pos += FLAT_RECORD.size + size
-        if not ended and self.damage is None:
-            self.damage = "no end-of-stream record (file truncated)"
-        order = sorted(range(len(starts)), key=lambda i: (starts[i], i))
-        self._starts = array.array("q", (starts[i] for i in order))
-        self._ends = array.array("q", (starts[i] + lens[i] for i in order))
-        self._pos = array.array("q", (poss[i] for i in order))
-        self._seq = array.array("q", order)
-        self._maxlen = max(lens) if lens else 0
-        self.records = len(order)
-        self.size = max(self._ends) if self._ends else 0
-        # Records of makedumpfile and QEMU never overlap; when they do, reads apply them in
-        # stream order (slower path).
-        self._overlaps = any(self._starts[i + 1] < self._ends[i] for i in range(len(order) - 1))
-
-    def read(self, offset: int, size: int) -> bytes:
-        if size <= 0 or offset >= self.size:
-            return b""
-        size = min(size, self.size - offset)
-        end = offset + size
-        i = bisect.bisect_right(self._starts, offset) - 1
-        if not self._overlaps and i >= 0 and self._ends[i] >= end:
-            return self.raw.read(self._pos[i] + offset - self._starts[i], size)
-        lo = bisect.bisect_left(self._starts, offset - self._maxlen)
-        hi = bisect.bisect_left(self._starts, end)
-        hits = [j for j in range(lo, hi) if self._ends[j] > offset]
-        hits.sort(key=lambda j: self._seq[j])
-        out = bytearray(size)
-        for j in hits:
-            a, b = max(offset, self._starts[j]), min(end, self._ends[j])
-            data = self.raw.read(self._pos[j] + a - self._starts[j], b - a)
-            out[a - offset:a - offset + len(data)] = data
-        return bytes(out)
-
-    def close(self):
-        self.raw.close()
-
-
-def is_kdump(head: bytes) -> bool:
-    return head[:8] in (KDUMP_SIGNATURE, DISKDUMP_SIGNATURE)
-
-
-def is_flattened(head: bytes) -> bool:
-    """makedumpfile's flattened header: signature, then type 1 and version 1 (big-endian)."""
-    return (len(head) >= 32 and head[:12] == FLAT_SIGNATURE and head[12:16] == bytes(4)
-            and struct.unpack_from(">qq", head, 16) == (1, 1))
 
 
 # --- the file ------------------------------------------------------------------------------------
@@ -221,6 +120,7 @@ class KdumpFile:
         self._sections: "collections.OrderedDict[int, bytes]" = collections.OrderedDict()
         self._cum = array.array("Q", [0])   # set bits of the 2nd bitmap before section k
         self._ranges = None
+        self._expected: Optional[Tuple[int, bool]] = None
 
     # -- headers --
 
@@ -248,10 +148,6 @@ class KdumpFile:
             raise DumpError(f"{name}: kdump block size {bs} is not a power of two between "
                             f"{MIN_BLOCK} and {MAX_BLOCK} (corrupt header)")
         self.page_shift = bs.bit_length() - 1
-        machine = self.utsname["machine"]
-        if machine not in MACHINES:
-            raise DumpError(f"{name}: kdump file of a '{machine}' machine; only {', '.join(MACHINES)} "
-                            f"are supported")
         if self.sub_hdr_size < 1 or self.bitmap_blocks < 1:
             raise DumpError(f"{name}: kdump header says {self.sub_hdr_size} sub-header and "
                             f"{self.bitmap_blocks} bitmap blocks (corrupt header)")
@@ -301,10 +197,37 @@ class KdumpFile:
                 self.warnings.append(f"ELF notes at {off_note:#x}+{size_note:#x} are outside the file")
             else:
                 self.notes = parse_notes(self.source.read(off_note, size_note))
+        self.machine = self._machine()
+
+    def _machine(self) -> Optional[str]:
+        """"x86_64", "aarch64", or None when nothing in the file says (the stacker then tries
+        each architecture and keeps the one whose kernel it finds).
+
+        ``utsname.machine`` first; QEMU writes "Unknown" there, so then the ELF notes
+        (NT_PRSTATUS size per architecture), then the VMCOREINFO keys. DumpError when the
+        file says positively that it is another machine."""
+        said = self.utsname["machine"]
+        if said in MACHINES:
+            return said
+        by_notes = notesmod.machine_of_notes(self.notes)
+        if by_notes in MACHINES:
+            return by_notes
+        from .. import vmcoreinfo
+
+        info = vmcoreinfo.best(self.vmcoreinfo_texts())
+        by_vmci = {"arm64": "aarch64", "x86_64": "x86_64"}.get(vmcoreinfo.arch(info) if info else None)
+        if by_vmci:
+            return by_vmci
+        prstatus = [n for n in self.notes if n.name == b"CORE" and n.type == notesmod.NT_PRSTATUS]
+        if (said and said not in UNKNOWN_MACHINES) or prstatus:
+            raise DumpError(f"{self.name}: kdump file of a '{said}' machine, notes: "
+                            f"{notesmod.describe_notes(self.notes)}; only {', '.join(MACHINES)} "
+                            f"are supported")
+        return None
 
     def vmcoreinfo_texts(self) -> List[bytes]:
         texts = [self.vmcoreinfo] if self.vmcoreinfo else []
-        texts += [desc for name, desc in self.notes if name == b"VMCOREINFO" and desc not in texts]
+        texts += [n.desc for n in self.notes if n.name == b"VMCOREINFO" and n.desc not in texts]
         return texts
 
     def describe(self) -> str:
@@ -312,8 +235,8 @@ class KdumpFile:
         form = "flattened " if self.flattened else ""
         part = f", split part pfn {self.start_pfn:#x}-{self.end_pfn:#x}" if self.split else ""
         return (f"{form}kdump-compressed file v{self.header_version}, {self.compression}, dump level "
-                f"{self.dump_level}, {self.block_size}-byte pages, max_mapnr {self.max_mapnr:#x}, "
-                f"kernel {self.utsname['release']} ({self.utsname['machine']}){part}")
+                f"{self.dump_level}, {self.block_size}-byte blocks, max_mapnr {self.max_mapnr:#x}, "
+                f"kernel {self.utsname['release'] or '?'} ({self.machine or 'machine unknown'}){part}")
 
     # -- lifecycle --
 
@@ -332,6 +255,7 @@ class KdumpFile:
         self._sections.clear()
         self._cum = array.array("Q", [0])
         self._ranges = None
+        self._expected = None
 
     # -- bitmaps --
 
@@ -429,12 +353,55 @@ class KdumpFile:
         return [PAGE_DESC.unpack_from(data, i * PAGE_DESC.size)[:3]
                 for i in range(len(data) // PAGE_DESC.size)]
 
+    def expected_size(self) -> Tuple[int, bool]:
+        """(size of the complete file, whether exact): where the page data of the last
+        descriptors end (makedumpfile writes data in pfn order, but the last pages may all
+        share the one zero page: read back until the data offsets differ, bounded), or only
+        the end of the descriptor table when those descriptors are missing too. Counts the
+        2nd bitmap once; asked only when a page is missing."""
+        if self._expected is None:
+            total = self._count_before(self.end_pfn)
+            if self.start_pfn:
+                total -= self._count_before(self.start_pfn)
+            table_end = self.data_offset + total * PAGE_DESC.size
+            self._expected = (table_end, False)
+            end, offsets = 0, set()
+            hi = total
+            # A complete file ends before this even with every page stored whole: descriptors
+            # pointing further are damage, not data lost to truncation.
+            limit = table_end + (total + 1) * self.block_size
+            for _ in range(EXPECTED_SIZE_CHUNKS):
+                lo = max(0, hi - 4096)
+                if lo >= hi:
+                    break
+                for off, size, _flags in self._descriptors(lo, hi - lo):
+                    if table_end <= off and 0 < size <= self.block_size and off + size <= limit:
+                        end = max(end, off + size)
+                        offsets.add(off)
+                if len(offsets) > 1:
+                    break
+                hi = lo
+            if end:
+                self._expected = (end, True)
+        return self._expected
+
+    def truncated(self) -> bool:
+        """Whether the file is shorter than its headers and descriptors say."""
+        return self.expected_size()[0] > self.source.size
+
+    def _truncated_page(self, pfn) -> PageError:
+        expected, exact = self.expected_size()
+        return TruncatedPage(pfn << self.page_shift, self.block_size,
+                             truncated_reason(expected, self.source.size, exact), pfn)
+
     def _check_desc(self, pfn, desc) -> Optional[PageError]:
         """The error a descriptor stands for, or None when it looks right."""
         addr = pfn << self.page_shift
         if desc is None:
+            if self.truncated():
+                return self._truncated_page(pfn)
             return CorruptPage(addr, self.block_size, "its page descriptor is past the end of the "
-                               "file (truncated dump?)", pfn)
+                               "file", pfn)
         offset, size, flags = desc
         if offset == 0 and self.incomplete:
             return PageError(addr, self.block_size, "not written: makedumpfile stopped before this "
@@ -442,6 +409,9 @@ class KdumpFile:
         why = None
         if size == 0 or size > self.block_size:
             why = f"corrupt page descriptor (size {size}, block size {self.block_size})"
+        elif (self.data_offset <= offset and offset + size > self.source.size
+              and offset + size <= self.expected_size()[0] and self.truncated()):
+            return self._truncated_page(pfn)
         elif offset < self.data_offset or offset + size > self.source.size:
             why = (f"corrupt page descriptor: data at {offset:#x}+{size:#x} is outside the page "
                    f"data of the file (ends at {self.source.size:#x})")
@@ -453,7 +423,7 @@ class KdumpFile:
         addr = pfn << self.page_shift
         _offset, size, flags = desc
         if len(data) < size:
-            raise CorruptPage(addr, self.block_size, "page data cut short (truncated dump)", pfn)
+            raise self._truncated_page(pfn)
         try:
             return codecs.decompress(flags, data, self.block_size)
         except codecs.MissingCodecError as e:

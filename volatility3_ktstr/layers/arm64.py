@@ -198,7 +198,9 @@ class AArch64(linear.LinearlyMappedLayer):
         for lshift, imask, tsize, block_ok, level in walk.levels:
             data = self._table(table, tsize)
             if data is None:
-                raise self._fault(vpage, lshift, table, f"Level {level} table at {table:#x} is not in memory")
+                fault = self._fault(vpage, lshift, table, f"Level {level} table at {table:#x} is not in memory")
+                fault.ktstr_missing_table = table
+                raise fault
             desc = _unpack_q(data, ((vpage >> lshift) & imask) << 3)[0]
             kind = desc & 3
             if kind == 3:
@@ -213,6 +215,19 @@ class AArch64(linear.LinearlyMappedLayer):
                 fault.ktstr_leaf_table = (table, tsize)    # lets _mapping skip the table's holes
             raise fault
         raise self._fault(vpage, page_shift, 0, "Walk ended without a leaf")  # unreachable
+
+    def explain_invalid(self, offset: int):
+        """Why ``offset`` does not read, when the physical layer can say (kdump files: a page
+        table or the page excluded, or past the end of a truncated file); else None."""
+        explain = getattr(self._context.layers[self._base_layer], "explain_invalid", None)
+        if explain is None:
+            return None
+        try:
+            phys = self._translate(offset)[0]
+        except exceptions.InvalidAddressException as e:
+            missing = getattr(e, "ktstr_missing_table", None)
+            return explain(missing) if missing is not None else None
+        return explain(phys)
 
     def _translate(self, offset: int) -> Tuple[int, int, str]:
         base, shift = self._walk(offset & self._vpage_mask)

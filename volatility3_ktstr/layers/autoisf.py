@@ -34,7 +34,8 @@ DISABLE_ENV = ("VOLATILITY3_KTSTR_NO_AUTOISF", "VOLATILITY3_KTSTR_DISABLE")
 SCAN_CHUNK = 32 << 20
 MAX_BANNERS = 64
 # Layers our own reader handles directly (mmap of the file: faster than layer.read).
-FILE_FORMATS = {"FileLayer": "raw", "Elf64Layer": "elf", "LimeLayer": "lime", "KdumpLayer": "kdump"}
+FILE_FORMATS = {"FileLayer": "raw", "Elf64Layer": "elf", "LimeLayer": "lime", "KdumpLayer": "kdump",
+                "TruncatedElf64Layer": "elf", "TruncatedLimeLayer": "lime"}
 
 _attempted = set()
 

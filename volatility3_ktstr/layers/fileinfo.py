@@ -1,4 +1,5 @@
-"""What a dump file carries about its kernel outside memory: VMCOREINFO, and uname through it.
+"""What a dump file carries about its kernel outside memory: VMCOREINFO (and uname through
+it), and the ELF notes with each CPU's registers (:func:`layer_notes`, for ``dumpfile.notes``).
 
 - kdump-compressed files: the sub-header's VMCOREINFO (:class:`~.kdump.KdumpLayer`);
 - ELF cores: the ``VMCOREINFO`` note (/proc/vmcore, QEMU with ``-device vmcoreinfo``), read
@@ -11,42 +12,52 @@ memory in the file.
 """
 
 import logging
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from volatility3.framework import exceptions
 
 from .. import vmcoreinfo
 from ..dumpfile import DumpError, elf
+from ..dumpfile.notes import Note
 
 vollog = logging.getLogger(__name__)
 
 UTS_FIELD = 65
 
 
+def layer_notes(context, layer_name: str) -> List[Note]:
+    """The ELF notes a physical layer's file carries (kdump sub-header, ELF core PT_NOTEs:
+    VMCOREINFO, each CPU's registers); [] for raw files, LiME, or damaged notes."""
+    layer = context.layers[layer_name]
+    if hasattr(layer, "file_notes"):
+        return layer.file_notes()
+    if type(layer).__name__ != "Elf64Layer":
+        return []
+    base_name = layer.config.get("base_layer", None)
+    if base_name not in context.layers:
+        return []
+    base = context.layers[base_name]
+
+    def read(offset, size):
+        try:
+            return base.read(offset, size, pad=True)
+        except exceptions.InvalidAddressException:
+            return b""
+
+    try:
+        return elf.read_notes(read, elf.parse_core(read, base_name))
+    except DumpError as e:
+        vollog.debug(f"ktstr: no ELF notes: {e}")
+        return []
+
+
 def layer_vmcoreinfo(context, layer_name: str) -> Optional[vmcoreinfo.VmcoreInfo]:
     """The VMCOREINFO a physical layer's file carries, or None (raw files, LiME, no note)."""
     layer = context.layers[layer_name]
-    texts = []
     if hasattr(layer, "vmcoreinfo_texts"):
         texts = layer.vmcoreinfo_texts()
-    elif type(layer).__name__ == "Elf64Layer":
-        base_name = layer.config.get("base_layer", None)
-        if base_name in context.layers:
-            base = context.layers[base_name]
-
-            def read(offset, size):
-                try:
-                    return base.read(offset, size, pad=True)
-                except exceptions.InvalidAddressException:
-                    return b""
-
-            try:
-                core = elf.parse_core(read, base_name)
-                text = elf.vmcoreinfo_note(read, core)
-            except DumpError as e:
-                vollog.debug(f"ktstr: no ELF notes: {e}")
-                text = None
-            texts = [text] if text else []
+    else:
+        texts = [n.desc for n in layer_notes(context, layer_name) if n.name == b"VMCOREINFO"][:1]
     return vmcoreinfo.best(texts)
 
 

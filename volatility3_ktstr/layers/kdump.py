@@ -100,6 +100,10 @@ class KdumpLayer(interfaces.layers.DataLayerInterface):
     def vmcoreinfo_texts(self) -> List[bytes]:
         return self._kdump.vmcoreinfo_texts()
 
+    def file_notes(self) -> list:
+        """The ELF notes of the sub-header (``dumpfile.notes.cpu_states`` reads them)."""
+        return list(self._kdump.notes)
+
     def explain_invalid(self, offset: int) -> Optional[PageError]:
         """Why the page at physical ``offset`` cannot be read (excluded, absent, corrupt), or
         None if it can."""

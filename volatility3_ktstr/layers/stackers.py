@@ -37,7 +37,7 @@ import logging
 import os
 import re
 import struct
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from volatility3.framework import constants, exceptions, interfaces
 from volatility3.framework.automagic import symbol_cache
@@ -45,9 +45,18 @@ from volatility3.framework.configuration import requirements
 from volatility3.framework.layers import intel, physical, segmented
 
 from volatility3_ktstr import vmcoreinfo as vmcimod
-from volatility3_ktstr.layers import fileinfo
+from volatility3_ktstr.layers import cpustack, fileinfo, truncated  # noqa: F401 (registers its stacker)
 from volatility3_ktstr.layers.arm64 import LinuxAArch64, WalkConfig
-from volatility3_ktstr.layers.la57 import LinuxIntel32eLA57
+from volatility3_ktstr.layers.la57 import KtstrLinuxIntel32e, LinuxIntel32eLA57
+# The scan and the per-file memo live in their own modules; their names stay importable here
+# (and patchable: stack() looks them up in this module).
+from volatility3_ktstr.layers.scan import (  # noqa: F401
+    KERNEL_IMAGE_WINDOW, MAX_BANNER_HITS, MAX_BANNER_LEN, MAX_VMCOREINFO_BYTES, MAX_VMCOREINFO_HITS,
+    SCAN_CHUNK, _BANNER_MAGIC, _VMCI_MAGIC, _read, _u64, banner_keys, scan_image)
+from volatility3_ktstr.layers.kcheck import _maps_unread_kernel, _root_unreadable, stack_from_root_copy
+from volatility3_ktstr.layers.stackmemo import (  # noqa: F401
+    HINTS_FILE, MAX_HINT_FILES, STOCK_X86, _find_note, _hints_key, _load_hints, _recording,
+    _vmcoreinfo_note_size, recall_hits, remember_hits, stock_x86_layer)
 
 vollog = logging.getLogger(__name__)
 
@@ -56,16 +65,6 @@ PHYS_BASE_CONFIG = "automagic.LayerStacker.ktstr_phys_base"
 X86_START_KERNEL_MAP = 0xFFFFFFFF80000000
 # RAM bases tried for raw arm64 images when nothing better is known (QEMU virt, common SoCs).
 COMMON_ARM64_RAM_BASES = (0x40000000, 0x80000000, 0x0)
-# Bounds on work done over guest-controlled data.
-SCAN_CHUNK = 16 << 20
-MAX_BANNER_HITS = 64
-MAX_VMCOREINFO_HITS = 16
-MAX_VMCOREINFO_BYTES = 8192
-MAX_BANNER_LEN = 512
-KERNEL_IMAGE_WINDOW = 64 << 20     # where linux_banner is looked for after _stext
-
-_BANNER_MAGIC = b"Linux version "
-_VMCI_MAGIC = b"OSRELEASE="
 
 
 # --- pure helpers -------------------------------------------------------------------------
@@ -118,60 +117,6 @@ def parse_int(value) -> Optional[int]:
     except ValueError:
         return None
 
-
-# --- memory access helpers -------------------------------------------------------------------
-
-
-def _read(context, layer_name: str, offset: int, length: int) -> Optional[bytes]:
-    try:
-        return context.layers.read(layer_name, offset, length)
-    except exceptions.InvalidAddressException:
-        return None
-
-
-def _u64(context, layer_name: str, offset: int) -> Optional[int]:
-    data = _read(context, layer_name, offset, 8)
-    return None if data is None else struct.unpack("<Q", data)[0]
-
-
-def scan_image(context, layer_name: str, progress_callback=None) -> Iterator[Tuple[str, int, bytes]]:
-    """Yields ("banner"|"vmcoreinfo", offset, text) for kernel banners and VMCOREINFO blocks.
-
-    Reads the layer in large chunks and searches with bytes.find (about 0.5 s per GiB);
-    the caller stops early once it has what it needs.  Hit counts are capped.
-    """
-    layer = context.layers[layer_name]
-    start, end = layer.minimum_address, layer.maximum_address + 1
-    overlap = MAX_VMCOREINFO_BYTES
-    nbanner = nvmci = 0
-    for chunk_start in range(start, end, SCAN_CHUNK):
-        size = min(SCAN_CHUNK + overlap, end - chunk_start)
-        try:
-            data = layer.read(chunk_start, size, pad=True)
-        except exceptions.InvalidAddressException:
-            continue
-        if progress_callback:
-            progress_callback((chunk_start - start) * 100 / max(1, end - start), "ktstr: scanning for kernel")
-        limit = min(SCAN_CHUNK, size)
-        for magic, kind, maxlen in ((_BANNER_MAGIC, "banner", MAX_BANNER_LEN), (_VMCI_MAGIC, "vmcoreinfo", MAX_VMCOREINFO_BYTES)):
-            pos = data.find(magic)
-            while 0 <= pos < limit:
-                text = data[pos:pos + maxlen]
-                if kind == "banner" and nbanner < MAX_BANNER_HITS:
-                    nbanner += 1
-                    yield kind, chunk_start + pos, text
-                elif kind == "vmcoreinfo" and nvmci < MAX_VMCOREINFO_HITS:
-                    nvmci += 1
-                    yield kind, chunk_start + pos, text
-                pos = data.find(magic, pos + 1)
-
-
-def banner_keys(text: bytes) -> List[bytes]:
-    """Possible identifier-cache keys for an in-memory banner (with and without the NUL)."""
-    end = text.find(b"\0")
-    if end < 0:
-        return []
-    return [text[: end + 1], text[:end]]
 
 
 def configured_phys_base(context) -> Optional[int]:
@@ -238,8 +183,9 @@ def _build_arm64(context, phys_layer: str, root: int, cfg: Tuple[int, int, bool]
 
 
 def _build_x86(context, phys_layer: str, root: int, kvo: int, banner: Optional[bytes],
-               la57: bool) -> intel.LinuxIntel32e:
-    """LinuxIntel32eLA57 (5 levels) or Volatility's LinuxIntel32e (4 levels)."""
+               la57: bool, kernel_map_phys: Optional[int] = None) -> intel.LinuxIntel32e:
+    """LinuxIntel32eLA57 (5 levels) or Volatility's LinuxIntel32e (4 levels; with
+    ``explain_invalid`` for page tables a kdump file lacks)."""
     name = context.layers.free_layer_name("KtstrLA57" if la57 else "KtstrIntel32e")
     path = interfaces.configuration.path_join("KtstrStacker", name)
     join = interfaces.configuration.path_join
@@ -248,7 +194,9 @@ def _build_x86(context, phys_layer: str, root: int, kvo: int, banner: Optional[b
     context.config[join(path, "kernel_virtual_offset")] = kvo
     if banner:
         context.config[join(path, "kernel_banner")] = str(banner, "latin-1")
-    cls = LinuxIntel32eLA57 if la57 else intel.LinuxIntel32e
+    if kernel_map_phys is not None:
+        context.config[join(path, "ktstr_kernel_map_phys")] = kernel_map_phys
+    cls = LinuxIntel32eLA57 if la57 else KtstrLinuxIntel32e
     return cls(context, path, name, metadata={"os": "Linux"})
 
 
@@ -280,181 +228,6 @@ def _drop_layers(context, names: List[str]) -> None:
                 context.layers.del_layer(name)
             except Exception:  # a layer still depended upon: leave it, the clone is discarded
                 pass
-
-
-# --- where the last scan of a dump file found things ---------------------------------------
-
-HINTS_FILE = "ktstr-stack-hints.json"
-MAX_HINT_FILES = 256
-_MAGIC_BY_KIND = {"banner": (_BANNER_MAGIC, MAX_BANNER_LEN), "vmcoreinfo": (_VMCI_MAGIC, MAX_VMCOREINFO_BYTES)}
-
-
-def _hints_key(context, layer_name):
-    """(dump file path, [size, mtime_ns, layer class]) of the file under a physical layer."""
-    from volatility3_ktstr.layers.autoisf import _file_path
-
-    layer = context.layers[layer_name]
-    path = _file_path(context, layer)
-    if not path:
-        return None, None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None, None
-    return path, [st.st_size, st.st_mtime_ns, type(layer).__name__]
-
-
-def _load_hints():
-    import json
-
-    try:
-        with open(os.path.join(constants.CACHE_PATH, HINTS_FILE)) as f:
-            data = json.load(f)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def recall_hits(context, layer_name) -> Optional[List[Tuple[str, int, bytes]]]:
-    """The hits a previous scan of this dump file stacked with, read again at their offsets
-    (each still starting with its magic), or None."""
-    from volatility3_ktstr.layers.autoisf import dump_memo_enabled
-
-    if not dump_memo_enabled():
-        return None
-    path, key = _hints_key(context, layer_name)
-    entry = _load_hints().get(path) if path else None
-    if not isinstance(entry, dict) or entry.get("key") != key:
-        return None
-    out = []
-    for kind, offset in entry.get("hits") or []:
-        magic, maxlen = _MAGIC_BY_KIND.get(kind, (None, 0))
-        if magic is None or not isinstance(offset, int):
-            return None
-        text = _read(context, layer_name, offset, maxlen)
-        if text is None:
-            text = _read(context, layer_name, offset, len(magic))
-        if not text or not text.startswith(magic):
-            return None
-        out.append((kind, offset, text))
-    return out or None
-
-
-def remember_hits(context, layer_name, hits: List[Tuple[str, int]]) -> None:
-    import json
-
-    path, key = _hints_key(context, layer_name)
-    if not path:
-        return
-    data = _load_hints()
-    data.pop(path, None)
-    data[path] = {"key": key, "hits": [list(h) for h in hits]}
-    if len(data) > MAX_HINT_FILES:
-        data = dict(list(data.items())[-MAX_HINT_FILES:])
-    target = os.path.join(constants.CACHE_PATH, HINTS_FILE)
-    tmp = f"{target}.{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, target)
-    except OSError:
-        pass  # only a speed-up
-
-
-# _stack_from's answer for "VMCOREINFO says 4-level x86-64": Volatility's stackers' job.
-STOCK_X86 = object()
-
-
-def stock_x86_layer(context, layer_name, hits, banners):
-    """The layer Volatility's LinuxIntelVMCOREINFOStacker builds for this image, from the
-    remembered VMCOREINFO offset and the banner remembered for the file (isf.autoisf), so
-    without its two scans of the image (VMCOREINFO note, then the banner: 360 MB into the
-    x86 dump). Same checks, same computations (its own functions), same layer and config;
-    None whenever anything differs from what it would see, and then it runs as usual."""
-    from volatility3.framework.automagic import linux as vol_linux
-    from volatility3.framework.constants import linux as linux_constants
-    from volatility3.framework.symbols import linux as linux_symbols
-
-    from volatility3_ktstr.layers.autoisf import _file_path, memo_banner
-
-    vmci = vol_linux.LinuxIntelVMCOREINFOStacker
-    if not vmci._check_versions():
-        return None
-    path = _file_path(context, context.layers[layer_name])
-    banner = memo_banner(path) if path else None
-    if banner is None or banner not in banners or not banners.get(banner):
-        return None
-    for kind, offset, _text in hits:
-        descsz = _vmcoreinfo_note_size(context, layer_name, offset) if kind == "vmcoreinfo" else None
-        if not descsz:
-            continue
-        data = _read(context, layer_name, offset, descsz)
-        if data is None or not data.startswith(linux_constants.OSRELEASE_TAG):
-            continue
-        info = linux_symbols.VMCoreInfo._vmcoreinfo_data_to_dict(data)
-        if not info:
-            continue
-        shifts = vmci._vmcoreinfo_find_aslr(info)
-        if not shifts:
-            continue
-        kaslr_shift, aslr_shift = shifts
-        dtb = vmci._vmcoreinfo_get_dtb(info, aslr_shift, kaslr_shift)
-        if dtb is None:
-            continue
-        is_32bit, _is_pae = vmci._vmcoreinfo_is_32bit(info)
-        prefix = f"Linux version {info['OSRELEASE']} (".encode()
-        valid = [b for b in banners if b and b.startswith(prefix)]
-        if is_32bit or banner not in valid or (len(valid) == 1 and valid[0] != banner):
-            return None
-        join = interfaces.configuration.path_join
-        name = context.layers.free_layer_name("primary")
-        config_path = join("vmcoreinfo", name)
-        context.config[join(config_path, vol_linux.LinuxSymbolFinder.banner_config_key)] = banner.decode("latin-1")
-        context.config[join(config_path, "memory_layer")] = layer_name
-        context.config[join(config_path, "page_map_offset")] = dtb
-        context.config[join(config_path, "kernel_virtual_offset")] = aslr_shift
-        vollog.debug("ktstr: 4-level x86-64 from remembered VMCOREINFO at %#x, DTB %#x", offset, dtb)
-        return intel.Intel32e(context, config_path=config_path, name=name, metadata={"os": "Linux"})
-    return None
-
-
-def _vmcoreinfo_note_size(context, layer_name, offset) -> Optional[int]:
-    """n_descsz if the VMCOREINFO text at ``offset`` is the payload of the ELF note Volatility's
-    VMCOREINFO stacker looks for (Elf64_Note, "VMCOREINFO\\0\\0", the text); else None."""
-    from volatility3.framework.constants import linux as linux_constants
-
-    magic = linux_constants.VMCOREINFO_MAGIC_ALIGNED
-    note = _read(context, layer_name, offset - len(magic) - 12, 12 + len(magic))
-    if note is None or note[12:] != magic:
-        return None
-    namesz, descsz, ntype = struct.unpack("<III", note[:12])
-    if namesz != len(linux_constants.VMCOREINFO_MAGIC) or ntype != 0 or descsz == 0:
-        return None
-    return descsz
-
-
-NOTE_SEARCH_BYTES = 256 << 20
-
-
-def _find_note(context, layer_name, scan, seen) -> None:
-    """After a 4-level x86 decision on the first run: read on (``scan`` records what it yields)
-    to the VMCOREINFO ELF note when the deciding text was another copy (the kernel also keeps
-    the text in a page of its own), at most NOTE_SEARCH_BYTES further, so that the next run
-    finds it among the remembered hits."""
-    start = seen[-1][1] if seen else 0
-    if any(k == "vmcoreinfo" and _vmcoreinfo_note_size(context, layer_name, off) for k, off in seen):
-        return
-    for kind, offset, _text in scan:
-        if offset - start > NOTE_SEARCH_BYTES:
-            return
-        if kind == "vmcoreinfo" and _vmcoreinfo_note_size(context, layer_name, offset):
-            return
-
-
-def _recording(scan, seen: List[Tuple[str, int]]):
-    for kind, offset, text in scan:
-        seen.append((kind, offset))
-        yield kind, offset, text
 
 
 # --- the stacker ------------------------------------------------------------------------------
@@ -489,8 +262,23 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
             result = cls._from_vmcoreinfo(context, layer_name, direct, [], banners, any_levels=True)
             if result is not None:
                 return result
+            why = _root_unreadable(context, layer_name, direct)
+            if why:
+                result = stack_from_root_copy(cls, context, layer_name, direct, banners)
+                if result is not None:
+                    vollog.warning(f"ktstr: {why.split('; ')[0]}; using a copy of its kernel half "
+                                   f"at physical {result.config['page_map_offset']:#x}")
+                    return result
+                # Stacking cannot fail loudly: say why once, so that Volatility's "Unable to
+                # validate the plugin requirements" is not all the user sees.
+                vollog.warning(f"ktstr: {why}")
             vollog.info("ktstr: the file's VMCOREINFO did not give a working configuration; "
                         "searching memory")
+
+        # The CPUs' registers (QEMU's x86 CPU state: CR3, CR4): no scan either.
+        result = cpustack.stack_from_cpu_notes(cls, context, layer_name, banners)
+        if result is not None:
+            return result
 
         # A dump seen before: read where the useful hits were last time instead of scanning
         # (the LA57 dump's kernel image sits 600 MB in); a full scan if that does not stack.
@@ -568,6 +356,9 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
         or compiler, the candidates are looked for in the kernel image (a bounded window after
         _stext, physical, the image being physically contiguous).
         """
+        if uts is None:     # init_uts_ns unreadable: the release alone, when it is unambiguous
+            found = [k for k in banners if k and vmcimod.banner_matches(k, info.osrelease)]
+            return found[0] if len({banners[k] for k in found}) == 1 else None
         release, version = uts
         found = [k for k in banners if k and vmcimod.banner_matches(k, release, version)]
         if len({banners[k] for k in found}) <= 1:
@@ -614,7 +405,7 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
                 for la57 in tries:
                     new = _build_x86(context, phys, root, kvo, banner, la57)
                     uts = _uts_of(context, new, info)
-                    if uts is not None:
+                    if uts is not None or _maps_unread_kernel(new, info):
                         if not cached:
                             _set_banner(context, new, cls._banner_by_uts(context, phys, info, uts, banners)
                                         or banner)
@@ -644,7 +435,7 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
                 except exceptions.LayerException:
                     continue
                 uts = _uts_of(context, new, info)
-                if uts is not None:
+                if uts is not None or _maps_unread_kernel(new, info):
                     if not cached:
                         _set_banner(context, new, cls._banner_by_uts(context, phys, info, uts, banners)
                                     or banner)
