@@ -68,6 +68,23 @@ def smoke_first(names, smoke=None):
             else pytest.param(n, marks=pytest.mark.slow, id=n) for n in names]
 
 
+def minimized(name) -> str:
+    """Why ``name`` holds only some of its memory ('' for a full dump): run_info.json's
+    ``minimized`` (the exit and allocator dumps keep only the pages the plugins read; every
+    other page reads as zeros, the kernel image's BTF, banner and kallsyms tables included)."""
+    try:
+        info = json.loads((dumps_root() / base_name(name) / "run_info.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return ""
+    return str(info.get("minimized") or "")
+
+
+def full_dumps():
+    """:func:`list_dumps` without the minimized ones (tests that read memory no plugin reads:
+    carving the kernel image, kernel stacks)."""
+    return [n for n in list_dumps() if not minimized(n)]
+
+
 def one_dump():
     """[the dump that option tests run on]: the smoke dump, else the first x86-64 dump (no extra
     translation layer), else any; ["<no dumps>"] without dumps. Not simply the first x86-64 name:

@@ -9,7 +9,8 @@ import dumps
 from volatility3_ktstr.isf import fromdump
 from volatility3_ktstr.isf.symbols import load_symbol_file
 
-DUMPS = dumps.list_dumps()
+# Carving reads the kernel image (BTF, banner, kallsyms): minimized dumps keep none of it.
+DUMPS = dumps.full_dumps()
 
 # Data symbols Volatility and the ktstr plugins look up.
 PLUGIN_SYMBOLS = (
