@@ -119,3 +119,38 @@ def test_struct_ops_value(layout):
     m = BpfMap(kva=MAP, id=4, type_name="struct_ops", value_size=16)
     k, u, addr = values.struct_ops_value(mem, layout, m)
     assert (k, u, addr) == (b"K" * 16, b"U" * 16, MAP + ko)
+
+
+RECORD_DECLS = BPF_DECLS.replace(
+    "struct bpf_map { u32 map_type; u32 key_size; u32 value_size; u32 max_entries; };",
+    "struct btf_field { u32 offset; u32 size; u32 type; };\n"
+    "struct btf_record { u32 cnt; u32 field_mask; int spin_lock_off; struct btf_field fields[0]; };\n"
+    "struct bpf_map { u32 map_type; u32 key_size; u32 value_size; u32 max_entries; "
+    "struct btf_record *record; };")
+
+
+def test_special_fields_read_as_the_kernel_copies_them():
+    """A value's bpf_timer / spin lock (map->record) reads as zeros, as bpftool shows it (the
+    kernel never copies special fields out); the bytes around them are kept. A NULL or ERR_PTR
+    record, or one whose count is absurd, masks nothing."""
+    L = SynthKernel(RECORD_DECLS).layout
+    rec = MAP + 0x8000
+    vo = L.offset("bpf_array", "value")
+    mem = BufferReader({MAP: bytes(0x10000)})
+    put(mem, MAP + L.offset("bpf_array", "elem_size"), "<I", 24)
+    value = struct.pack("<QQQ", 0x1111, 0xFFFF8880DEADBEEF, 0x3333)   # a 8-byte "timer" at 8
+    put(mem, MAP + vo, "<24s", value)
+    esize, fields = L.size("btf_field"), L.offset("btf_record", "fields")
+    put(mem, rec + L.offset("btf_record", "cnt"), "<I", 1)
+    put(mem, rec + fields + L.offset("btf_field", "offset"), "<I", 8)
+    put(mem, rec + fields + L.offset("btf_field", "size"), "<I", 8)
+    m = BpfMap(kva=MAP, id=1, type_name="array", key_size=4, value_size=24, max_entries=1)
+    for ptr, want in ((rec, struct.pack("<QQQ", 0x1111, 0, 0x3333)), (0, value),
+                      ((1 << 64) - 22, value)):
+        put(mem, MAP + L.offset("bpf_map", "record"), "<Q", ptr)
+        (e,) = values.iter_entries(mem, L, m)
+        assert e.value == want, hex(ptr)
+    put(mem, MAP + L.offset("bpf_map", "record"), "<Q", rec)
+    put(mem, rec + L.offset("btf_record", "cnt"), "<I", 1 << 20)
+    assert values.special_fields(mem, L, MAP) == []
+    assert esize and values.as_copied(b"\1" * 4, [(2, 8)]) == b"\1\1\0\0"

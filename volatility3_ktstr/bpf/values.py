@@ -255,13 +255,65 @@ def struct_ops_value(reader, layout, m):
     return kval, uval, kaddr
 
 
+MAX_RECORD_FIELDS = 64              # btf_record.cnt bound (the kernel's BTF_FIELDS_MAX is 11)
+
+
+def special_fields(reader, layout, map_kva):
+    """[(offset, size)] of the value's special fields (``map->record``: spin locks, timers,
+    kptrs, list/rbtree heads and nodes, refcounts, workqueues): the kernel never copies them
+    to user space (``bpf_obj_memcpy`` skips them, ``check_and_init_map_value`` zeroes them),
+    so bpftool shows zeros there. [] without a record (or on kernels without one, < 6.2)."""
+    if not (layout.has("bpf_map", "record") and layout.has("btf_record", "fields")):
+        return []
+    try:
+        rec = read_int(reader, layout, "bpf_map", map_kva, "record")
+        # NULL, or an ERR_PTR (-errno) when parsing the record failed: no special fields.
+        if not rec or rec >= (1 << 64) - 4095:
+            return []
+        cnt = read_int(reader, layout, "btf_record", rec, "cnt")
+        if not 0 < cnt <= MAX_RECORD_FIELDS:
+            return []
+        esize = layout.size("btf_field")
+        off_f, size_f = layout.field("btf_field", "offset"), layout.field("btf_field", "size")
+        raw = reader.read(rec + layout.offset("btf_record", "fields"), esize * cnt)
+    except (ReadError, LayoutError):
+        return []
+    elems = (raw[i * esize:(i + 1) * esize] for i in range(cnt))
+    return [(off_f.decode(e), size_f.decode(e)) for e in elems]
+
+
+def as_copied(value, fields):
+    """``value`` as the kernel copies it out: its special fields zeroed."""
+    if value is None or not fields:
+        return value
+    out = bytearray(value)
+    for off, size in fields:
+        if off < len(out):
+            end = min(len(out), off + size)
+            out[off:end] = bytes(end - off)
+    return bytes(out)
+
+
 def iter_entries(reader, layout, m, offsets=None, limit=4096, info=None):
-    """Entries of any walkable map type (raises ValueError_ for the others)."""
+    """Entries of any walkable map type (raises ValueError_ for the others), values as the
+    kernel copies them to user space (:func:`as_copied`)."""
     t = m.type_name
     if t == "array":
-        return array_entries(reader, layout, m, limit, info)
-    if t == "percpu_array":
-        return percpu_array_entries(reader, layout, m, offsets, limit, info)
-    if t in HASH_TYPES:
-        return htab_entries(reader, layout, m, offsets, limit, info)
-    raise ValueError_(f"map type {t} has no value walker")
+        entries = array_entries(reader, layout, m, limit, info)
+    elif t == "percpu_array":
+        entries = percpu_array_entries(reader, layout, m, offsets, limit, info)
+    elif t in HASH_TYPES:
+        entries = htab_entries(reader, layout, m, offsets, limit, info)
+    else:
+        raise ValueError_(f"map type {t} has no value walker")
+    fields = special_fields(reader, layout, m.kva)
+    if not fields:
+        return entries
+    return (_copied(e, fields) for e in entries)
+
+
+def _copied(e, fields):
+    e.value = as_copied(e.value, fields)
+    if e.percpu is not None:
+        e.percpu = [(cpu, as_copied(v, fields)) for cpu, v in e.percpu]
+    return e

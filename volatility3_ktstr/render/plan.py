@@ -456,9 +456,10 @@ class Compiler:
 
     def _datasec(self, t, max_elems):
         members = []
+        taken = set()
         for var_id, voff, vsize in t.vars:
             v = self.btf.type(var_id)
-            name = v.name if v is not None else f"#{var_id}"
+            name = datasec_var_key(v.name if v is not None else f"#{var_id}", voff, taken)
             inner = v.type if v is not None and v.kind == Kind.VAR else var_id
             members.append((name, voff, self.plan(inner, max_elems), vsize))
         size = t.size
@@ -477,6 +478,15 @@ class Compiler:
         p = Plan(fn, size, t.id, "datasec", t.name)
         p.members = members
         return p
+
+
+def datasec_var_key(name, offset, taken):
+    """The key of a section variable in a rendered DATASEC: its name; a name the section already
+    holds gets ``@<offset>`` (objects linked from several units repeat static names, e.g. each
+    unit's ``xchg_tail.____fmt`` in one .rodata: a dict would keep only the last of them)."""
+    key = name if name not in taken else f"{name}@{offset:#x}"
+    taken.add(key)
+    return key
 
 
 _COMPILERS = weakref.WeakKeyDictionary()
