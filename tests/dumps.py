@@ -85,6 +85,12 @@ def full_dumps():
     return [n for n in list_dumps() if not minimized(n)]
 
 
+def scheduler_live(name) -> bool:
+    """Was a sched_ext scheduler loaded at dump time (sysfs state ``enabled``)? Not in the exit
+    dump: the scheduler had died and the kernel had torn it down (tasks back in fair)."""
+    return (load_truth(name).get("sched_ext") or {}).get("state") == "enabled"
+
+
 def one_dump():
     """[the dump that option tests run on]: the smoke dump, else the first x86-64 dump (no extra
     translation layer), else any; ["<no dumps>"] without dumps. Not simply the first x86-64 name:
