@@ -12,14 +12,15 @@ No Volatility import.
     rb_nodes                      struct rb_root (in order)
     rhashtable_nodes              struct rhashtable (bucket tables, future_tbl)
     xa_entries / idr_entries      struct xarray / struct idr
+    xa_lookup / idr_lookup        one index of them (SlotUnreadable when its path is not)
 """
 
 from .damage import Damage, DamageLog
 from .lists import follow, hlist_nodes, hlist_nulls_nodes, list_entries, list_nodes, parent_chain
 from .rbtree import rb_nodes
 from .rhashtable import rhashtable_nodes
-from .xarray import idr_entries, xa_entries
+from .xarray import SlotUnreadable, idr_entries, idr_lookup, xa_entries, xa_lookup
 
 __all__ = ["Damage", "DamageLog", "follow", "list_nodes", "list_entries", "hlist_nodes",
            "hlist_nulls_nodes", "parent_chain", "rb_nodes", "rhashtable_nodes", "xa_entries",
-           "idr_entries"]
+           "idr_entries", "xa_lookup", "idr_lookup", "SlotUnreadable"]

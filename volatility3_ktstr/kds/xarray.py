@@ -93,3 +93,67 @@ def idr_entries(reader, layout, idr, *, limit=MAX_ENTRIES, damage=None):
     xa = idr + layout.offset("idr", "idr_rt")
     for index, ptr in xa_entries(reader, layout, xa, limit=limit, damage=damage):
         yield index + base, ptr
+
+
+class SlotUnreadable(Exception):
+    """The path to an XArray index could not be read: ``addr`` is the part that failed,
+    ``reason`` why (excluded by the dump level, unmapped, corrupt)."""
+
+    def __init__(self, what, addr, reason):
+        super().__init__(f"{what} at {addr:#x}: {reason}" if addr else f"{what}: {reason}")
+        self.what = what
+        self.addr = addr
+        self.reason = reason
+
+
+def xa_lookup(reader, layout, xa, index, what="xa_node"):
+    """The entry at ``index`` of the ``struct xarray`` at ``xa`` (0 when the slot is empty or
+    the tree does not reach that far), reading only the nodes on the way to it.
+
+    Raises :class:`SlotUnreadable` naming the node that could not be read (or was implausible):
+    then nothing is known about the slot. This is what tells "absent from the registry" (the
+    slot was read and holds something else) from "unverifiable" (the slot was not readable)."""
+    try:
+        entry = reader.u64(xa + layout.offset("xarray", "xa_head"))
+    except Exception as e:  # ReadError
+        raise SlotUnreadable("xarray head", xa, str(getattr(e, "reason", e))) from None
+    if not is_node(entry):
+        return entry if index == 0 and not is_internal(entry) and not entry & 1 else 0
+    off_shift = layout.offset("xa_node", "shift")
+    off_slots = layout.offset("xa_node", "slots")
+    nslots = (layout.size("xa_node") - off_slots) // 8
+    nslots = 64 if nslots <= 0 else min(nslots, 64)
+    chunk_shift = max(1, nslots.bit_length() - 1)
+    node_size = off_slots + 8 * (1 << chunk_shift)
+    for depth in range(MAX_DEPTH + 1):
+        node = entry - 2
+        try:
+            raw = reader.read(node, node_size)
+        except Exception as e:  # ReadError
+            raise SlotUnreadable(what, node, str(getattr(e, "reason", e))) from None
+        shift = raw[off_shift]
+        if shift >= 64 or shift % chunk_shift:
+            raise SlotUnreadable(what, node, f"implausible shift {shift}")
+        if depth == 0 and index >> (shift + chunk_shift):
+            return 0            # beyond what the tree covers: no such index
+        slot = (index >> shift) & ((1 << chunk_shift) - 1)
+        entry = int.from_bytes(raw[off_slots + 8 * slot:off_slots + 8 * slot + 8], "little")
+        if not is_node(entry):
+            return 0 if is_internal(entry) or entry & 1 else entry
+        if shift == 0:
+            raise SlotUnreadable(what, node, "node entry at the leaf level")
+    raise SlotUnreadable(what, entry - 2, f"deeper than {MAX_DEPTH}")
+
+
+def idr_lookup(reader, layout, idr, obj_id):
+    """The pointer the ``struct idr`` at ``idr`` holds for ``obj_id`` (0: none); raises
+    :class:`SlotUnreadable` when the way to its slot cannot be read."""
+    base = 0
+    if layout.has("idr", "idr_base"):
+        try:
+            base = reader.u32(idr + layout.offset("idr", "idr_base"))
+        except Exception as e:  # ReadError
+            raise SlotUnreadable("idr", idr, str(getattr(e, "reason", e))) from None
+    if obj_id < base:
+        return 0
+    return xa_lookup(reader, layout, idr + layout.offset("idr", "idr_rt"), obj_id - base)

@@ -1,0 +1,130 @@
+"""The one enumeration of BPF objects every listing plugin uses (``bpf.objects.Inventory``),
+built from the kernel adapter once per adapter.
+
+``maps(kctx, damage)``, ``progs(...)``, ``links(...)`` give what ``kctx.maps()`` etc. give on a
+healthy dump (the registry, id order, its damage into ``damage``); when the registry walk
+recorded damage, the objects reached only another way (fds, used_maps, links, hooks, slots,
+kallsyms, pins) follow, each with an :class:`~volatility3_ktstr.bpf.objects.Entry` saying how.
+No Volatility import.
+"""
+
+import weakref
+
+from ..bpf import objects as bpfobjects
+from ..errors import KtstrError
+from ..kds import DamageLog
+
+_CACHE = weakref.WeakKeyDictionary()
+
+
+def _state(kctx):
+    try:
+        return _CACHE.setdefault(kctx, {})
+    except TypeError:       # an adapter that cannot be weakly referenced: no sharing
+        return {}
+
+
+def _registry(kctx, kind):
+    st = _state(kctx)
+    key = ("registry", kind)
+    if key not in st:
+        name = bpfobjects.REGISTRY_OF[kind]
+        reg = bpfobjects.Registry(kind, name, kctx.symbol(name) or 0)
+        try:
+            if kind == "map":
+                reg.records = list(kctx.maps(reg.damage))
+            elif kind == "prog":
+                reg.records = list(kctx.progs(reg.damage))
+            elif kind == "link":
+                reg.records = list(kctx.links(reg.damage))
+            else:
+                objs = kctx.btf_objects(reg.damage)
+                if not objs and not reg.addr:
+                    reg.error = "kernel symbol 'btf_idr' is not in the symbol table"
+                reg.records = sorted(objs.items())
+        except KtstrError as e:
+            reg.error = str(e)
+        st[key] = reg
+    return st[key]
+
+
+def registries(kctx, kinds=bpfobjects.KINDS):
+    return {k: _registry(kctx, k) for k in kinds}
+
+
+def inventory(kctx, kind="map", forensic=False) -> bpfobjects.Inventory:
+    """The Inventory of ``kctx``: the ``kind`` registry alone while it was read whole, every
+    registry and every other path once it was not (or with ``forensic``)."""
+    st = _state(kctx)
+    full = st.get("full")
+    if full is not None:
+        return full
+    reg = _registry(kctx, kind)
+    if reg.complete and not forensic:
+        key = ("light", kind)
+        if key not in st:
+            st[key] = bpfobjects.Inventory(kctx.bpf_kernel(), {kind: reg})
+        return st[key]
+    inv = bpfobjects.Inventory(kctx.bpf_kernel(), registries(kctx))
+    from . import bpfhooks
+    from . import bpfobjects as objs
+
+    damage = inv.off_damage
+    links, attachments, _links_ok = bpfhooks.collect(kctx, damage)
+    fds, fd_damage = objs.fd_scan(kctx)
+    pins, pin_damage = objs.pin_scan(kctx)
+    inv.add_off_registry(links, attachments, fds, pins, damage)
+    inv.fd_damage, inv.pin_damage = fd_damage, pin_damage
+    st["full"] = inv
+    return inv
+
+
+def _listing(kctx, kind, damage, require):
+    reg = _registry(kctx, kind)
+    if reg.error and require:
+        raise KtstrError(reg.error)
+    if damage is not None:
+        damage.extend(reg.damage)
+    inv = inventory(kctx, kind)
+    return inv.records(kind)
+
+
+def maps(kctx, damage=None, require=True):
+    """Every BPF map reachable (registry first, id order); ``map_idr`` damage into ``damage``."""
+    return _listing(kctx, "map", damage, require)
+
+
+def progs(kctx, damage=None, require=True):
+    return _listing(kctx, "prog", damage, require)
+
+
+def links(kctx, damage=None, require=True):
+    return _listing(kctx, "link", damage, require)
+
+
+def entry(kctx, kind, kva):
+    """The Entry of an object (None when no inventory has it)."""
+    st = _state(kctx)
+    inv = st.get("full") or st.get(("light", kind))
+    return inv.entry(kind, kva) if inv is not None else None
+
+
+def off_registry_note(kctx, kind, kva) -> str:
+    e = entry(kctx, kind, kva)
+    return e.note() if e is not None else ""
+
+
+def coverage_rows(kctx, kind):
+    """Texts for a listing's coverage row: '' unless the registry walk was damaged (a healthy
+    dump's output stays as it was)."""
+    st = _state(kctx)
+    inv = st.get("full")
+    if inv is None:
+        return []
+    out = [f"coverage: {inv.coverage(kind)}"]
+    for what, log in (("off-registry walks", inv.off_damage),
+                      ("fd scan", getattr(inv, "fd_damage", DamageLog())),
+                      ("bpffs walk", getattr(inv, "pin_damage", DamageLog()))):
+        if log:
+            out.append(f"coverage: {what}: {log.summary()}")
+    return out
