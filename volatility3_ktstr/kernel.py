@@ -562,16 +562,20 @@ class KernelContext:
 
     def arenas(self):
         """ArenaInfo of every BPF arena map (read once)."""
+        from .views import inventory  # every map reachable, not only map_idr's
+
         return self._memo("arenas", lambda: arenaw.arena_infos(
-            self.reader, self.layout, self.maps(), self.page_size))
+            self.reader, self.layout, inventory.maps(self), self.page_size))
 
     def prog_arenas(self):
         """(programs, {prog kva: prog->aux->arena}) for arena attribution; ([], {}) when the
         program registry cannot be read (attribution then falls back to pointer ranges)."""
 
         def read():
+            from .views import inventory
+
             try:
-                progs = self.progs()
+                progs = inventory.progs(self)
             except (KtstrError, LayoutError):
                 return [], {}
             return progs, {p.kva: arenaw.prog_arena_kva(self.reader, self.layout, p.aux_kva)
@@ -587,9 +591,11 @@ class KernelContext:
         key = ("sdt", type_name, walk, tuple(sorted(kwargs.items())))
 
         def find():
+            from .views import inventory
+
             progs, prog_arenas = self.prog_arenas()
             return sdtalloc.find_programs(
-                self.reader, self.layout, self.maps(), self.btf_at, self.arenas(), progs,
+                self.reader, self.layout, inventory.maps(self), self.btf_at, self.arenas(), progs,
                 prog_arenas=prog_arenas, is_foreign=self.layout.has, type_name=type_name,
                 walk=walk, **kwargs)
 

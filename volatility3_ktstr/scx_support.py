@@ -104,7 +104,9 @@ class ScxKernel:
         """BPF maps of the dump ([] with a line in ``errors`` when the registry is missing)."""
         if self._maps is None:
             try:
-                self._maps = list(self.kctx.maps())
+                from .views import inventory  # every map reachable, not only map_idr's
+
+                self._maps = list(inventory.maps(self.kctx))
                 self._maps_error = None
             except KtstrError as e:
                 self._maps, self._maps_error = [], str(e)

@@ -192,7 +192,7 @@ class Inventory:
         self._add_btf(fds)
         self.off_walked = True
         self.sources = (f"{len(links)} links, {len(attachments)} hook entries, {len(fds)} fds, "
-                        f"{len(pins)} pins, map slots, used_maps and bpf_kallsyms")
+                        f"{len(pins)} pins, map slots and bpf_kallsyms")
 
     def _read(self, dec, kind, kva):
         bk = self.bk

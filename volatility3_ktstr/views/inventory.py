@@ -128,3 +128,45 @@ def coverage_rows(kctx, kind):
         if log:
             out.append(f"coverage: {what}: {log.summary()}")
     return out
+
+
+def damage_texts(kctx, kinds=("map",)):
+    """What a plugin that reads the ``kinds`` registries says about them after its own rows:
+    each registry part skipped and the coverage line ([] on a healthy dump)."""
+    out = []
+    for kind in kinds:
+        reg = _registry(kctx, kind)
+        name = bpfobjects.REGISTRY_OF[kind]
+        if reg.error:
+            out.append(f"{name} not read: {reg.error}")
+        for d in reg.damage:
+            out.append(f"{name} node skipped: {d}")
+        if not reg.complete:
+            inventory(kctx, kind)
+            out.extend(coverage_rows(kctx, kind)[:1])
+    return out
+
+
+def summary_of(kctx, kind="map") -> str:
+    """"12 maps read (map_idr whole)" / "... (map_idr damaged: ...)": for "found nothing" rows."""
+    reg = _registry(kctx, kind)
+    inv = inventory(kctx, kind)
+    noun = {"map": "maps", "prog": "programs", "link": "links", "btf": "BTF objects"}[kind]
+    state = "read whole" if reg.complete else (f"not read: {reg.error}" if reg.error else
+                                                f"damaged: {len(reg.damage)} parts skipped")
+    return f"{len(inv.entries(kind))} {noun} reached ({reg.name} {state})"
+
+
+def tasks(kctx):
+    """The cross-view of the kernel's task lists (``walkers.alltasks.TaskLists``), once."""
+    from ..walkers import alltasks
+
+    st = _state(kctx)
+    if "tasks" not in st:
+        try:
+            offsets = kctx.per_cpu_offsets()
+        except KtstrError:
+            offsets = []
+        cursor = dict(kctx.enum("scx_ent_flags") or ()).get("SCX_TASK_CURSOR", 0) & 0xFFFFFFFF
+        st["tasks"] = alltasks.collect(kctx.reader, kctx.layout, kctx.symbol, offsets, cursor)
+    return st["tasks"]

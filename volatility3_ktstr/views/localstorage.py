@@ -16,6 +16,7 @@ from ..walkers import localstorage as ls
 from ..walkers import sdtalloc
 from ..walkers.owners import OWNER_KINDS, Owner, OwnerResolver
 from . import HEX, Grid
+from . import inventory
 from .common import select_maps
 
 GRID = Grid(
@@ -35,8 +36,11 @@ def select(maps, ids=None, names=None):
 
 
 def rows(kctx, ids=None, names=None, pids=None, payload_type=None, verbose=False):
-    maps = select(kctx.maps(), ids, names)
+    maps = select(inventory.maps(kctx), ids, names)
     if not maps:
+        yield 0, GRID.row(MapId=-1, MapName="", OwnerKind="summary", Owner=0, Element=0,
+                          Note=f"no local storage map found; {inventory.summary_of(kctx)}")
+        yield from _registry_rows(kctx)
         return
     kctx.require_type("bpf_local_storage_map")
     try:
@@ -49,6 +53,12 @@ def rows(kctx, ids=None, names=None, pids=None, payload_type=None, verbose=False
     arenas = ArenaContext(kctx, payload_type)
     for m in maps:
         yield from _map_rows(kctx, offs, m, budget, owners, pids, verbose, arenas)
+    yield from _registry_rows(kctx)
+
+
+def _registry_rows(kctx):
+    for text in inventory.damage_texts(kctx):
+        yield 0, GRID.row(MapId=-1, MapName="", OwnerKind="problem", Owner=0, Element=0, Note=text)
 
 
 def _map_rows(kctx, offs, m, budget, owners, pids, verbose, arenas):
@@ -91,6 +101,9 @@ def _map_rows(kctx, offs, m, budget, owners, pids, verbose, arenas):
             summary += f"; {extra}"
     if stats.damage and not verbose:
         summary += " (--verbose for reasons)"
+    found = inventory.off_registry_note(kctx, "map", m.kva)
+    if found:
+        summary += f"; {found}"
     yield 0, _info_row(m, "summary", m.kva, summary)
 
 

@@ -7,7 +7,7 @@ Takes the kernel adapter (``KernelContext``); no Volatility import.
 
 from ..errors import KtstrError
 from ..walkers import owners, sdtalloc
-from . import HEX, Grid
+from . import HEX, Grid, inventory
 
 GRID = Grid(("Scheduler", str), ("Allocator", str), ("Idx", int), ("Genn", int), ("Address", HEX),
             ("PID", int), ("Comm", str), ("Type", str), ("Payload", str), ("Note", str), note="Note")
@@ -29,9 +29,11 @@ def programs(kctx, type_name=None, max_entries=None, header_size=None):
 def rows(kctx, type_name=None, max_entries=None, header_size=None):
     progs = programs(kctx, type_name, max_entries, header_size)
     if not progs:
+        damaged = inventory.damage_texts(kctx, ("map", "prog"))
+        why = f"; {inventory.summary_of(kctx)}: {'; '.join(damaged)}" if damaged else ""
         raise KtstrError("no BPF program in the dump declares a struct scx_allocator variable "
-                         "(no sched_ext scheduler using sdt_alloc is loaded)")
-    maps = kctx.maps()
+                         f"(no sched_ext scheduler using sdt_alloc is loaded{why})")
+    maps = inventory.maps(kctx)
     resolver = owners.OwnerResolver(kctx.reader, kctx.layout)
     task_pid = kctx.layout.offset("task_struct", "pid") if kctx.layout.has("task_struct", "pid") else None
     for prog in progs:
@@ -42,6 +44,9 @@ def rows(kctx, type_name=None, max_entries=None, header_size=None):
         owner_of = sdtalloc.task_storage_owners(kctx.reader, kctx.layout, maps, prog, resolver)
         for walk, type_id, reason in prog.slots.walks:
             yield from _walk_rows(kctx, prog, walk, type_id, reason, owner_of, task_pid)
+    for text in inventory.damage_texts(kctx, ("map", "prog")):
+        yield 0, GRID.row(Scheduler="", Allocator="", Idx=0, Address=0, Comm="", Type="", Payload="",
+                          Note=text)
 
 
 def _walk_rows(kctx, prog, walk, type_id, reason, owner_of, task_pid):
