@@ -472,6 +472,12 @@ class FakeKernelContext:
     def per_cpu_offsets(self):
         return [0]
 
+    def btf_objects(self, damage=None):
+        return {}       # no btf_idr in the world
+
+    def enum(self, name):
+        return self.world.enum(name)
+
     def boot_epoch_ns(self):
         return None
 

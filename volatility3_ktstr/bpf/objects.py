@@ -59,6 +59,11 @@ class Registry:
         return not self.error
 
     @property
+    def absent(self) -> bool:
+        """The kernel (or its symbol table) has no such registry: nothing is judged against it."""
+        return not self.addr or "not in the symbol table" in self.error
+
+    @property
     def complete(self) -> bool:
         return not self.error and not self.damage
 
@@ -205,7 +210,7 @@ class Inventory:
     def _add_btf(self, fds):
         """BTF objects: fds on them, and the BTF of every map and program found."""
         reg = self.registries.get("btf")
-        if reg is None:
+        if reg is None or reg.absent:
             return
         refs = {}
         for f in fds:

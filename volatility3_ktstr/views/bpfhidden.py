@@ -31,7 +31,8 @@ def _describe(e):
 
 def rows(kctx):
     inv = inventory.inventory(kctx, forensic=True)
-    off = [e for e in inv.by_key.values() if e.off_registry]
+    # A kernel without a registry (link_idr before BPF links): its kind is not judged.
+    off = [e for e in inv.by_key.values() if e.off_registry and not inv.registries[e.kind].absent]
     off.sort(key=lambda e: (e.verdict != bpfobjects.HIDDEN, e.kind, e.id, e.kva))
     for e in off:
         name, tname = _describe(e)

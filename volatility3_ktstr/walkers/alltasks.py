@@ -189,7 +189,9 @@ def _runqueues(out, reader, layout, rq_sym, offsets):
 
 def _describe(out, reader, layout):
     has_exit = layout.has("task_struct", "exit_state")
-    paths = ("pid", "tgid", "comm", "flags") + (("exit_state",) if has_exit else ())
+    has_flags = layout.has("task_struct", "flags")
+    paths = ("pid", "tgid", "comm") + (("flags",) if has_flags else ()) + (
+        ("exit_state",) if has_exit else ())
     for t in out.by_kva.values():
         try:
             r = Record(reader, layout, "task_struct", t.kva, paths)
@@ -199,7 +201,7 @@ def _describe(out, reader, layout):
             out.damage.add("task_struct", t.kva, f"unreadable ({e.reason})")
             continue
         t.pid, t.tgid, t.comm = r.int("pid"), r.int("tgid"), r.str("comm")
-        t.exiting = bool(r.int("flags") & PF_EXITING) or bool(has_exit and r.int("exit_state"))
+        t.exiting = bool(has_flags and r.int("flags") & PF_EXITING) or bool(has_exit and r.int("exit_state"))
 
 
 def _cgroups(out, reader, layout):
