@@ -140,7 +140,8 @@ def test_raw_dump_without_registry_nodes_plugins_still_work(tmp_path_factory):
     assert allocations(degraded) == allocations(intact) and allocations(intact)
 
     def pages(kctx):
-        return sorted((r["MapID"], r["UserAddr"], r["Physical"]) for r in _rows(arena, kctx) if r["MapID"] >= 0)
+        return sorted((r["MapID"], r["UserAddr"], str(r["Physical"])) for r in _rows(arena, kctx)
+                      if r["MapID"] >= 0)
 
     assert pages(degraded) == pages(intact) and pages(intact)
 
@@ -149,3 +150,39 @@ def test_raw_dump_without_registry_nodes_plugins_still_work(tmp_path_factory):
                       if r["MapId"] >= 0 and r["Index"] >= 0)
 
     assert values(degraded) == values(intact) and values(intact)
+
+
+def test_task_cross_view_clean_and_unlinked():
+    """No finding on the intact dump; a process unlinked from init_task.tasks (the classic
+    rootkit trick, done here through a reader that shows its neighbour's link skipping it) is
+    hidden: still on the pid IDR, scx_tasks and its css_set."""
+    if not _have(RAW):
+        pytest.skip(f"KTSTR_DUMPS is unset or has no {RAW}")
+    from volatility3_ktstr.core import Reader
+    from volatility3_ktstr.views import inventory
+    from volatility3_ktstr.walkers import alltasks
+
+    kctx = _kctx(dumps.dump_path(RAW), RAW)
+    clean = inventory.tasks(kctx)
+    assert clean.findings() == [] and clean.counts["pid_idr"] > 10
+    lay = kctx.layout
+    victim = next(t for t in clean.by_kva.values() if t.comm == "scx_sdt" and t.pid == t.tgid)
+    tasks_off = lay.offset("task_struct", "tasks")
+    prev = kctx.reader.ptr(victim.kva + tasks_off + lay.offset("list_head", "prev"))
+    nxt = kctx.reader.ptr(victim.kva + tasks_off + lay.offset("list_head", "next"))
+    at = prev + lay.offset("list_head", "next")
+
+    class Unlinked(Reader):
+        def read(self, addr, size):
+            data = kctx.reader.read(addr, size)
+            if addr <= at and at + 8 <= addr + size:
+                data = data[:at - addr] + nxt.to_bytes(8, "little") + data[at - addr + 8:]
+            return data
+
+    cursor = dict(kctx.enum("scx_ent_flags") or ()).get("SCX_TASK_CURSOR", 0)
+    seen = alltasks.collect(Unlinked(), lay, kctx.symbol, kctx.per_cpu_offsets(), cursor)
+    found = {t.kva: t for t in seen.findings()}
+    assert victim.kva in found
+    t = found[victim.kva]
+    assert t.verdict == "hidden" and t.missing_from == ["tasks"] and "pid_idr" in t.found_in
+    assert all(f.tgid == victim.tgid for f in found.values())     # its threads, nothing else
