@@ -186,3 +186,36 @@ def test_task_cross_view_clean_and_unlinked():
     t = found[victim.kva]
     assert t.verdict == "hidden" and t.missing_from == ["tasks"] and "pid_idr" in t.found_in
     assert all(f.tgid == victim.tgid for f in found.values())     # its threads, nothing else
+
+
+def test_fds_of_processes_off_a_broken_task_list(tmp_path):
+    """The task_struct page of the process before the scheduler's on init_task.tasks is
+    excluded: the list walk stops there, the pid IDR still gives the scheduler, and bpffds
+    lists its fds (saying how the process was found); bpfhidden calls no task hidden."""
+    if not _have(VMCORE):
+        pytest.skip(f"KTSTR_DUMPS is unset or has no {VMCORE}")
+    from volatility3_ktstr.views import bpffds, bpfhidden, inventory
+
+    src = dumps.dump_path(VMCORE)
+    clean = _kctx(src, VMCORE)
+    want = {(r["PID"], r["FD"], r["ID"]) for r in _rows(bpffds, clean) if r["PID"] >= 0}
+    sched = next(t for t in inventory.tasks(clean).by_kva.values() if t.comm == "scx_sdt" and t.pid == t.tgid)
+    lay = clean.layout
+    tasks_off = lay.offset("task_struct", "tasks")
+    prev_node = clean.reader.ptr(sched.kva + tasks_off + lay.offset("list_head", "prev"))
+    pfn = degrade.pfn_of(clean, prev_node)
+    if pfn in {degrade.pfn_of(clean, sched.kva + o) for o in range(0, lay.size("task_struct"), 4096)}:
+        pytest.skip("the neighbour shares a page with the scheduler's task_struct")
+    out = tmp_path / "vmcore.kdump"
+    assert degrade.exclude_pfns(src, out, [pfn])
+    kctx = _kctx(out, VMCORE)
+    rows = _rows(bpffds, kctx)
+    got = {(r["PID"], r["FD"], r["ID"]) for r in rows if r["PID"] >= 0}
+    mine = {w for w in want if w[0] == sched.pid}
+    assert mine and mine <= got
+    assert all("not on init_task.tasks; found in" in r["Error"] for r in rows if r["PID"] == sched.pid)
+    assert any(r["PID"] == -1 and "fd scan skipped" in r["Error"] for r in rows)
+    hidden_rows = _rows(bpfhidden, kctx)
+    assert not [r for r in hidden_rows if r["Verdict"] == "hidden"]
+    assert any(r["Kind"] == "task" and r["ID"] == sched.pid and r["Verdict"] == "unverifiable"
+               for r in hidden_rows)
