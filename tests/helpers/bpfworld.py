@@ -144,6 +144,8 @@ class World:
         self.kbtf, self.kbtf_ids = kernel_btf_with_funcs()
         self.modules = {}            # module name -> Btf
         self.ids = {"prog_idr": {}, "map_idr": {}, "link_idr": {}}
+        # idr_alloc_cyclic's idr_next: past every id handed out (an unlinked object keeps its id)
+        self.handed_out = dict.fromkeys(self.ids, 1)
         for name in self.ids:
             self.syms[name] = self.mem.alloc("idr")
         self.syms["bpf_kallsyms"] = self.mem.list_init(self.mem.alloc("list_head"))
@@ -169,6 +171,7 @@ class World:
         for name, entries in self.ids.items():
             idr = self.syms[name]
             xa = idr + self.L.offset("idr", "idr_rt")
+            self.mem.set("idr", idr, "idr_next", self.handed_out[name])
             if not entries:
                 self.mem.set("xarray", xa, "xa_head", 0)
                 continue
@@ -200,6 +203,7 @@ class World:
             mem.put("bpf_ksym", k, name=f"bpf_prog_{prog_id:04x}_{name}"[:31], prog=1,
                     start=TEXT + 0x900000 + 0x1000 * prog_id)
             mem.list_add_tail(self.syms["bpf_kallsyms"], k + L.offset("bpf_ksym", "lnode"))
+        self.handed_out["prog_idr"] = max(self.handed_out["prog_idr"], prog_id + 1)
         if register:
             self.register("prog_idr", prog_id, p)
         return p
@@ -214,6 +218,7 @@ class World:
         for i, ptr in slots:
             self.mem.u64(m + L.offset("bpf_array", "ptrs") + 8 * i, ptr)
         m += L.offset("bpf_array", "map")          # maps are known by their struct bpf_map
+        self.handed_out["map_idr"] = max(self.handed_out["map_idr"], map_id + 1)
         if register:
             self.register("map_idr", map_id, m)
         return m
@@ -230,6 +235,7 @@ class World:
         self.mem.put("bpf_link", lk, id=link_id, type=types["BPF_LINK_TYPE_" + type_name.upper()],
                      prog=prog, attach_type=attach_types[attach] if attach else 0,
                      ops=self.syms.get(ops or "", 0))
+        self.handed_out["link_idr"] = max(self.handed_out["link_idr"], link_id + 1)
         if register:
             self.register("link_idr", link_id, lk)
         return lk

@@ -22,6 +22,21 @@ def is_internal(entry):
     return entry & 3 == 2
 
 
+def implausible_node(raw, layout, xa, off_slots, nslots):
+    """Why the bytes of an xa_node cannot be a live node of the xarray at ``xa`` (None when
+    they can): the kernel frees a node once it holds no entry (xas_delete_node), and sets
+    ``node->array`` to its xarray. A zeroed page (a minimized dump's, or memory reused) fails
+    the first; a node of another xarray the second."""
+    if not any(raw[off_slots:off_slots + 8 * nslots]):
+        return "node holds no entry (zeroed or freed memory)"
+    if layout.has("xa_node", "array"):
+        f = layout.field("xa_node", "array")
+        array = int.from_bytes(raw[f.offset:f.offset + 8], "little")
+        if array and array != xa:
+            return f"node belongs to the xarray at {array:#x}, not {xa:#x} (reused memory)"
+    return None
+
+
 def xa_entries(reader, layout, xa, *, limit=MAX_ENTRIES, damage=None, what="xa_node"):
     """(index, entry) for every normal (pointer) entry of the ``struct xarray`` at ``xa``, in
     index order."""
@@ -62,6 +77,10 @@ def xa_entries(reader, layout, xa, *, limit=MAX_ENTRIES, damage=None, what="xa_n
         shift = raw[off_shift]
         if shift >= 64 or shift % chunk_shift:
             damage.add(what, node, f"implausible shift {shift}", "corrupt")
+            continue
+        bad = implausible_node(raw, layout, xa, off_slots, 1 << chunk_shift)
+        if bad:
+            damage.add(what, node, bad, "corrupt")
             continue
         children = []
         for slot in range(1 << chunk_shift):
@@ -134,6 +153,9 @@ def xa_lookup(reader, layout, xa, index, what="xa_node"):
         shift = raw[off_shift]
         if shift >= 64 or shift % chunk_shift:
             raise SlotUnreadable(what, node, f"implausible shift {shift}")
+        bad = implausible_node(raw, layout, xa, off_slots, 1 << chunk_shift)
+        if bad:
+            raise SlotUnreadable(what, node, bad)
         if depth == 0 and index >> (shift + chunk_shift):
             return 0            # beyond what the tree covers: no such index
         slot = (index >> shift) & ((1 << chunk_shift) - 1)
@@ -156,4 +178,14 @@ def idr_lookup(reader, layout, idr, obj_id):
             raise SlotUnreadable("idr", idr, str(getattr(e, "reason", e))) from None
     if obj_id < base:
         return 0
+    if layout.has("idr", "idr_next"):
+        # idr_alloc_cyclic() (every BPF registry) leaves idr_next one past the last id it
+        # handed out: a registry that never reached this id is stale or zeroed, not a witness.
+        try:
+            nxt = reader.u32(idr + layout.offset("idr", "idr_next"))
+        except Exception as e:  # ReadError
+            raise SlotUnreadable("idr", idr, str(getattr(e, "reason", e))) from None
+        if obj_id >= nxt:
+            raise SlotUnreadable("idr", idr, f"its idr_next is {nxt}: it never handed out id "
+                                 f"{obj_id} (stale or zeroed memory)")
     return xa_lookup(reader, layout, idr + layout.offset("idr", "idr_rt"), obj_id - base)
