@@ -110,8 +110,12 @@ def test_slot_read_and_empty_is_hidden():
     assert objects.verdict(kctx.reader, kctx.layout, reg, m.kva, m.id)[0] == objects.REGISTERED
     others = objects.Registry("map", "map_idr", reg.addr, reg.records[1:])   # the walk "missed" it
     assert objects.verdict(kctx.reader, kctx.layout, others, m.kva, m.id)[0] == objects.REGISTERED
-    v, why = objects.verdict(kctx.reader, kctx.layout, reg, 0xffff888000001000, 1 << 20)
+    ids = {r.id for r in reg.records}
+    free = min(set(range(1, max(ids))) - ids)       # an id handed out earlier, its map freed
+    v, why = objects.verdict(kctx.reader, kctx.layout, reg, 0xffff888000001000, free)
     assert v == objects.HIDDEN and "was read and is empty" in why
+    v, why = objects.verdict(kctx.reader, kctx.layout, reg, 0xffff888000001000, max(ids) + 1000)
+    assert v == objects.UNVERIFIABLE and "never handed out" in why
     v, why = objects.verdict(kctx.reader, kctx.layout, reg, 0xffff888000001000, m.id)
     assert v == objects.HIDDEN and f"holds {m.kva:#x}" in why
 
