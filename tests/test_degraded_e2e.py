@@ -223,3 +223,24 @@ def test_fds_of_processes_off_a_broken_task_list(tmp_path):
     assert not [r for r in hidden_rows if r["Verdict"] == "hidden"]
     assert any(r["Kind"] == "task" and r["ID"] == sched.pid and r["Verdict"] == "unverifiable"
                for r in hidden_rows)
+
+
+def test_registry_heads_unreadable(tmp_path):
+    """The kernel page holding map_idr, prog_idr and link_idr themselves is excluded: no exit-2
+    error any more; every map and link still comes from the fds, the head's loss is a row."""
+    if not _have(VMCORE):
+        pytest.skip(f"KTSTR_DUMPS is unset or has no {VMCORE}")
+    from volatility3_ktstr.views import links, maps
+
+    src = dumps.dump_path(VMCORE)
+    clean = _kctx(src, VMCORE)
+    pfn = degrade.pfn_of(clean, clean.symbol("map_idr"))
+    out = tmp_path / "vmcore.kdump"
+    assert degrade.exclude_pfns(src, out, [pfn])
+    kctx = _kctx(out, VMCORE)
+    map_rows = _rows(maps, kctx)
+    assert {r["ID"] for r in map_rows if r["ID"] >= 0} == {m.id for m in clean.maps() if not m.error}
+    assert any("kernel symbol 'map_idr'" in r["Error"] and "excluded from the dump" in r["Error"]
+               for r in map_rows if r["ID"] == -1)
+    link_rows = _rows(links, kctx)
+    assert {r["ID"] for r in link_rows if r["ID"] >= 0} == {link.id for link in clean.links()}

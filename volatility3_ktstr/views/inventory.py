@@ -81,10 +81,13 @@ def inventory(kctx, kind="map", forensic=False) -> bpfobjects.Inventory:
 
 def _listing(kctx, kind, damage, require):
     reg = _registry(kctx, kind)
-    if reg.error and require:
-        raise KtstrError(reg.error)
+    if reg.error and require and reg.absent:
+        raise KtstrError(reg.error)     # no such registry (or type): nothing to list
     if damage is not None:
         damage.extend(reg.damage)
+        if reg.error and not reg.absent:
+            # the head itself is unreadable: the other paths still give the objects
+            damage.add(reg.name, reg.addr, reg.error)
     inv = inventory(kctx, kind)
     return inv.records(kind)
 
