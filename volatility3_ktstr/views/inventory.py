@@ -8,6 +8,7 @@ kallsyms, pins) follow, each with an :class:`~volatility3_ktstr.bpf.objects.Entr
 No Volatility import.
 """
 
+import types
 import weakref
 
 from ..bpf import objects as bpfobjects
@@ -63,7 +64,9 @@ def inventory(kctx, kind="map", forensic=False) -> bpfobjects.Inventory:
     if reg.complete and not forensic:
         key = ("light", kind)
         if key not in st:
-            st[key] = bpfobjects.Inventory(kctx.bpf_kernel(), {kind: reg})
+            # The registry alone: no BpfKernel needed (stand-in adapters of tests lack one).
+            plain = types.SimpleNamespace(reader=kctx.reader, layout=kctx.layout)
+            st[key] = bpfobjects.Inventory(plain, {kind: reg})
         return st[key]
     inv = bpfobjects.Inventory(kctx.bpf_kernel(), registries(kctx))
     from . import bpfhooks
