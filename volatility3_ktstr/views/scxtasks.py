@@ -87,6 +87,7 @@ def rows(kctx, pids=(), show_all=False, stalled=False):
         return label, dsq_id
 
     walk = scx.walk_scx_tasks(reader, layout, sk.syms["tasks"], cursor_flag=sk.cursor_flag())
+    shown = 0
     for addr in walk.tasks:
         t = scx.read_task(reader, layout, addr)
         if t.error:
@@ -103,6 +104,7 @@ def rows(kctx, pids=(), show_all=False, stalled=False):
         if stalled and not starved:
             continue
         loc, dsq_id = where(t)
+        shown += 1
         yield 0, GRID.row(
             PID=t.pid, TGID=t.tgid, COMM=t.comm, SchedClass=sk.class_name(t.sched_class) or "",
             Where=loc, DSQ=dsq_id, SliceNs=t.slice, DsqVtime=t.dsq_vtime, Weight=t.weight,
@@ -114,3 +116,9 @@ def rows(kctx, pids=(), show_all=False, stalled=False):
         yield 0, GRID.damage(f"scx_tasks walk stopped: {walk.error}", Task=sk.syms["tasks"], **_BAD)
     for d in damage:
         yield 0, GRID.damage(f"runnable_list walk: {d}", Task=d.addr or None, **_BAD)
+    if not shown:   # never a silent empty table: say what was walked and what was asked
+        asked = "in the ext class" if not show_all and ext is not None else "at all"
+        asked += " matching the filters" if pids or stalled else ""
+        whole = "not read whole (row above)" if walk.error else "read whole"
+        yield 0, GRID.damage(f"no task {asked}: {len(walk.tasks)} tasks on scx_tasks, {whole}",
+                             Task=sk.syms["tasks"], **_BAD)
