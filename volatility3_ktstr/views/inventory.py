@@ -121,13 +121,19 @@ def off_registry_note(kctx, kind, kva) -> str:
 
 
 def coverage_rows(kctx, kind):
-    """Texts for a listing's coverage row: '' unless the registry walk was damaged (a healthy
-    dump's output stays as it was)."""
+    """Texts for a listing's coverage rows: none on a healthy dump (registry read whole, every
+    object readable), so its output stays as it was; otherwise how much was readable."""
     st = _state(kctx)
-    inv = st.get("full")
+    full = st.get("full")
+    inv = full or st.get(("light", kind))
     if inv is None:
         return []
+    reg = inv.registries.get(kind)
+    if reg is not None and reg.complete and not any(e.error for e in inv.entries(kind)):
+        return []
     out = [f"coverage: {inv.coverage(kind)}"]
+    if full is None:
+        return out
     for what, log in (("off-registry walks", inv.off_damage),
                       ("fd scan", getattr(inv, "fd_damage", DamageLog())),
                       ("bpffs walk", getattr(inv, "pin_damage", DamageLog()))):
@@ -147,9 +153,8 @@ def damage_texts(kctx, kinds=("map",)):
             out.append(f"{name} not read: {reg.error}")
         for d in reg.damage:
             out.append(f"{name} node skipped: {d}")
-        if not reg.complete:
-            inventory(kctx, kind)
-            out.extend(coverage_rows(kctx, kind)[:1])
+        inventory(kctx, kind)
+        out.extend(coverage_rows(kctx, kind)[:1])
     return out
 
 
