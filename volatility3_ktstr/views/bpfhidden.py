@@ -52,12 +52,10 @@ def rows(kctx):
     damage = inv.off_damage
     fd_damage, pin_damage = inv.fd_damage, inv.pin_damage
     skipped = len(damage) + len(fd_damage) + len(pin_damage) + len(tasks.damage)
-    counts = {}
-    refs = {e.kind for e in inv.by_key.values()}
+    counts = {}     # objects some path other than their registry reached
     for e in inv.by_key.values():
         if len(e.via) > 1 or e.off_registry or e.via[:1] != [bpfobjects.REGISTRY_OF[e.kind]]:
             counts[e.kind] = counts.get(e.kind, 0) + 1
-    del refs
     checked = ", ".join(f"{counts.get(k, 0)} {k}s" for k in ("prog", "map", "link"))
     n = len(hidden) + hidden_tasks
     summary = f"{n} hidden object{'s' if n != 1 else ''}" if n else "no hidden objects"
