@@ -168,6 +168,8 @@ _CATEGORY_BY_FILE = {
     "bpf/links.py": "links", "bpf/fds.py": "fds", "bpf/bpffs.py": "bpffs", "bpf/hooks.py": "hooks",
     "bpf/hidden.py": "hidden", "bpf/insns.py": "progs", "walkers/tasks.py": "tasks",
     "walkers/vfs.py": "vfs", "walkers/netdev.py": "netdev",
+    # the one enumeration of BPF objects (registry verdicts) and the task cross-view
+    "bpf/objects.py": "hidden", "walkers/alltasks.py": "tasks",
 }
 
 

@@ -46,8 +46,10 @@ def _sdt_addrs(truth):
 def test_arena_maps_match_truth(dump, run):
     truth = dumps.load_truth(dump)
     rows, _ = run
-    tops = {r["MapID"]: r for r in rows if r["__depth"] == 0}
+    tops = {r["MapID"]: r for r in rows if r["__depth"] == 0 and r["MapID"] >= 0}
     assert set(tops) == {a["map_id"] for a in truth["arenas"]}
+    # rows without a map: the registry's coverage (a -d 31 vmcore lost some bpf_map structs)
+    assert all(r["Note"].startswith("coverage: ") for r in rows if r["MapID"] < 0)
     for a in truth["arenas"]:
         top = tops[a["map_id"]]
         assert top["UserAddr"] == a["user_vm_start"]

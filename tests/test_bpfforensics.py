@@ -100,6 +100,8 @@ class Zoo:
         w.tcx(self.lo, "egress", [(self.progs[14], self.links[4]), (self.progs[15], 0)])
         # processes
         self.btf = mem.new("btf", id=3, name="zoo")
+        if reg("btf", 3):
+            w.btf_ids[3] = self.btf
         zoo = w.task(146, "bpf_zoo")
         w.fds(zoo, {3: ("bpf_map_fops", self.maps[6]), 4: ("bpf_prog_fops", self.progs[10]),
                     5: ("bpf_link_fops", self.links[1]), 6: ("shmem_fops", 0), 8: ("btf_fops", self.btf)})

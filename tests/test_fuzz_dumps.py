@@ -116,7 +116,9 @@ def test_a_mutant_that_changes_nothing_reports_everything(session):
 
 
 def test_regression_unreadable_registry_is_one_line(session):
-    """Truncating the dump at map_idr's page crashed every map-listing plugin (ReadError)."""
+    """Truncating the dump at map_idr's page crashed every map-listing plugin (ReadError). Now
+    the listings say so in a row and go on with what other paths reach (bpf/objects.py); those
+    that then find nothing of their kind end with a one-line error naming it."""
     kctx = session.kctx
     idr = kctx.symbol("map_idr")
     cut = session.file_ranges(idr, 1)[0][0] & ~(fuzzlib.PAGE - 1)
@@ -124,8 +126,9 @@ def test_regression_unreadable_registry_is_one_line(session):
     outcomes = session.run_mutant(m)
     for p in ("maps", "localstorage", "mapdump", "arena", "sdtalloc"):
         out = outcomes[p]
-        assert out.status == "error", (p, out.status, out.message)
-        assert "map_idr" in out.message and "unreadable" in out.message, out.message
+        assert out.status in ("error", "ok"), (p, out.status, out.message)
+        text = out.message if out.status == "error" else " ".join(map(str, out.rows))
+        assert "map_idr" in text and "unreadable" in text, (p, text[:500])
 
 
 def test_regression_unreadable_global_dsq_array_is_a_row(session):

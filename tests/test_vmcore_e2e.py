@@ -109,10 +109,19 @@ def _excused(pages, row):
     return EXCLUDED in text and pages.any_excluded(row.get("Address") or 0, 256)
 
 
+def _coverage_names_exclusions(rows, struct):
+    """The one row without an id is the coverage line: the registry whole, the structs the dump
+    level took counted (README, Dump levels)."""
+    extra = [r for r in rows if r["ID"] < 0]
+    assert len(extra) == 1 and extra[0]["Error"].startswith("coverage: ") and \
+        f"{struct} struct" in extra[0]["Error"] and "excluded by dump level" in extra[0]["Error"], extra
+
+
 def test_maps_equal_truth_or_named_excluded(vmcore):
     truth, pages = dumps.load_truth(vmcore), pages_of(vmcore)
-    got = {r["ID"]: r for r in plugin_rows(vmcore, "maps")}
+    got = {r["ID"]: r for r in plugin_rows(vmcore, "maps") if r["ID"] >= 0}
     assert set(got) == {m["id"] for m in truth["maps"]}
+    _coverage_names_exclusions(plugin_rows(vmcore, "maps"), "bpf_map")
     whole = 0
     for m in truth["maps"]:
         r = got[m["id"]]
@@ -126,8 +135,9 @@ def test_maps_equal_truth_or_named_excluded(vmcore):
 
 def test_progs_equal_truth_or_named_excluded(vmcore):
     truth, pages = dumps.load_truth(vmcore), pages_of(vmcore)
-    got = {r["ID"]: r for r in plugin_rows(vmcore, "progs")}
+    got = {r["ID"]: r for r in plugin_rows(vmcore, "progs") if r["ID"] >= 0}
     assert set(got) == {p["id"] for p in truth["progs"]}
+    _coverage_names_exclusions(plugin_rows(vmcore, "progs"), "bpf_prog")
     for p in truth["progs"]:
         r = got[p["id"]]
         assert (r["Type"], r["Tag"], r["JitedLen"], r["XlatedLen"]) == \

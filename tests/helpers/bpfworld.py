@@ -141,7 +141,10 @@ class World:
             self.syms[name] = TEXT + 0x800000 + 0x100 * n
         self.kbtf, self.kbtf_ids = kernel_btf_with_funcs()
         self.modules = {}            # module name -> Btf
+        self.btf_ids = {}            # id -> struct btf in btf_idr besides the modules' (programs')
         self.ids = {"prog_idr": {}, "map_idr": {}, "link_idr": {}}
+        # idr_alloc_cyclic's idr_next: past every id handed out (an unlinked object keeps its id)
+        self.handed_out = dict.fromkeys(self.ids, 1)
         for name in self.ids:
             self.syms[name] = self.mem.alloc("idr")
         self.syms["bpf_kallsyms"] = self.mem.list_init(self.mem.alloc("list_head"))
@@ -184,6 +187,7 @@ class World:
             mem.put("bpf_ksym", k, name=f"bpf_prog_{prog_id:04x}_{name}"[:31], prog=1,
                     start=TEXT + 0x900000 + 0x1000 * prog_id)
             mem.list_add_tail(self.syms["bpf_kallsyms"], k + L.offset("bpf_ksym", "lnode"))
+        self.handed_out["prog_idr"] = max(self.handed_out["prog_idr"], prog_id + 1)
         if register:
             self.register("prog_idr", prog_id, p)
         return p
@@ -198,6 +202,7 @@ class World:
         for i, ptr in slots:
             self.mem.u64(m + L.offset("bpf_array", "ptrs") + 8 * i, ptr)
         m += L.offset("bpf_array", "map")          # maps are known by their struct bpf_map
+        self.handed_out["map_idr"] = max(self.handed_out["map_idr"], map_id + 1)
         if register:
             self.register("map_idr", map_id, m)
         return m
@@ -214,6 +219,7 @@ class World:
         self.mem.put("bpf_link", lk, id=link_id, type=types["BPF_LINK_TYPE_" + type_name.upper()],
                      prog=prog, attach_type=attach_types[attach] if attach else 0,
                      ops=self.syms.get(ops or "", 0))
+        self.handed_out["link_idr"] = max(self.handed_out["link_idr"], link_id + 1)
         if register:
             self.register("link_idr", link_id, lk)
         return lk
@@ -398,8 +404,19 @@ class World:
         for i, (name, btf) in enumerate(sorted(self.modules.items())):
             kva = self.mem.new("btf", id=40 + i, name=name)
             btfs[kva], modules[40 + i] = btf, kva
-        return kernel_of(self.mem, self.L, self.syms, btf=self.kbtf, btfs=btfs, percpu_offsets=[0],
-                         idrs={**self.ids, "btf_idr": modules}, enums=BtfEnums(self.k.btf))
+        modules.update(self.btf_ids)
+        self.write_idrs()
+        k = kernel_of(self.mem, self.L, self.syms, btf=self.kbtf, btfs=btfs, percpu_offsets=[0],
+                      idrs={"btf_idr": modules}, enums=BtfEnums(self.k.btf))
+        self.mem.set("idr", k.symbol("btf_idr"), "idr_next", max(modules, default=0) + 1)
+        return k
+
+    def write_idrs(self):
+        """Lay the map/prog/link registries out in memory: IDRs, and idr_alloc_cyclic's
+        idr_next past every id handed out (an unlinked object keeps its id)."""
+        for name, entries in self.ids.items():
+            self.mem.idr(self.syms[name], entries)
+            self.mem.set("idr", self.syms[name], "idr_next", self.handed_out[name])
 
     def kernel(self, damage=None):
         """What the BPF forensics walkers take: :meth:`kctx` with its registries read (registry

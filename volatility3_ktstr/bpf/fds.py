@@ -28,6 +28,7 @@ class BpfFd:
     obj: int             # file->private_data
     file: int
     task: int
+    via: str = ""        # set for a process found off the task list (the lists it is on)
 
 
 def fops_kinds(kernel, perf=False):
@@ -64,6 +65,23 @@ def bpf_fds(kernel, init_task, damage=None, perf=False):
             tables[files] = list(_bpf_files(reader, layout, files, kinds, task.tgid, damage))
         for fd, kind, obj, file in tables[files]:
             yield BpfFd(task.tgid, task.comm, fd, kind, obj, file, task.kva)
+
+
+def bpf_fds_of_tasks(kernel, tasks, seen_files=(), damage=None, perf=False):
+    """:class:`BpfFd` of processes the task list did not give (``tasks``: (Task, via text)
+    pairs from the other task lists); fd tables in ``seen_files`` were read already."""
+    damage = damage if damage is not None else DamageLog()
+    kinds = fops_kinds(kernel, perf)
+    if not kinds:
+        return
+    seen = set(seen_files)
+    for task, via in tasks:
+        if not task.files or task.files in seen:
+            continue
+        seen.add(task.files)
+        for fd, kind, obj, file in _bpf_files(kernel.reader, kernel.layout, task.files, kinds,
+                                              task.tgid, damage):
+            yield BpfFd(task.tgid, task.comm, fd, kind, obj, file, task.kva, via)
 
 
 def _bpf_files(reader, layout, files, kinds, pid, damage):

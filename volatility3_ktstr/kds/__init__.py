@@ -15,6 +15,7 @@ No Volatility import.
     xa_entries / idr_entries      struct xarray / struct idr
     steps                         a chain whose next state a function computes (mount crossings)
     tree_nodes                    a tree whose children a function gives (cgroups, dentries)
+    xa_lookup / idr_lookup        one index of them (SlotUnreadable when its path is not)
 """
 
 from .damage import Damage, DamageLog
@@ -23,8 +24,9 @@ from .lists import follow, hlist_nodes, hlist_nulls_nodes, list_entries, list_no
 from .rbtree import rb_nodes
 from .rhashtable import rhashtable_nodes
 from .walk import steps, tree_nodes
-from .xarray import idr_entries, xa_entries
+from .xarray import SlotUnreadable, idr_entries, idr_lookup, xa_entries, xa_lookup
 
 __all__ = ["Damage", "DamageLog", "follow", "list_nodes", "list_entries", "hlist_nodes",
            "hlist_nulls_nodes", "parent_chain", "rb_nodes", "rhashtable_nodes", "xa_entries",
-           "idr_entries", "steps", "tree_nodes", "depth_first"]
+           "idr_entries", "steps", "tree_nodes", "depth_first", "xa_lookup", "idr_lookup",
+           "SlotUnreadable"]

@@ -35,8 +35,11 @@ class KernelLog:
 class SchedExt:
     """sched_ext state of the kernel object ``kernel`` (see the module doc)."""
 
-    def __init__(self, kernel) -> None:
+    def __init__(self, kernel, list_maps=None) -> None:
         self.kernel = kernel
+        # How the dump's BPF maps are listed: the kernel's registry by default; views pass the
+        # union of every path (views/inventory) so a damaged map_idr hides nothing here.
+        self._list_maps = list_maps or kernel.maps
         self.reader = kernel.reader
         self.layout = kernel.layout
         if not self.layout.has("sched_ext_entity"):
@@ -102,7 +105,7 @@ class SchedExt:
         The one place the sched_ext package lists maps."""
         if self._maps is None:
             try:
-                self._maps, self._maps_missing = list(self.kernel.maps()), None
+                self._maps, self._maps_missing = list(self._list_maps()), None
             except KtstrError as e:
                 self._maps, self._maps_missing = [], Damage("BPF map registry", 0, str(e), "corrupt")
         d = self._maps_missing

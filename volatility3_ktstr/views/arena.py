@@ -14,7 +14,7 @@ from ..core import ReadError
 from ..errors import KtstrError
 from ..walkers import arena as arenaw
 from . import HEX, Grid
-from . import Kernel, Rows
+from . import Kernel, Rows, inventory
 from .common import select_maps
 
 GRID = Grid(("MapID", int), ("Name", str), ("UserAddr", HEX), ("Size", int), ("KernelVA", HEX),
@@ -24,14 +24,16 @@ GRID = Grid(("MapID", int), ("Name", str), ("UserAddr", HEX), ("Size", int), ("K
 def rows(kctx: Kernel, ids: Optional[List[int]] = None, names: Optional[List[str]] = None,
          open_file: Optional[Callable[..., Any]] = None) -> Rows:
     kctx.require_type("bpf_arena")
-    maps, _missing = select_maps(kctx.maps(), ids, names)
+    maps, _missing = select_maps(inventory.maps(kctx), ids, names)
     infos = arenaw.arena_infos(kctx.reader, kctx.layout, maps, kctx.page_size)
     if not infos:
-        raise KtstrError("no BPF arena map in the dump" if not (ids or names)
-                         else "none of the selected maps is an arena")
+        damaged = inventory.damage_texts(kctx)
+        why = f" ({inventory.summary_of(kctx)}: {'; '.join(damaged)})" if damaged else ""
+        raise KtstrError(("no BPF arena map in the dump" if not (ids or names)
+                          else "none of the selected maps is an arena") + why)
     for info in infos:
         pages = list(arenaw.mapped_pages(info, kctx.mapping))
-        note = info.error or ""
+        note = "; ".join(filter(None, [info.error, inventory.off_registry_note(kctx, "map", info.map_kva)]))
         if open_file is not None and info.usable:
             note = "; ".join(n for n in (note, dump(kctx.reader, info, pages, open_file)) if n)
         yield 0, GRID.row(MapID=info.map_id, Name=info.name, UserAddr=info.user_vm_start,
@@ -39,6 +41,8 @@ def rows(kctx: Kernel, ids: Optional[List[int]] = None, names: Optional[List[str
         for p in pages:
             yield 1, GRID.row(MapID=info.map_id, Name=info.name, UserAddr=p.user_addr,
                               Size=info.page_size, KernelVA=p.kernel_va, Physical=p.phys, Note="")
+    for text in inventory.damage_texts(kctx):
+        yield 0, GRID.row(MapID=-1, Name="", UserAddr=0, Size=0, KernelVA=0, Pages=0, Note=text)
 
 
 def dump(reader: Any, info: Any, pages: Any, open_file: Callable[..., Any]) -> str:

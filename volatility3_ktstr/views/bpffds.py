@@ -23,9 +23,14 @@ def rows(kctx: Kernel) -> Rows:
         if f.kind == "perf":
             continue
         obj_id, name, tname = bpffds.object_id(bk, f.kind, f.obj)
+        error = "" if obj_id >= 0 else f"{f.kind} at {f.obj:#x} unreadable"
         yield 0, GRID.row(PID=f.pid, Comm=f.comm, FD=f.fd, Kind=f.kind, ID=obj_id, Name=name,
                           Type=tname, Object=f.obj, File=f.file,
-                          Error="" if obj_id >= 0 else f"{f.kind} at {f.obj:#x} unreadable")
+                          Error="; ".join(filter(None, [error, f.via])))
     for d in damage:
         yield 0, GRID.damage(f"fd scan skipped: {d}", PID=-1, FD=-1, Kind="?", ID=-1,
                              Object=d.addr)
+    if not any(f.kind != "perf" for f in fds):
+        why = "; parts of the scan skipped (rows above)" if damage else " (every process read)"
+        yield 0, GRID.damage(f"no BPF fd in any process{why}", PID=-1, FD=-1, Kind="?", ID=-1,
+                             Object=0)

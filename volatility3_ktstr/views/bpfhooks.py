@@ -14,6 +14,7 @@ Sources, in this order of authority:
 No Volatility import.
 """
 
+import dataclasses
 from typing import Any, List, Optional, Tuple
 
 from ..bpf import progs as bpfprogs
@@ -24,6 +25,7 @@ from ..kds import DamageLog
 from . import HEX, Grid
 from . import Kernel, Rows
 from . import bpfobjects as objs
+from . import inventory
 
 GRID = Grid(
     ("Hook", str), ("Target", str), ("AttachType", str), ("ProgId", int), ("ProgName", str),
@@ -37,9 +39,10 @@ _FAMILY = {"netns": {"netns"}, "trace_event": {"perf_event", "kprobe_multi", "up
            "uretprobe": {"perf_event"}, "tracepoint": {"perf_event"}, "event": {"perf_event"}}
 
 
-def collect(kctx: Kernel, damage: Optional[DamageLog] = None) -> Tuple[Any, List[Any], bool]:
+def collect(kctx: Kernel, damage: Optional[DamageLog] = None,
+            bk: Any = None) -> Tuple[Any, List[Any], bool]:
     """(links, [Attachment], whether link_idr was read) of the dump: link_idr and every hook
-    walker."""
+    walker (over ``bk``, the adapter's BpfKernel unless given)."""
     damage = damage if damage is not None else DamageLog()
     links_ok = True
     try:
@@ -48,28 +51,45 @@ def collect(kctx: Kernel, damage: Optional[DamageLog] = None) -> Tuple[Any, List
         damage.add("link_idr", 0, f"links not read: {e}")
         links, links_ok = [], False
     perf = [f.obj for f in objs.fd_scan(kctx)[0] if f.kind == "perf"]
-    walker = HookWalker(kctx.bpf_kernel(), damage)
+    walker = HookWalker(bk or kctx.bpf_kernel(), damage)
     return links, list(walker.all(perf)), links_ok
 
 
-def _prog(bk, kva, cache):
+def _prog(bk, kva, cache, kctx=None):
     """(id, name, type, note) of the program at ``kva`` (read directly when not in prog_idr)."""
     p = bk.prog_by_kva.get(kva)
     if p is not None:
-        return p.id, p.name, p.type_name, ""
+        return p.id, p.name, p.type_name, inventory.off_registry_note(kctx, "prog", kva) if kctx else ""
     if kva not in cache:
         q = bpfprogs.read_prog(bk.reader, bk.layout, kva, type_names=bk.prog_type_names)
-        note = f"program at {kva:#x} is not in prog_idr"
+        found = inventory.off_registry_note(kctx, "prog", kva) if kctx is not None else ""
+        # With prog_idr damaged, "not in prog_idr" may only mean "in a part not read": say which.
+        note = found or f"program at {kva:#x} is not in prog_idr"
         if q.error:
             note += f" ({q.error})"
         cache[kva] = (q.id, q.name, q.type_name, note)
     return cache[kva]
 
 
+def _found_via(kctx, kva):
+    e = inventory.entry(kctx, "prog", kva)
+    if e is None or not e.off_registry:
+        return "prog_idr"
+    return "; ".join(e.via[:2])
+
+
 def rows(kctx: Kernel) -> Rows:
     damage = DamageLog()
     bk = kctx.bpf_kernel()
-    links, found, links_ok = collect(kctx, damage)
+    regs = inventory.registries(kctx, ("map", "prog", "link"))
+    if not all(r.complete or r.absent for r in regs.values()):
+        # A registry node is gone: walk the hooks over every map and program reachable (the
+        # struct_ops maps found through fds still attach their programs), links included.
+        bk = dataclasses.replace(bk, maps=inventory.maps(kctx, require=False),
+                                 progs=inventory.progs(kctx, require=False))
+    links, found, links_ok = collect(kctx, damage, bk)
+    if not regs["link"].complete and not regs["link"].absent:
+        links = inventory.links(kctx, require=False)
     by_kva = {link.kva: link for link in links}
     struct_ops_link = {m: link for link in links for m in link.maps if link.type_name == "struct_ops"}
     link_types_of = {}
@@ -115,16 +135,19 @@ def rows(kctx: Kernel) -> Rows:
             row.update(LinkId=0, Source="tail call" if a.hook == "tail_call" else "no link")
         out.append(row)
     seen_progs = {r["prog"] for r in out}
-    for p in bk.progs:
+    progs = bk.progs
+    if not inventory.registries(kctx, ("prog",))["prog"].complete:
+        progs = inventory.progs(kctx, require=False)      # with those found off prog_idr
+    for p in progs:
         if p.kva not in seen_progs:
             out.append(dict(Hook="none", Target="loaded, not attached", AttachType="", prog=p.kva,
-                            LinkId=0, Source="", Via="prog_idr"))
+                            LinkId=0, Source="", Via=_found_via(kctx, p.kva)))
     out.sort(key=lambda r: (r["Hook"] == "none", r["Hook"], r["Target"], r["AttachType"],
-                            _prog(bk, r["prog"], stray)[0] if r["prog"] else 0))
+                            _prog(bk, r["prog"], stray, kctx)[0] if r["prog"] else 0))
     for r in out:
         kva = r.pop("prog")
         if kva:
-            pid, name, ptype, note = _prog(bk, kva, stray)
+            pid, name, ptype, note = _prog(bk, kva, stray, kctx)
         else:
             pid, name, ptype, note = 0, "", "", ""
         r["Error"] = "; ".join(filter(None, [r.get("Error", ""), note]))

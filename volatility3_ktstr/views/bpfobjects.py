@@ -27,9 +27,41 @@ def fd_scan(kctx):
         init_task = kctx.symbol("init_task")
         if init_task is None or not kctx.layout.has("files_struct"):
             return [], damage
-        return list(bpffds.bpf_fds(kctx.bpf_kernel(), init_task, damage, perf=True)), damage
+        fds = list(bpffds.bpf_fds(kctx.bpf_kernel(), init_task, damage, perf=True))
+        if any(d.what.startswith(("task", "thread", "list head")) for d in damage):
+            fds += _off_list_fds(kctx, fds, damage)
+        return fds, damage
 
     return _memo(kctx, "fds", scan)
+
+
+def _off_list_fds(kctx, fds, damage):
+    """The BPF fds of processes the damaged task list did not reach but the other task lists
+    (pid IDR, scx_tasks, cgroups, runqueues) did."""
+    from ..core import ReadError
+    from ..walkers import tasks as taskwalk
+    from . import inventory
+
+    lists = inventory.tasks(kctx)
+    seen_tasks = {f.task for f in fds}
+    extra = []
+    for t in lists.by_kva.values():
+        if "tasks" in t.found_in or t.kva in seen_tasks or t.pid <= 0:
+            continue
+        try:
+            task = taskwalk.read_task(kctx.reader, kctx.layout, t.kva)
+        except ReadError as e:
+            damage.add("task_struct", t.kva, f"found in {', '.join(t.found_in)}, unreadable ({e.reason})")
+            continue
+        if task is not None and task.pid == task.tgid:
+            extra.append((task, "not on init_task.tasks; found in " + ", ".join(t.found_in)))
+    files = set()
+    try:
+        for f in fds:
+            files.add(kctx.reader.ptr(f.task + kctx.layout.offset("task_struct", "files")))
+    except ReadError:
+        pass
+    return list(bpffds.bpf_fds_of_tasks(kctx.bpf_kernel(), extra, files, damage, perf=True))
 
 
 def pin_scan(kctx):

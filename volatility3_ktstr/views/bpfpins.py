@@ -25,3 +25,6 @@ def rows(kctx: Kernel) -> Rows:
                           Error="" if obj_id >= 0 else f"{p.kind} at {p.obj:#x} unreadable")
     for d in damage:
         yield 0, GRID.damage(f"bpffs walk skipped: {d}", Path="", Kind="?", ID=-1, Object=d.addr)
+    if not pins:
+        why = "; parts of the walk skipped (rows above)" if damage else " (every bpffs instance read)"
+        yield 0, GRID.damage(f"nothing pinned in bpffs{why}", Path="", Kind="?", ID=-1, Object=0)

@@ -11,6 +11,7 @@ from ..kds import DamageLog
 from . import HEX, Grid
 from . import Kernel, Rows
 from . import bpfobjects as objs
+from . import inventory
 
 GRID = Grid(
     ("ID", int), ("Type", str), ("ProgId", int), ("ProgName", str), ("ProgType", str),
@@ -32,15 +33,19 @@ def link_json(link: Any, prog: Any, pids: List[Dict[str, Any]], pins: List[str])
 
 def rows(kctx: Kernel) -> Rows:
     damage = DamageLog()
-    links = kctx.links(damage)
+    links = inventory.links(kctx, damage)
     bk = kctx.bpf_kernel()
+    progs = bk.prog_by_kva
+    if any(inventory.entry(kctx, "link", link.kva).off_registry for link in links) or damage:
+        progs = {p.kva: p for p in inventory.progs(kctx, require=False)}
     for link in links:
-        prog = bk.prog_by_kva.get(link.prog_kva)
+        prog = progs.get(link.prog_kva)
         pids = objs.pids_of(kctx, "link", link.kva)
         pins = objs.pins_of(kctx, "link", link.kva)
         error = link.error or ""
         if link.prog_kva and prog is None:
             error = "; ".join(filter(None, [error, f"program at {link.prog_kva:#x} is not in prog_idr"]))
+        error = "; ".join(filter(None, [error, inventory.off_registry_note(kctx, "link", link.kva)]))
         yield 0, GRID.row(
             ID=link.id, Type=link.type_name, ProgId=prog.id if prog else 0,
             ProgName=prog.name if prog else "", ProgType=prog.type_name if prog else "",
@@ -51,3 +56,8 @@ def rows(kctx: Kernel) -> Rows:
                       ("bpffs walk", objs.pin_scan(kctx)[1])):
         for d in log:
             yield 0, GRID.damage(f"{what} skipped: {d}", ID=-1, Type="?", Address=d.addr)
+    for text in inventory.coverage_rows(kctx, "link"):
+        yield 0, GRID.damage(text, ID=-1, Type="?", Address=0)
+    if not links and not damage:
+        yield 0, GRID.damage("no BPF link in the dump (link_idr read whole and empty)", ID=-1,
+                             Type="?", Address=0)

@@ -18,7 +18,7 @@ from ..walkers import sdtalloc, sdtpayload
 from ..walkers.owners import OWNER_KINDS, Owner, OwnerResolver
 from . import HEX, Grid
 from . import sdtalloc as sdtviews
-from . import Kernel, Rows
+from . import Kernel, Rows, inventory
 from .common import select_maps
 
 GRID = Grid(
@@ -41,8 +41,11 @@ def select(maps: List[Any], ids: Optional[List[int]] = None,
 def rows(kctx: Kernel, ids: Optional[List[int]] = None, names: Optional[List[str]] = None,
          pids: Optional[Collection[int]] = None, payload_type: Optional[str] = None,
          verbose: bool = False) -> Rows:
-    maps = select(kctx.maps(), ids, names)
+    maps = select(inventory.maps(kctx), ids, names)
     if not maps:
+        yield 0, GRID.row(MapId=-1, MapName="", OwnerKind="summary", Owner=0, Element=0,
+                          Note=f"no local storage map found; {inventory.summary_of(kctx)}")
+        yield from _registry_rows(kctx)
         return
     kctx.require_type("bpf_local_storage_map")
     try:
@@ -55,6 +58,12 @@ def rows(kctx: Kernel, ids: Optional[List[int]] = None, names: Optional[List[str
     arenas = ArenaContext(kctx, payload_type)
     for m in maps:
         yield from _map_rows(kctx, offs, m, budget, owners, pids, verbose, arenas)
+    yield from _registry_rows(kctx)
+
+
+def _registry_rows(kctx):
+    for text in inventory.damage_texts(kctx):
+        yield 0, GRID.row(MapId=-1, MapName="", OwnerKind="problem", Owner=0, Element=0, Note=text)
 
 
 def _map_rows(kctx, offs, m, budget, owners, pids, verbose, arenas):
@@ -97,6 +106,9 @@ def _map_rows(kctx, offs, m, budget, owners, pids, verbose, arenas):
             summary += f"; {extra}"
     if stats.damage and not verbose:
         summary += " (--verbose for reasons)"
+    found = inventory.off_registry_note(kctx, "map", m.kva)
+    if found:
+        summary += f"; {found}"
     yield 0, _info_row(m, "summary", m.kva, summary)
 
 
@@ -117,13 +129,13 @@ class ArenaContext:
         kctx = self.kctx
         self._state = ([], [], {}, [], None)
         try:
-            arenas = kctx.arenas()
+            arenas = inventory.arenas(kctx)
         except LayoutError as e:
             self._state = ([], [], {}, [], f"arena layout: {e}")
             return
         if not arenas:
             return
-        progs, prog_arenas = kctx.prog_arenas()
+        progs, prog_arenas = inventory.prog_arenas(kctx)
         try:
             programs = sdtviews.sdt_programs(kctx, type_name=self.payload_type)
             problem = None

@@ -34,7 +34,7 @@ from ..btf import Kind
 from ..core import LayoutError, ReadError
 from ..errors import KtstrError
 from . import Grid
-from . import Kernel, Rows
+from . import Kernel, Rows, inventory
 from .common import select_maps
 
 GRID = Grid(("MapId", int), ("MapName", str), ("MapType", str), ("Index", int), ("Cpu", int),
@@ -188,7 +188,7 @@ def name_ops(kbtf, tid, kval, uval, value, namer, progs_by_id):
 
 def rows(kctx: Kernel, ids: Optional[List[int]] = None, names: Optional[List[str]] = None,
          limit: int = 4096) -> Rows:
-    maps, missing = select_maps(kctx.maps(), ids, names)
+    maps, missing = select_maps(inventory.maps(kctx), ids, names)
     for what in missing:
         yield 0, GRID.row(MapId=-1, MapName="", MapType="", Index=-1, Key="", Value="",
                           Formatted="", Error=f"no BPF map with {what}")
@@ -211,9 +211,18 @@ def rows(kctx: Kernel, ids: Optional[List[int]] = None, names: Optional[List[str
                 yield _row(m, -1, None, "", "", "", f"not dumped: {why}")
         except (bv.ValueError_, LayoutError, ReadError, KtstrError) as e:
             yield _row(m, -1, None, "", "", "", f"cannot walk: {e}")
+        found = inventory.off_registry_note(kctx, "map", m.kva)
+        if found:
+            yield _row(m, -1, None, "", "", "", found)
+    if not maps:
+        yield 0, GRID.row(MapId=-1, MapName="", MapType="", Index=-1, Key="", Value="",
+                          Formatted="", Error=f"no BPF map to dump; {inventory.summary_of(kctx)}")
+    for text in inventory.damage_texts(kctx):
+        yield 0, GRID.row(MapId=-1, MapName="", MapType="", Index=-1, Key="", Value="",
+                          Formatted="", Error=text)
 
 def _progs(kctx):
     if kctx.symbol("prog_idr") is None:
         return []
-    return kctx.progs()
+    return inventory.progs(kctx)
 

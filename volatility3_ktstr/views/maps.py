@@ -8,7 +8,7 @@ from ..core import ReadError
 from ..errors import KtstrError
 from ..kds import DamageLog
 from . import HEX, Grid
-from . import Kernel, Rows
+from . import Kernel, Rows, inventory
 
 GRID = Grid(
     ("ID", int), ("Type", str), ("Name", str), ("KeySize", int), ("ValueSize", int),
@@ -49,9 +49,13 @@ def type_names(kctx, m, errors):
 
 def rows(kctx: Kernel) -> Rows:
     damage = DamageLog()
-    for m in kctx.maps(damage):
+    n = 0
+    for m in inventory.maps(kctx, damage):
+        n += 1
+        found = inventory.off_registry_note(kctx, "map", m.kva)
         if m.error and m.type < 0:
-            yield 0, GRID.row(ID=m.id, Address=m.kva, Error=m.error, **_BAD)
+            yield 0, GRID.row(ID=m.id, Address=m.kva,
+                              Error="; ".join(filter(None, [m.error, found])), **_BAD)
             continue
         errors = [m.error] if m.error else []
         key_t, value_t, vmlinux_id = type_names(kctx, m, errors)
@@ -63,6 +67,11 @@ def rows(kctx: Kernel) -> Rows:
             MaxEntries=m.max_entries, Flags=m.flags, Frozen=int(m.frozen), MapExtra=m.map_extra,
             BtfId=btf_id, BtfKeyTypeId=m.btf_key_type_id, BtfValueTypeId=m.btf_value_type_id,
             BtfVmlinuxValueTypeId=m.btf_vmlinux_value_type_id, BtfVmlinuxId=vmlinux_id,
-            KeyType=key_t, ValueType=value_t, Address=m.kva, Error="; ".join(errors))
+            KeyType=key_t, ValueType=value_t, Address=m.kva, Error="; ".join(errors + [found] if found else errors))
     for d in damage:
         yield 0, GRID.damage(f"map_idr node skipped: {d.reason}", ID=-1, Address=d.addr, **_BAD)
+    for text in inventory.coverage_rows(kctx, "map"):
+        yield 0, GRID.damage(text, ID=-1, Address=0, **_BAD)
+    if not n and not damage:
+        yield 0, GRID.damage("no BPF map in the dump (map_idr read whole and empty)", ID=-1,
+                             Address=0, **_BAD)

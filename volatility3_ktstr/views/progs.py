@@ -24,6 +24,7 @@ from ..kds import DamageLog
 from . import HEX, UNREADABLE, Grid
 from . import Kernel, Rows
 from . import bpfobjects as objs
+from . import inventory
 
 GRID = Grid(
     ("ID", int), ("Type", str), ("Name", str), ("Tag", str), ("LoadTimeNs", int),
@@ -111,11 +112,8 @@ def _calls(bk, namer, p):
 
 def rows(kctx: Kernel) -> Rows:
     damage = DamageLog()
-    progs = kctx.progs(damage)
-    try:
-        ids_by_kva = {m.kva: m.id for m in kctx.maps()}
-    except KtstrError:
-        ids_by_kva = {}
+    progs = inventory.progs(kctx, damage)
+    ids_by_kva = {m.kva: m.id for m in inventory.maps(kctx, require=False)}
     epoch = kctx.boot_epoch_ns()
     bk = kctx.bpf_kernel()
     namer = bpfinsns.Namer(bk)
@@ -124,8 +122,10 @@ def rows(kctx: Kernel) -> Rows:
     except KtstrError:
         offsets = []
     for p in progs:
+        found = inventory.off_registry_note(kctx, "prog", p.kva)
         if p.error and not p.name and p.type < 0:
-            yield 0, GRID.row(ID=p.id, Address=p.kva, Error=p.error, **_BAD)
+            yield 0, GRID.row(ID=p.id, Address=p.kva, Error="; ".join(filter(None, [p.error, found])),
+                              **_BAD)
             continue
         bpfprogs.resolve_map_ids(kctx.reader, kctx.layout, p, ids_by_kva)
         btf_id = kctx.btf_id_at(p.btf_kva)
@@ -141,17 +141,23 @@ def rows(kctx: Kernel) -> Rows:
             ID=p.id, Type=p.type_name, Name=p.name, Tag=p.tag, LoadTimeNs=p.load_time_ns,
             LoadTimeSec=round(p.load_time_ns / 1e9, 6), LoadedAt=when, JitedLen=p.jited_len,
             XlatedLen=p.xlated_len, MapIds=",".join(map(str, p.used_map_ids)), BtfId=btf_id,
-            Attach=attach, Address=p.kva, BpfFunc=p.bpf_func, Error=p.error or "", Uid=uid,
+            Attach=attach, Address=p.kva, BpfFunc=p.bpf_func,
+            Error="; ".join(filter(None, [p.error, found])), Uid=uid,
             Gpl=gpl, RunCnt=stats[0] if stats else None, RunTimeNs=stats[1] if stats else None,
             Misses=stats[2] if stats else None, Helpers=helpers, Kfuncs=kfuncs, TailCalls=tails,
             Pids=objs.pids_text(objs.pids_of(kctx, "prog", p.kva)))
     for d in damage:
         yield 0, GRID.row(ID=-1, Address=d.addr, Error=f"prog_idr node skipped: {d.reason}", **_BAD)
+    for text in inventory.coverage_rows(kctx, "prog"):
+        yield 0, GRID.row(ID=-1, Address=0, Error=text, **_BAD)
+    if not progs and not damage:
+        yield 0, GRID.row(ID=-1, Address=0, Error="no BPF program in the dump (prog_idr read whole "
+                          "and empty)", **_BAD)
 
 
 def disasm_rows(kctx: Kernel, prog_id: int, max_insns: int = 20000) -> Rows:
     """The JIT image of program ``prog_id`` (capstone), then its xlated instructions."""
-    progs = kctx.progs()
+    progs = inventory.progs(kctx)
     prog = next((p for p in progs if p.id == prog_id), None)
     if prog is None:
         raise KtstrError(f"no BPF program with id {prog_id}")

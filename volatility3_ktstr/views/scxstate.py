@@ -30,7 +30,7 @@ from ..kds import Damage, DamageLog
 from ..sched_ext import (SCX_VALUE_STRUCT, SchedExt, decode_flags, enum_name, exitlog, kind_text,
                          postmortem, scheduler_maps, struct_ops_callbacks)
 from ..sched_ext.postmortem import NONE_OBJ, sched_kind
-from . import HEX, Grid
+from . import HEX, Grid, inventory
 
 GRID = Grid(("Section", str), ("Object", str), ("Key", str), ("Value", str), ("Address", HEX),
             note="Value")
@@ -63,7 +63,7 @@ def damage_rows(section, obj, damage):
 
 
 def rows(kctx, walk_tasks: bool = True) -> Iterator[tuple[int, tuple]]:
-    inv = postmortem.Inventory(SchedExt(kctx))
+    inv = postmortem.Inventory(SchedExt(kctx, list_maps=lambda: inventory.maps(kctx)))
     yield from exit_rows(inv)
     yield from scheduler_rows(inv)
     yield from event_rows(inv)

@@ -18,7 +18,7 @@ from ..errors import KtstrError
 from ..kds import DamageLog
 from ..sched_ext import SchedExt, global_dsq_addrs, is_starved, read_task, runnable_for, runnable_list
 from ..sched_ext import postmortem, walk_scx_tasks
-from . import HEX, Grid
+from . import HEX, Grid, inventory
 
 GRID = Grid(
     ("PID", int), ("TGID", int), ("COMM", str), ("SchedClass", str), ("Where", str),
@@ -33,7 +33,7 @@ _BAD = dict(PID=-1, COMM="", SchedClass="", Flags="", OpsState="", Starved="")
 
 def rows(kctx, pids: Iterable[int] = (), show_all: bool = False,
          stalled: bool = False) -> Iterator[tuple[int, tuple]]:
-    sx = SchedExt(kctx)
+    sx = SchedExt(kctx, list_maps=lambda: inventory.maps(kctx))
     reader, layout = sx.reader, sx.layout
     if sx.syms.get("tasks") is None:
         raise KtstrError("kernel symbol 'scx_tasks' is not in the symbol table; build the ISF "
@@ -86,6 +86,7 @@ def rows(kctx, pids: Iterable[int] = (), show_all: bool = False,
         return label, dsq_id
 
     walk = walk_scx_tasks(reader, layout, sx.syms["tasks"], cursor_flag=sx.cursor_flag())
+    shown = 0
     for addr in walk.tasks:
         t = read_task(reader, layout, addr)
         if t.damage:
@@ -102,6 +103,7 @@ def rows(kctx, pids: Iterable[int] = (), show_all: bool = False,
         if stalled and not starved:
             continue
         loc, dsq_id = where(t)
+        shown += 1
         yield 0, GRID.row(
             PID=t.pid, TGID=t.tgid, COMM=t.comm, SchedClass=sx.class_name(t.sched_class) or "",
             Where=loc, DSQ=dsq_id, SliceNs=t.slice, DsqVtime=t.dsq_vtime, Weight=t.weight,
@@ -113,3 +115,9 @@ def rows(kctx, pids: Iterable[int] = (), show_all: bool = False,
         yield 0, GRID.damage(f"scx_tasks walk stopped: {d}", Task=sx.syms["tasks"], **_BAD)
     for d in damage:
         yield 0, GRID.damage(f"runnable_list walk: {d}", Task=d.addr or None, **_BAD)
+    if not shown:   # never a silent empty table: say what was walked and what was asked
+        asked = "in the ext class" if not show_all and ext is not None else "at all"
+        asked += " matching the filters" if pids or stalled else ""
+        whole = "not read whole (row above)" if len(walk.damage) else "read whole"
+        yield 0, GRID.damage(f"no task {asked}: {len(walk.tasks)} tasks on scx_tasks, {whole}",
+                             Task=sx.syms["tasks"], **_BAD)

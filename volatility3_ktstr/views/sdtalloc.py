@@ -9,8 +9,7 @@ from typing import Any, List, Optional
 
 from ..errors import KtstrError
 from ..walkers import owners, sdtalloc, sdtpayload
-from . import HEX, Grid
-from . import Kernel, Rows
+from . import HEX, Grid, Kernel, Rows, inventory
 
 GRID = Grid(("Scheduler", str), ("Allocator", str), ("Idx", int), ("Genn", int), ("Address", HEX),
             ("PID", int), ("Comm", str), ("Type", str), ("Payload", str), ("Note", str), note="Note")
@@ -25,9 +24,10 @@ def sdt_programs(kernel: Kernel, type_name: Optional[str] = None, walk: bool = T
     key = ("sdt", type_name, walk, tuple(sorted(kwargs.items())))
 
     def find():
-        progs, prog_arenas = kernel.prog_arenas()
+        progs, prog_arenas = inventory.prog_arenas(kernel)
         return sdtalloc.find_programs(
-            kernel.reader, kernel.layout, kernel.maps(), kernel.btf_at, kernel.arenas(), progs,
+            kernel.reader, kernel.layout, inventory.maps(kernel), kernel.btf_at,
+            inventory.arenas(kernel), progs,
             prog_arenas=prog_arenas, is_foreign=kernel.layout.has, type_name=type_name,
             walk=walk, **kwargs)
 
@@ -50,9 +50,11 @@ def rows(kctx: Kernel, type_name: Optional[str] = None, max_entries: Optional[in
          header_size: Optional[int] = None) -> Rows:
     progs = programs(kctx, type_name, max_entries, header_size)
     if not progs:
+        damaged = inventory.damage_texts(kctx, ("map", "prog"))
+        why = f"; {inventory.summary_of(kctx)}: {'; '.join(damaged)}" if damaged else ""
         raise KtstrError("no BPF program in the dump declares a struct scx_allocator variable "
-                         "(no sched_ext scheduler using sdt_alloc is loaded)")
-    maps = kctx.maps()
+                         f"(no sched_ext scheduler using sdt_alloc is loaded{why})")
+    maps = inventory.maps(kctx)
     resolver = owners.OwnerResolver(kctx.reader, kctx.layout)
     task_pid = kctx.layout.field("task_struct", "pid") if kctx.layout.has("task_struct", "pid") else None
     for prog in progs:
@@ -63,6 +65,9 @@ def rows(kctx: Kernel, type_name: Optional[str] = None, max_entries: Optional[in
         owner_of = sdtpayload.task_storage_owners(kctx.reader, kctx.layout, maps, prog, resolver)
         for walk, type_id, reason in prog.slots.walks:
             yield from _walk_rows(kctx, prog, walk, type_id, reason, owner_of, task_pid)
+    for text in inventory.damage_texts(kctx, ("map", "prog")):
+        yield 0, GRID.row(Scheduler="", Allocator="", Idx=0, Address=0, Comm="", Type="", Payload="",
+                          Note=text)
 
 
 def _walk_rows(kctx, prog, walk, type_id, reason, owner_of, task_pid):
