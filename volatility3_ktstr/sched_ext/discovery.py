@@ -8,6 +8,7 @@ NULL, off ``scx_sched_all``) reachable with its exit info.
 """
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from collections.abc import Iterable
 
@@ -118,7 +119,7 @@ def tree_order(refs: dict[int, SchedRef]) -> list[SchedRef]:
 class SchedOpsMap:
     """A struct_ops map holding a ``sched_ext_ops`` (a BPF scheduler's registration)."""
 
-    map: object              # BpfMap
+    map: Any                 # BpfMap
     st_map: int              # struct bpf_struct_ops_map address
     kdata: int               # the kernel copy of the ops
     priv: int = None         # ops.priv: the scx_sched it registered (None: kernel without priv)

@@ -8,6 +8,7 @@ public methods: ``reader``, ``layout``, ``symbol()``, ``enum()``, ``per_cpu_offs
 """
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..bpf import runstats
 from ..core import LayoutError, ReadError
@@ -50,11 +51,11 @@ class SchedExt:
         lnode = kernel.enum("scx_dsq_lnode_flags")
         cursor = dict(lnode).get("SCX_DSQ_LNODE_ITER_CURSOR", 1) if lnode else 1
         self.dsq_offs = dsqs.DsqOffsets.from_layout(self.layout, cursor_flag=cursor)
-        self._maps = None
-        self._maps_missing = None
-        self._ops_maps = None
+        self._maps: Any = None             # caches, filled on first use
+        self._maps_missing: Any = None
+        self._ops_maps: Any = None
         self._ops_damage = DamageLog()
-        self._log = None
+        self._log: Any = None
 
     # --- kernel types and constants ----------------------------------------------------------
 
@@ -132,9 +133,10 @@ class SchedExt:
 
     def cpus(self, sch: int | None, walk: bool = True) -> list[dsqs.CpuState]:
         """One CpuState per possible CPU (raises KtstrError when ``runqueues`` is missing)."""
-        if self.syms.get("runqueues") is None:
+        runqueues = self.syms.get("runqueues")
+        if runqueues is None:
             raise KtstrError("symbol 'runqueues' is not in the symbol table")
-        return dsqs.read_cpus(self.reader, self.layout, self.syms["runqueues"],
+        return dsqs.read_cpus(self.reader, self.layout, runqueues,
                               self.kernel.per_cpu_offsets(), self.dsq_offs, sch, walk=walk)
 
     def bypass_dsqs(self, sch: int, walk: bool = True) -> list[dsqs.Dsq]:

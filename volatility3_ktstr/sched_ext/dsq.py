@@ -28,7 +28,7 @@ class DsqOffsets:
     dsq_list: int         # scx_dispatch_q.list (list_head)
     dsq_size: int
     lnode_node: int       # task_struct offset of the list_head linking a task into a DSQ
-    lnode_flags: int      # task_struct offset of scx_dsq_list_node.flags, or None
+    lnode_flags: "int | None"  # task_struct offset of scx_dsq_list_node.flags, or None
     cursor_flag: int      # SCX_DSQ_LNODE_ITER_CURSOR (0 when the kernel has no cursors)
     flags_size: int = 4
 
@@ -70,7 +70,8 @@ class TaskListWalk:
         return any(d.kind == "bound" for d in self.damage)
 
 
-DsqWalk = TaskWalk = TaskListWalk
+DsqWalk = TaskListWalk
+TaskWalk = TaskListWalk
 
 
 def walk_dsq_list(reader: Reader, layout: Layout, offs: DsqOffsets, dsq_addr: int,
@@ -78,14 +79,14 @@ def walk_dsq_list(reader: Reader, layout: Layout, offs: DsqOffsets, dsq_addr: in
     """Tasks queued on the DSQ at ``dsq_addr`` in list order (bounded, cycle-safe); BPF
     iterator cursors (``dsq_list.flags & SCX_DSQ_LNODE_ITER_CURSOR``) are counted, not listed."""
     w = DsqWalk()
-    check = offs.lnode_flags is not None and offs.cursor_flag
-    window = (offs.lnode_flags - offs.lnode_node, offs.flags_size) if check else None
+    flags_at = offs.lnode_flags if offs.cursor_flag else None
+    window = (flags_at - offs.lnode_node, offs.flags_size) if flags_at is not None else None
     nodes = kds.list_nodes(reader, layout, dsq_addr + offs.dsq_list, limit=max_tasks,
                            damage=w.damage, what="DSQ list node", window=window)
-    if not check:
+    if flags_at is None:
         w.tasks = [n - offs.lnode_node for n in nodes]
         return w
-    rel = offs.lnode_flags - offs.lnode_node
+    rel = flags_at - offs.lnode_node
     lo = min(rel, layout.offset("list_head", "next"))
     for node, raw in nodes:
         flags = int.from_bytes(raw[rel - lo:rel - lo + offs.flags_size], "little")

@@ -6,6 +6,7 @@
 """
 
 import re
+from typing import Optional
 from dataclasses import dataclass, field
 
 MAX_LOG_FOLLOW = 160          # continuation records (backtrace lines) kept after an exit line
@@ -19,10 +20,10 @@ class LogExit:
     """A scheduler exit the kernel log records."""
 
     name: str
-    reason: str
-    msg: str = None
-    seq: int = None
-    ts_nsec: int = None
+    reason: Optional[str]
+    msg: Optional[str] = None
+    seq: Optional[int] = None
+    ts_nsec: Optional[int] = None
     error: bool = False
     backtrace: list = field(default_factory=list)
 

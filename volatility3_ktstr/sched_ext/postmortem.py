@@ -232,7 +232,7 @@ def sched_dsqs(inv: Inventory, sch: int | None, per_cpu: list) -> list[tuple]:
     glob, users = DamageLog(), DamageLog()
     # scx_root NULL: no scheduler, so no global or user DSQs
     addrs = [] if sch == 0 else global_dsq_addrs(r, lay, sch, sx.syms, sx.nr_nodes(), glob)
-    out = [(d, "global") for d in glob]
+    out: list[tuple] = [(d, "global") for d in glob]
     out += [(None, read_dsq(r, lay, offs, a, "global", walk=True, node=n)) for n, a in addrs]
     out += [(None, c) for c in per_cpu if isinstance(c, Dsq)]
     cpus = [c for c in per_cpu if not isinstance(c, Dsq)]

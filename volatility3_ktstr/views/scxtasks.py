@@ -12,6 +12,7 @@ kernel object (``kernel.KernelContext`` or the same public methods); no Volatili
 """
 
 from collections.abc import Iterable, Iterator
+from typing import cast
 
 from ..core import LayoutError, ReadError, Record
 from ..errors import KtstrError
@@ -85,7 +86,7 @@ def rows(kctx, pids: Iterable[int] = (), show_all: bool = False,
             label = f"dsq {dsq_id:#x}" if dsq_id is not None else f"dsq at {t.dsq:#x} (unreadable)"
         return label, dsq_id
 
-    walk = walk_scx_tasks(reader, layout, sx.syms["tasks"], cursor_flag=sx.cursor_flag())
+    walk = walk_scx_tasks(reader, layout, cast(int, sx.syms["tasks"]), cursor_flag=sx.cursor_flag())
     shown = 0
     for addr in walk.tasks:
         t = read_task(reader, layout, addr)
