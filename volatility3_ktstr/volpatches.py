@@ -9,6 +9,11 @@ compat (needed for arm64 to work at all)
                            LinuxAArch64 layer (the Linux object model is architecture-neutral).
   ``stacker_guard``        the stock Linux/Mac/Windows stackers skip only Intel layers and would
                            stack an Intel layer on top of our AArch64 one; they skip it too.
+  ``kallsyms_pcrel``       kernels since 6.15 keep each ``kallsyms_offsets`` entry relative to its
+                           own address (kernel/kallsyms.c: ``offset_to_ptr``) and have no
+                           ``kallsyms_relative_base``; Volatility 2.28 reads only the older
+                           layouts and raises, so ``linux.kallsyms``, ``linux.pscallstack`` and
+                           every symbol lookup through kallsyms failed on them.
 speed (outputs unchanged; see bench/e2e_bench.py)
   ``shared_isf_load``      an ISF file is decoded once per process, from a compact cached copy
                            (``isf.compact``) when its identity (size, mtime, inode, edges) is
@@ -26,8 +31,12 @@ speed (outputs unchanged; see bench/e2e_bench.py)
 :func:`apply` installs them, once per process. It is called from one place,
 ``plugins/linux/ktstr/stacking.py`` (Volatility imports plugin-folder modules before automagic
 runs); in-process users of the framework that do not import our plugin folder call it
-themselves. The patches are pinned to the Volatility versions they were tested with
-(:data:`TESTED`): outside that range nothing is applied and one warning says so.
+themselves. The patches were written and tested against the Volatility versions in
+:data:`TESTED_VERSIONS` (setup.py allows that minor series). On another version each patch is
+applied only if every function it replaces still has the source it was written against
+(:data:`FINGERPRINTS`); one warning names the tested versions and any patch refused, so an
+untested Volatility runs unpatched where it differs (Volatility's own behaviour: slower, arm64
+and 6.15+ kallsyms unsupported), never half-patched.
 ``VOLATILITY3_KTSTR_NO_PATCHES=1`` applies none, ``=speed`` only the compat ones.
 tests/test_volpatches.py checks that each target still has the source it was written against.
 """
@@ -44,8 +53,21 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 vollog = logging.getLogger(__name__)
 
-# Volatility versions the patches were written and tested against: [low, high).
-TESTED = ((2, 28, 0), (2, 29, 0))
+# Volatility versions the patches were written and tested against (the whole suite ran on each).
+TESTED_VERSIONS = ((2, 28, 2),)
+# sha256[:16] of the source of every function a patch replaces, as in the tested versions
+# (tests/test_volpatches.py checks them against the installed Volatility).
+FINGERPRINTS = {
+    "volatility3.framework.configuration.requirements:TranslationLayerRequirement.unsatisfied": "ec5398b66cd1fe84",
+    "volatility3.framework.automagic.linux:LinuxIntelStacker.stack": "b63db9fdcf7b7ea3",
+    "volatility3.framework.automagic.linux:LinuxIntelVMCOREINFOStacker.stack": "ca39e777ee1ba950",
+    "volatility3.framework.automagic.mac:MacIntelStacker.stack": "993c8345f0e655c3",
+    "volatility3.framework.automagic.windows:WindowsIntelStacker.stack": "8158958c7a1abce9",
+    "volatility3.framework.symbols.linux.kallsyms:Kallsyms._get_symbol_address_by_index": "e8603ca60c3f2656",
+    "volatility3.framework.symbols.intermed:IntermediateSymbolTable.__init__": "b27151ee5a168acf",
+    "volatility3.schemas:create_json_hash": "e944d32913672eb2",
+    "volatility3.framework.symbols.intermed:Version1Format.set_type_class": "49cab881d6979258",
+}
 ENV = "VOLATILITY3_KTSTR_NO_PATCHES"
 CACHE_SUBDIR = "ktstr-isf"
 
@@ -81,29 +103,69 @@ def volatility_version() -> Tuple[int, int, int]:
 
 
 def supported(version: Optional[Tuple[int, int, int]] = None) -> bool:
-    version = version or volatility_version()
-    return TESTED[0] <= tuple(version) < TESTED[1]
+    """Whether ``version`` (default: the installed one) is one the patches were tested on."""
+    return tuple(version or volatility_version()) in TESTED_VERSIONS
+
+
+def source_fingerprint(target: str) -> str:
+    """sha256[:16] of the source of ``module:Qual.name`` (a function, method or classmethod)."""
+    import hashlib
+    import importlib
+    import inspect
+
+    mod, qual = target.split(":")
+    obj = importlib.import_module(mod)
+    parts = qual.split(".")
+    for attr in parts[:-1]:
+        obj = getattr(obj, attr)
+    value = obj.__dict__[parts[-1]] if isinstance(obj, type) else getattr(obj, parts[-1])
+    value = getattr(value, "__wrapped__", None) or value        # ours, if already patched
+    value = getattr(value, "fget", None) or getattr(value, "__func__", value)
+    value = getattr(value, "__wrapped__", None) or value
+    return hashlib.sha256(inspect.getsource(value).encode()).hexdigest()[:16]
+
+
+def _fingerprints_hold(patch: "Patch") -> bool:
+    for target in patch.targets:
+        try:
+            if source_fingerprint(target) != FINGERPRINTS.get(target):
+                return False
+        except (ImportError, AttributeError, KeyError, OSError, TypeError, ValueError):
+            return False
+    return True
+
+
+def _version_text(version) -> str:
+    return ".".join(map(str, version))
 
 
 def apply(kinds: Optional[List[str]] = None) -> List[str]:
     """Install the patches (idempotent); returns the names of those in place.
 
     ``kinds`` restricts to "compat" and/or "speed" (default: both, less what the
-    ``VOLATILITY3_KTSTR_NO_PATCHES`` environment variable turns off)."""
+    ``VOLATILITY3_KTSTR_NO_PATCHES`` environment variable turns off). On a Volatility outside
+    :data:`TESTED_VERSIONS` a patch goes in only where its targets' sources are unchanged, and
+    one warning says so."""
     if kinds is None:
         off = os.environ.get(ENV, "").strip().lower()
         kinds = [] if off in ("1", "all", "yes", "true") else ["compat"] if off == "speed" else ["compat", "speed"]
-    if not supported():
-        if not _state["warned"]:
-            _state["warned"] = True
-            vollog.warning("volatility3-ktstr: Volatility %s is outside the tested range %s..%s; not "
-                           "patching it (arm64 dumps will not open, runs are slower)",
-                           ".".join(map(str, volatility_version())),
-                           ".".join(map(str, TESTED[0])), ".".join(map(str, TESTED[1])))
-        return []
+    tested = supported()
+    refused = []
     for patch in PATCHES:
-        if patch.kind in kinds:
+        if patch.kind not in kinds or patch.saved is not None:
+            continue
+        if tested or _fingerprints_hold(patch):
             patch.apply()
+        else:
+            refused.append(patch.name)
+    if not tested and not _state["warned"]:
+        _state["warned"] = True
+        vollog.warning(
+            "volatility3-ktstr: Volatility %s is untested (tested: %s); %s",
+            _version_text(volatility_version()),
+            ", ".join(_version_text(v) for v in TESTED_VERSIONS),
+            f"not patching what changed there ({', '.join(refused)}): Volatility's own behaviour "
+            f"there" if refused else "its patched functions are unchanged, patches applied")
     return applied()
 
 
@@ -176,6 +238,33 @@ def _install_stacker_guard():
         stacker.stack = classmethod(guarded)
         saved.append((stacker, "stack", original))
     return saved
+
+
+# --- compat: kallsyms with place-relative offsets (kernels since 6.15) --------------------------
+
+
+def _install_kallsyms_pcrel():
+    from volatility3.framework.symbols.linux import kallsyms
+
+    cls = kallsyms.Kallsyms
+    original = cls.__dict__["_get_symbol_address_by_index"]
+
+    def _get_symbol_address_by_index(self, index):
+        # No kallsyms_relative_base (and no absolute table): each s32 entry of kallsyms_offsets
+        # is relative to its own address, the kernel's offset_to_ptr(kallsyms_offsets + idx).
+        if (self._kallsyms_offsets_address and self._kallsyms_relative_base is None
+                and not self._kas_config.addresses_address):
+            entry = self._kallsyms_offsets_address + index * 4
+            offset = self._read_int(entry, 4, signed=True)
+            if offset is None:
+                return None
+            return (entry + offset) & self._context.layers[self._layer_name].address_mask
+        return original(self, index)
+
+    _get_symbol_address_by_index.__doc__ = original.__doc__
+    _get_symbol_address_by_index.__wrapped__ = original
+    cls._get_symbol_address_by_index = _get_symbol_address_by_index
+    return [(cls, "_get_symbol_address_by_index", original)]
 
 
 # --- speed: one ISF decode per file and process ---------------------------------------------------
@@ -358,6 +447,9 @@ PATCHES: List[Patch] = [
           [_AM + "linux:LinuxIntelStacker.stack", _AM + "linux:LinuxIntelVMCOREINFOStacker.stack",
            _AM + "mac:MacIntelStacker.stack", _AM + "windows:WindowsIntelStacker.stack"],
           _install_stacker_guard),
+    Patch("kallsyms_pcrel", "compat",
+          ["volatility3.framework.symbols.linux.kallsyms:Kallsyms._get_symbol_address_by_index"],
+          _install_kallsyms_pcrel),
     Patch("shared_isf_load", "speed",
           ["volatility3.framework.symbols.intermed:IntermediateSymbolTable.__init__"],
           _install_shared_isf_load),
