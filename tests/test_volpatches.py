@@ -48,6 +48,10 @@ FINGERPRINTS = {
     # _bootstrap (kallsyms_relative_base stays None without the symbol).
     "volatility3.framework.symbols.linux.kallsyms:Kallsyms._bootstrap": "11cbc84b3038df47",
     "volatility3.framework.symbols.linux.kallsyms:Kallsyms.__init__": "6f50d9be27eb8894",
+    # relied upon by kallsyms_long_names: the callers step by the length it returns, + 1.
+    "volatility3.framework.symbols.linux.kallsyms:Kallsyms.get_core_symbols": "d58911519fa8ffdf",
+    "volatility3.framework.symbols.linux.kallsyms:Kallsyms._core_lookup_name_slow": "7140e382286bd332",
+    "volatility3.framework.symbols.linux.kallsyms:Kallsyms._get_symbol": "e4fa05e3771e7c95",
 }
 
 
@@ -160,7 +164,8 @@ def test_environment_turns_patches_off(unpatched, monkeypatch):
     monkeypatch.setenv(vp.ENV, "1")
     assert vp.apply() == []
     monkeypatch.setenv(vp.ENV, "speed")
-    assert vp.apply() == ["aarch64_requirement", "stacker_guard", "kallsyms_pcrel"]
+    assert vp.apply() == ["aarch64_requirement", "stacker_guard", "kallsyms_pcrel",
+                          "kallsyms_long_names"]
     vp.revert()
     monkeypatch.delenv(vp.ENV)
     assert vp.apply() == [p.name for p in vp.PATCHES]
@@ -244,6 +249,31 @@ def test_kallsyms_place_relative_offsets(unpatched):
     assert [baserel._get_symbol_address_by_index(i) for i in (0, 1)] == stock == [0xFFFFFFFF81000000, 5]
     past_end = _kallsyms_over(bytes(data), base, base + 0x1FE)
     assert past_end._get_symbol_address_by_index(0) is None
+
+
+def test_kallsyms_names_longer_than_127_tokens(unpatched):
+    """A 130-token name (two length bytes, kernels >= 6.1) then a short one: stepping by the
+    returned length + 1, as Volatility's callers do, reaches the second name only patched."""
+    from volatility3.framework.symbols.linux import kallsyms
+
+    base = 0xFFFFFFFF82000000
+    tokens = b"".join(bytes([i]) + b"\0" for i in range(256))    # token i is the byte i
+    long_name = b"T" + b"a" * 129
+    names = bytes([0x80 | (130 & 0x7F), 130 >> 7]) + long_name + bytes([3]) + b"tbc"
+    ks = _kallsyms_over(tokens + names + bytes(600), base, 0)
+    ks._kallsyms_token_index = [2 * i for i in range(256)]
+    ks._kallsyms_names_io = kallsyms._KallsymsIO(ks._context, "mem", base + len(tokens))
+    ks._kallsyms_token_table_io = kallsyms._KallsymsIO(ks._context, "mem", base)
+
+    def walk():
+        first, length = ks._expand_symbol(0)
+        second, _ = ks._expand_symbol(length + 1)
+        return (first.type, first.name), second and (second.type, second.name)
+
+    stock = walk()
+    vp.apply(["compat"])
+    assert walk() == (("T", "a" * 129), ("t", "bc"))
+    assert stock[0] == ("T", "a" * 129) and stock[1] != ("t", "bc")
 
 
 # --- a small ISF ---------------------------------------------------------------------------
