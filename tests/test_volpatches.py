@@ -160,6 +160,15 @@ def test_untested_version_refuses_a_patch_whose_target_changed(unpatched, monkey
     assert "2.29.0" in line and "2.28.2" in line and "kallsyms_pcrel" in line
 
 
+def test_arm64_patches_go_in_together_or_not_at_all(unpatched, monkeypatch):
+    monkeypatch.setattr(vp, "volatility_version", lambda: (2, 29, 0))
+    monkeypatch.setitem(vp._state, "warned", False)
+    monkeypatch.setitem(vp.FINGERPRINTS, "volatility3.framework.automagic.mac:MacIntelStacker.stack", "0" * 16)
+    got = vp.apply(["compat", "speed"])
+    assert "stacker_guard" not in got and "aarch64_requirement" not in got
+    assert "kallsyms_pcrel" in got and "shared_isf_load" in got
+
+
 def test_environment_turns_patches_off(unpatched, monkeypatch):
     monkeypatch.setenv(vp.ENV, "1")
     assert vp.apply() == []

@@ -73,6 +73,9 @@ FINGERPRINTS = {
     "volatility3.schemas:create_json_hash": "e944d32913672eb2",
     "volatility3.framework.symbols.intermed:Version1Format.set_type_class": "49cab881d6979258",
 }
+# Patches that only make sense together: one refused refuses the others (arm64 then does not
+# open, rather than our layer accepted with the stock stackers piling an Intel layer on it).
+TOGETHER = (("aarch64_requirement", "stacker_guard"),)
 ENV = "VOLATILITY3_KTSTR_NO_PATCHES"
 CACHE_SUBDIR = "ktstr-isf"
 
@@ -155,14 +158,15 @@ def apply(kinds: Optional[List[str]] = None) -> List[str]:
         off = os.environ.get(ENV, "").strip().lower()
         kinds = [] if off in ("1", "all", "yes", "true") else ["compat"] if off == "speed" else ["compat", "speed"]
     tested = supported()
-    refused = []
-    for patch in PATCHES:
-        if patch.kind not in kinds or patch.saved is not None:
-            continue
-        if tested or _fingerprints_hold(patch):
+    wanted = [p for p in PATCHES if p.kind in kinds and p.saved is None]
+    refused = set() if tested else {p.name for p in wanted if not _fingerprints_hold(p)}
+    for group in TOGETHER:
+        if refused & set(group):
+            refused |= set(group)
+    for patch in wanted:
+        if patch.name not in refused:
             patch.apply()
-        else:
-            refused.append(patch.name)
+    refused = [p.name for p in wanted if p.name in refused]
     if not tested and not _state["warned"]:
         _state["warned"] = True
         vollog.warning(
