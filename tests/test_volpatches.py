@@ -174,7 +174,7 @@ def test_environment_turns_patches_off(unpatched, monkeypatch):
     assert vp.apply() == []
     monkeypatch.setenv(vp.ENV, "speed")
     assert vp.apply() == ["aarch64_requirement", "stacker_guard", "kallsyms_pcrel",
-                          "kallsyms_long_names"]
+                          "pscallstack_arm64", "kallsyms_long_names"]
     vp.revert()
     monkeypatch.delenv(vp.ENV)
     assert vp.apply() == [p.name for p in vp.PATCHES]
@@ -283,6 +283,23 @@ def test_kallsyms_names_longer_than_127_tokens(unpatched):
     vp.apply(["compat"])
     assert walk() == (("T", "a" * 129), ("t", "bc"))
     assert stock[0] == ("T", "a" * 129) and stock[1] != ("t", "bc")
+
+
+def test_pscallstack_gets_arm64_s_saved_stack_pointer():
+    """The scan starts at thread.sp: x86 tasks as they are, arm64 ones (no thread.sp) with
+    thread.cpu_context.sp in its place; everything else of the task is the task's own."""
+    import types
+
+    class Thread(types.SimpleNamespace):
+        def has_member(self, name):
+            return hasattr(self, name)
+
+    x86 = types.SimpleNamespace(pid=1, thread=Thread(sp=0x10), get_address_space_layer=lambda: "x")
+    arm = types.SimpleNamespace(pid=2, thread=Thread(cpu_context=types.SimpleNamespace(sp=0x20)),
+                                get_address_space_layer=lambda: "a")
+    assert vp.with_saved_sp(x86) is x86
+    got = vp.with_saved_sp(arm)
+    assert (got.thread.sp, got.pid, got.get_address_space_layer()) == (0x20, 2, "a")
 
 
 # --- a small ISF ---------------------------------------------------------------------------

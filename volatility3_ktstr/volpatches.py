@@ -14,6 +14,10 @@ compat (needed for arm64 to work at all)
                            ``kallsyms_relative_base``; Volatility 2.28 reads only the older
                            layouts and raises, so ``linux.kallsyms``, ``linux.pscallstack`` and
                            every symbol lookup through kallsyms failed on them.
+  ``pscallstack_arm64``    ``linux.pscallstack`` scans a task's kernel stack from ``thread.sp``,
+                           which is x86's; arm64 saves it in ``thread.cpu_context.sp`` and the
+                           plugin raised there. The task is handed over with that value as
+                           ``thread.sp``; everything else is Volatility's own scan.
   ``kallsyms_long_names``  a ``kallsyms_names`` entry longer than 127 tokens has a two-byte
                            length (kernels since 6.1, Rust symbols); Volatility 2.28 steps over
                            it as if the length had one byte, and every later name of the walk
@@ -51,6 +55,7 @@ import copy
 import json
 import logging
 import os
+import types
 import urllib.parse
 import urllib.request
 from typing import Callable, Dict, List, Optional, Tuple
@@ -69,6 +74,7 @@ FINGERPRINTS = {
     "volatility3.framework.automagic.windows:WindowsIntelStacker.stack": "8158958c7a1abce9",
     "volatility3.framework.symbols.linux.kallsyms:Kallsyms._get_symbol_address_by_index": "e8603ca60c3f2656",
     "volatility3.framework.symbols.linux.kallsyms:Kallsyms._expand_symbol": "ab64f3b0324da5d2",
+    "volatility3.plugins.linux.pscallstack:PsCallStack.get_task_callstack": "50a63a6c52e29e83",
     "volatility3.framework.symbols.intermed:IntermediateSymbolTable.__init__": "b27151ee5a168acf",
     "volatility3.schemas:create_json_hash": "e944d32913672eb2",
     "volatility3.framework.symbols.intermed:Version1Format.set_type_class": "49cab881d6979258",
@@ -296,6 +302,46 @@ def _install_kallsyms_long_names():
     return [(cls, "_expand_symbol", original)]
 
 
+# --- compat: linux.pscallstack on arm64 -----------------------------------------------------------
+
+
+class _TaskWithSavedSp:
+    """A task_struct whose ``thread.sp`` is the kernel stack pointer arm64 saved at its last
+    switch (``thread.cpu_context.sp``); every other attribute is the task's own."""
+
+    def __init__(self, task, sp: int):
+        self._task = task
+        self.thread = types.SimpleNamespace(sp=sp)
+
+    def __getattr__(self, name):
+        return getattr(self._task, name)
+
+
+def with_saved_sp(task):
+    """``task`` where its thread has ``sp`` (x86), else a stand-in whose ``thread.sp`` is arm64's
+    ``thread.cpu_context.sp``."""
+    thread = task.thread
+    if not thread.has_member("sp") and thread.has_member("cpu_context"):
+        return _TaskWithSavedSp(task, int(thread.cpu_context.sp))
+    return task
+
+
+def _install_pscallstack_arm64():
+    from volatility3.plugins.linux import pscallstack
+
+    cls = pscallstack.PsCallStack
+    original = cls.__dict__["get_task_callstack"]
+    func = original.__func__
+
+    def get_task_callstack(klass, context, module_name, task, kas=None, include_unresolved=False):
+        return func(klass, context, module_name, with_saved_sp(task), kas, include_unresolved)
+
+    get_task_callstack.__doc__ = func.__doc__
+    get_task_callstack.__wrapped__ = func
+    cls.get_task_callstack = classmethod(get_task_callstack)
+    return [(cls, "get_task_callstack", original)]
+
+
 # --- speed: one ISF decode per file and process ---------------------------------------------------
 
 # (url, identity) -> decoded ISF, the most recent few; id(ISF dict) -> (the dict, path,
@@ -479,6 +525,9 @@ PATCHES: List[Patch] = [
     Patch("kallsyms_pcrel", "compat",
           ["volatility3.framework.symbols.linux.kallsyms:Kallsyms._get_symbol_address_by_index"],
           _install_kallsyms_pcrel),
+    Patch("pscallstack_arm64", "compat",
+          ["volatility3.plugins.linux.pscallstack:PsCallStack.get_task_callstack"],
+          _install_pscallstack_arm64),
     Patch("kallsyms_long_names", "compat",
           ["volatility3.framework.symbols.linux.kallsyms:Kallsyms._expand_symbol"],
           _install_kallsyms_long_names),
