@@ -84,7 +84,7 @@ setup(
     package_data={"volatility3_ktstr": ["plugins/linux/ktstr/*.py", "plugins/*.py"]},
     include_package_data=True,
     install_requires=[
-        "volatility3>=2.28,<3",
+        "volatility3>=2.28.2,<2.29",  # the tested series (volpatches.TESTED_VERSIONS; README)
         "pyelftools>=0.29",
         "capstone>=5",
         # kdump-compressed vmcores: zstd pages (makedumpfile -z) and snappy pages (-p).

@@ -94,3 +94,28 @@ def test_pslist_real_dump_truth_and_unpatched(name):
         # Stock Volatility reads these itself: same rows without our package at all.
         stock = volrun.run_vol(name, "linux.pslist", env={"VOLATILITY3_KTSTR_DISABLE": "1"}).check()
         assert fast.stdout == stock.stdout
+
+
+# Volatility plugins that work on our ISF since it types symbols (issue 29). Same rows with the
+# speed patches on and off; where they need no compat patch (no kallsyms: the two kallsyms
+# patches are what make linux.kallsyms and linux.pscallstack read 6.15+ kernels at all), also
+# the same rows as stock Volatility on the same ISF.
+FIXED_WITHOUT_COMPAT = ("linux.boottime.Boottime", "linux.malware.hidden_modules.Hidden_modules",
+                        "linux.malware.check_afinfo.Check_afinfo")
+FIXED = FIXED_WITHOUT_COMPAT + ("linux.tracing.ftrace.CheckFtrace",
+                                "linux.tracing.tracepoints.CheckTracepoints",
+                                "linux.pscallstack.PsCallStack", "linux.kallsyms.Kallsyms")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("plugin", FIXED)
+def test_fixed_stock_plugins_same_rows_without_speed_patches(plugin):
+    name = "x86_64/scx_sdt"
+    if name not in dumps.list_dumps():
+        pytest.skip(f"no {name} dump (KTSTR_DUMPS unset?)")
+    fast = volrun.run_vol(name, plugin, timeout=1800).check()
+    plain = volrun.run_vol(name, plugin, env=SPEED_OFF, timeout=1800).check()
+    assert fast.stdout == plain.stdout
+    if plugin in FIXED_WITHOUT_COMPAT:
+        stock = volrun.run_vol(name, plugin, env={"VOLATILITY3_KTSTR_DISABLE": "1"}).check()
+        assert fast.stdout == stock.stdout

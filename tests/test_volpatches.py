@@ -20,20 +20,13 @@ from volatility3_ktstr.isf import compact
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BUNDLED_ISF = sorted((REPO / "symbols" / "linux").glob("*.json.xz"))
 
-# sha256[:16] of the source of every Volatility function a patch replaces or our code mirrors
-# or relies on, as in volatility3 2.28.2. A mismatch means Volatility changed underneath:
-# re-read the function, check that volpatches.py (or kernel.IsfLayout, KernelContext.symbol,
+# sha256[:16] of the source of every Volatility function a patch replaces (vp.FINGERPRINTS,
+# which apply() checks on an untested Volatility) or our code mirrors or relies on, as in
+# volatility3 2.28.2. A mismatch means Volatility changed underneath: re-read the function,
+# check that volpatches.py (or kernel.IsfLayout, KernelContext.symbol,
 # layers/stackers.stock_x86_layer) still matches it, then update the value here.
 FINGERPRINTS = {
-    # replaced by a patch
-    "volatility3.framework.configuration.requirements:TranslationLayerRequirement.unsatisfied": "ec5398b66cd1fe84",
-    "volatility3.framework.automagic.linux:LinuxIntelStacker.stack": "b63db9fdcf7b7ea3",
-    "volatility3.framework.automagic.linux:LinuxIntelVMCOREINFOStacker.stack": "ca39e777ee1ba950",
-    "volatility3.framework.automagic.mac:MacIntelStacker.stack": "993c8345f0e655c3",
-    "volatility3.framework.automagic.windows:WindowsIntelStacker.stack": "8158958c7a1abce9",
-    "volatility3.framework.symbols.intermed:IntermediateSymbolTable.__init__": "b27151ee5a168acf",
-    "volatility3.schemas:create_json_hash": "e944d32913672eb2",
-    "volatility3.framework.symbols.intermed:Version1Format.set_type_class": "49cab881d6979258",
+    **vp.FINGERPRINTS,
     # relied upon: valid() calls create_json_hash through its module; set_type_class's test is
     # `types`; format tables never write to the ISF dict (shared between tables); IsfLayout
     # mirrors _reduce_fields/get_type; KernelContext.symbol uses the table's get_symbol.
@@ -51,18 +44,19 @@ FINGERPRINTS = {
     "volatility3.framework.automagic.linux:LinuxIntelVMCOREINFOStacker._check_versions": "f23e920e1c6ebfe3",
     "volatility3.framework.symbols.linux:VMCoreInfo._vmcoreinfo_data_to_dict": "7582fc10bb28d7bb",
     "volatility3.framework.symbols.linux:VMCoreInfo.search_vmcoreinfo_elf_note": "df3c243ab15eb781",
+    # relied upon by the kallsyms_pcrel patch: the attributes it reads are set in __init__ and
+    # _bootstrap (kallsyms_relative_base stays None without the symbol).
+    "volatility3.framework.symbols.linux.kallsyms:Kallsyms._bootstrap": "11cbc84b3038df47",
+    "volatility3.framework.symbols.linux.kallsyms:Kallsyms.__init__": "6f50d9be27eb8894",
+    # relied upon by kallsyms_long_names: the callers step by the length it returns, + 1.
+    "volatility3.framework.symbols.linux.kallsyms:Kallsyms.get_core_symbols": "d58911519fa8ffdf",
+    "volatility3.framework.symbols.linux.kallsyms:Kallsyms._core_lookup_name_slow": "7140e382286bd332",
+    "volatility3.framework.symbols.linux.kallsyms:Kallsyms._get_symbol": "e4fa05e3771e7c95",
 }
 
 
 def _source_hash(target):
-    mod, qual = target.split(":")
-    obj = importlib.import_module(mod)
-    parts = qual.split(".")
-    for attr in parts[:-1]:
-        obj = getattr(obj, attr)
-    value = obj.__dict__[parts[-1]] if isinstance(obj, type) else getattr(obj, parts[-1])
-    value = getattr(value, "fget", None) or getattr(value, "__func__", value)
-    return hashlib.sha256(inspect.getsource(value).encode()).hexdigest()[:16]
+    return vp.source_fingerprint(target)
 
 
 @pytest.fixture
@@ -95,14 +89,28 @@ def patched(unpatched, cache_dir):
 # --- the pin -------------------------------------------------------------------------------
 
 
-def test_installed_volatility_is_in_the_tested_range():
-    assert vp.supported(), f"volatility3 {vp.volatility_version()} is outside {vp.TESTED}"
+def test_installed_volatility_is_a_tested_version():
+    assert vp.supported(), (f"volatility3 {vp.volatility_version()} is not one of the tested "
+                            f"{vp.TESTED_VERSIONS}")
+
+
+def test_setup_py_allows_the_tested_minor_series_only():
+    """setup.py's volatility3 requirement: from the oldest tested version to the next minor."""
+    import re
+
+    text = (REPO / "setup.py").read_text()
+    (low, high), = re.findall(r'"volatility3>=([0-9.]+),<([0-9.]+)"', text)
+    oldest = min(vp.TESTED_VERSIONS)
+    assert tuple(map(int, low.split("."))) == oldest
+    assert tuple(map(int, high.split("."))) == (oldest[0], oldest[1] + 1)
+    assert all(v[:2] == oldest[:2] for v in vp.TESTED_VERSIONS)
 
 
 def test_every_patch_target_has_a_fingerprint():
     for patch in vp.PATCHES:
         for target in patch.targets:
-            assert target in FINGERPRINTS, f"{patch.name}: {target} has no fingerprint here"
+            assert target in vp.FINGERPRINTS, f"{patch.name}: {target} has no fingerprint here"
+    assert set(vp.FINGERPRINTS) == {t for p in vp.PATCHES for t in p.targets}
 
 
 @pytest.mark.parametrize("target", sorted(FINGERPRINTS))
@@ -113,23 +121,60 @@ def test_patch_targets_are_unchanged(unpatched, target):
         f"{FINGERPRINTS[target]}): re-check volpatches.py against it, then update FINGERPRINTS")
 
 
-def test_outside_the_range_nothing_is_applied_and_one_warning(unpatched, monkeypatch, caplog):
-    monkeypatch.setattr(vp, "volatility_version", lambda: (2, 29, 0))
+def test_fingerprint_sees_through_our_own_patches(unpatched):
+    before = {t: vp.source_fingerprint(t) for t in vp.FINGERPRINTS}
+    vp.apply(["compat", "speed"])
+    assert {t: vp.source_fingerprint(t) for t in vp.FINGERPRINTS} == before
+
+
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records if "untested" in r.getMessage()]
+
+
+def test_untested_version_with_unchanged_sources_patches_and_warns_once(unpatched, monkeypatch, caplog):
+    monkeypatch.setattr(vp, "volatility_version", lambda: (2, 28, 9))
     monkeypatch.setitem(vp._state, "warned", False)
     with caplog.at_level(logging.WARNING, logger=vp.__name__):
-        assert vp.apply() == []
-        assert vp.apply() == []
-    assert vp.applied() == []
-    warnings = [r for r in caplog.records if "outside the tested range" in r.getMessage()]
-    assert len(warnings) == 1 and "2.29.0" in warnings[0].getMessage()
-    assert not vp.supported((2, 27, 9)) and vp.supported((2, 28, 0)) and vp.supported((2, 28, 99))
+        assert vp.apply(["compat", "speed"]) == [p.name for p in vp.PATCHES]
+        vp.apply(["compat", "speed"])
+    (line,) = _warnings(caplog)
+    assert "2.28.9" in line and "2.28.2" in line and "\n" not in line
+    assert not vp.supported((2, 28, 0)) and vp.supported((2, 28, 2)) and not vp.supported((2, 29, 0))
+
+
+def test_untested_version_refuses_a_patch_whose_target_changed(unpatched, monkeypatch, caplog):
+    """A changed function is left as Volatility has it (never a patch written for other code),
+    the rest are applied, and the one warning names what was refused."""
+    from volatility3.framework.symbols.linux import kallsyms
+
+    monkeypatch.setattr(vp, "volatility_version", lambda: (2, 29, 0))
+    monkeypatch.setitem(vp._state, "warned", False)
+    target = "volatility3.framework.symbols.linux.kallsyms:Kallsyms._get_symbol_address_by_index"
+    monkeypatch.setitem(vp.FINGERPRINTS, target, "0" * 16)
+    original = kallsyms.Kallsyms.__dict__["_get_symbol_address_by_index"]
+    with caplog.at_level(logging.WARNING, logger=vp.__name__):
+        got = vp.apply(["compat", "speed"])
+    assert got == [p.name for p in vp.PATCHES if p.name != "kallsyms_pcrel"]
+    assert kallsyms.Kallsyms.__dict__["_get_symbol_address_by_index"] is original
+    (line,) = _warnings(caplog)
+    assert "2.29.0" in line and "2.28.2" in line and "kallsyms_pcrel" in line
+
+
+def test_arm64_patches_go_in_together_or_not_at_all(unpatched, monkeypatch):
+    monkeypatch.setattr(vp, "volatility_version", lambda: (2, 29, 0))
+    monkeypatch.setitem(vp._state, "warned", False)
+    monkeypatch.setitem(vp.FINGERPRINTS, "volatility3.framework.automagic.mac:MacIntelStacker.stack", "0" * 16)
+    got = vp.apply(["compat", "speed"])
+    assert "stacker_guard" not in got and "aarch64_requirement" not in got
+    assert "kallsyms_pcrel" in got and "shared_isf_load" in got
 
 
 def test_environment_turns_patches_off(unpatched, monkeypatch):
     monkeypatch.setenv(vp.ENV, "1")
     assert vp.apply() == []
     monkeypatch.setenv(vp.ENV, "speed")
-    assert vp.apply() == ["aarch64_requirement", "stacker_guard"]
+    assert vp.apply() == ["aarch64_requirement", "stacker_guard", "kallsyms_pcrel",
+                          "pscallstack_arm64", "kallsyms_long_names"]
     vp.revert()
     monkeypatch.delenv(vp.ENV)
     assert vp.apply() == [p.name for p in vp.PATCHES]
@@ -163,6 +208,98 @@ def test_patches_are_applied_from_the_plugin_folder_only():
         if path.name != "volpatches.py" and "volpatches.apply(" in path.read_text():
             callers.append(path.relative_to(REPO).as_posix())
     assert callers == ["volatility3_ktstr/plugins/linux/ktstr/stacking.py"]
+
+
+# --- kallsyms_pcrel ------------------------------------------------------------------------
+
+
+def _kallsyms_over(data, base, offsets_at, relative_base=None, addresses_at=None):
+    """A Kallsyms API object over a buffer layer mapped at ``base`` (only the state
+    _get_symbol_address_by_index reads; Volatility's __init__ needs a whole kernel)."""
+    from volatility3.framework import contexts
+    from volatility3.framework.layers import physical
+    from volatility3.framework.symbols.linux import kallsyms
+
+    class Based(physical.BufferDataLayer):
+        address_mask = (1 << 64) - 1
+
+        def read(self, offset, length, pad=False):
+            return super().read(offset - base, length, pad)
+
+    ctx = contexts.Context()
+    ctx.add_layer(Based(ctx, "mem", "mem", data))
+    ks = object.__new__(kallsyms.Kallsyms)
+    ks._context, ks._layer_name, ks._endian, ks._long_size = ctx, "mem", "little", 8
+    ks._kallsyms_offsets_address = offsets_at
+    ks._kallsyms_relative_base = relative_base
+    ks._kas_config = kallsyms.KASConfig(0, 0, 0, 0, offsets_at, 0, 0, addresses_address=addresses_at)
+    return ks
+
+
+def test_kallsyms_place_relative_offsets(unpatched):
+    """Kernels >= 6.15: address = &kallsyms_offsets[i] + kallsyms_offsets[i] (s32). Without the
+    patch Volatility raises a TypeError on them; older layouts keep Volatility's answers."""
+    import struct
+
+    base = 0xFFFFFFFF82000000
+    table = base + 0x100
+    want = [base - 0x1000000, base + 0x40, table + 8 + 0x1000000]
+    data = bytearray(0x200)
+    for i, addr in enumerate(want):
+        struct.pack_into("<i", data, 0x100 + 4 * i, addr - (table + 4 * i))
+    pcrel = _kallsyms_over(bytes(data), base, table)
+    with pytest.raises(TypeError):
+        pcrel._get_symbol_address_by_index(0)
+    rel = struct.pack("<ii", -1, 5)
+    baserel = _kallsyms_over(rel, base, base, relative_base=0xFFFFFFFF81000000)
+    stock = [baserel._get_symbol_address_by_index(i) for i in (0, 1)]
+    vp.apply(["compat"])
+    assert [pcrel._get_symbol_address_by_index(i) for i in range(3)] == want
+    assert [baserel._get_symbol_address_by_index(i) for i in (0, 1)] == stock == [0xFFFFFFFF81000000, 5]
+    past_end = _kallsyms_over(bytes(data), base, base + 0x1FE)
+    assert past_end._get_symbol_address_by_index(0) is None
+
+
+def test_kallsyms_names_longer_than_127_tokens(unpatched):
+    """A 130-token name (two length bytes, kernels >= 6.1) then a short one: stepping by the
+    returned length + 1, as Volatility's callers do, reaches the second name only patched."""
+    from volatility3.framework.symbols.linux import kallsyms
+
+    base = 0xFFFFFFFF82000000
+    tokens = b"".join(bytes([i]) + b"\0" for i in range(256))    # token i is the byte i
+    long_name = b"T" + b"a" * 129
+    names = bytes([0x80 | (130 & 0x7F), 130 >> 7]) + long_name + bytes([3]) + b"tbc"
+    ks = _kallsyms_over(tokens + names + bytes(600), base, 0)
+    ks._kallsyms_token_index = [2 * i for i in range(256)]
+    ks._kallsyms_names_io = kallsyms._KallsymsIO(ks._context, "mem", base + len(tokens))
+    ks._kallsyms_token_table_io = kallsyms._KallsymsIO(ks._context, "mem", base)
+
+    def walk():
+        first, length = ks._expand_symbol(0)
+        second, _ = ks._expand_symbol(length + 1)
+        return (first.type, first.name), second and (second.type, second.name)
+
+    stock = walk()
+    vp.apply(["compat"])
+    assert walk() == (("T", "a" * 129), ("t", "bc"))
+    assert stock[0] == ("T", "a" * 129) and stock[1] != ("t", "bc")
+
+
+def test_pscallstack_gets_arm64_s_saved_stack_pointer():
+    """The scan starts at thread.sp: x86 tasks as they are, arm64 ones (no thread.sp) with
+    thread.cpu_context.sp in its place; everything else of the task is the task's own."""
+    import types
+
+    class Thread(types.SimpleNamespace):
+        def has_member(self, name):
+            return hasattr(self, name)
+
+    x86 = types.SimpleNamespace(pid=1, thread=Thread(sp=0x10), get_address_space_layer=lambda: "x")
+    arm = types.SimpleNamespace(pid=2, thread=Thread(cpu_context=types.SimpleNamespace(sp=0x20)),
+                                get_address_space_layer=lambda: "a")
+    assert vp.with_saved_sp(x86) is x86
+    got = vp.with_saved_sp(arm)
+    assert (got.thread.sp, got.pid, got.get_address_space_layer()) == (0x20, 2, "a")
 
 
 # --- a small ISF ---------------------------------------------------------------------------

@@ -9,6 +9,19 @@ compat (needed for arm64 to work at all)
                            LinuxAArch64 layer (the Linux object model is architecture-neutral).
   ``stacker_guard``        the stock Linux/Mac/Windows stackers skip only Intel layers and would
                            stack an Intel layer on top of our AArch64 one; they skip it too.
+  ``kallsyms_pcrel``       kernels since 6.15 keep each ``kallsyms_offsets`` entry relative to its
+                           own address (kernel/kallsyms.c: ``offset_to_ptr``) and have no
+                           ``kallsyms_relative_base``; Volatility 2.28 reads only the older
+                           layouts and raises, so ``linux.kallsyms``, ``linux.pscallstack`` and
+                           every symbol lookup through kallsyms failed on them.
+  ``pscallstack_arm64``    ``linux.pscallstack`` scans a task's kernel stack from ``thread.sp``,
+                           which is x86's; arm64 saves it in ``thread.cpu_context.sp`` and the
+                           plugin raised there. The task is handed over with that value as
+                           ``thread.sp``; everything else is Volatility's own scan.
+  ``kallsyms_long_names``  a ``kallsyms_names`` entry longer than 127 tokens has a two-byte
+                           length (kernels since 6.1, Rust symbols); Volatility 2.28 steps over
+                           it as if the length had one byte, and every later name of the walk
+                           came out garbled (133,000 of 199,000 on the 7.2 kernels here).
 speed (outputs unchanged; see bench/e2e_bench.py)
   ``shared_isf_load``      an ISF file is decoded once per process, from a compact cached copy
                            (``isf.compact``) when its identity (size, mtime, inode, edges) is
@@ -26,8 +39,12 @@ speed (outputs unchanged; see bench/e2e_bench.py)
 :func:`apply` installs them, once per process. It is called from one place,
 ``plugins/linux/ktstr/stacking.py`` (Volatility imports plugin-folder modules before automagic
 runs); in-process users of the framework that do not import our plugin folder call it
-themselves. The patches are pinned to the Volatility versions they were tested with
-(:data:`TESTED`): outside that range nothing is applied and one warning says so.
+themselves. The patches were written and tested against the Volatility versions in
+:data:`TESTED_VERSIONS` (setup.py allows that minor series). On another version each patch is
+applied only if every function it replaces still has the source it was written against
+(:data:`FINGERPRINTS`); one warning names the tested versions and any patch refused, so an
+untested Volatility runs unpatched where it differs (Volatility's own behaviour: slower, arm64
+and 6.15+ kallsyms unsupported), never half-patched.
 ``VOLATILITY3_KTSTR_NO_PATCHES=1`` applies none, ``=speed`` only the compat ones.
 tests/test_volpatches.py checks that each target still has the source it was written against.
 """
@@ -38,14 +55,33 @@ import copy
 import json
 import logging
 import os
+import types
 import urllib.parse
 import urllib.request
 from typing import Callable, Dict, List, Optional, Tuple
 
 vollog = logging.getLogger(__name__)
 
-# Volatility versions the patches were written and tested against: [low, high).
-TESTED = ((2, 28, 0), (2, 29, 0))
+# Volatility versions the patches were written and tested against (the whole suite ran on each).
+TESTED_VERSIONS = ((2, 28, 2),)
+# sha256[:16] of the source of every function a patch replaces, as in the tested versions
+# (tests/test_volpatches.py checks them against the installed Volatility).
+FINGERPRINTS = {
+    "volatility3.framework.configuration.requirements:TranslationLayerRequirement.unsatisfied": "ec5398b66cd1fe84",
+    "volatility3.framework.automagic.linux:LinuxIntelStacker.stack": "b63db9fdcf7b7ea3",
+    "volatility3.framework.automagic.linux:LinuxIntelVMCOREINFOStacker.stack": "ca39e777ee1ba950",
+    "volatility3.framework.automagic.mac:MacIntelStacker.stack": "993c8345f0e655c3",
+    "volatility3.framework.automagic.windows:WindowsIntelStacker.stack": "8158958c7a1abce9",
+    "volatility3.framework.symbols.linux.kallsyms:Kallsyms._get_symbol_address_by_index": "e8603ca60c3f2656",
+    "volatility3.framework.symbols.linux.kallsyms:Kallsyms._expand_symbol": "ab64f3b0324da5d2",
+    "volatility3.plugins.linux.pscallstack:PsCallStack.get_task_callstack": "50a63a6c52e29e83",
+    "volatility3.framework.symbols.intermed:IntermediateSymbolTable.__init__": "b27151ee5a168acf",
+    "volatility3.schemas:create_json_hash": "e944d32913672eb2",
+    "volatility3.framework.symbols.intermed:Version1Format.set_type_class": "49cab881d6979258",
+}
+# Patches that only make sense together: one refused refuses the others (arm64 then does not
+# open, rather than our layer accepted with the stock stackers piling an Intel layer on it).
+TOGETHER = (("aarch64_requirement", "stacker_guard"),)
 ENV = "VOLATILITY3_KTSTR_NO_PATCHES"
 CACHE_SUBDIR = "ktstr-isf"
 
@@ -81,29 +117,70 @@ def volatility_version() -> Tuple[int, int, int]:
 
 
 def supported(version: Optional[Tuple[int, int, int]] = None) -> bool:
-    version = version or volatility_version()
-    return TESTED[0] <= tuple(version) < TESTED[1]
+    """Whether ``version`` (default: the installed one) is one the patches were tested on."""
+    return tuple(version or volatility_version()) in TESTED_VERSIONS
+
+
+def source_fingerprint(target: str) -> str:
+    """sha256[:16] of the source of ``module:Qual.name`` (a function, method or classmethod)."""
+    import hashlib
+    import importlib
+    import inspect
+
+    mod, qual = target.split(":")
+    obj = importlib.import_module(mod)
+    parts = qual.split(".")
+    for attr in parts[:-1]:
+        obj = getattr(obj, attr)
+    value = obj.__dict__[parts[-1]] if isinstance(obj, type) else getattr(obj, parts[-1])
+    value = getattr(value, "__wrapped__", None) or value        # ours, if already patched
+    value = getattr(value, "fget", None) or getattr(value, "__func__", value)
+    value = getattr(value, "__wrapped__", None) or value
+    return hashlib.sha256(inspect.getsource(value).encode()).hexdigest()[:16]
+
+
+def _fingerprints_hold(patch: "Patch") -> bool:
+    for target in patch.targets:
+        try:
+            if source_fingerprint(target) != FINGERPRINTS.get(target):
+                return False
+        except (ImportError, AttributeError, KeyError, OSError, TypeError, ValueError):
+            return False
+    return True
+
+
+def _version_text(version) -> str:
+    return ".".join(map(str, version))
 
 
 def apply(kinds: Optional[List[str]] = None) -> List[str]:
     """Install the patches (idempotent); returns the names of those in place.
 
     ``kinds`` restricts to "compat" and/or "speed" (default: both, less what the
-    ``VOLATILITY3_KTSTR_NO_PATCHES`` environment variable turns off)."""
+    ``VOLATILITY3_KTSTR_NO_PATCHES`` environment variable turns off). On a Volatility outside
+    :data:`TESTED_VERSIONS` a patch goes in only where its targets' sources are unchanged, and
+    one warning says so."""
     if kinds is None:
         off = os.environ.get(ENV, "").strip().lower()
         kinds = [] if off in ("1", "all", "yes", "true") else ["compat"] if off == "speed" else ["compat", "speed"]
-    if not supported():
-        if not _state["warned"]:
-            _state["warned"] = True
-            vollog.warning("volatility3-ktstr: Volatility %s is outside the tested range %s..%s; not "
-                           "patching it (arm64 dumps will not open, runs are slower)",
-                           ".".join(map(str, volatility_version())),
-                           ".".join(map(str, TESTED[0])), ".".join(map(str, TESTED[1])))
-        return []
-    for patch in PATCHES:
-        if patch.kind in kinds:
+    tested = supported()
+    wanted = [p for p in PATCHES if p.kind in kinds and p.saved is None]
+    refused = set() if tested else {p.name for p in wanted if not _fingerprints_hold(p)}
+    for group in TOGETHER:
+        if refused & set(group):
+            refused |= set(group)
+    for patch in wanted:
+        if patch.name not in refused:
             patch.apply()
+    refused = [p.name for p in wanted if p.name in refused]
+    if not tested and not _state["warned"]:
+        _state["warned"] = True
+        vollog.warning(
+            "volatility3-ktstr: Volatility %s is untested (tested: %s); %s",
+            _version_text(volatility_version()),
+            ", ".join(_version_text(v) for v in TESTED_VERSIONS),
+            f"not patching what changed there ({', '.join(refused)}): Volatility's own behaviour "
+            f"there" if refused else "its patched functions are unchanged, patches applied")
     return applied()
 
 
@@ -176,6 +253,93 @@ def _install_stacker_guard():
         stacker.stack = classmethod(guarded)
         saved.append((stacker, "stack", original))
     return saved
+
+
+# --- compat: kallsyms with place-relative offsets (kernels since 6.15) --------------------------
+
+
+def _install_kallsyms_pcrel():
+    from volatility3.framework.symbols.linux import kallsyms
+
+    cls = kallsyms.Kallsyms
+    original = cls.__dict__["_get_symbol_address_by_index"]
+
+    def _get_symbol_address_by_index(self, index):
+        # No kallsyms_relative_base (and no absolute table): each s32 entry of kallsyms_offsets
+        # is relative to its own address, the kernel's offset_to_ptr(kallsyms_offsets + idx).
+        if (self._kallsyms_offsets_address and self._kallsyms_relative_base is None
+                and not self._kas_config.addresses_address):
+            entry = self._kallsyms_offsets_address + index * 4
+            offset = self._read_int(entry, 4, signed=True)
+            if offset is None:
+                return None
+            return (entry + offset) & self._context.layers[self._layer_name].address_mask
+        return original(self, index)
+
+    _get_symbol_address_by_index.__doc__ = original.__doc__
+    _get_symbol_address_by_index.__wrapped__ = original
+    cls._get_symbol_address_by_index = _get_symbol_address_by_index
+    return [(cls, "_get_symbol_address_by_index", original)]
+
+
+def _install_kallsyms_long_names():
+    from volatility3.framework.symbols.linux import kallsyms
+
+    cls = kallsyms.Kallsyms
+    original = cls.__dict__["_expand_symbol"]
+
+    def _expand_symbol(self, offset, filters=None):
+        symbol, length = original(self, offset, filters)
+        # Its callers step to the next entry by length + 1 (one length byte); an entry longer
+        # than 0x7F tokens has two (scripts/kallsyms.c), so report one more.
+        if length is not None and length > 0x7F:
+            length += 1
+        return symbol, length
+
+    _expand_symbol.__doc__ = original.__doc__
+    _expand_symbol.__wrapped__ = original
+    cls._expand_symbol = _expand_symbol
+    return [(cls, "_expand_symbol", original)]
+
+
+# --- compat: linux.pscallstack on arm64 -----------------------------------------------------------
+
+
+class _TaskWithSavedSp:
+    """A task_struct whose ``thread.sp`` is the kernel stack pointer arm64 saved at its last
+    switch (``thread.cpu_context.sp``); every other attribute is the task's own."""
+
+    def __init__(self, task, sp: int):
+        self._task = task
+        self.thread = types.SimpleNamespace(sp=sp)
+
+    def __getattr__(self, name):
+        return getattr(self._task, name)
+
+
+def with_saved_sp(task):
+    """``task`` where its thread has ``sp`` (x86), else a stand-in whose ``thread.sp`` is arm64's
+    ``thread.cpu_context.sp``."""
+    thread = task.thread
+    if not thread.has_member("sp") and thread.has_member("cpu_context"):
+        return _TaskWithSavedSp(task, int(thread.cpu_context.sp))
+    return task
+
+
+def _install_pscallstack_arm64():
+    from volatility3.plugins.linux import pscallstack
+
+    cls = pscallstack.PsCallStack
+    original = cls.__dict__["get_task_callstack"]
+    func = original.__func__
+
+    def get_task_callstack(klass, context, module_name, task, kas=None, include_unresolved=False):
+        return func(klass, context, module_name, with_saved_sp(task), kas, include_unresolved)
+
+    get_task_callstack.__doc__ = func.__doc__
+    get_task_callstack.__wrapped__ = func
+    cls.get_task_callstack = classmethod(get_task_callstack)
+    return [(cls, "get_task_callstack", original)]
 
 
 # --- speed: one ISF decode per file and process ---------------------------------------------------
@@ -358,6 +522,15 @@ PATCHES: List[Patch] = [
           [_AM + "linux:LinuxIntelStacker.stack", _AM + "linux:LinuxIntelVMCOREINFOStacker.stack",
            _AM + "mac:MacIntelStacker.stack", _AM + "windows:WindowsIntelStacker.stack"],
           _install_stacker_guard),
+    Patch("kallsyms_pcrel", "compat",
+          ["volatility3.framework.symbols.linux.kallsyms:Kallsyms._get_symbol_address_by_index"],
+          _install_kallsyms_pcrel),
+    Patch("pscallstack_arm64", "compat",
+          ["volatility3.plugins.linux.pscallstack:PsCallStack.get_task_callstack"],
+          _install_pscallstack_arm64),
+    Patch("kallsyms_long_names", "compat",
+          ["volatility3.framework.symbols.linux.kallsyms:Kallsyms._expand_symbol"],
+          _install_kallsyms_long_names),
     Patch("shared_isf_load", "speed",
           ["volatility3.framework.symbols.intermed:IntermediateSymbolTable.__init__"],
           _install_shared_isf_load),

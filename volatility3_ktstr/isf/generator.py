@@ -9,8 +9,10 @@ Follows dwarf2json's conventions so Volatility's own Linux plugins work unchange
   runs), anonymous members ``unnamed_field_<hex>`` with ``"anonymous": true``;
 - bitfields ``{offset: bit // 8, bit_position: bit % 8}``; enums name a ``base``;
 - ``linux_banner`` has ``constant_data`` = the exact banner bytes (Volatility keys ISFs by it).
-BTF has no global variables except per-CPU ones, so other symbols get types from a small table
-of well-known kernel globals (when BTF defines the type), else ``void`` as dwarf2json does.
+Symbols get the types ``symtypes`` can know without DWARF (BTF variables, a documented table,
+section bounds, names kernel macros make; ``metadata.producer.symbol_type_sources`` says which
+for each), else ``void`` as dwarf2json gives a symbol it has no type for. The producer is
+:data:`PRODUCER_COMPAT` (what Volatility's plugins check), with this package as ``generator``.
 """
 
 import base64
@@ -19,63 +21,18 @@ import hashlib
 from .. import __version__
 from ..btf import INT_BOOL, INT_CHAR, INT_SIGNED, Btf, Kind
 from ..btf.parser import paused_gc
+from . import symtypes
 
 ISF_FORMAT = "6.2.0"
 SIGNED_CHAR_ARCHES = {"x86_64", "x86"}
 
-# Well-known kernel globals that Volatility's and our plugins read with object_from_symbol.
-# Values: ("struct", name) / ("base", name) / ("ptr", inner) / ("array", inner) (count from the
-# symbol's extent in the symbol map).
-KNOWN_SYMBOL_TYPES = {
-    "init_task": ("struct", "task_struct"),
-    "init_mm": ("struct", "mm_struct"),
-    "init_files": ("struct", "files_struct"),
-    "init_fs": ("struct", "fs_struct"),
-    "init_nsproxy": ("struct", "nsproxy"),
-    "init_pid_ns": ("struct", "pid_namespace"),
-    "init_uts_ns": ("struct", "uts_namespace"),
-    "init_net": ("struct", "net"),
-    "init_cred": ("struct", "cred"),
-    "init_css_set": ("struct", "css_set"),
-    "modules": ("struct", "list_head"),
-    "net_namespace_list": ("struct", "list_head"),
-    "super_blocks": ("struct", "list_head"),
-    "map_idr": ("struct", "idr"),
-    "prog_idr": ("struct", "idr"),
-    "btf_idr": ("struct", "idr"),
-    "link_idr": ("struct", "idr"),
-    "cgrp_dfl_root": ("struct", "cgroup_root"),
-    "mod_tree": ("struct", "mod_tree_root"),
-    "module_kset": ("ptr", ("struct", "kset")),
-    "socket_file_ops": ("struct", "file_operations"),
-    "sockfs_dentry_operations": ("struct", "dentry_operations"),
-    "tcp_hashinfo": ("struct", "inet_hashinfo"),
-    "prb": ("ptr", ("struct", "printk_ringbuffer")),
-    "tk_core": ("struct", "tk_data"),
-    "scx_root": ("ptr", ("struct", "scx_sched")),
-    "scx_tasks": ("struct", "list_head"),
-    "scx_sched_all": ("struct", "list_head"),
-    "mem_section": ("ptr", ("ptr", ("struct", "mem_section"))),
-    "__per_cpu_offset": ("array", ("base", "long unsigned int")),
-    "page_offset_base": ("base", "long unsigned int"),
-    "vmemmap_base": ("base", "long unsigned int"),
-    "vmalloc_base": ("base", "long unsigned int"),
-    "phys_base": ("base", "long unsigned int"),
-    "kimage_voffset": ("base", "long long unsigned int"),
-    "memstart_addr": ("base", "long long int"),
-    "max_pfn": ("base", "long unsigned int"),
-    "jiffies": ("base", "long unsigned int"),
-    "jiffies_64": ("base", "long long unsigned int"),
-    "nr_cpu_ids": ("base", "unsigned int"),
-    "nr_threads": ("base", "int"),
-    "__pgtable_l5_enabled": ("base", "unsigned int"),
-    "pgdir_shift": ("base", "unsigned int"),
-    "ptrs_per_p4d": ("base", "unsigned int"),
-    "log_buf_len": ("base", "unsigned int"),
-    "cap_last_cap": ("base", "int"),
-    "scx_watchdog_timeout": ("base", "long unsigned int"),
-    "scx_enable_seq": ("struct", "atomic_long_t"),
-}
+# The producer Volatility's plugins check. linux.malware.hidden_modules refuses a kernel table
+# unless some table's producer is dwarf2json >= 0.8.0 (linux.kmsg wants > 0.4.1); the versions
+# mark ISF conventions, which this generator follows as dwarf2json 0.9.0 writes them (names of
+# anonymous types from typedefs and anonymous members, 0.7/0.8; DWARF4 data bit offsets of
+# bitfields, 0.8; no Rust compilation units, 0.9: BTF has none). ``generator`` says what made
+# the file.
+PRODUCER_COMPAT = {"name": "dwarf2json", "version": "0.9.0"}
 
 
 _NAMED_KINDS = frozenset({int(Kind.STRUCT), int(Kind.UNION), int(Kind.ENUM), int(Kind.ENUM64)})
@@ -326,39 +283,6 @@ class IsfGenerator:
             if t.kind == Kind.FWD and t.name not in user_types and t.id >= start:
                 user_types[t.name] = {"kind": "union" if t.kind_flag else "struct", "size": 0, "fields": {}}
 
-    def percpu_vars(self):
-        """(name, section offset, type descriptor) of the per-CPU variables in BTF's DATASEC."""
-        for t in self._all_types():
-            if t.kind == Kind.DATASEC and t.name == ".data..percpu":
-                for var_id, offset, _size in t.vars:
-                    var = self.btf.type(var_id)
-                    if var is not None and var.kind == Kind.VAR:
-                        yield var.name, offset, self.descriptor(var.type)
-
-    def known_descriptor(self, spec, extent):
-        kind, arg = spec
-        if kind == "struct":
-            if arg in self.user_types:
-                return {"kind": self.user_types[arg]["kind"], "name": arg}
-            for t in self.btf.find(arg):
-                if t.kind == Kind.TYPEDEF:
-                    d = self.descriptor(t.id)
-                    if d.get("name") in self.user_types:
-                        return d
-            return None
-        if kind == "base":
-            return {"kind": "base", "name": arg} if arg in self.base_types else None
-        if kind == "ptr":
-            inner = self.known_descriptor(arg, None)
-            return {"kind": "pointer", "subtype": inner} if inner else None
-        if kind == "array":
-            inner = self.known_descriptor(arg, None)
-            if inner is None or not extent:
-                return None
-            size = self.base_types.get(inner.get("name"), {}).get("size") or 8
-            return {"kind": "array", "count": max(1, extent // size), "subtype": inner}
-        return None
-
 
 def generate(btf: Btf, symbols=None, banner: bytes = None, arch: str = "x86_64",
              sources=None) -> dict:
@@ -377,28 +301,15 @@ def _generate(btf, symbols, banner, arch, sources):
     gen.build_types()
     out_symbols = {}
     symbols = symbols or {}
-    ordered = sorted((addr, name) for name, (addr, _k) in symbols.items())
-    extent = {}
-    for (a, n), (b, _) in zip(ordered, ordered[1:]):
-        extent[n] = b - a
     for name, (addr, _kind) in symbols.items():
         out_symbols[name] = {"address": addr}
-    for name, offset, desc in gen.percpu_vars():
-        entry = out_symbols.get(name)
-        if entry is None:
-            start = symbols.get("__per_cpu_start", (0, ""))[0]
-            entry = out_symbols[name] = {"address": start + offset}
-        entry["type"] = desc
-    for name, spec in KNOWN_SYMBOL_TYPES.items():
-        entry = out_symbols.get(name)
-        if entry is not None and "type" not in entry:
-            desc = gen.known_descriptor(spec, extent.get(name))
-            if desc is not None:
-                entry["type"] = desc
+    type_sources = {}
+    symtypes.type_symbols(gen, symbols, out_symbols, type_sources)
     if banner is not None:
         entry = out_symbols.setdefault("linux_banner", {"address": symbols.get("linux_banner", (0, ""))[0]})
         entry["constant_data"] = base64.b64encode(banner).decode()
         entry["type"] = {"kind": "array", "count": len(banner), "subtype": {"kind": "base", "name": "char"}}
+        type_sources["linux_banner"] = "banner"
         gen.base_types.setdefault("char", {"size": 1, "signed": gen.char_signed, "kind": "char", "endian": "little"})
     for entry in out_symbols.values():
         entry.setdefault("type", {"kind": "base", "name": "void"})
@@ -410,7 +321,8 @@ def _generate(btf, symbols, banner, arch, sources):
             "format": ISF_FORMAT,
             # No timestamp: identical inputs give identical files, so Volatility's validation
             # cache (keyed by content hash) is reused across regenerations.
-            "producer": {"name": "volatility3-ktstr", "version": __version__},
+            "producer": dict(PRODUCER_COMPAT, generator={"name": "volatility3-ktstr", "version": __version__},
+                             symbol_type_sources=dict(sorted(type_sources.items()))),
             "linux": linux_meta,
         },
         "base_types": gen.base_types,

@@ -96,6 +96,9 @@ class AArch64(linear.LinearlyMappedLayer):
         interfaces.layers.TranslationLayerInterface._direct_metadata,
     )
     _bits_per_register = 64
+    # A descriptor's struct format, as Intel layers name it: Volatility's kallsyms API reads
+    # the kernel's byte order from it (little-endian descriptors; this layer reads no other).
+    _entry_format = "<Q"
 
     def __init__(
         self,
