@@ -9,7 +9,7 @@ radix trees in 4.11 (same node layout under ``radix_tree_node`` before 4.20).
 
 from typing import Iterator, Optional, Tuple
 
-from ..core import Layout, Reader, read_int
+from ..core import Field, Layout, Reader, read_int
 from .damage import DamageLog, log_of
 
 MAX_DEPTH = 16
@@ -41,6 +41,18 @@ def implausible_node(raw: bytes, layout: Layout, xa: int, off_slots: int,
     return None
 
 
+def _node_geometry(layout: Layout) -> Tuple[int, Field, int, int]:
+    """(offset of shift, the slots field, bits of index per level, bytes to read per node) of
+    ``struct xa_node``: XA_CHUNK_SHIFT follows from the slots array the layout declares (64
+    slots, 6 bits, unless the kernel was built with CONFIG_BASE_SMALL)."""
+    f_slots = layout.field("xa_node", "slots")
+    nslots = (layout.size("xa_node") - f_slots.offset) // 8
+    nslots = 64 if nslots <= 0 else min(nslots, 64)
+    chunk_shift = max(1, nslots.bit_length() - 1)
+    return (layout.offset("xa_node", "shift"), f_slots, chunk_shift,
+            f_slots.offset + 8 * (1 << chunk_shift))
+
+
 def xa_entries(reader: Reader, layout: Layout, xa: int, *, limit: int = MAX_ENTRIES,
                damage: Optional[DamageLog] = None, what: str = "xa_node") -> Iterator[Tuple[int, int]]:
     """(index, entry) for every normal (pointer) entry of the ``struct xarray`` at ``xa``, in
@@ -53,13 +65,8 @@ def xa_entries(reader: Reader, layout: Layout, xa: int, *, limit: int = MAX_ENTR
         if not head & 1 and not is_internal(head):
             yield 0, head
         return
-    off_shift = layout.offset("xa_node", "shift")
-    f_slots = layout.field("xa_node", "slots")
+    off_shift, f_slots, chunk_shift, node_size = _node_geometry(layout)
     off_slots = f_slots.offset
-    nslots = (layout.size("xa_node") - off_slots) // 8
-    nslots = 64 if nslots <= 0 else min(nslots, 64)
-    chunk_shift = max(1, nslots.bit_length() - 1)
-    node_size = off_slots + 8 * (1 << chunk_shift)
     seen = set()
     emitted = 0
     stack = [(head - 2, 0, 0)]
@@ -146,13 +153,8 @@ def xa_lookup(reader, layout, xa, index, what="xa_node"):
         raise SlotUnreadable("xarray head", xa, str(getattr(e, "reason", e))) from None
     if not is_node(entry):
         return entry if index == 0 and not is_internal(entry) and not entry & 1 else 0
-    off_shift = layout.offset("xa_node", "shift")
-    f_slots = layout.field("xa_node", "slots")
+    off_shift, f_slots, chunk_shift, node_size = _node_geometry(layout)
     off_slots = f_slots.offset
-    nslots = (layout.size("xa_node") - off_slots) // 8
-    nslots = 64 if nslots <= 0 else min(nslots, 64)
-    chunk_shift = max(1, nslots.bit_length() - 1)
-    node_size = off_slots + 8 * (1 << chunk_shift)
     for depth in range(MAX_DEPTH + 1):
         node = entry - 2
         try:
@@ -210,9 +212,8 @@ def xa_node_counts(reader: Reader, layout: Layout, xa: int) -> Tuple[int, int]:
         return 0, 1
     if not is_node(head):
         return 1, 1
-    off_shift = layout.offset("xa_node", "shift")
-    f_slots = layout.field("xa_node", "slots")
-    nslots = max(1, min(64, (layout.size("xa_node") - f_slots.offset) // 8))
+    off_shift, f_slots, chunk_shift, _size = _node_geometry(layout)
+    nslots = 1 << chunk_shift
     read = met = 0
     stack, seen = [head - 2], set()
     while stack and met < MAX_NODES:
