@@ -157,7 +157,7 @@ _CATEGORY_BY_FILE = {
     "kds/xarray.py": "idr", "bpf/maps.py": "maps", "bpf/progs.py": "progs", "bpf/btfobj.py": "btf",
     "bpf/values.py": "values", "bpf/disasm.py": "progs", "walkers/localstorage.py": "localstorage",
     "walkers/owners.py": "owners", "walkers/sdtalloc.py": "sdtalloc", "walkers/arena.py": "arena",
-    "walkers/sdtpayload.py": "sdtalloc", "render/plan.py": "render",
+    "walkers/sdtpayload.py": "sdtalloc", "walkers/sections.py": "sdtalloc", "render/plan.py": "render",
     "walkers/printk.py": "printk", "bpf/runstats.py": "progs",
     "views/scxstate.py": "scx", "views/scxtasks.py": "scx",
     # the sched_ext package: every module is the scx walker

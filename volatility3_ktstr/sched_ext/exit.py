@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from ..btf.types import Kind
 from ..core import BtfLayout, Layout, LayoutError, Reader, ReadError, Record
 from ..kds import DamageLog
+from ..walkers.sections import section_maps
 
 EXIT_MSG_MAX = 1024          # longest exit reason/message read (SCX_EXIT_MSG_LEN)
 EXIT_DUMP_DFL = 32768        # SCX_EXIT_DUMP_DFL_LEN: dump buffer size when ops.exit_dump_len is 0
@@ -183,15 +184,11 @@ def datasec_vars(btf, datasec_id: int) -> list[tuple]:
 
 
 def _section_maps(maps, btf_at, damage):
-    """[(map, btf, vars)] of the ARRAY maps whose BTF value type is a DATASEC."""
+    """[(map, btf, vars)] of the section maps (a broken program BTF is a damage entry)."""
     out = []
-    for m in maps:
-        if m.type_name != "array" or not m.btf_kva or not m.btf_value_type_id or m.error:
-            continue
-        try:
-            btf = btf_at(m.btf_kva)
-        except Exception as e:   # noqa: BLE001 - a broken program BTF hides only this map
-            damage.add(f"map {m.id} {m.name}", 0, f"program BTF: {e}", "corrupt")
+    for m, btf, error in section_maps(maps, btf_at):
+        if error is not None:
+            damage.add(f"map {m.id} {m.name}", 0, f"program BTF: {error}", "corrupt")
             continue
         vs = datasec_vars(btf, m.btf_value_type_id)
         if vs:

@@ -35,6 +35,7 @@ from ..core.layout import btf_field
 from ..kds import Damage, DamageLog
 from .arena import LOW32, ArenaInfo, arena_for_program
 from .sdtpayload import render_payload, resolve_payload_type
+from .sections import section_maps
 
 LEVELS = 3
 ENTS_SHIFT = 9
@@ -473,18 +474,11 @@ def find_programs(reader, layout, maps, btf_at, arenas, progs, *, prog_arenas=No
     (excluded from payload candidates)."""
     value_off = None
     out = []
-    for m in maps:
-        if m.type_name != "array" or not m.btf_kva or not m.btf_value_type_id or m.error:
-            continue
-        try:
-            btf = btf_at(m.btf_kva)
-            sec = btf.type(m.btf_value_type_id)
-        except Exception as e:     # a broken BTF only hides this map; say so below
+    for m, btf, e in section_maps(maps, btf_at):
+        if e is not None:          # a broken BTF only hides this map; say so below
             if m.name.endswith(".bss"):
                 out.append(ProgramSdt(scheduler_name(m, maps), m,
                                       error=Damage(m.name, m.kva, f"program BTF: {e}", "corrupt")))
-            continue
-        if sec is None or sec.kind != Kind.DATASEC:
             continue
         allocators = find_allocators(btf, m.btf_value_type_id)
         if not allocators:
