@@ -75,7 +75,7 @@ def test_shared_d31_vmcore_calls_nothing_hidden():
 
 
 def test_registries_unreadable_everything_still_listed(degraded_vmcore):
-    from volatility3_ktstr.views import bpfhidden, links, maps, progs
+    from volatility3_ktstr.views import bpfhidden, bpfhooks, links, maps, progs
 
     truth = dumps.load_truth(VMCORE)
     kctx = degraded_vmcore
@@ -96,6 +96,11 @@ def test_registries_unreadable_everything_still_listed(degraded_vmcore):
     assert not [r for r in hidden_rows if r["Verdict"] == "hidden"]
     unverifiable = [r for r in hidden_rows if r["Verdict"] == "unverifiable" and r["Kind"] != "task"]
     assert len(unverifiable) >= len(listed) and all("unreadable" in r["Error"] for r in unverifiable)
+    # hooks are walked over every program reachable (the union, not the broken prog_idr):
+    # each program listed above has its row, with how it was found
+    hook_rows = [r for r in _rows(bpfhooks, kctx) if r["ProgId"] >= 0]
+    assert {r["ProgId"] for r in hook_rows} == prog_ids
+    assert all("not reached through prog_idr" in r["Error"] for r in hook_rows), hook_rows
 
 
 def test_slot_read_and_empty_is_hidden():

@@ -14,10 +14,10 @@ Sources, in this order of authority:
 No Volatility import.
 """
 
-import dataclasses
 from typing import Any, List, Optional, Tuple
 
 from ..bpf import progs as bpfprogs
+from ..bpf.facts import BpfKernel
 from ..bpf.hooks import HookWalker
 from ..core import ReadError, read_int
 from ..errors import KtstrError
@@ -85,8 +85,8 @@ def rows(kctx: Kernel) -> Rows:
     if not all(r.complete or r.absent for r in regs.values()):
         # A registry node is gone: walk the hooks over every map and program reachable (the
         # struct_ops maps found through fds still attach their programs), links included.
-        bk = dataclasses.replace(bk, maps=inventory.maps(kctx, require=False),
-                                 progs=inventory.progs(kctx, require=False))
+        bk = BpfKernel(kctx, maps=inventory.maps(kctx, require=False),
+                       progs=inventory.progs(kctx, require=False))
     links, found, links_ok = collect(kctx, damage, bk)
     if not regs["link"].complete and not regs["link"].absent:
         links = inventory.links(kctx, require=False)
