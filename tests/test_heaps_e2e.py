@@ -1,0 +1,82 @@
+"""linux.ktstr.heaps against truth.json 'alloc' (the scx library's buddy, bump and stack
+allocators driven in a real guest): the live set block for block, no freed block listed live,
+no broken invariant on the clean allocators, the sdt_alloc slots beside them."""
+
+import functools
+
+import pytest
+
+import dumps
+import volrun
+
+ALLOC_DUMPS = [n for n in dumps.list_dumps() if dumps.load_truth(n).get("alloc")]
+
+
+@functools.lru_cache(maxsize=None)
+def _rows(name):
+    return volrun.run_vol(name, "linux.ktstr.heaps", "--freed").check().rows
+
+
+@pytest.fixture(params=dumps.smoke_first(ALLOC_DUMPS) or [None])
+def dump(request):
+    if dumps.dumps_root() is None:
+        pytest.skip("KTSTR_DUMPS is unset (real-dump tests need it)")
+    if request.param is None:
+        pytest.skip("no dump with truth.json 'alloc' under KTSTR_DUMPS")
+    return request.param
+
+
+def _blocks(truth, kind, live):
+    return {b["addr"]: b for b in truth["blocks"] if b["allocator"] == kind and b["live"] == live}
+
+
+def test_live_blocks_match_truth(dump):
+    truth = dumps.load_truth(dump)["alloc"]
+    rows = _rows(dump)
+    assert not [r for r in rows if r["State"] == "damage"], [r["Note"] for r in rows if r["State"] == "damage"]
+    for kind in truth["allocators"]:
+        want = _blocks(truth, kind, True)
+        got = {r["Address"]: r for r in rows if r["Kind"] == kind and r["State"] == "live"}
+        assert set(got) == set(want), kind
+        for addr, b in want.items():
+            r = got[addr]
+            if kind == "buddy":
+                assert (r["Order"], r["Size"]) == (b["order"], b["block_bytes"]), addr
+            elif kind == "stack":
+                assert r["Size"] == truth["stack"]["value"]["data_size"]
+            else:   # bump: the extent to the next referenced block, the requested size rounded up
+                assert b["size"] <= r["Size"] <= (b["size"] + 7) // 8 * 8, addr
+            assert r["KernelVA"] and r["Physical"] is not None
+            assert "lab_alloc_block[" in r["ReferencedFrom"], r
+        freed = set(_blocks(truth, kind, False))
+        assert not freed & set(got) - set(want)
+
+
+def test_freed_blocks_and_allocator_rows(dump):
+    truth = dumps.load_truth(dump)["alloc"]
+    rows = _rows(dump)
+    free = {r["Address"] for r in rows if r["Kind"] == "buddy" and r["State"] == "free"}
+    live = {r["Address"] for r in rows if r["Kind"] == "buddy" and r["State"] == "live"}
+    assert free and not free & live
+    # A freed block not reused starts a free block or lies inside one.
+    starts = sorted(free)
+    sizes = {r["Address"]: r["Size"] for r in rows if r["Kind"] == "buddy" and r["State"] == "free"}
+    for addr, b in _blocks(truth, "buddy", False).items():
+        if not b.get("reused_by"):
+            assert any(s <= addr < s + sizes[s] for s in starts), hex(addr)
+    summary = {r["Kind"]: r for r in rows if r["State"] == "allocator"}
+    for kind in ("buddy", "stack", "bump"):
+        var = truth[kind]
+        r = summary[kind]
+        assert r["KernelVA"] == var["kaddr"] and r["Allocator"].startswith(var["var"])
+    assert summary["buddy"]["Chunk"] == truth["buddy"]["value"]["first_chunk"]
+
+
+def test_sdt_alloc_slots_listed(dump):
+    truth = dumps.load_truth(dump)
+    if not truth.get("sdt"):
+        pytest.skip("no sdt_alloc scheduler in this dump")
+    rows = _rows(dump)
+    live = {r["Address"] for r in rows if r["Kind"] == "sdt_alloc" and r["State"] == "live"}
+    want = {d["addr"] for d in truth["sdt"]["data"] if d["live"]}
+    assert live == want
