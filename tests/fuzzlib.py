@@ -159,6 +159,7 @@ _CATEGORY_BY_FILE = {
     "walkers/owners.py": "owners", "walkers/sdtalloc.py": "sdtalloc", "walkers/arena.py": "arena",
     "walkers/sdtpayload.py": "sdtalloc", "walkers/sections.py": "sdtalloc", "render/plan.py": "render",
     "walkers/printk.py": "printk", "bpf/runstats.py": "progs",
+    "walkers/scxalloc.py": "heaps", "views/heaps.py": "heaps",
     "views/scxstate.py": "scx", "views/scxtasks.py": "scx",
     # the sched_ext package: every module is the scx walker
     **{f"sched_ext/{m}.py": "scx" for m in ("__init__", "symbols", "state", "exit", "exitlog",

@@ -45,7 +45,7 @@ class ProgramHeaps:
     name: str
     btf_kva: int
     btf: Any
-    arena: Optional[arenaw.ArenaInfo]
+    arena: Any                  # ArenaInfo, or None when the program's arena is unknown
     arena_how: str
     walks: List[scxalloc.AllocatorWalk] = field(default_factory=list)
     refs: Dict[int, List[Reference]] = field(default_factory=dict)
@@ -193,7 +193,7 @@ def _program_name(btf_kva: int, maps, progs) -> str:
 class _Typed:
     """Rendering a block: with the type a pointer gives it, else hex."""
 
-    def __init__(self, kctx, prog: ProgramHeaps):
+    def __init__(self, kctx, prog: Any):
         self.kctx = kctx
         self.prog = prog
         self.pagemap: Optional[Dict[int, int]] = None

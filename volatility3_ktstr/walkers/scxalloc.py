@@ -346,104 +346,107 @@ def walk_buddy(reader, arena: ArenaInfo, var: AllocatorVar, *, max_blocks: Optio
 
 
 def _buddy_chunk(pages, lay: BuddyLayout, chunk: int, raw: bytes, walk: AllocatorWalk, want_freed, room):
-    """Tile one chunk, walk its free lists and cross-check them."""
+    """Tile one chunk, walk its free lists and cross-check them (the hot loop: locals only;
+    bits are tested in the bitmap's bytes, not in one 64k-bit integer)."""
     items = lay.items
     o0 = lay.orders.offset
     orders = raw[o0:o0 + lay.orders.size]
-    if lay.allocated is not None:
-        a0 = lay.allocated.offset
-        bits = int.from_bytes(raw[a0:a0 + lay.allocated.size], "little")
-    else:
-        bits = None
+    abytes = raw[lay.allocated.offset:lay.allocated.end] if lay.allocated is not None else None
     heads = _ints(raw, lay.freelists)
     min_alloc = lay.min_alloc
+    n_orders = lay.orders_n
     dmg = walk.damage
-
-    def nibble(i):
-        b = orders[i >> 1]
-        return b & 0xF if i & 1 else b >> 4
 
     # Free lists first: with no bitmap (2025) they decide liveness.
     on_list: Dict[int, int] = {}
     for order, head in enumerate(heads):
         _free_list(pages, lay, chunk, order, head, on_list, dmg)
 
-    if bits is not None:
-        for idx, order in lay.header_blocks:
-            if not bits >> idx & 1:
-                dmg.add("chunk", chunk, f"chunk {chunk:#x}: metadata block at item {idx} is not marked allocated",
-                        "corrupt", idx)
-    # Tile the data part of the chunk.
-    idx = lay.data_start
-    expected_bits = 0
+    expected = set()
     for i, _o in lay.header_blocks:
-        expected_bits |= 1 << i
+        expected.add(i)
+        if abytes is not None and not abytes[i >> 3] >> (i & 7) & 1:
+            dmg.add("chunk", chunk, f"chunk {chunk:#x}: metadata block at item {i} is not marked allocated",
+                    "corrupt", i)
+        b = orders[i >> 1]
+        if (b & 0xF if i & 1 else b >> 4) and abytes is not None:
+            dmg.add("chunk", chunk, f"chunk {chunk:#x}: metadata block at item {i} has order "
+                    f"{b & 0xF if i & 1 else b >> 4} (never set by the library): the chunk header "
+                    "was handed out as a block", "corrupt", i)
     starts = sorted(on_list)
+    blocks, freed = walk.blocks, walk.freed
+    append = blocks.append
+    left = room[0]
+    idx = lay.data_start
     for _ in range(items):
         if idx >= items:
             break
-        order = nibble(idx)
+        b = orders[idx >> 1]
+        order = b & 0xF if idx & 1 else b >> 4
         n = 1 << order
-        if order >= lay.orders_n or idx & (n - 1) or idx + n > items:
-            why = ("order {0} out of range".format(order) if order >= lay.orders_n else
+        if order >= n_orders or idx & (n - 1) or idx + n > items:
+            why = (f"order {order} out of range" if order >= n_orders else
                    f"order {order} block at item {idx} is misaligned" if idx & (n - 1) else
                    f"order {order} block at item {idx} runs past the chunk end")
-            nxt = _resync(idx, bits, starts, items)
+            nxt = _resync(idx, abytes, starts, items)
             dmg.add("chunk", chunk, f"chunk {chunk:#x}: orders do not tile the chunk: {why}; "
                     f"items {idx}..{nxt - 1} skipped", "corrupt", idx)
             idx = nxt
             continue
         addr = chunk + idx * min_alloc
-        live = bool(bits >> idx & 1) if bits is not None else idx not in on_list
+        live = abytes[idx >> 3] >> (idx & 7) & 1 if abytes is not None else idx not in on_list
         if live:
-            expected_bits |= 1 << idx
+            expected.add(idx)
             if idx in on_list:
                 dmg.add("block", addr, f"chunk {chunk:#x}: block at item {idx} (order {order}) is allocated "
                         f"and on the order-{on_list[idx]} free list", "corrupt", idx)
-            if room[0] is not None:
-                if room[0] <= 0:
+            if left is not None:
+                if left <= 0:
                     walk.truncated = True
+                    room[0] = 0
                     return
-                room[0] -= 1
-            walk.blocks.append(Block(addr, min_alloc << order, "live", order, chunk))
+                left -= 1
+            append(Block(addr, min_alloc << order, "live", order, chunk))
         else:
             listed = on_list.get(idx)
-            if listed is None:
-                dmg.add("block", addr, f"chunk {chunk:#x}: free block at item {idx} (order {order}) "
-                        "is on no free list (leaked)", "corrupt", idx)
-            elif listed != order:
-                dmg.add("block", addr, f"chunk {chunk:#x}: free block at item {idx} has order {order} "
-                        f"but is on the order-{listed} free list", "corrupt", idx)
+            if listed != order:
+                dmg.add("block", addr, f"chunk {chunk:#x}: free block at item {idx} (order {order}) " +
+                        ("is on no free list (leaked)" if listed is None else
+                         f"is on the order-{listed} free list"), "corrupt", idx)
             if want_freed:
-                walk.freed.append(Block(addr, min_alloc << order, "free", order, chunk))
+                freed.append(Block(addr, min_alloc << order, "free", order, chunk))
         idx += n
-    if bits is not None:
-        extra = bits & ~expected_bits
-        shown = 0
-        while extra and shown < 16:
-            low = extra & -extra
-            i = low.bit_length() - 1
-            extra ^= low
-            shown += 1
+    room[0] = left
+    if abytes is not None:
+        stray = []
+        for j, byte in enumerate(abytes):
+            if byte:
+                for k in range(8):
+                    if byte >> k & 1 and (j << 3 | k) not in expected:
+                        stray.append(j << 3 | k)
+        for i in stray[:16]:
             where = "inside the chunk metadata" if i < lay.data_start else "inside a block"
             dmg.add("chunk", chunk, f"chunk {chunk:#x}: allocated bit for item {i} {where} "
                     "(not the start of a block)", "corrupt", i)
-        if extra:
-            dmg.add("chunk", chunk, f"chunk {chunk:#x}: {bin(extra).count('1')} more stray allocated bits",
-                    "corrupt")
+        if len(stray) > 16:
+            dmg.add("chunk", chunk, f"chunk {chunk:#x}: {len(stray) - 16} more stray allocated bits", "corrupt")
 
 
-def _resync(idx, bits, starts, items):
+def _resync(idx, abytes, starts, items):
     """The next item after a tiling break where a block is known to start: the next set
     allocated bit or free-list entry."""
     cands = []
-    if bits is not None:
-        rest = bits >> (idx + 1)
-        if rest:
-            cands.append(idx + 1 + ((rest & -rest).bit_length() - 1))
-    j = bisect.bisect_right(starts, idx)
-    if j < len(starts):
-        cands.append(starts[j])
+    if abytes is not None:
+        j = idx + 1
+        while j < items:
+            byte = abytes[j >> 3] >> (j & 7)
+            if byte:
+                cands.append(j + ((byte & -byte).bit_length() - 1))
+                break
+            j = (j | 7) + 1
+    k = bisect.bisect_right(starts, idx)
+    if k < len(starts):
+        cands.append(starts[k])
     return min(cands) if cands else items
 
 
@@ -520,8 +523,8 @@ def walk_stack(reader, arena: ArenaInfo, var: AllocatorVar, *, max_blocks: Optio
         elems, snext, sprev = (_field(lay, seg_name, "elems"), _field(lay, seg_name, "next"),
                                _field(lay, seg_name, "prev"))
         seg_size = _size(lay, seg_name)
-    except (AllocError, LayoutError) as e:
-        walk.error = Damage(var.name, var.var_kva, str(e), "corrupt")
+    except (AllocError, LayoutError) as exc:
+        walk.error = Damage(var.name, var.var_kva, str(exc), "corrupt")
         return walk
     v = {n: fl.decode(var.value) for n, fl in f.items()}
     seg_max = elems.count
@@ -589,12 +592,12 @@ def walk_stack(reader, arena: ArenaInfo, var: AllocatorVar, *, max_blocks: Optio
         for k in range(pos + 1):
             raw = segs[k][1]
             n = seg_max if k < pos else cind
-            for i, e in enumerate(_ints(raw, elems)[:n]):
-                if not e or not arena.owns(e):
+            for i, elem in enumerate(_ints(raw, elems)[:n]):
+                if not elem or not arena.owns(elem):
                     walk.damage.add("stack", segs[k][0], f"segment {segs[k][0]:#x} slot {i}: element "
-                                    f"{e:#x} outside the arena", "corrupt", i)
+                                    f"{elem:#x} outside the arena", "corrupt", i)
                     continue
-                key = arena.user_address(e)
+                key = arena.user_address(elem)
                 if key in free:
                     walk.damage.add("stack", key, f"element {key:#x} is on the free stack twice", "corrupt")
                 free[key] = i
@@ -610,10 +613,10 @@ def walk_stack(reader, arena: ArenaInfo, var: AllocatorVar, *, max_blocks: Optio
     run = nr_pages * page
     per_run = run // data_size
     runs: Dict[int, int] = {}
-    for e in free:
-        base = _run_base(e, data_size, page, nr_pages, runs)
+    for fe in free:
+        base = _run_base(fe, data_size, page, nr_pages, runs)
         if base is None:
-            walk.damage.add("stack", e, f"element {e:#x} fits no run of {nr_pages} pages of "
+            walk.damage.add("stack", fe, f"element {fe:#x} fits no run of {nr_pages} pages of "
                             f"{data_size}-byte elements", "corrupt")
             continue
         runs[base] = runs.get(base, 0) + 1
@@ -621,18 +624,18 @@ def walk_stack(reader, arena: ArenaInfo, var: AllocatorVar, *, max_blocks: Optio
     meta_starts = [s for s, _ in meta]
     for base in sorted(runs):
         for k in range(per_run):
-            e = base + k * data_size
-            if e in free:
+            el = base + k * data_size
+            if el in free:
                 if freed:
-                    walk.freed.append(Block(e, data_size, "free", chunk=base))
+                    walk.freed.append(Block(el, data_size, "free", chunk=base))
                 continue
-            j = bisect.bisect_right(meta_starts, e + data_size - 1) - 1
-            if j >= 0 and meta[j][1] > e:
+            j = bisect.bisect_right(meta_starts, el + data_size - 1) - 1
+            if j >= 0 and meta[j][1] > el:
                 continue   # an element repurposed as a segment (stk_free with no capacity)
             if max_blocks is not None and len(walk.blocks) >= max_blocks:
                 walk.truncated = True
                 break
-            walk.blocks.append(Block(e, data_size, "live", chunk=base))
+            walk.blocks.append(Block(el, data_size, "live", chunk=base))
     walk.chunks = sorted(runs)
     walk.summary = (f"{len(segs)} segments, {len(free)} free elements, {len(runs)} element runs of "
                     f"{per_run} x {data_size} bytes known (a run whose elements are all allocated "
