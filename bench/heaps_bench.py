@@ -5,7 +5,7 @@ own algorithms (tests/helpers/scxalloc.py: buddy, stack).
 
 The buddy allocator gets ``--blocks`` allocations of 16..64 bytes (orders 0-2: the most
 blocks per chunk, the walk's worst case) over as many 1 MiB chunks as they need, a third of
-them freed again; the stack allocator up to 1500 elements of 64 bytes (a third freed; more would make freed
+them freed again; the stack allocator up to 1200 elements of 64 bytes (a third freed; more would make freed
 elements into segments, which a 64-byte element cannot hold). Prints live
 blocks/s for the walk alone (target >= 500k/s, as sdtalloc) and with the free blocks listed.
 """
@@ -43,7 +43,7 @@ def main(argv=None):
             b.free(held.pop(rng.randrange(len(held))))
     arena.next_page = (len(b.chunk_list()) + 2) << 20      # stack pages after the chunks
     s = Stack(arena, btf)
-    elems = [s.alloc() for _ in range(min(args.blocks // 4, 1500))]   # frees stay below one segment
+    elems = [s.alloc() for _ in range(min(args.blocks // 4, 1200))]   # frees stay below one segment
     for e in elems[::3]:
         s.free(e)
     print(f"built in {time.perf_counter() - t0:.1f} s: buddy {len(b.live)} live blocks in "

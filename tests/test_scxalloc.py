@@ -206,3 +206,31 @@ def test_bump_used_range_and_split(btf):
 def test_discovery_is_by_type(btf):
     names = {t.name for t in btf.all_types() if t.name in scxalloc.STRUCTS}
     assert {"buddy", "stk", "bump"} <= names
+
+
+def test_typed_pointer_renders_the_block_untyped_is_hex():
+    from volatility3_ktstr.views import heaps
+
+    k = SynthKernel(DECLS, pad=0)
+    arena = Arena()
+    b = Buddy(arena, k.btf)
+    node, plain = b.alloc(16), b.alloc(40)
+    arena.put(node, 8, 0x5A5A)
+    arena.put(node + 8, 4, 7)
+    w = _walk(arena, b, "lab_buddy")
+    rec = k.btf.struct("lab_rec").id
+    slots = heaps.pointer_slots(k.btf, rec)
+    assert [(o, p, bool(t)) for o, _s, p, t in slots] == [(0, "node", True), (8, "raw", False)]
+    prog = heaps.ProgramHeaps("lab", 0, k.btf, arena.info, "test", [w])
+    value = node.to_bytes(8, "little") + plain.to_bytes(8, "little")
+    heaps._value_refs(arena.info, slots, value, "recs[0]", prog.refs)
+
+    class K:
+        reader = arena.mem
+
+    typed = heaps._Typed(K, prog)
+    by_addr = {blk.addr: blk for blk in w.blocks}
+    tname, refd, text = heaps._render(K, prog, by_addr[node], typed.block_refs(node, 16))
+    assert tname == "struct lab_node" and refd == "recs[0].node" and "magic=" in text and "id=7" in text
+    tname, refd, text = heaps._render(K, prog, by_addr[plain], typed.block_refs(plain, 64))
+    assert tname.startswith("hex (referenced only by untyped") and refd == "recs[0].raw"

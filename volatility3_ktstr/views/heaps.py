@@ -178,15 +178,15 @@ def _first_pointer(var: scxalloc.AllocatorVar) -> Optional[int]:
 
 
 def _program_name(btf_kva: int, maps, progs) -> str:
+    """The BPF object's name as libbpf prefixes its section maps (``lab_allo.bss``: 8
+    characters), else its programs' names."""
+    for m in maps:
+        if m.btf_kva == btf_kva and not m.name.startswith(".") and "." in m.name:
+            return m.name.rsplit(".", 1)[0]
     kvas = {m.kva for m in maps if m.btf_kva == btf_kva}
     names = sorted({p.name for p in progs if p.name and (p.btf_kva == btf_kva or kvas & set(p.used_map_kvas))})
     if names:
         return names[0] + (f" (+{len(names) - 1})" if len(names) > 1 else "")
-    for m in maps:
-        if m.btf_kva == btf_kva and "." in m.name.strip("."):
-            prefix = m.name.rsplit(".", 1)[0]
-            if prefix and not prefix.startswith("."):
-                return prefix
     return "?"
 
 
@@ -285,13 +285,13 @@ def _program_rows(kctx, prog: ProgramHeaps) -> Rows:
             yield 0, GRID.damage(w.error, State="damage", Address=0, **base)
             continue
         how = f"struct {var.struct}; arena map {prog.arena.map_id} ({prog.arena_how})"
-        yield 0, GRID.row(State="allocator", Address=0, Size=len(w.blocks), KernelVA=var.var_kva,
-                          Chunk=w.chunks[0] if w.chunks else 0,
-                          Note=f"{w.summary}; {how}" if w.summary else how, **base)
         blocks = w.blocks
         if var.kind == "bump":
             starts = [a for a in prog.refs]
             blocks = [b for blk in blocks for b in scxalloc.split_used(blk, starts)]
+        yield 0, GRID.row(State="allocator", Address=0, Size=sum(b.state == "live" for b in blocks),
+                          KernelVA=var.var_kva, Chunk=w.chunks[0] if w.chunks else 0,
+                          Note=f"{w.summary}; {how}" if w.summary else how, **base)
         for b in sorted(blocks + w.freed, key=lambda b: b.addr):
             kva = prog.arena.to_kernel(b.addr)
             refs = typed.block_refs(b.addr, b.size)
