@@ -234,3 +234,40 @@ def test_typed_pointer_renders_the_block_untyped_is_hex():
     assert tname == "struct lab_node" and refd == "recs[0].node" and "magic=" in text and "id=7" in text
     tname, refd, text = heaps._render(K, prog, by_addr[plain], typed.block_refs(plain, 64))
     assert tname.startswith("hex (referenced only by untyped") and refd == "recs[0].raw"
+
+
+def test_typed_block_pointing_at_another_block():
+    from volatility3_ktstr.views import heaps
+
+    k = SynthKernel(DECLS + "struct lab_pair { struct lab_node *a; struct lab_pair *next; };", pad=0)
+    arena = Arena()
+    b = Buddy(arena, k.btf)
+    p1, p2, node = b.alloc(16), b.alloc(16), b.alloc(16)
+    arena.put(p1 + 8, 8, p2)            # p1->next = p2
+    arena.put(p2, 8, node)              # p2->a = node
+    arena.put(p2 + 8, 8, p1)            # p2->next = p1: a cycle, followed once
+    prog = heaps.ProgramHeaps("lab", 0, k.btf, arena.info, "test", [])
+    pair = k.btf.struct("lab_pair").id
+    prog.refs[p1] = [heaps.Reference("map[0].p", pair)]
+
+    class K:
+        reader = arena.mem
+
+    heaps._typed_block_refs(K, prog)
+    assert [r.source for r in prog.refs[p2]] == [f"struct lab_pair at {p1:#x}.next"]
+    assert [r.source for r in prog.refs[node]] == [f"struct lab_pair at {p2:#x}.a"]
+    assert prog.refs[node][0].type_id == k.btf.struct("lab_node").id
+
+
+def test_stack_runs_seen_only_through_references(btf):
+    arena, s = _stack_world(btf)
+    w = _walk(arena, s, "lab_stack")
+    hidden = {e for e in s.live if e - e % 4096 not in set(w.chunks)}
+    assert hidden
+    # Another allocator's memory is never taken for a run.
+    bp = Bump(arena, btf, pages=1)
+    other = _walk(arena, bp, "bump")
+    claimed = scxalloc.BlockIndex((a, n, None) for a, n in other.regions)
+    n = scxalloc.add_referenced_runs(w, sorted(hidden) + [bp.var.get("memory") + 64], claimed)
+    assert n == len({e - e % 4096 for e in hidden})
+    assert {b.addr for b in w.blocks} == s.live

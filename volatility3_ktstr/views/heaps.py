@@ -65,8 +65,16 @@ def pointer_slots(btf, type_id: int, limit: int = MAX_SLOTS) -> List[Tuple[int, 
             return
         if t.kind == Kind.PTR:
             pointee = btf.resolve(t.type)
-            typed = t.type if pointee is not None and pointee.kind in (Kind.STRUCT, Kind.UNION) \
-                and pointee.size else 0
+            typed = t.type
+            if pointee is not None and pointee.kind == Kind.FWD and pointee.name:
+                # A forward declaration: the body elsewhere in the same BTF, if any.
+                try:
+                    pointee = btf.struct(pointee.name)
+                    typed = pointee.id
+                except KeyError:
+                    pointee = None
+            if pointee is None or pointee.kind not in (Kind.STRUCT, Kind.UNION) or not pointee.size:
+                typed = 0
             out.append((off, btf.pointer_size, path, typed))
         elif t.kind == Kind.INT and t.size == 8 and not t.is_signed:
             out.append((off, 8, path, 0))
@@ -126,6 +134,41 @@ def collect_references(kctx: Kernel, prog: ProgramHeaps, maps: List[Any]) -> Non
                     _value_refs(prog.arena, slots, el.value, f"{m.name}[task {el.owner:#x}]", prog.refs)
         except Exception:   # noqa: BLE001 - a map we cannot read only loses its references
             continue
+    _typed_block_refs(kctx, prog)
+
+
+MAX_TYPED = 1 << 14           # typed objects followed per program
+MAX_TYPED_DEPTH = 4
+
+
+def _typed_block_refs(kctx: Kernel, prog: ProgramHeaps) -> None:
+    """References stored in arena objects that typed pointers reach (a block holding a
+    ``struct X *`` to another block), followed a few levels deep."""
+    from .. import kds
+
+    arena, btf = prog.arena, prog.btf
+    roots = sorted({(a, r.type_id) for a, rs in prog.refs.items() for r in rs if r.type_id})
+    slots_of: Dict[int, Any] = {}
+
+    def children(node):
+        if node == (0, 0):
+            return roots
+        addr, tid = node
+        if tid not in slots_of:
+            slots_of[tid] = pointer_slots(btf, tid)
+        size = btf.size_of(tid)
+        try:
+            raw = kctx.reader.read(arena.to_kernel(addr), size)
+        except ReadError:
+            return []
+        before = {a: len(rs) for a, rs in prog.refs.items()}
+        _value_refs(arena, slots_of[tid], raw, f"{btf.type_name(tid)} at {addr:#x}", prog.refs)
+        return sorted({(a, r.type_id) for a, rs in prog.refs.items()
+                       for r in rs[before.get(a, 0):] if r.type_id})
+
+    for _ in kds.tree_nodes((0, 0), children, limit=MAX_TYPED, max_depth=MAX_TYPED_DEPTH,
+                            what="typed arena object"):
+        pass
 
 
 def programs(kctx: Kernel, kinds=KINDS, max_blocks: Optional[int] = None,
@@ -166,6 +209,15 @@ def programs(kctx: Kernel, kinds=KINDS, max_blocks: Optional[int] = None,
     out = list(by_btf.values())
     for prog in out:
         collect_references(kctx, prog, maps)
+        stacks = [w for w in prog.walks if w.var.kind == "stack" and w.error is None]
+        if len(stacks) == 1 and prog.refs:
+            # Runs whose elements are all allocated show only through references; with one
+            # stack allocator in the program, unclaimed referenced element addresses are its.
+            claimed = scxalloc.BlockIndex((start, size, None) for w in prog.walks if w.var.kind != "stack"
+                                          for start, size in w.regions)
+            n = scxalloc.add_referenced_runs(stacks[0], prog.refs, claimed)
+            if n:
+                stacks[0].summary += f"; {n} more runs seen through references"
     return out, damage
 
 

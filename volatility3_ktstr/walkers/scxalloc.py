@@ -97,6 +97,11 @@ class AllocatorWalk:
     error: Optional[Damage] = None
     chunks: List[int] = field(default_factory=list)
     truncated: bool = False
+    # stack: (data_size, pages per run, page size) and the segments' (start, end)
+    geometry: Optional[Tuple[int, int, int]] = None
+    metadata: List[Tuple[int, int]] = field(default_factory=list)
+    # (start, size) of the arena memory the allocator owns (buddy chunks, bump regions)
+    regions: List[Tuple[int, int]] = field(default_factory=list)
 
 
 def _constant(btf, name: str, default: int) -> Tuple[int, str]:
@@ -340,6 +345,7 @@ def walk_buddy(reader, arena: ArenaInfo, var: AllocatorVar, *, max_blocks: Optio
             walk.damage.add("buddy", var.var_kva,
                             f"vaddr {vaddr:#x} = {vaddr // lay.chunk_bytes} chunks carved, "
                             f"{len(walk.chunks)} on the chunk list", "corrupt")
+    walk.regions = [(c, lay.chunk_bytes) for c in walk.chunks]
     walk.summary = (f"{len(walk.chunks)} chunks of {lay.chunk_bytes} bytes, {len(walk.blocks)} live blocks; "
                     + lay.sources)
     return walk
@@ -637,10 +643,47 @@ def walk_stack(reader, arena: ArenaInfo, var: AllocatorVar, *, max_blocks: Optio
                 break
             walk.blocks.append(Block(el, data_size, "live", chunk=base))
     walk.chunks = sorted(runs)
+    walk.geometry = (data_size, nr_pages, page)
+    walk.metadata = meta
     walk.summary = (f"{len(segs)} segments, {len(free)} free elements, {len(runs)} element runs of "
                     f"{per_run} x {data_size} bytes known (a run whose elements are all allocated "
                     "has none on the free stack and is not seen)")
     return walk
+
+
+def add_referenced_runs(walk: AllocatorWalk, addrs: Iterable[int], claimed: "BlockIndex") -> int:
+    """Element runs of a stack allocator that only references reveal (every element of a run
+    allocated: none is on the free stack). A referenced address that no allocator's memory
+    holds and that is a whole number of elements into a page run adds that run; its elements
+    become live blocks with a note saying so. Returns the number of runs added."""
+    if walk.geometry is None or walk.error is not None:
+        return 0
+    data_size, nr_pages, page = walk.geometry
+    known = set(walk.chunks)
+    meta_starts = [s for s, _ in walk.metadata]
+    added = []
+    for a in sorted(addrs):
+        if claimed.find(a) is not None:
+            continue
+        j = bisect.bisect_right(meta_starts, a) - 1
+        if j >= 0 and walk.metadata[j][1] > a:
+            continue
+        runs = {r: 1 for r in known}
+        base = _run_base(a, data_size, page, nr_pages, runs)
+        if base is None or base in known or (a - base) % data_size:
+            continue
+        known.add(base)
+        added.append(base)
+    for base in added:
+        for k in range(nr_pages * page // data_size):
+            el = base + k * data_size
+            j = bisect.bisect_right(meta_starts, el + data_size - 1) - 1
+            if j >= 0 and walk.metadata[j][1] > el or claimed.find(el) is not None:
+                continue
+            walk.blocks.append(Block(el, data_size, "live", chunk=base,
+                                     note="run seen only through a reference (no element of it is free)"))
+    walk.chunks = sorted(known)
+    return len(added)
 
 
 def _run_base(e: int, data_size: int, page: int, nr_pages: int, runs: Dict[int, int]) -> Optional[int]:
@@ -713,6 +756,7 @@ def walk_bump(reader, arena: ArenaInfo, var: AllocatorVar, *, max_blocks: Option
         walk.blocks.append(Block(arena.user_address(r) + ll, max(0, maxb - ll), "used", chunk=r,
                                  note="older region (used up to at most its end)"))
     walk.chunks = regions
+    walk.regions = [(arena.user_address(r), maxb) for r in regions]
     walk.summary = f"{len(regions)} regions of {maxb} bytes, {end} bytes used in the current one"
     return walk
 
