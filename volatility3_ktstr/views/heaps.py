@@ -147,13 +147,14 @@ def _typed_block_refs(kctx: Kernel, prog: ProgramHeaps) -> None:
     from .. import kds
 
     arena, btf = prog.arena, prog.btf
-    roots = sorted({(a, r.type_id) for a, rs in prog.refs.items() for r in rs if r.type_id})
+    # Nodes are ints (type id << 64 | address); 0 is the root above the map references.
+    roots = sorted({r.type_id << 64 | a for a, rs in prog.refs.items() for r in rs if r.type_id})
     slots_of: Dict[int, Any] = {}
 
-    def children(node):
-        if node == (0, 0):
+    def children(node: int) -> List[int]:
+        if node == 0:
             return roots
-        addr, tid = node
+        addr, tid = node & ((1 << 64) - 1), node >> 64
         if tid not in slots_of:
             slots_of[tid] = pointer_slots(btf, tid)
         size = btf.size_of(tid)
@@ -163,10 +164,10 @@ def _typed_block_refs(kctx: Kernel, prog: ProgramHeaps) -> None:
             return []
         before = {a: len(rs) for a, rs in prog.refs.items()}
         _value_refs(arena, slots_of[tid], raw, f"{btf.type_name(tid)} at {addr:#x}", prog.refs)
-        return sorted({(a, r.type_id) for a, rs in prog.refs.items()
+        return sorted({r.type_id << 64 | a for a, rs in prog.refs.items()
                        for r in rs[before.get(a, 0):] if r.type_id})
 
-    for _ in kds.tree_nodes((0, 0), children, limit=MAX_TYPED, max_depth=MAX_TYPED_DEPTH,
+    for _ in kds.tree_nodes(0, children, limit=MAX_TYPED, max_depth=MAX_TYPED_DEPTH,
                             what="typed arena object"):
         pass
 
@@ -213,12 +214,26 @@ def programs(kctx: Kernel, kinds=KINDS, max_blocks: Optional[int] = None,
         if len(stacks) == 1 and prog.refs:
             # Runs whose elements are all allocated show only through references; with one
             # stack allocator in the program, unclaimed referenced element addresses are its.
-            claimed = scxalloc.BlockIndex((start, size, None) for w in prog.walks if w.var.kind != "stack"
-                                          for start, size in w.regions)
-            n = scxalloc.add_referenced_runs(stacks[0], prog.refs, claimed)
+            owned = [(start, size, None) for w in prog.walks if w.var.kind != "stack"
+                     for start, size in w.regions]
+            owned.extend(_arena_globals(prog))
+            typed_refs = [a for a, rs in prog.refs.items() if any(r.type_id for r in rs)]
+            n = scxalloc.add_referenced_runs(stacks[0], typed_refs, scxalloc.BlockIndex(owned))
             if n:
                 stacks[0].summary += f"; {n} more runs seen through references"
     return out, damage
+
+
+def _arena_globals(prog: ProgramHeaps) -> List[Tuple[int, int, Any]]:
+    """The arena globals (``__arena`` variables, the ``.addr_space.1`` DATASEC), which libbpf
+    puts at the end of the arena."""
+    out: List[Tuple[int, int, Any]] = []
+    arena = prog.arena
+    for t in prog.btf.own_types:
+        if t.kind == Kind.DATASEC and t.name.startswith(".addr_space") and 0 < t.size <= arena.size:
+            end = arena.user_vm_start + arena.size
+            out.append((end - t.size - (end - t.size) % arena.page_size, t.size + arena.page_size, None))
+    return out
 
 
 def _first_pointer(var: scxalloc.AllocatorVar) -> Optional[int]:
