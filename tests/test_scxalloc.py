@@ -271,3 +271,36 @@ def test_stack_runs_seen_only_through_references(btf):
     n = scxalloc.add_referenced_runs(w, sorted(hidden) + [bp.var.get("memory") + 64], claimed)
     assert n == len({e - e % 4096 for e in hidden})
     assert {b.addr for b in w.blocks} == s.live
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fuzzed_variables_and_segments_never_raise(btf, seed):
+    """Random allocator variable bytes and random stack segment / free header bytes: the
+    walkers themselves (not the catch-all wrapper) return, in bounded time."""
+    rng = random.Random(seed)
+    arena, b = _buddy_world(btf, n=120, seed=seed)
+    s = Stack(arena, btf)
+    arena.next_page = 12 << 20 >> 1
+    for _ in range(150):
+        e = s.alloc()
+        if rng.random() < 0.3:
+            s.free(e)
+    bp = Bump(arena, btf, pages=1)
+    for _ in range(30):
+        bp.alloc(rng.randint(1, 300))
+    models = ((b, "lab_buddy", scxalloc.walk_buddy), (s, "lab_stack", scxalloc.walk_stack),
+              (bp, "bump", scxalloc.walk_bump))
+    for _ in range(25):
+        seg = s.var.get("first")
+        for _ in range(20):
+            arena.put(seg + rng.randrange(4096), 1, rng.randrange(256))
+        for model, name, fn in models:
+            var = model.var.allocator_var(btf, name)
+            raw = bytearray(var.value)
+            for _ in range(rng.randint(1, 4)):
+                raw[rng.randrange(len(raw))] = rng.randrange(256)
+            var.value = bytes(raw)
+            t0 = time.monotonic()
+            w = fn(arena.mem, arena.info, var, freed=True)
+            assert time.monotonic() - t0 < 10
+            assert w.error is not None or isinstance(w.blocks, list)

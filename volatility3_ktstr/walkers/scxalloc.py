@@ -539,9 +539,11 @@ def walk_stack(reader, arena: ArenaInfo, var: AllocatorVar, *, max_blocks: Optio
     if not v["first"]:
         walk.summary = "no segment (nothing allocated yet)"
         return walk
-    if not 0 < data_size <= 1 << 20 or not 0 < nr_pages <= 1 << 10:
+    # stk_fill_new_elems refuses runs of more than STK_SEG_MAX elements.
+    if not 0 < data_size <= 1 << 20 or not 0 < nr_pages <= 1 << 10 \
+            or nr_pages * page // data_size > seg_max:
         walk.error = Damage(var.name, var.var_kva, f"data_size {data_size} / nr_pages_per_alloc "
-                            f"{nr_pages} implausible", "corrupt")
+                            f"{nr_pages} implausible (more than {seg_max} elements per run)", "corrupt")
         return walk
 
     def read_seg(ptr):
