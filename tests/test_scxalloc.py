@@ -304,3 +304,54 @@ def test_fuzzed_variables_and_segments_never_raise(btf, seed):
             w = fn(arena.mem, arena.info, var, freed=True)
             assert time.monotonic() - t0 < 10
             assert w.error is not None or isinstance(w.blocks, list)
+
+
+SCX_BUDDY_DECLS = """
+struct scx_buddy_header { u32 prev_index; u32 next_index; };
+struct scx_buddy_chunk { u8 orders[32768]; u64 order_indices[16]; struct scx_buddy_chunk *prev; struct scx_buddy_chunk *next; };
+struct scx_stk { u64 *lock; u64 first; u64 last; u64 current; u64 cind; u64 capacity; u64 available; u64 data_size; u64 nr_pages_per_alloc; u64 reserve; };
+struct scx_buddy { struct scx_buddy_chunk *first_chunk; u64 min_alloc_bytes; struct scx_stk stack; u32 lock; };
+"""
+
+
+def test_scx_buddy_2025_layout():
+    """The 2025 scx_buddy: order_indices[] heads, headers at the block start, no allocated
+    bitmap (a block on no free list is live)."""
+    from volatility3_ktstr.core import BtfLayout
+
+    k = SynthKernel(SCX_BUDDY_DECLS, pad=0)
+    lay = BtfLayout(k.btf)
+    arena = Arena()
+    chunk = arena.info.user_vm_start + (1 << 20)
+    size = lay.size("scx_buddy_chunk")
+    start = -(-size // 16)
+    tiles, idx = [], start
+    while idx < 65536:
+        order = (idx & -idx).bit_length() - 1
+        while idx + (1 << order) > 65536:
+            order -= 1
+        tiles.append((idx, min(order, 15)))
+        idx += 1 << min(order, 15)
+    orders_off = lay.offset("scx_buddy_chunk", "orders")
+    heads = lay.field("scx_buddy_chunk", "order_indices")
+    for o in range(16):
+        arena.put(chunk + heads.offset + o * heads.elem_size, heads.elem_size, 65536)
+    free = tiles[::2]
+    for i, o in tiles:
+        b = arena.get(chunk + orders_off + i // 2, 1)
+        arena.put(chunk + orders_off + i // 2, 1, (b & 0xF0) | o if i & 1 else (o << 4) | (b & 0xF))
+    nxt = lay.field("scx_buddy_header", "next_index")
+    prev = lay.field("scx_buddy_header", "prev_index")
+    for i, o in free:
+        head_at = chunk + heads.offset + o * heads.elem_size
+        arena.put(chunk + i * 16 + nxt.offset, 4, arena.get(head_at, 8))
+        arena.put(chunk + i * 16 + prev.offset, 4, 65536)
+        arena.put(head_at, 8, i)
+    raw = bytearray(lay.size("scx_buddy"))
+    f = lay.field("scx_buddy", "first_chunk")
+    raw[f.offset:f.offset + f.size] = chunk.to_bytes(f.size, "little")
+    var = scxalloc.AllocatorVar("sched_buddy", "scx_buddy", "buddy", 2025, ".bss", 0, 0, bytes(raw), k.btf)
+    w = scxalloc.walk(arena.mem, arena.info, var, freed=True)
+    assert w.error is None and not list(w.damage), list(w.damage)
+    assert {b.addr for b in w.blocks} == {chunk + i * 16 for i, _ in tiles[1::2]}
+    assert {b.addr for b in w.freed} == {chunk + i * 16 for i, _ in free}
