@@ -368,9 +368,10 @@ def _buddy_chunk(pages, lay: BuddyLayout, chunk: int, raw: bytes, walk: Allocato
     for order, head in enumerate(heads):
         _free_list(pages, lay, chunk, order, head, on_list, dmg)
 
-    expected = set()
+    expected = bytearray(len(abytes)) if abytes is not None else bytearray()
     for i, _o in lay.header_blocks:
-        expected.add(i)
+        if abytes is not None:
+            expected[i >> 3] |= 1 << (i & 7)
         if abytes is not None and not abytes[i >> 3] >> (i & 7) & 1:
             dmg.add("chunk", chunk, f"chunk {chunk:#x}: metadata block at item {i} is not marked allocated",
                     "corrupt", i)
@@ -402,7 +403,8 @@ def _buddy_chunk(pages, lay: BuddyLayout, chunk: int, raw: bytes, walk: Allocato
         addr = chunk + idx * min_alloc
         live = abytes[idx >> 3] >> (idx & 7) & 1 if abytes is not None else idx not in on_list
         if live:
-            expected.add(idx)
+            if abytes is not None:
+                expected[idx >> 3] |= 1 << (idx & 7)
             if idx in on_list:
                 dmg.add("block", addr, f"chunk {chunk:#x}: block at item {idx} (order {order}) is allocated "
                         f"and on the order-{on_list[idx]} free list", "corrupt", idx)
@@ -423,13 +425,13 @@ def _buddy_chunk(pages, lay: BuddyLayout, chunk: int, raw: bytes, walk: Allocato
                 freed.append(Block(addr, min_alloc << order, "free", order, chunk))
         idx += n
     room[0] = left
-    if abytes is not None:
+    if abytes is not None and abytes != expected:
         stray = []
         for j, byte in enumerate(abytes):
-            if byte:
-                for k in range(8):
-                    if byte >> k & 1 and (j << 3 | k) not in expected:
-                        stray.append(j << 3 | k)
+            extra = byte & ~expected[j]
+            for k in range(8):
+                if extra >> k & 1:
+                    stray.append(j << 3 | k)
         for i in stray[:16]:
             where = "inside the chunk metadata" if i < lay.data_start else "inside a block"
             dmg.add("chunk", chunk, f"chunk {chunk:#x}: allocated bit for item {i} {where} "
