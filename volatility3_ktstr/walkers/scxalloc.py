@@ -30,7 +30,7 @@ chunk and item counts from the BTF array lengths. No Volatility import.
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .. import kds
 from ..btf import Kind
@@ -819,8 +819,3 @@ class BlockIndex:
                 return self.items[j]
         return None
 
-
-def iter_blocks(walks: Iterable[AllocatorWalk]) -> Iterator[Tuple[AllocatorWalk, Block]]:
-    for w in walks:
-        for b in w.blocks:
-            yield w, b
