@@ -355,3 +355,20 @@ def test_scx_buddy_2025_layout():
     assert w.error is None and not list(w.damage), list(w.damage)
     assert {b.addr for b in w.blocks} == {chunk + i * 16 for i, _ in tiles[1::2]}
     assert {b.addr for b in w.freed} == {chunk + i * 16 for i, _ in free}
+
+
+def test_buddy_chunk_with_unreadable_metadata_page_keeps_the_others(btf):
+    arena, b = _buddy_world(btf, n=400, seed=3)
+    clean = _walk(arena, b, "lab_buddy")
+    chunks = b.chunk_list()
+    victim = chunks[0]
+    # Drop one page of the victim's orders[] from memory: split the region around it.
+    page = arena.kva(victim) + 4096
+    region_base, buf = arena.mem.regions[0]
+    arena.mem.regions = [(region_base, buf[:page - region_base]),
+                         (page + 4096, buf[page + 4096 - region_base:])]
+    w = _walk(arena, b, "lab_buddy")
+    assert w.chunks == chunks
+    assert any(f"chunk {victim:#x}: metadata unreadable" in d.reason for d in w.damage)
+    others = {x.addr for x in clean.blocks if x.chunk != victim}
+    assert {x.addr for x in w.blocks} == others

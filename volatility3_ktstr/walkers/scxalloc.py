@@ -309,36 +309,53 @@ def walk_buddy(reader, arena: ArenaInfo, var: AllocatorVar, *, max_blocks: Optio
     mask = lay.chunk_bytes - 1
     chunk_size = lay.chunk_size
 
-    def step(state):
-        chunk, raw = state
-        nxt = lay.next.decode(raw)
+    nexts: Dict[int, int] = {}
+
+    def check(ptr):
+        if not arena.owns(ptr):
+            return f"chunk pointer {ptr:#x} outside the arena"
+        if ptr & mask:
+            return f"chunk pointer {ptr:#x} not aligned to {lay.chunk_bytes} bytes"
+        return None
+
+    def step(ptr):
+        nxt = nexts.pop(ptr, 0)
         if not nxt:
             return None
-        return _read_chunk(nxt)
-
-    def _read_chunk(ptr):
-        if not arena.owns(ptr):
-            raise ReadError(ptr, chunk_size, f"chunk pointer {ptr:#x} outside the arena")
-        if ptr & mask:
-            raise ReadError(ptr, chunk_size, f"chunk pointer {ptr:#x} not aligned to {lay.chunk_bytes} bytes")
-        return ptr, reader.read(arena.kern_vm_start + (ptr & LOW32), chunk_size)
+        why = check(nxt)
+        if why:
+            walk.damage.add("chunk list", ptr, f"chunk {ptr:#x}: next: {why}", "corrupt")
+            return None
+        return nxt
 
     chase = DamageLog()
-    try:
-        start = _read_chunk(first)
-    except ReadError as e:
-        walk.damage.add("chunk", first, f"first chunk: {e.reason}", "corrupt" if "outside" in e.reason
-                        or "aligned" in e.reason else "unreadable")
-        start = None
     room = [max_blocks]
-    if start is not None:
-        for chunk, raw in kds.steps(start, step, limit=MAX_CHUNKS, damage=chase, what="chunk"):
-            walk.chunks.append(chunk)
-            _buddy_chunk(pages, lay, chunk, raw, walk, freed, room)
+    why = check(first)
+    if why:
+        walk.damage.add("chunk list", first, f"first chunk: {why}", "corrupt")
+        first = 0
+    for chunk in kds.steps(first, step, limit=MAX_CHUNKS, damage=chase, what="chunk") if first else ():
+        walk.chunks.append(chunk)
+        kva = arena.kern_vm_start + (chunk & LOW32)
+        try:
+            raw = reader.read(kva, chunk_size)
+        except ReadError as e:
+            # Part of the metadata is missing: the chunk's blocks are lost, but the list goes
+            # on if the page holding ``next`` is there.
+            walk.damage.add("chunk", chunk, f"chunk {chunk:#x}: metadata unreadable ({e.reason}); "
+                            "its blocks are not listed", "unreadable")
+            try:
+                tail = reader.read(kva + lay.next.offset, lay.next.size)
+                nexts[chunk] = lay.next.decode(tail, lay.next.offset)
+            except ReadError:
+                walk.damage.add("chunk list", chunk, f"chunk {chunk:#x}: next link unreadable; "
+                                "later chunks are not reached", "unreadable")
+            continue
+        nexts[chunk] = lay.next.decode(raw)
+        _buddy_chunk(pages, lay, chunk, raw, walk, freed, room)
     for d in chase:
-        kind = "corrupt" if d.kind == "unreadable" and ("outside" in d.reason or "aligned" in d.reason) else d.kind
         walk.damage.add("chunk list", d.addr, d.reason if d.kind != "cycle" else
-                        f"chunk list cycle: chunk {d.addr:#x} reached twice", kind)
+                        f"chunk list cycle: chunk {d.addr:#x} reached twice", "corrupt")
     if lay.vaddr is not None:
         vaddr = lay.vaddr.decode(var.value)
         if not walk.damage and vaddr != len(walk.chunks) * lay.chunk_bytes:
