@@ -372,3 +372,25 @@ def test_buddy_chunk_with_unreadable_metadata_page_keeps_the_others(btf):
     assert any(f"chunk {victim:#x}: metadata unreadable" in d.reason for d in w.damage)
     others = {x.addr for x in clean.blocks if x.chunk != victim}
     assert {x.addr for x in w.blocks} == others
+
+
+def test_scx_static_2025_layout():
+    """scx_static {max_alloc_bytes, memory, off}: no region chain, the used range from 0."""
+    from volatility3_ktstr.core import BtfLayout
+
+    k = SynthKernel("struct scx_static { u64 off; u8 *memory; u64 max_alloc_bytes; };", pad=0)
+    lay = BtfLayout(k.btf)
+    arena = Arena()
+    mem = arena.alloc_pages(4)
+    raw = bytearray(lay.size("scx_static"))
+    for name, v in (("off", 1000), ("memory", mem), ("max_alloc_bytes", 4 * 4096)):
+        f = lay.field("scx_static", name)
+        raw[f.offset:f.offset + f.size] = v.to_bytes(f.size, "little")
+    var = scxalloc.AllocatorVar("scx_static", "scx_static", "bump", 2025, ".bss", 0, 0, bytes(raw), k.btf)
+    w = scxalloc.walk(arena.mem, arena.info, var)
+    assert not list(w.damage) and [(b.addr, b.size, b.state) for b in w.blocks] == [(mem, 1000, "used")]
+    raw[lay.field("scx_static", "off").offset] = 0xFF
+    raw[lay.field("scx_static", "off").offset + 2] = 0x01
+    var.value = bytes(raw)
+    w = scxalloc.walk(arena.mem, arena.info, var)
+    assert any("beyond max_contig_bytes" in d.reason for d in w.damage)
