@@ -29,6 +29,7 @@ chunk and item counts from the BTF array lengths. No Volatility import.
 """
 
 import bisect
+from operator import itemgetter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -60,16 +61,23 @@ class AllocError(Exception):
     """The program BTF lacks what a walk needs; the message names it."""
 
 
-@dataclass(slots=True)
-class Block:
-    """One block of an allocator. ``addr`` is user-form; ``state`` live/free/used (bump)."""
+class Block(tuple):
+    """One block of an allocator: ``addr`` (user-form), ``size``, ``state`` (live/free/used
+    for a bump range), ``order`` (buddy), ``chunk`` (the chunk, run or region holding it),
+    ``note``. A tuple: walks make hundreds of thousands, and a tuple is the cheapest object."""
 
-    addr: int
-    size: int
-    state: str = "live"
-    order: Optional[int] = None
-    chunk: int = 0
-    note: str = ""
+    __slots__ = ()
+
+    def __new__(cls, addr: int, size: int, state: str = "live", order: Optional[int] = None,
+                chunk: int = 0, note: str = "") -> "Block":
+        return tuple.__new__(cls, (addr, size, state, order, chunk, note))
+
+    addr = property(itemgetter(0))
+    size = property(itemgetter(1))
+    state = property(itemgetter(2))
+    order = property(itemgetter(3))
+    chunk = property(itemgetter(4))
+    note = property(itemgetter(5))
 
 
 @dataclass
@@ -400,6 +408,7 @@ def _buddy_chunk(pages, lay: BuddyLayout, chunk: int, raw: bytes, walk: Allocato
     starts = sorted(on_list)
     blocks, freed = walk.blocks, walk.freed
     append = blocks.append
+    new = tuple.__new__
     left = room[0]
     idx = lay.data_start
     for _ in range(items):
@@ -431,7 +440,7 @@ def _buddy_chunk(pages, lay: BuddyLayout, chunk: int, raw: bytes, walk: Allocato
                     room[0] = 0
                     return
                 left -= 1
-            append(Block(addr, min_alloc << order, "live", order, chunk))
+            append(new(Block, (addr, min_alloc << order, "live", order, chunk, "")))
         else:
             listed = on_list.get(idx)
             if listed != order:
