@@ -490,57 +490,55 @@ def _free_list(pages, lay: BuddyLayout, chunk: int, order: int, head: int, on_li
     if head == items:
         return
     hsize = lay.header_size
-
-    def header(idx):
-        raw = pages.read(chunk + idx * lay.min_alloc + lay.header_off, hsize)
-        return lay.prev_index.decode(raw), lay.next_index.decode(raw)
+    pf, nf = lay.prev_index, lay.next_index
+    base = chunk + lay.header_off
+    step_bytes = lay.min_alloc
+    read = pages.read
 
     def bad(idx, why):
         dmg.add("free list", chunk + (idx % items) * lay.min_alloc,
                 f"chunk {chunk:#x} order-{order} free list: {why}", "corrupt", idx)
 
+    # States are (item, its prev_index, its next_index): one header read per entry.
     def step(state):
-        prev, idx, nxt = state
+        idx, _p, nxt = state
         if nxt == items:
             return None
         if nxt >= items:
             bad(idx, f"link from item {idx} to {nxt} is outside the chunk ({items} items)")
             return None
-        p, n = header(nxt)
-        return idx, nxt, n
+        raw = read(base + nxt * step_bytes, hsize)
+        return nxt, pf.decode(raw), nf.decode(raw)
 
     if head >= items:
         bad(head, f"head {head} is outside the chunk ({items} items)")
         return
     chase = DamageLog()
     try:
-        p0, n0 = header(head)
+        raw = read(base + head * step_bytes, hsize)
     except ReadError as e:
         bad(head, f"header of item {head} unreadable ({e.reason})")
         return
     prev = items
-    for _prev, idx, _nxt in kds.steps((items, head, n0), step, limit=items, damage=chase, what="free list"):
+    check_prev = lay.allocated is not None      # the 2025 layout did not keep prev links
+    align = (1 << order) - 1
+    data_start = lay.data_start
+    for idx, p, _nxt in kds.steps((head, pf.decode(raw), nf.decode(raw)), step, limit=items,
+                                  damage=chase, what="free list"):
         if idx in on_list:
             bad(idx, f"item {idx} is on the order-{on_list[idx]} list already (cycle or shared entry)")
             return
         on_list[idx] = order
-        if idx < lay.data_start:
-            bad(idx, f"entry item {idx} is inside the chunk's metadata (items 0..{lay.data_start - 1}): "
+        if idx < data_start:
+            bad(idx, f"entry item {idx} is inside the chunk's metadata (items 0..{data_start - 1}): "
                 "the chunk header was handed out as a block")
-        elif idx & ((1 << order) - 1):
+        elif idx & align:
             bad(idx, f"entry item {idx} is not aligned to order {order}")
-        try:
-            p, _ = header(idx)
-            if p != prev and lay.allocated is not None:
-                bad(idx, f"item {idx} prev_index {p} but reached from {prev if prev != items else 'the head'}")
-        except ReadError:
-            pass
+        if check_prev and p != prev:
+            bad(idx, f"item {idx} prev_index {p} but reached from {prev if prev != items else 'the head'}")
         prev = idx
     for d in chase:
-        if d.kind == "cycle":
-            bad(prev, "cycle")
-        else:
-            bad(prev, d.reason)
+        bad(prev, "cycle" if d.kind == "cycle" else d.reason)
 
 
 # --- stack ------------------------------------------------------------------------------------
