@@ -99,14 +99,19 @@ def pointer_slots(btf, type_id: int, limit: int = MAX_SLOTS) -> List[Tuple[int, 
     return out
 
 
-def _value_refs(arena, slots, value: bytes, label: str, refs: Dict[int, List[Reference]]) -> None:
+def _value_refs(arena, slots, value: bytes, label: str, refs: Dict[int, List[Reference]]) -> List[Tuple[int, int]]:
+    """Record the arena addresses a value holds in ``refs``; returns the (address, pointee
+    type) pairs found."""
     upper = arena.user_upper
+    found = []
     for off, size, path, tid in slots:
         if off + size > len(value):
             continue
         v = int.from_bytes(value[off:off + size], "little")
         if v and upper and v >> 32 == upper and arena.owns(v):
             refs.setdefault(v, []).append(Reference(f"{label}.{path}" if path else label, tid))
+            found.append((v, tid))
+    return found
 
 
 def collect_references(kctx: Kernel, prog: ProgramHeaps, maps: List[Any]) -> None:
@@ -162,10 +167,8 @@ def _typed_block_refs(kctx: Kernel, prog: ProgramHeaps) -> None:
             raw = kctx.reader.read(arena.to_kernel(addr), size)
         except ReadError:
             return []
-        before = {a: len(rs) for a, rs in prog.refs.items()}
-        _value_refs(arena, slots_of[tid], raw, f"{btf.type_name(tid)} at {addr:#x}", prog.refs)
-        return sorted({r.type_id << 64 | a for a, rs in prog.refs.items()
-                       for r in rs[before.get(a, 0):] if r.type_id})
+        found = _value_refs(arena, slots_of[tid], raw, f"{btf.type_name(tid)} at {addr:#x}", prog.refs)
+        return sorted({t << 64 | a for a, t in found if t})
 
     for _ in kds.tree_nodes(0, children, limit=MAX_TYPED, max_depth=MAX_TYPED_DEPTH,
                             what="typed arena object"):
