@@ -687,7 +687,7 @@ def add_referenced_runs(walk: AllocatorWalk, addrs: Iterable[int], claimed: "Blo
     if walk.geometry is None or walk.error is not None:
         return 0
     data_size, nr_pages, page = walk.geometry
-    known = set(walk.chunks)
+    known: Dict[int, int] = {r: 1 for r in walk.chunks}
     meta_starts = [s for s, _ in walk.metadata]
     added = []
     for a in sorted(addrs):
@@ -696,11 +696,10 @@ def add_referenced_runs(walk: AllocatorWalk, addrs: Iterable[int], claimed: "Blo
         j = bisect.bisect_right(meta_starts, a) - 1
         if j >= 0 and walk.metadata[j][1] > a:
             continue
-        runs = {r: 1 for r in known}
-        base = _run_base(a, data_size, page, nr_pages, runs)
+        base = _run_base(a, data_size, page, nr_pages, known)
         if base is None or base in known or (a - base) % data_size:
             continue
-        known.add(base)
+        known[base] = 1
         added.append(base)
     for base in added:
         for k in range(nr_pages * page // data_size):
