@@ -365,15 +365,47 @@ def walk_buddy(reader, arena: ArenaInfo, var: AllocatorVar, *, max_blocks: Optio
         walk.damage.add("chunk list", d.addr, d.reason if d.kind != "cycle" else
                         f"chunk list cycle: chunk {d.addr:#x} reached twice", "corrupt")
     if lay.vaddr is not None:
-        vaddr = lay.vaddr.decode(var.value)
-        if not walk.damage and vaddr != len(walk.chunks) * lay.chunk_bytes:
-            walk.damage.add("buddy", var.var_kva,
-                            f"vaddr {vaddr:#x} = {vaddr // lay.chunk_bytes} chunks carved, "
-                            f"{len(walk.chunks)} on the chunk list", "corrupt")
+        _check_carved(reader, arena, lay, var, walk, pages, freed, room)
     walk.regions = [(c, lay.chunk_bytes) for c in walk.chunks]
     walk.summary = (f"{len(walk.chunks)} chunks of {lay.chunk_bytes} bytes, {len(walk.blocks)} live blocks; "
                     + lay.sources)
     return walk
+
+
+MAX_CARVED = 1024      # BUDDY_VADDR_SIZE / BUDDY_CHUNK_BYTES: chunks the reserved range holds
+
+
+def _check_carved(reader, arena, lay: BuddyLayout, var: AllocatorVar, walk: AllocatorWalk, pages,
+                  freed, room) -> None:
+    """``buddy.vaddr`` counts the chunks carved from the reserved range, which starts one chunk
+    into the arena (BUDDY_VADDR_OFFSET): chunk k is at ``(k + 1) * chunk bytes``. Chunks carved
+    but not on the list (a broken ``next``) are walked from there and said so; list entries
+    outside the carved range are reported."""
+    vaddr = lay.vaddr.decode(var.value)
+    cb = lay.chunk_bytes
+    if vaddr % cb or vaddr // cb > MAX_CARVED:
+        walk.damage.add("buddy", var.var_kva, f"vaddr {vaddr:#x} is not a whole number of chunks "
+                        f"(at most {MAX_CARVED})", "corrupt")
+        return
+    carved = [arena.user_address((k + 1) * cb) for k in range(vaddr // cb)]
+    listed = {arena.user_address(c) for c in walk.chunks}
+    stray = sorted(listed - set(carved))
+    if stray:
+        walk.damage.add("chunk list", stray[0], f"{len(stray)} chunks on the list outside the "
+                        f"{len(carved)} carved (buddy.vaddr {vaddr:#x}): {', '.join(f'{c:#x}' for c in stray[:4])}",
+                        "corrupt")
+    for c in carved:
+        if c in listed:
+            continue
+        walk.damage.add("chunk list", c, f"chunk {c:#x} carved (buddy.vaddr {vaddr:#x}) but not on the "
+                        "chunk list: walked from the carved range", "corrupt")
+        try:
+            raw = reader.read(arena.kern_vm_start + (c & LOW32), lay.chunk_size)
+        except ReadError as e:
+            walk.damage.add("chunk", c, f"chunk {c:#x}: metadata unreadable ({e.reason})", "unreadable")
+            continue
+        walk.chunks.append(c)
+        _buddy_chunk(pages, lay, c, raw, walk, freed, room)
 
 
 def _buddy_chunk(pages, lay: BuddyLayout, chunk: int, raw: bytes, walk: AllocatorWalk, want_freed, room):
