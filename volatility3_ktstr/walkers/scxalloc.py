@@ -381,6 +381,8 @@ def _check_carved(reader, arena, lay: BuddyLayout, var: AllocatorVar, walk: Allo
     into the arena (BUDDY_VADDR_OFFSET): chunk k is at ``(k + 1) * chunk bytes``. Chunks carved
     but not on the list (a broken ``next``) are walked from there and said so; list entries
     outside the carved range are reported."""
+    if lay.vaddr is None:
+        return
     vaddr = lay.vaddr.decode(var.value)
     cb = lay.chunk_bytes
     if vaddr % cb or vaddr // cb > MAX_CARVED:
