@@ -242,7 +242,7 @@ def _arena_globals(prog: ProgramHeaps) -> List[Tuple[int, int, Any]]:
 def _first_pointer(var: scxalloc.AllocatorVar) -> Optional[int]:
     for off, size, _path, _tid in pointer_slots(var.btf, var.btf.struct(var.struct).id):
         v = int.from_bytes(var.value[off:off + size], "little")
-        if v:
+        if v >> 32:         # user-form arena pointers only (not counters such as buddy.vaddr)
             return v
     return None
 
