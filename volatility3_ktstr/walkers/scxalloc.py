@@ -427,10 +427,7 @@ def _buddy_chunk(pages, lay: BuddyLayout, chunk: int, raw: bytes, walk: Allocato
     for order, head in enumerate(heads):
         _free_list(pages, lay, chunk, order, head, on_list, dmg)
 
-    expected = bytearray(len(abytes)) if abytes is not None else bytearray()
     for i, _o in lay.header_blocks:
-        if abytes is not None:
-            expected[i >> 3] |= 1 << (i & 7)
         if abytes is not None and not abytes[i >> 3] >> (i & 7) & 1:
             dmg.add("chunk", chunk, f"chunk {chunk:#x}: metadata block at item {i} is not marked allocated",
                     "corrupt", i)
@@ -439,11 +436,17 @@ def _buddy_chunk(pages, lay: BuddyLayout, chunk: int, raw: bytes, walk: Allocato
             dmg.add("chunk", chunk, f"chunk {chunk:#x}: metadata block at item {i} has order "
                     f"{b & 0xF if i & 1 else b >> 4} (never set by the library): the chunk header "
                     "was handed out as a block", "corrupt", i)
+    if abytes is not None:
+        for idx in sorted(on_list):
+            if abytes[idx >> 3] >> (idx & 7) & 1:
+                dmg.add("block", chunk + idx * min_alloc, f"chunk {chunk:#x}: item {idx} is allocated "
+                        f"and on the order-{on_list[idx]} free list", "corrupt", idx)
     starts = sorted(on_list)
+    first_live = len(walk.blocks)
     blocks, freed = walk.blocks, walk.freed
     append = blocks.append
     new = tuple.__new__
-    left = room[0]
+    left = room[0] if room[0] is not None else -1
     idx = lay.data_start
     for _ in range(items):
         if idx >= items:
@@ -460,44 +463,48 @@ def _buddy_chunk(pages, lay: BuddyLayout, chunk: int, raw: bytes, walk: Allocato
                     f"items {idx}..{nxt - 1} skipped", "corrupt", idx)
             idx = nxt
             continue
-        addr = chunk + idx * min_alloc
-        live = abytes[idx >> 3] >> (idx & 7) & 1 if abytes is not None else idx not in on_list
-        if live:
-            if abytes is not None:
-                expected[idx >> 3] |= 1 << (idx & 7)
-            if idx in on_list:
-                dmg.add("block", addr, f"chunk {chunk:#x}: block at item {idx} (order {order}) is allocated "
-                        f"and on the order-{on_list[idx]} free list", "corrupt", idx)
-            if left is not None:
-                if left <= 0:
-                    walk.truncated = True
-                    room[0] = 0
-                    return
-                left -= 1
-            append(new(Block, (addr, min_alloc << order, "live", order, chunk, "")))
+        if abytes[idx >> 3] >> (idx & 7) & 1 if abytes is not None else idx not in on_list:
+            if left == 0:
+                walk.truncated = True
+                break
+            left -= 1
+            append(new(Block, (chunk + idx * min_alloc, min_alloc << order, "live", order, chunk, "")))
         else:
             listed = on_list.get(idx)
             if listed != order:
-                dmg.add("block", addr, f"chunk {chunk:#x}: free block at item {idx} (order {order}) " +
-                        ("is on no free list (leaked)" if listed is None else
-                         f"is on the order-{listed} free list"), "corrupt", idx)
+                dmg.add("block", chunk + idx * min_alloc, f"chunk {chunk:#x}: free block at item {idx} "
+                        f"(order {order}) " + ("is on no free list (leaked)" if listed is None else
+                                               f"is on the order-{listed} free list"), "corrupt", idx)
             if want_freed:
-                freed.append(Block(addr, min_alloc << order, "free", order, chunk))
+                freed.append(Block(chunk + idx * min_alloc, min_alloc << order, "free", order, chunk))
         idx += n
-    room[0] = left
-    if abytes is not None and abytes != expected:
-        stray = []
-        for j, byte in enumerate(abytes):
-            extra = byte & ~expected[j]
-            for k in range(8):
-                if extra >> k & 1:
-                    stray.append(j << 3 | k)
-        for i in stray[:16]:
-            where = "inside the chunk metadata" if i < lay.data_start else "inside a block"
-            dmg.add("chunk", chunk, f"chunk {chunk:#x}: allocated bit for item {i} {where} "
-                    "(not the start of a block)", "corrupt", i)
-        if len(stray) > 16:
-            dmg.add("chunk", chunk, f"chunk {chunk:#x}: {len(stray) - 16} more stray allocated bits", "corrupt")
+    if room[0] is not None:
+        room[0] = max(left, 0)
+    if abytes is None or walk.truncated:
+        return
+    # Stray allocated bits: the bitmap holds more bits than block starts (cheap count first).
+    live_here = len(walk.blocks) - first_live + len(lay.header_blocks)
+    if int.from_bytes(abytes, "little").bit_count() == live_here:
+        return
+    expected = bytearray(len(abytes))
+    for i, _o in lay.header_blocks:
+        expected[i >> 3] |= 1 << (i & 7)
+    base_item = chunk
+    for blk in walk.blocks[first_live:]:
+        i = (blk[0] - base_item) // min_alloc
+        expected[i >> 3] |= 1 << (i & 7)
+    stray = []
+    for j, byte in enumerate(abytes):
+        extra = byte & ~expected[j]
+        for k in range(8):
+            if extra >> k & 1:
+                stray.append(j << 3 | k)
+    for i in stray[:16]:
+        where = "inside the chunk metadata" if i < lay.data_start else "inside a block"
+        dmg.add("chunk", chunk, f"chunk {chunk:#x}: allocated bit for item {i} {where} "
+                "(not the start of a block)", "corrupt", i)
+    if len(stray) > 16:
+        dmg.add("chunk", chunk, f"chunk {chunk:#x}: {len(stray) - 16} more stray allocated bits", "corrupt")
 
 
 def _resync(idx, abytes, starts, items):
