@@ -35,6 +35,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .. import kds
 from ..btf import Kind
+from ..btf.parser import paused_gc
 from ..core import BtfLayout, Field, LayoutError, ReadError
 from ..kds import Damage, DamageLog
 from .arena import LOW32, ArenaInfo
@@ -842,7 +843,10 @@ WALKERS: Dict[str, Callable[..., AllocatorWalk]] = {
 def walk(reader, arena: ArenaInfo, var: AllocatorVar, **kw: Any) -> AllocatorWalk:
     """Walk one allocator; never raises on guest data (damage and errors are recorded)."""
     try:
-        return WALKERS[var.kind](reader, arena, var, **kw)
+        # Blocks are many small tuples and none is garbage: the cyclic GC's passes over them
+        # would cost a quarter of the walk.
+        with paused_gc():
+            return WALKERS[var.kind](reader, arena, var, **kw)
     except (ReadError, LayoutError, AllocError, KeyError, ValueError, IndexError) as e:
         w = AllocatorWalk(var)
         w.error = Damage(var.name, var.var_kva, f"walk stopped: {e}", "corrupt")
