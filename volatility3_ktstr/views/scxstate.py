@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from ..core import LayoutError, ReadError
 from ..errors import KtstrError
 from ..kds import Damage, DamageLog
-from ..sched_ext import atexit
+from ..sched_ext import atexit, invariants, runnable_list, walk_scx_tasks
 from ..sched_ext import (SCX_VALUE_STRUCT, SchedExt, decode_flags, enum_name, exitlog, kind_text,
                          postmortem, scheduler_maps, struct_ops_callbacks)
 from ..sched_ext.dumptext import cpu_list, int_field
@@ -77,9 +77,10 @@ def rows(kctx, walk_tasks: bool = True) -> Iterator[tuple[int, tuple]]:
     yield from watchdog_rows(inv)
     yield from callback_rows(inv)
     yield from subsched_rows(inv)
-    cpus = []
+    cpus, dsqs = [], []
     yield from cpu_rows(inv, cpus, es)
-    yield from dsq_rows(inv, cpus, walk_tasks)
+    yield from dsq_rows(inv, cpus, walk_tasks, dsqs)
+    yield from invariant_rows(inv, cpus, dsqs)
 
 
 def _task_text(v, addr):
@@ -636,14 +637,16 @@ def exit_cpu_rows(v, es):
                 yield row("cpu", o, f"stack[{j}]", frame, depth=1, at=at)
 
 
-def dsq_rows(v, cpus, walk_tasks=True):
+def dsq_rows(v, cpus, walk_tasks=True, seen=None):
     """The root's global DSQs, every CPU's local and bypass DSQs, the root's user DSQs; then, for
     every other scheduler in memory (sub-schedulers, disabled ones), its own global, bypass and
     user DSQs, their Object suffixed with ``[name]``."""
+    seen = seen if seen is not None else []
     for d, item in postmortem.sched_dsqs(v, v.root.sch, cpus):
         if d:
             yield damage_row("dsq", item, d)
         else:
+            seen.append(item)
             yield from _dsq(v, item, walk_tasks=walk_tasks)
     for name, other in v.all_states():
         if other is v.root or not other.sch:
@@ -652,6 +655,7 @@ def dsq_rows(v, cpus, walk_tasks=True):
             if d:
                 yield damage_row("dsq", f"{item} [{name}]", d)
             else:
+                seen.append(item)
                 yield from _dsq(v, item, walk_tasks, f" [{name}]")
 
 
@@ -684,5 +688,40 @@ def _dsq(v, d, walk_tasks=True, suffix=""):
     if w.cursors:
         yield row("dsq", o, "iterator_cursors", w.cursors)
     yield from damage_rows("dsq", o, w.damage)
-    if not w.damage and d.nr is not None and d.nr != len(w.tasks):
-        yield row("dsq", o, "note", f"nr says {d.nr} but the list holds {len(w.tasks)} tasks")
+
+
+# --- invariants ------------------------------------------------------------------------------
+
+
+def invariant_rows(v, cpus, dsqs):
+    """Each broken invariant of sched_ext's bookkeeping (``sched_ext.invariants``) as a row
+    naming the task, the DSQ, the CPU and the evidence; one summary row says what was checked."""
+    sx = v.sx
+    damage = DamageLog()
+    tasks = []
+    if sx.syms.get("tasks") is not None:
+        walk = walk_scx_tasks(sx.reader, sx.layout, sx.syms["tasks"], cursor_flag=sx.cursor_flag())
+        tasks = [v.task(a) for a in walk.tasks]
+        damage.extend(walk.damage)
+    running = {c.curr: c.cpu for c in cpus if not c.damage and c.curr}
+    on_dsq = {t for d in dsqs if d.walk is not None for t in d.walk.tasks}
+    flags = dict(sx.kernel.enum("scx_ent_flags") or ())
+    opss = dict(sx.kernel.enum("scx_ops_state") or ())
+    shift = next((val for n, val in opss.items() if n.endswith("QSEQ_SHIFT")), None)
+    found = invariants.dsq_checks(dsqs, v.task)
+    if shift is not None and "SCX_OPSS_NONE" in opss:
+        found += invariants.task_checks(tasks, running, on_dsq, sx.syms.get("class:ext"),
+                                        flags.get("SCX_TASK_QUEUED"), opss["SCX_OPSS_NONE"],
+                                        (1 << shift) - 1)
+    rl_damage = DamageLog()
+    for c in cpus:
+        if c.damage is None:
+            order = [v.task(a) for a in runnable_list(sx.reader, sx.layout, c.rq, rl_damage)]
+            found += invariants.runnable_order(c.cpu, order)
+    yield row("invariants", "-", "checked",
+              f"{', '.join(invariants.CHECKS)} over {len(tasks)} tasks, {len(dsqs)} DSQs, "
+              f"{len(cpus)} CPUs: {len(found) or 'none'} broken")
+    for f in found:
+        yield row("invariants", f.check, f.where(), f.evidence, f.task or f.dsq)
+    yield from damage_rows("invariants", "-", damage)
+    yield from damage_rows("invariants", "-", rl_damage)
