@@ -149,6 +149,7 @@ def _stalled_world(w):
     """A watchdog exit, the scheduler torn down (scx_root NULL; found through its struct_ops
     map), every task back in another class: only the dump text knows the stall."""
     sch = w.sched("simple")
+    w.mem.set("sched_ext_ops", sch + w.L.offset("scx_sched", "ops"), "timeout_ms", 5000)
     w.struct_ops_map(sch, map_id=13, name="simple_ops")
     kind = w.enum("scx_exit_kind", "SCX_EXIT_ERROR_STALL")
     w.exit(sch, kind, reason="runnable task stall", msg="stress[456] failed to run for 30.520s",
@@ -190,3 +191,55 @@ def test_scxstate_exit_rows_from_the_dump_text(w):
     i = next(i for i, (_, r) in enumerate(events) if r["Key"] == "SCX_EV_SELECT_CPU_FALLBACK")
     assert [(d, r["Key"], r["Value"]) for d, r in events if r["At"] == "exit"] == [(1, "at exit", "3")]
     assert events[i][1]["At"] == "dump"
+
+
+# --- the stall chain ----------------------------------------------------------------------------
+
+
+def stall_section(w, pids=()):
+    rows = [(d, dict(zip(scxstate.GRID.names(), r))) for d, r in scxstate.rows(scx_kernel(w), pids=pids)]
+    sections = [r["Section"] for _, r in rows]
+    return rows, [(d, r["Object"], r["Key"], r["Value"], r["At"]) for d, r in rows if r["Section"] == "stall"], sections
+
+
+def test_stall_chain_live_with_an_rt_hog(w):
+    sch = w.sched("sdt", timeout=1000)
+    w.set_root(sch)
+    w.link_all(sch)
+    w.static_key("__scx_enabled", True)
+    w.glob("jiffies_64", 100000)
+    w.glob("scx_watchdog_timestamp", 99990)
+    w.syms["rt_sched_class"] = w.mem.alloc(64)
+    hog = w.task(50, "rt_hog", cpu=1)
+    w.mem.set("task_struct", hog, "sched_class", w.syms["rt_sched_class"])
+    w.mem.set("rq", w.rq(1), "curr", hog)
+    starving = w.task(51, "starving", cpu=1, flags=w.enum("scx_ent_flags", "SCX_TASK_QUEUED"))
+    w.make_runnable(starving, 1, 100000 - 5000)          # 5000 jiffies, timeout 1000
+    dsq = w.rq(1) + w.L.offset("rq", "scx.local_dsq")
+    w.enqueue(starving, dsq)
+    rows, chain, sections = stall_section(w)
+    # the chain is the second section when a stall is found
+    assert sections.index("stall") == sections.count("exit")
+    got = {(k, d): v for d, o, k, v, _ in chain if o == "51 starving"}
+    assert got[("wait", 0)] == "runnable for 5000 jiffies (timeout 1000) STALLED"
+    assert got[("runnable_list", 0)] == "cpu1[0]"
+    assert got[("dsq", 0)] == f"{w.enum('scx_dsq_id_flags', 'SCX_DSQ_LOCAL'):#x}, position 0 of 1"
+    assert got[("cpu1", 1)].startswith("50 rt_hog (rt") and got[("cpu1", 1)].endswith("-- RT hog")
+    assert got[("cpu0", 1)].startswith("curr NULL") or "idle" in got[("cpu0", 1)]
+    # not stalled, asked for: its chain too; nobody stalled, nobody asked: no section
+    _, chain2, _ = stall_section(w, pids=(50,))
+    assert {o for _, o, *_ in chain2} == {"51 starving", "50 rt_hog"}
+    w.glob("jiffies_64", 95500)
+    assert stall_section(w)[1] == []
+
+
+def test_stall_chain_at_exit_of_a_watchdog_exit(w):
+    _stalled_world(w)
+    _, chain, _ = stall_section(w)
+    got = {(o, k): (v, at) for _, o, k, v, at in chain}
+    assert got[("456 stress", "wait")] == ("-30520ms at the exit (timeout 5000 ms) (named by the "
+                                            "watchdog)", "exit")
+    assert got[("456 stress", "allowed_cpus")][0] == "0-3"
+    assert got[("456 stress", "cpu1")][0].startswith("457 stress (ext), nr_run 3")
+    assert got[("456 stress", "cpu0")][0].startswith("not in the dump: idle")
+    assert got[("456 stress", "stack")][0] == "2 frames: section cpu, object cpu1"

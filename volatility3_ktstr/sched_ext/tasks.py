@@ -31,7 +31,7 @@ def runnable_list(reader: Reader, layout: Layout, rq: int, damage: kds.DamageLog
 
 TASK_PATHS = ("pid", "tgid", "comm", "sched_class", "on_rq", "on_cpu", "thread_info.cpu", "cpu",
               "policy", "__state", "state", "exit_state", "cpus_ptr", "migration_disabled", "prio",
-              "rt_priority", "se.sum_exec_runtime")
+              "rt_priority", "se.sum_exec_runtime", "se.exec_start")
 
 # task_state_to_char (include/linux/sched.h): the /proc state letters, indexed by the highest
 # TASK_REPORT bit set. These are preprocessor constants (no BTF record of them), stable since
@@ -86,6 +86,7 @@ class ScxTask:
     prio: int = None
     rt_priority: int = None
     sum_exec_runtime: int = None
+    exec_start: int = None        # se.exec_start: rq clock when it last started running
     damage: kds.Damage = None     # the task_struct could not be read
 
 
@@ -117,6 +118,7 @@ def read_task(reader: Reader, layout: Layout, addr: int) -> ScxTask:
     t.prio = r.int("prio")
     t.rt_priority = r.int("rt_priority")
     t.sum_exec_runtime = r.int("se.sum_exec_runtime")
+    t.exec_start = r.int("se.exec_start")
     for attr in ("sched", "dsq", "ops_state", "flags", "dsq_flags", "weight", "sticky_cpu",
                  "holding_cpu", "runnable_at", "slice", "dsq_vtime"):
         setattr(t, attr, r.int("scx." + attr))

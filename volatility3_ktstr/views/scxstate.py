@@ -22,17 +22,19 @@ only formats it. Takes the kernel object (``kernel.KernelContext`` or one with t
 methods, see ``sched_ext.domain``); no Volatility import. Absent values are NA, never "None".
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from ..core import LayoutError, ReadError
 from ..errors import KtstrError
 from ..kds import Damage, DamageLog
-from ..sched_ext import atexit, invariants, runnable_list, walk_scx_tasks
+from ..sched_ext import atexit, invariants, read_dsq, runnable_list, walk_scx_tasks
+from ..sched_ext.tasks import read_task_cpus
 from ..sched_ext import (SCX_VALUE_STRUCT, SchedExt, decode_flags, enum_name, exitlog, kind_text,
                          postmortem, scheduler_maps, struct_ops_callbacks)
 from ..sched_ext.dumptext import cpu_list, int_field
 from ..sched_ext.postmortem import NONE_OBJ, sched_kind
 from . import HEX, Grid, inventory
+from .scxtasks import scheduler_records
 
 GRID = Grid(("Section", str), ("Object", str), ("Key", str), ("Value", str), ("At", str),
             ("Address", HEX), note="Value")
@@ -68,10 +70,11 @@ def damage_rows(section, obj, damage):
                              Key="error", At=AT_DUMP)
 
 
-def rows(kctx, walk_tasks: bool = True) -> Iterator[tuple[int, tuple]]:
+def rows(kctx, walk_tasks: bool = True, pids: Iterable[int] = ()) -> Iterator[tuple[int, tuple]]:
     inv = postmortem.Inventory(SchedExt(kctx, list_maps=lambda: inventory.maps(kctx)))
     es = atexit.exit_state_of(inv)
     yield from exit_rows(inv, es)
+    yield from stall_rows(inv, es, set(pids or ()))
     yield from scheduler_rows(inv)
     yield from event_rows(inv, es)
     yield from watchdog_rows(inv)
@@ -284,6 +287,156 @@ def debug_dump_rows(v, es, kernel_bt=()):
         yield row("exit", obj, f"line[{i}]", line, depth=1, at=es.tag)
     if d.truncated:
         yield row("exit", obj, "truncated", "yes (~~~~ TRUNCATED ~~~~: the buffer filled)", at=es.tag)
+
+
+# --- the stall chain ------------------------------------------------------------------------
+
+MAX_CHAIN_CPUS = 4096         # allowed CPUs described per stalled task
+
+
+def task_stack_rows(v, task_addr: int) -> Iterator[str]:
+    """Frames of the kernel stack of the task at ``task_addr``, innermost first, for the stall
+    chain. The place the unwinder (volatility3_ktstr/unwind/, the stacks work) plugs in: until
+    it is wired, no frames."""
+    return iter(())
+
+
+def stall_rows(v, es, pids=frozenset()):
+    """For each stalled task (live: past its scheduler's watchdog timeout on a runnable_list; at
+    the exit: the task a watchdog exit names, or past ``timeout_ms`` in the debug dump) and each
+    task of ``pids``: its wait, DSQ and position, allowed CPUs, what each of them ran (class,
+    priority, for how long; RT/DL hogs called out) or that it was idle, the scheduler's own
+    record of the task, its kernel stack. Nothing when there is no stall and no ``pids``."""
+    sx = v.sx
+    stalled = []
+    timeouts = v.timeouts()
+    try:
+        cpus = sx.cpus(v.root.sch, walk=False)
+    except (ReadError, LayoutError, KtstrError):
+        cpus = []
+    if sx.layout.has("rq", "scx.runnable_list"):
+        for c in cpus:
+            if c.damage is not None:
+                continue
+            for i, w in enumerate(postmortem.runnable_waits(v, c.rq, timeouts, DamageLog())):
+                if w.stalled or (pids and w.task.pid in pids):
+                    stalled.append((w.task, w, c.cpu, i))
+    listed = {t.pid for t, *_ in stalled}
+    if pids and sx.syms.get("tasks") is not None:
+        walk = walk_scx_tasks(sx.reader, sx.layout, sx.syms["tasks"], cursor_flag=sx.cursor_flag())
+        for a in walk.tasks:
+            t = v.task(a)
+            if not t.damage and t.pid in pids and t.pid not in listed:
+                stalled.append((t, None, None, None))
+                listed.add(t.pid)
+    at_exit = []
+    if es.dump is not None:
+        tmo = next((s.timeout_ms for _, s in v.all_states() if s.timeout_ms), None) or \
+            next((s.timeout_ms for s in v.states.values() if s.timeout_ms), None)
+        at_exit = [t for t in es.dump.tasks if t.pid == es.stall_pid or (tmo and -t.wait_ms > tmo)
+                   or t.pid in pids]
+    if not stalled and not at_exit:
+        return
+    records = scheduler_records(sx.kernel)
+    by_cpu = {c.cpu: c for c in cpus if c.damage is None}
+    nr_cpus = len(cpus)
+    for t, w, cpu, pos in stalled:
+        yield from _live_chain(v, t, w, cpu, pos, by_cpu, nr_cpus, records)
+    for t in at_exit:
+        yield from _exit_chain(v, es, t, records, tmo)
+
+
+def _live_chain(v, t, w, cpu, pos, by_cpu, nr_cpus, records):
+    sx, o = v.sx, f"{t.pid} {t.comm}"
+    if w is not None:
+        yield row("stall", o, "wait", f"runnable for {w.wait} jiffies (timeout {w.timeout})"
+                  + (" STALLED" if w.stalled else ""), t.addr)
+        yield row("stall", o, "runnable_list", f"cpu{cpu}[{pos}]")
+    else:
+        yield row("stall", o, "wait", "not on a runnable_list", t.addr)
+    yield row("stall", o, "state", f"{t.state}, class {sx.class_name(t.sched_class)}, "
+                                   f"ops_state {sx.ops_state(t.ops_state)}")
+    if t.dsq:
+        d = read_dsq(sx.reader, sx.layout, sx.dsq_offs, t.dsq, "dsq")
+        tasks = d.walk.tasks if d.walk is not None else []
+        where = (f"position {tasks.index(t.addr)} of {len(tasks)}" if t.addr in tasks
+                 else f"not on its list ({len(tasks)} tasks)")
+        yield row("stall", o, "dsq", f"{d.id:#x}, {where}" if d.id is not None else where, t.dsq)
+    else:
+        opss = sx.ops_state(t.ops_state) or ""
+        why = ("held by the BPF scheduler (ops_state QUEUED)" if opss.startswith("QUEUED") else
+               "not runnable" if not t.on_rq else "runnable, on no DSQ")
+        yield row("stall", o, "dsq", f"none: {why}")
+    mask = read_task_cpus(sx.reader, sx.layout, t, nr_cpus)
+    yield row("stall", o, "allowed_cpus", (cpu_list(mask) if mask is not None else None),
+              t.cpus_ptr)
+    yield row("stall", o, "migration_disabled", t.migration_disabled)
+    allowed = [c for c in range(min(nr_cpus, MAX_CHAIN_CPUS)) if mask is None or mask >> c & 1]
+    for c in allowed:
+        yield row("stall", o, f"cpu{c}", _cpu_ran(v, by_cpu.get(c)), depth=1)
+    for text in scheduler_record_texts(records, t.pid):
+        yield row("stall", o, "sched_record", text)
+    for i, frame in enumerate(task_stack_rows(v, t.addr)):
+        yield row("stall", o, f"stack[{i}]", frame, depth=1)
+
+
+def scheduler_record_texts(records, pid):
+    return records.get(pid, ()) if pid is not None else ()
+
+
+def _cpu_ran(v, c):
+    """What a CPU was running and for how long; idle said; an RT or deadline task called out
+    as a hog of a CPU the stalled task may use."""
+    if c is None:
+        return "run queue unreadable"
+    if not c.curr:
+        return "curr NULL"
+    cur = v.task(c.curr)
+    if cur.damage:
+        return f"curr {c.curr:#x} unreadable"
+    cls = v.sx.class_name(cur.sched_class) or "?"
+    if cls == "idle":
+        return f"idle ({cur.comm}), nr_running {c.nr_running}"
+    ran = ""
+    if c.clock and cur.exec_start and c.clock >= cur.exec_start:
+        ran = f" for {(c.clock - cur.exec_start) / 1e6:.3f} ms (rq clock - se.exec_start)"
+    hog = " -- RT hog" if cls == "rt" else " -- deadline hog" if cls == "dl" else ""
+    prio = f", prio {cur.prio}" if cur.prio is not None else ""
+    return f"{cur.pid} {cur.comm} ({cls}{prio}){ran}, nr_running {c.nr_running}{hog}"
+
+
+def _exit_chain(v, es, t, records, timeout_ms):
+    at, o = es.tag, f"{t.pid} {t.comm}"
+    named = " (named by the watchdog)" if t.pid == es.stall_pid else ""
+    tmo = f" (timeout {timeout_ms} ms)" if timeout_ms else ""
+    yield row("stall", o, "wait", f"{t.wait_ms:+d}ms at the exit{tmo}{named}", at=at)
+    where = "running" if t.marker == "*" else f"cpu{t.cpu} runnable_list[{t.pos}]"
+    yield row("stall", o, "runnable_list", where, at=at)
+    yield row("stall", o, "dsq", f"{t.fields.get('dsq_id')} (the dump text gives no position)", at=at)
+    yield row("stall", o, "allowed_cpus", t.cpus, at=at)
+    yield row("stall", o, "migration_disabled", t.fields.get("no_mig"), at=at)
+    listed = {c.cpu: c for c in es.dump.cpus}
+    mask = t.fields.get("cpus")
+    try:
+        bits = int(mask.replace(",", ""), 16) if mask else None
+    except ValueError:
+        bits = None
+    span = max(listed, default=0) + 1 if bits is None else bits.bit_length()
+    for c in range(min(span, MAX_CHAIN_CPUS)):
+        if bits is not None and not bits >> c & 1:
+            continue
+        dc = listed.get(c)
+        if dc is None:
+            text = "not in the dump: idle with an empty runnable_list (the kernel leaves such CPUs out)"
+        else:
+            cls = _class_text(dc.curr_class)
+            hog = " -- RT hog" if cls == "rt" else " -- deadline hog" if cls == "dl" else ""
+            text = (f"{dc.curr_pid} {dc.curr_comm} ({cls}), nr_run {dc.fields.get('nr_run')}, "
+                    f"{len(dc.tasks)} tasks listed{hog}")
+        yield row("stall", o, f"cpu{c}", text, depth=1, at=at)
+    yield row("stall", o, "stack", f"{len(t.stack)} frames: section cpu, object cpu{t.cpu}", at=at)
+    for text in scheduler_record_texts(records, t.pid):
+        yield row("stall", o, "sched_record", text)
 
 
 # --- schedulers ------------------------------------------------------------------------------

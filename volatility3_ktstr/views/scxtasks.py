@@ -29,12 +29,44 @@ GRID = Grid(
     ("OpsState", str), ("RunnableAt", int), ("RunnableForJiffies", int), ("StickyCPU", int),
     ("Starved", str), ("Task", HEX), ("RunnableList", str), ("TimeoutJiffies", int),
     ("At", str), ("State", str), ("HoldingCPU", int), ("DsqFlags", HEX), ("QSeq", int),
-    ("CPUs", str), ("NoMig", int), ("RunnableAtMs", int), ("Prio", int),
+    ("CPUs", str), ("NoMig", int), ("RunnableAtMs", int), ("Prio", int), ("SchedRecord", str),
     note="Where")
 AT_DUMP = "dump"
 
 # A row that reports damage (no task): the text columns empty, the rest N/A.
 _BAD = dict(PID=-1, COMM="", SchedClass="", Flags="", OpsState="", Starved="", At=AT_DUMP)
+
+
+def scheduler_records(kctx) -> dict:
+    """{pid: ["<map or allocator>: <value typed by the scheduler's BTF>", ...]}: the scheduler's
+    own per-task records, its task storage values (views/localstorage) and its sdt_alloc
+    payloads owned by a task (views/sdtalloc), joined by the owning task's pid. Cached per
+    kernel: scxstate's stall chain and scxtasks ask for the same."""
+    def build():
+        from . import localstorage, sdtalloc   # views of the package's walkers
+        out: dict = {}
+        names = localstorage.GRID.names()
+        try:
+            for _, r in localstorage.rows(kctx):
+                d = dict(zip(names, r))
+                if d["OwnerKind"] == "task" and isinstance(d["PID"], int) and d["PID"] >= 0 \
+                        and isinstance(d["Value"], str) and d["Value"]:
+                    out.setdefault(d["PID"], []).append(f"{d['MapName']}: {d['Value']}")
+        except (KtstrError, ReadError, LayoutError):
+            pass   # no task storage map, or one unreadable: no record from it
+        names = sdtalloc.GRID.names()
+        try:
+            for _, r in sdtalloc.rows(kctx):
+                d = dict(zip(names, r))
+                if isinstance(d["PID"], int) and d["PID"] >= 0 and isinstance(d["Payload"], str):
+                    have = out.setdefault(d["PID"], [])
+                    if not any(d["Payload"] in text for text in have):   # not already in a storage value
+                        have.append(f"{d['Allocator']}[{d['Idx']}]: {d['Payload']}")
+        except (KtstrError, ReadError, LayoutError):
+            pass   # no scheduler using sdt_alloc
+        return out
+    memo = getattr(kctx, "memo", None)
+    return memo(("scx.scheduler_records",), build) if memo else build()
 
 
 def rows(kctx, pids: Iterable[int] = (), show_all: bool = False,
@@ -98,6 +130,7 @@ def rows(kctx, pids: Iterable[int] = (), show_all: bool = False,
         nr_cpus = 0
     qseq_shift = next((v for n, v in sx.kernel.enum("scx_ops_state") or () if n.endswith("QSEQ_SHIFT")), None)
     hz = (st.watchdog_timeout * 1000 // st.timeout_ms) if st.watchdog_timeout and st.timeout_ms else None
+    records = scheduler_records(kctx)
     shown = 0
     live_by_pid = {}
     for addr in walk.tasks:
@@ -129,7 +162,8 @@ def rows(kctx, pids: Iterable[int] = (), show_all: bool = False,
             DsqFlags=t.dsq_flags, QSeq=(t.ops_state >> qseq_shift) if qseq_shift is not None
             and t.ops_state is not None else None,
             CPUs=_cpus_text(read_task_cpus(reader, layout, t, nr_cpus)), NoMig=t.migration_disabled,
-            RunnableAtMs=-(age * 1000 // hz) if age is not None and hz else None, Prio=t.prio)
+            RunnableAtMs=-(age * 1000 // hz) if age is not None and hz else None, Prio=t.prio,
+            SchedRecord="; ".join(records.get(t.pid, ())) or None)
     es = atexit.exit_state_of(inv)
     for r in exit_rows(sx, inv, es, pids, stalled, live_by_pid):
         shown += 1
