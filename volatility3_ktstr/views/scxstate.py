@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from ..core import LayoutError, ReadError
 from ..errors import KtstrError
 from ..kds import Damage, DamageLog
-from ..sched_ext import atexit, invariants, read_dsq, runnable_list, walk_scx_tasks
+from ..sched_ext import atexit, invariants, locks, read_dsq, runnable_list, walk_scx_tasks
 from ..sched_ext.tasks import read_task_cpus
 from ..sched_ext import (SCX_VALUE_STRUCT, SchedExt, decode_flags, enum_name, exitlog, kind_text,
                          postmortem, scheduler_maps, struct_ops_callbacks)
@@ -84,6 +84,7 @@ def rows(kctx, walk_tasks: bool = True, pids: Iterable[int] = ()) -> Iterator[tu
     yield from cpu_rows(inv, cpus, es)
     yield from dsq_rows(inv, cpus, walk_tasks, dsqs)
     yield from invariant_rows(inv, cpus, dsqs)
+    yield from lock_rows(inv, cpus, dsqs)
 
 
 def _task_text(v, addr):
@@ -878,3 +879,85 @@ def invariant_rows(v, cpus, dsqs):
         yield row("invariants", f.check, f.where(), f.evidence, f.task or f.dsq)
     yield from damage_rows("invariants", "-", damage)
     yield from damage_rows("invariants", "-", rl_damage)
+
+
+# --- locks -----------------------------------------------------------------------------------
+
+MUTEXES = ("scx_enable_mutex", "cgroup_mutex")
+PERCPU_RWSEMS = ("scx_fork_rwsem", "cgroup_threadgroup_rwsem")
+# spinlock_t and raw_spinlock_t both start with their arch_spinlock_t: read as raw_spinlock
+SPINLOCKS = ("scx_tasks_lock", "scx_sched_lock", "scx_bypass_lock", "scx_dsq_lock")
+
+
+def lock_rows(v, cpus, dsqs):
+    """The sched_ext-related locks (``sched_ext.locks``): a summary row, then each lock that is
+    held or waited for: its owner task where the lock records one (mutex, rwsem writer), its
+    readers, the tasks queued on it, and for spinlocks (rq and DSQ locks included) whose lock
+    it is and the last CPU spinning on it."""
+    sx = v.sx
+    kernel, reader, layout = sx.kernel, sx.reader, sx.layout
+    states = []
+    for name in MUTEXES:
+        addr = kernel.symbol(name)
+        if addr is not None and layout.has("mutex"):
+            states.append(locks.mutex_state(reader, layout, addr, name))
+    try:
+        offsets = kernel.per_cpu_offsets()
+    except Exception:   # noqa: BLE001 - no per-CPU offsets: readers not counted
+        offsets = []
+    for name in PERCPU_RWSEMS:
+        addr = kernel.symbol(name)
+        if addr is not None and layout.has("percpu_rw_semaphore"):
+            states.append(locks.percpu_rwsem_state(reader, layout, addr, name, offsets))
+    for name in SPINLOCKS:
+        addr = kernel.symbol(name)
+        if addr is not None and layout.has("raw_spinlock"):
+            states.append(locks.spinlock_state(reader, layout, "raw_spinlock", addr, "raw_lock", name))
+    for c in cpus:
+        if c.damage is None and layout.has("rq", "__lock"):
+            states.append(locks.spinlock_state(reader, layout, "rq", c.rq, "__lock", f"rq cpu{c.cpu}"))
+    for d in dsqs:
+        if d.damage is None and layout.has("scx_dispatch_q", "lock"):
+            label = (f"dsq {d.id:#x}" if d.id is not None else f"dsq @{d.addr:#x}") + \
+                (f" cpu{d.cpu}" if d.cpu is not None else "")
+            states.append(locks.spinlock_state(reader, layout, "scx_dispatch_q", d.addr, "lock", label))
+    busy = [s for s in states if s.held or s.waiters or s.spinner_cpu is not None or s.pending]
+    yield row("locks", "-", "checked", f"{len(states)} locks ({', '.join(s.name for s in states[:4])}"
+                                       f"{', ...' if len(states) > 4 else ''}): "
+                                       f"{len(busy) or 'none'} held or waited for")
+    for s in busy:
+        yield from _lock_state_rows(v, s)
+    for s in states:
+        yield from damage_rows("locks", s.name, s.damage)
+
+
+def _task_name(v, addr):
+    if not addr:
+        return None
+    t = v.task(addr)
+    return f"{addr:#x} ({t.damage})" if t.damage else f"{t.pid} {t.comm}"
+
+
+def _lock_state_rows(v, s):
+    o = s.name
+    if s.kind == "mutex":
+        flags = [n for bit, n in ((1, "WAITERS"), (2, "HANDOFF"), (4, "PICKUP")) if s.flags & bit]
+        yield row("locks", o, "owner", (_task_name(v, s.owner) or "none")
+                  + (f" (flags {'|'.join(flags)})" if flags else ""), s.addr)
+    elif s.kind == "percpu_rwsem":
+        yield row("locks", o, "readers", s.readers, s.addr)
+        yield row("locks", o, "writer", (_task_name(v, s.owner) or "none")
+                  + (" (readers blocked)" if s.flags else ""))
+    elif s.kind == "rwsem":
+        reader_owned = s.flags & locks.RWSEM_READER_OWNED
+        yield row("locks", o, "owner", ("reader-owned, last reader " if reader_owned else "")
+                  + (_task_name(v, s.owner) or "none"), s.addr)
+    else:
+        what = f"held ({o}'s lock)" if s.held else "free"
+        if s.pending:
+            what += ", a CPU spinning (pending)"
+        if s.spinner_cpu is not None:
+            what += f", last queued spinner cpu{s.spinner_cpu}"
+        yield row("locks", o, "state", what, s.addr)
+    for i, w in enumerate(s.waiters):
+        yield row("locks", o, f"waiter[{i}]", _task_name(v, w), w, depth=1)
