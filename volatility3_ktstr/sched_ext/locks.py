@@ -116,10 +116,10 @@ def percpu_rwsem_state(reader: Reader, layout: Layout, addr: int, name: str,
     s.flags = block
     if layout.has(st, "waiters.head"):
         off = layout.offset("wait_queue_entry", "entry")
-        for e in kds.list_nodes(reader, layout, addr + layout.offset(st, "waiters.head"),
-                                limit=MAX_WAITERS, damage=s.damage, what="rwsem waiter"):
+        for node in kds.list_nodes(reader, layout, addr + layout.offset(st, "waiters.head"),
+                                   limit=MAX_WAITERS, damage=s.damage, what="rwsem waiter"):
             try:
-                s.waiters.append(read_int(reader, layout, "wait_queue_entry", e - off, "private"))
+                s.waiters.append(read_int(reader, layout, "wait_queue_entry", node - off, "private"))
             except ReadError as err:
                 s.damage.add(f"{name} waiter", err.addr, f"unreadable: {err.reason}")
     return s

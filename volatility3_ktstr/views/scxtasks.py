@@ -42,7 +42,7 @@ def scheduler_records(kctx) -> dict:
     own per-task records, its task storage values (views/localstorage) and its sdt_alloc
     payloads owned by a task (views/sdtalloc), joined by the owning task's pid. Cached per
     kernel: scxstate's stall chain and scxtasks ask for the same."""
-    def build():
+    def build() -> dict:
         from . import localstorage, sdtalloc   # views of the package's walkers
         out: dict = {}
         names = localstorage.GRID.names()
