@@ -94,3 +94,30 @@ def test_rq_and_dsq_spinlocks(rw):
     assert ("rq cpu0", "state") not in got
     (dsq_lock,) = [v for (o, k), v in got.items() if o.endswith("cpu0") and o.startswith("dsq")]
     assert dsq_lock.startswith("held (dsq ")
+
+
+def test_bpf_program_spinlocks(rw):
+    """A scheduler's own locks: ``private(x) struct bpf_res_spin_lock x[2]`` in a section map
+    (``.data.x``, typed by the program's BTF); element 1 held with cpu1 queued."""
+    from helpers.btf import BtfBuilder
+    from volatility3_ktstr.btf import Btf
+    live(rw)
+    b = BtfBuilder()
+    u32 = b.int("unsigned int", 4)
+    lock_t = b.struct("bpf_res_spin_lock", 4, [("val", u32, 0)])
+    arr = b.array(lock_t, u32, 2)
+    var = b.var("qa_q_lock", arr)
+    sec = b.datasec(".data.qa_q_lock", 8, [(var, 0, 8)])
+    btf = Btf.parse(b.build(), source="scheduler program")
+    kva_btf = 0xFFFF888000F00000
+    rw.btfs[kva_btf] = btf
+    voff = rw.L.offset("bpf_array", "value")
+    m = rw.bpf_map(30, ".data.qa_q_lock", "array", 8, "bpf_array", extra=voff + 8, btf_kva=kva_btf,
+                   value_type_id=sec)
+    lock1 = m + voff + 4
+    rw.mem.set("qspinlock", lock1, "locked", 1)
+    rw.mem.set("qspinlock", lock1, "tail", (1 + 1) << 2)
+    got = {(o, k): v for _, o, k, v in lock_rows(rw)}
+    assert got[(".data.qa_q_lock qa_q_lock[1]", "state")] == (
+        "held (.data.qa_q_lock qa_q_lock[1]'s lock), last queued spinner cpu1")
+    assert (".data.qa_q_lock qa_q_lock[0]", "state") not in got

@@ -181,3 +181,25 @@ def spinlock_state(reader: Reader, layout: Layout, struct: str, addr: int, path:
     elif paths:
         s.held = bool(r.int(paths[0]) & 0xFF)
     return s
+
+
+def qspinlock_state(reader: Reader, layout: Layout, addr: int, name: str) -> LockState:
+    """A ``struct qspinlock`` at ``addr`` by itself: a BPF program's ``bpf_spin_lock`` or
+    ``bpf_res_spin_lock`` (the kernel takes both as its arch spinlock / rqspinlock_t, which is
+    the queued spinlock) in a map value."""
+    s = LockState(name, "spinlock", addr)
+    paths = [m for m in ("locked", "pending", "tail") if layout.has("qspinlock", m)]
+    if "locked" not in paths:
+        s.damage.add(name, addr, "struct qspinlock has no 'locked' byte in this kernel", "corrupt")
+        return s
+    try:
+        r = Record(reader, layout, "qspinlock", addr, paths)
+    except ReadError as e:
+        s.damage.add(name, addr, f"unreadable: {e.reason}")
+        return s
+    s.held = bool(r.int("locked"))
+    s.pending = r.int("pending")
+    tail = r.int("tail")
+    if tail:
+        s.spinner_cpu = (tail >> Q_TAIL_IDX_BITS) - 1
+    return s

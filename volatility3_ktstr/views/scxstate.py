@@ -28,7 +28,10 @@ from ..core import LayoutError, ReadError
 from ..errors import KtstrError
 from ..kds import Damage, DamageLog
 from ..sched_ext import atexit, invariants, locks, read_dsq, runnable_list, walk_scx_tasks
+from ..btf.types import Kind
+from ..sched_ext.exit import datasec_vars
 from ..sched_ext.tasks import read_task_cpus
+from ..walkers.sections import section_maps
 from ..sched_ext import (SCX_VALUE_STRUCT, SchedExt, decode_flags, enum_name, exitlog, kind_text,
                          postmortem, scheduler_maps, struct_ops_callbacks)
 from ..sched_ext.dumptext import cpu_list, int_field
@@ -921,6 +924,7 @@ def lock_rows(v, cpus, dsqs):
             label = (f"dsq {d.id:#x}" if d.id is not None else f"dsq @{d.addr:#x}") + \
                 (f" cpu{d.cpu}" if d.cpu is not None else "")
             states.append(locks.spinlock_state(reader, layout, "scx_dispatch_q", d.addr, "lock", label))
+    states += _bpf_lock_states(v)
     busy = [s for s in states if s.held or s.waiters or s.spinner_cpu is not None or s.pending]
     yield row("locks", "-", "checked", f"{len(states)} locks ({', '.join(s.name for s in states[:4])}"
                                        f"{', ...' if len(states) > 4 else ''}): "
@@ -929,6 +933,37 @@ def lock_rows(v, cpus, dsqs):
         yield from _lock_state_rows(v, s)
     for s in states:
         yield from damage_rows("locks", s.name, s.damage)
+
+
+BPF_LOCK_STRUCTS = ("bpf_spin_lock", "bpf_res_spin_lock")
+
+
+def _bpf_lock_states(v):
+    """The BPF programs' own spinlocks: every ``bpf_spin_lock`` / ``bpf_res_spin_lock`` variable
+    of a section map (``.data.<name>``, ``.bss``...; typed by the program's BTF)."""
+    sx = v.sx
+    layout = sx.layout
+    if not layout.has("bpf_array", "value") or not layout.has("qspinlock", "locked"):
+        return []
+    value_off = layout.offset("bpf_array", "value") - layout.offset("bpf_array", "map")
+    out = []
+    for m, btf, error in section_maps(sx.bpf_maps(), sx.kernel.btf_at):
+        if error is not None:
+            continue
+        for name, t, offset, size in datasec_vars(btf, m.btf_value_type_id):
+            if t is None:
+                continue
+            elem, count = t, 1
+            if t.kind == Kind.ARRAY:      # an array of locks: each element
+                elem = btf.resolve(t.type)
+                count = t.nelems
+            if elem is None or elem.name not in BPF_LOCK_STRUCTS or not elem.size:
+                continue
+            for i in range(min(count, 64)):
+                label = f"{m.name} {name}" + (f"[{i}]" if t.kind == Kind.ARRAY else "")
+                out.append(locks.qspinlock_state(sx.reader, layout, m.kva + value_off + offset
+                                                 + i * elem.size, label))
+    return out
 
 
 def _task_name(v, addr):
