@@ -164,7 +164,8 @@ _CATEGORY_BY_FILE = {
     # the sched_ext package: every module is the scx walker
     **{f"sched_ext/{m}.py": "scx" for m in ("__init__", "symbols", "state", "exit", "exitlog",
                                              "discovery", "struct_ops", "dsq", "tasks", "events",
-                                             "domain", "postmortem")},
+                                             "domain", "postmortem", "dumptext", "atexit",
+                                             "invariants", "locks")},
     # BPF forensics: links, fd holders, pins, hooks, the cross-view, xlated instructions
     "bpf/links.py": "links", "bpf/fds.py": "fds", "bpf/bpffs.py": "bpffs", "bpf/hooks.py": "hooks",
     "bpf/hidden.py": "hidden", "bpf/insns.py": "progs", "walkers/tasks.py": "tasks",

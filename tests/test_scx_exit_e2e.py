@@ -2,6 +2,9 @@
 scxstate's exit section against truth.json's `exit` (TRUTH.md): the verdict, the kernel's
 scx_exit_info, the scheduler's own user_exit_info, the exit backtrace and the debug dump text."""
 
+import functools
+import re
+
 import pytest
 
 import dumps
@@ -17,10 +20,15 @@ def _walk(rows):
         yield from _walk(r.get("__children") or [])
 
 
-def exit_rows(name):
+@functools.lru_cache(maxsize=None)
+def state_rows(name):
     res = volrun.run_vol(name, "linux.ktstr.scxstate")
     assert res.rc == 0, res.stderr
-    return [r for r in _walk(res.rows) if r["Section"] == "exit"]
+    return list(_walk(res.rows))
+
+
+def exit_rows(name):
+    return [r for r in state_rows(name) if r["Section"] == "exit"]
 
 
 def values(rows, obj, key):
@@ -39,8 +47,19 @@ def test_exit_equals_truth(name):
     # the kernel's scx_exit_info and the scheduler's own user_exit_info copy
     for obj in (f"kernel {klog['disabled_ops_name']}", f"uei {uei['map_name']}"):
         assert values(rows, obj, "kind") == [kind], obj
-        assert values(rows, obj, "reason") == [uei["reason"]] == [klog["disabled_reason"]], obj
-        assert values(rows, obj, "msg") == [uei["msg"]] == [klog["msg"]], obj
+    ker, own = f"kernel {klog['disabled_ops_name']}", f"uei {uei['map_name']}"
+    assert values(rows, ker, "reason") == [uei["reason"]] == [klog["disabled_reason"]]
+    assert values(rows, ker, "msg") == [uei["msg"]] == [klog["msg"]]
+    # the scheduler's copy equals the kernel's record (consistency in truth): said once
+    assert truth["consistency"]["uei_reason_equals_kernel_reason_for_kind"]
+    assert values(rows, own, "same_as") == ["the kernel's scx_exit_info above: exit_code, reason, msg"]
+    assert values(rows, own, "reason") == []
+    # the scheduler was torn down before the dump; the exit's time is the kernel log's
+    (torn,) = values(rows, "summary", "torn_down")
+    assert torn.startswith("yes: scx_root is NULL")
+    secs = truth["timing"]["dmesg_disabled_s"]
+    (at,) = values(rows, "summary", "exit_time")
+    assert at.startswith(f"[{secs:12.6f}]"), (at, secs)
 
 
 @pytest.mark.parametrize("name", EXITED or ["<none>"])
@@ -56,7 +75,121 @@ def test_exit_backtrace_and_dump_text_equal_truth(name):
             assert g == w.split("/")[0] or g.startswith("0xffff"), (g, w)
         else:
             assert g == w.split("/")[0], (g, w)
+    # the debug dump text once (the kernel's copy; the uei copy named as a source of the same
+    # text); its parts that have no rows elsewhere are rows here
     text = truth["dump_text"]["text"]
-    lines = [r["Value"] for r in rows if r["Object"] == ops and r["Key"].startswith("dump[")]
-    assert lines == text.rstrip("\n").split("\n")
-    assert values(rows, ops, "dump") == [f"{len(lines)} lines, {truth['dump_text']['length']} bytes"]
+    lines = text.rstrip("\n").split("\n")
+    (source,) = values(rows, "debug dump", "source")
+    assert source.endswith(f": {len(lines)} lines, {truth['dump_text']['length']} bytes"), source
+    assert source.startswith("scx_exit_info.dump of "), source
+    (same,) = values(rows, "debug dump", "same_text")
+    assert truth["dump_text"]["map_name"] in same and truth["uei"]["map_name"] in same
+    ops = [line for line in lines if line.startswith("QMAP FIFO")]
+    assert [r["Value"] for r in rows if r["Object"] == "debug dump"
+            and r["Key"].startswith("ops.dump[")] == ops
+    # the dump's backtrace is the bt[] rows; the frames only the text names (BPF) listed
+    named = [r["Value"] for r in rows if r["Object"] == "debug dump" and r["Key"].startswith("bt[")]
+    assert named == [w for w, g in zip(want, got) if g.startswith("0xffff")]
+    # no text twice: every line of the dump appears in at most one exit row
+    dump_rows = [r["Value"] for r in rows if r["Object"] in ("debug dump", f"uei {truth['uei']['map_name']}")]
+    assert not any(v == line for line in lines[5:30] for v in dump_rows)
+
+
+# --- the state at the exit against the kernel's debug dump text, field by field --------------
+
+TASK_RE = re.compile(r"^ ([ *])(\S) (.+)\[(\d+)\]\s*(\S*)\s+([+-]\d+)ms$")
+
+
+def truth_tasks(text):
+    """[(cpu, header fields, {key: value})] of the dump text: read here with its own small
+    parser (not the package's), ``a/b=x/y`` split."""
+    out, cpu = [], None
+    for line in text.split("\n"):
+        m = re.match(r"^CPU\s+(\d+)\s*:", line)
+        if m:
+            cpu = int(m[1])
+            continue
+        m = TASK_RE.match(line)
+        if m:
+            out.append((cpu, m.groups(), {}))
+            continue
+        if out and line.startswith("      ") and "=" in line:
+            for k, v in re.findall(r"([\w/]+)=(\S+)", line):
+                out[-1][2].update(zip(k.split("/"), v.split("/")))
+    return out
+
+
+def cpu_list(hexmask):
+    v = int(hexmask.replace(",", ""), 16)
+    cpus = [c for c in range(v.bit_length()) if v >> c & 1]
+    return ",".join(f"{a}-{b}" if a != b else f"{a}" for a, b in _ranges(cpus)) or "-"
+
+
+def _ranges(cpus):
+    out = []
+    for c in cpus:
+        if out and out[-1][1] == c - 1:
+            out[-1][1] = c
+        else:
+            out.append([c, c])
+    return out
+
+
+@pytest.mark.parametrize("name", EXITED or ["<none>"])
+def test_at_exit_task_rows_equal_the_dump_text(name):
+    """scxtasks' At=exit rows: every task of the kernel's debug dump, each field as printed."""
+    truth = dumps.load_truth(name)["exit"]
+    want = truth_tasks(truth["dump_text"]["text"])
+    assert want, "the dump text lists no task"
+    res = volrun.run_vol(name, "linux.ktstr.scxtasks")
+    assert res.rc == 0, res.stderr
+    rows = [r for r in _walk(res.rows) if (r["At"] or "").startswith("exit")]
+    assert len(rows) == len(want)
+    secs = truth["timing"]["dmesg_disabled_s"]
+    for r, (cpu, (marker, state, comm, pid, _own, ms), f) in zip(rows, want):
+        assert r["At"] == f"exit [{secs:12.6f}]"
+        assert (r["PID"], r["COMM"], r["State"], r["RunnableAtMs"]) == (int(pid), comm, state, int(ms))
+        assert r["Where"] == (f"running on CPU {cpu}" if marker == "*" else f"runnable on CPU {cpu}")
+        assert r["DSQ"] == int(f["dsq_id"], 16)
+        for col, key in (("SliceNs", "slice"), ("DsqVtime", "dsq_vtime"), ("Weight", "weight"),
+                         ("StickyCPU", "sticky"), ("HoldingCPU", "holding_cpu"), ("QSeq", "qseq"),
+                         ("NoMig", "no_mig")):
+            assert r[col] == int(f[key]), (col, r[col], f[key])
+        assert r["DsqFlags"] == int(f["dsq_flags"], 16)
+        assert r["CPUs"] == cpu_list(f["cpus"])
+        assert r["OpsState"].startswith("NONE" if f["ops_state"] == "0" else "")
+    # live rows say At=dump; the loader's threads are back in fair after the teardown
+    assert all(r["At"] == "dump" for r in _walk(res.rows) if not (r["At"] or "").startswith("exit"))
+
+
+@pytest.mark.parametrize("name", EXITED or ["<none>"])
+def test_at_exit_cpu_rows_equal_the_dump_text(name):
+    truth = dumps.load_truth(name)["exit"]
+    text = truth["dump_text"]["text"]
+    rows = [r for r in state_rows(name) if r["Section"] == "cpu" and r["At"].startswith("exit")]
+    blocks = re.findall(r"^CPU\s+(\d+)\s*: (.*)\n\s+curr=(.*)\[(\d+)\] class=(\w+)", text, re.M)
+    assert blocks
+    for cpu, fields, comm, pid, cls in blocks:
+        got = {r["Key"]: r["Value"] for r in rows if r["Object"] == f"cpu{cpu}"}
+        f = dict(re.findall(r"(\w+)=(\S+)", fields))
+        assert got["scx.nr_running"] == f["nr_run"]
+        assert got["cpu_released"] == f["cpu_rel"]
+        for key, name_ in (("ksync", "kick_sync"), ("pnt_seq", "pnt_seq"), ("ops_qseq", "ops_qseq")):
+            if key in f:
+                assert got[name_] == f[key]
+        assert got["curr"] == f"{pid} {comm} ({cls.removesuffix('_sched_class')})"
+    # a task's stack and the scheduler's ops.dump_task lines come with it
+    stack = [r["Value"] for r in rows if r["Key"].startswith("stack[")]
+    assert stack and all(line.strip() in text for line in stack)
+
+
+@pytest.mark.parametrize("name", EXITED or ["<none>"])
+def test_output_after_an_exit_is_at_most_half(name):
+    """Before the exit rows were built, scxstate printed 440 rows on the exit dump (the dump
+    text twice, the backtrace three times): now each once, and the whole at most half."""
+    rows = state_rows(name)
+    assert len(rows) <= 220, len(rows)
+    values = [r["Value"] for r in rows if r["Section"] == "exit" and r["Value"]]
+    frames = [v for v in values if re.search(r"\+0x[0-9a-f]+(/0x[0-9a-f]+)?$", v)]
+    keys = [v.split("/")[0].split("] ")[-1].strip() for v in frames]
+    assert len(keys) == len(set(keys)), "a backtrace frame shown twice"

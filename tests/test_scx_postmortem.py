@@ -219,9 +219,11 @@ def test_exit_every_kind_from_the_kernel_through_scx_root(w):
         assert value(rows, "exit", "kernel sdt", "kind") == f"{short} ({kind})"
         assert value(rows, "exit", "kernel sdt", "exit_code") == "0x7"
         assert value(rows, "exit", "kernel sdt", "bt[0]") == "scx_bpf_error_bstr+0x10"
-        assert value(rows, "exit", "kernel sdt", "dump") == "2 lines, 4 bytes"
-        assert [r["Value"] for _, r in rows if r["Key"].startswith("dump[")] == ["a", "b"]
-        assert value(rows, "scheduler", "sdt", "exit_info.reason") == f"reason {name}"
+        # the debug dump text once, under its own object; lines it cannot place kept as lines
+        assert value(rows, "exit", "debug dump", "source") == "scx_exit_info.dump of sdt: 2 lines, 4 bytes"
+        assert [r["Value"] for _, r in rows if r["Key"].startswith("line[")] == ["a", "b"]
+        assert value(rows, "exit", "summary", "torn_down") == "no: sdt is still loaded at the dump"
+        assert value(rows, "scheduler", "sdt", "exit_info") == f"{short}: section exit, object kernel sdt"
         no_none_text(rows)
 
 
@@ -261,8 +263,10 @@ def test_exit_every_kind_from_the_schedulers_own_copy(w):
             f"the kernel's exit info is gone]")
         assert value(rows, "exit", "uei scx_sdt.data", "kind") == f"{short} ({kind})"
         assert value(rows, "exit", "uei scx_sdt.data", "exit_code") == hex(-3)
-        assert value(rows, "exit", "uei scx_sdt.data", "dump") == "100 lines, 1290 bytes"
-        assert value(rows, "exit", "uei scx_sdt.data", "dump[99]") == "dump line 99"
+        assert value(rows, "exit", "debug dump", "source") == (
+            "uei_dump in map .data.uei_dump (uei in map scx_sdt.data): 100 lines, 1290 bytes")
+        assert value(rows, "exit", "debug dump", "line[99]") == "dump line 99"
+        assert value(rows, "exit", "summary", "torn_down").startswith("yes: ")
         assert value(rows, "exit", "uei scx_sdt.data", "dump_map") == ".data.uei_dump (4096 bytes)"
         no_none_text(rows)
 

@@ -190,7 +190,45 @@ class CpuState:
     curr: int = None
     local_dsq: Dsq = None
     bypass_dsq: Dsq = None
+    cpu_released: int = None
+    ops_qseq: int = None
+    kick_sync: int = None         # 6.18+ (pnt_seq before)
+    pnt_seq: int = None
+    clock: int = None             # rq->clock (ns)
+    masks: dict = field(default_factory=dict)   # cpus_to_kick... -> CPU bitmap (int), when set
     damage: kds.Damage = None     # the rq could not be read
+
+
+RQ_MASKS = ("cpus_to_kick", "cpus_to_kick_if_idle", "cpus_to_preempt", "cpus_to_wait", "cpus_to_sync")
+_RQ_OPTIONAL = ("scx.cpu_released", "scx.ops_qseq", "scx.kick_sync", "scx.pnt_seq", "clock")
+
+
+def read_cpumask(reader: Reader, layout: Layout, addr: int, nr_cpus: int) -> int:
+    """The first ``nr_cpus`` bits of the ``struct cpumask`` at ``addr`` as an int (one read)."""
+    word = reader.pointer_size
+    size = -(-max(nr_cpus, 1) // (8 * word)) * word
+    if layout.has("cpumask"):
+        size = min(size, layout.size("cpumask"))
+    value = int.from_bytes(reader.read(addr, size), "little")
+    return value & ((1 << nr_cpus) - 1)
+
+
+def _rq_masks(reader, layout, r, nr_cpus):
+    """{name: bitmap} of the rq's kick/preempt/wait masks (cpumask_var_t: a pointer with
+    CONFIG_CPUMASK_OFFSTACK, else the mask inline); unreadable ones are left out."""
+    out = {}
+    for name in RQ_MASKS:
+        path = "scx." + name
+        if not r.has(path):
+            continue
+        f = r.field(path)
+        try:
+            at = r.int(path) if f.kind == "pointer" else r.addr_of(path)
+            if at:
+                out[name] = read_cpumask(reader, layout, at, nr_cpus)
+        except ReadError:
+            continue
+    return out
 
 
 def pcpu_base(reader: Reader, layout: Layout, sch: int | None) -> int | None:
@@ -223,6 +261,7 @@ def read_cpus(reader: Reader, layout: Layout, runqueues: int, percpu_offsets: li
     bypass = dict(bypass_dsq_addrs(reader, layout, sch, percpu_offsets))
     local_off = layout.offset("rq", "scx.local_dsq")
     paths = ["nr_running", "curr", "scx.nr_running", "scx.flags"]
+    paths += [p for p in _RQ_OPTIONAL + tuple("scx." + m for m in RQ_MASKS) if layout.has("rq", p)]
     for cpu, pco in enumerate(percpu_offsets):
         rq = percpu_sum(runqueues, pco)
         c = CpuState(cpu=cpu, rq=rq)
@@ -236,6 +275,12 @@ def read_cpus(reader: Reader, layout: Layout, runqueues: int, percpu_offsets: li
         c.scx_nr_running = r.int("scx.nr_running")
         c.flags = r.int("scx.flags")
         c.curr = r.int("curr")
+        c.cpu_released = r.int("scx.cpu_released")
+        c.ops_qseq = r.int("scx.ops_qseq")
+        c.kick_sync = r.int("scx.kick_sync")
+        c.pnt_seq = r.int("scx.pnt_seq")
+        c.clock = r.int("clock")
+        c.masks = _rq_masks(reader, layout, r, len(percpu_offsets))
         c.local_dsq = read_dsq(reader, layout, offs, rq + local_off, "local", walk=walk, cpu=cpu)
         if cpu in bypass:
             c.bypass_dsq = read_dsq(reader, layout, offs, bypass[cpu], "bypass", walk=walk, cpu=cpu)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .. import kds
 from ..core import Layout, Reader, ReadError, Record
-from .dsq import TaskWalk
+from .dsq import TaskWalk, read_cpumask
 from .symbols import MASK64
 
 MAX_TASKS = 1 << 20          # scx_tasks walk
@@ -30,7 +30,28 @@ def runnable_list(reader: Reader, layout: Layout, rq: int, damage: kds.DamageLog
 
 
 TASK_PATHS = ("pid", "tgid", "comm", "sched_class", "on_rq", "on_cpu", "thread_info.cpu", "cpu",
-              "policy")
+              "policy", "__state", "state", "exit_state", "cpus_ptr", "migration_disabled", "prio",
+              "rt_priority", "se.sum_exec_runtime", "se.exec_start")
+
+# task_state_to_char (include/linux/sched.h): the /proc state letters, indexed by the highest
+# TASK_REPORT bit set. These are preprocessor constants (no BTF record of them), stable since
+# 4.14 and part of what user space reads from /proc/<pid>/stat.
+_STATE_CHARS = "RSDTtXZPI"
+_TASK_REPORT = 0x7F
+_TASK_IDLE = 0x402            # TASK_UNINTERRUPTIBLE | TASK_NOLOAD: reported as I
+_TASK_RTLOCK_WAIT = 0x1000    # reported as D
+
+
+def state_char(state: int | None, exit_state: int | None = 0) -> str | None:
+    """The task's state letter as ``ps`` and the sched_ext debug dump print it."""
+    if state is None:
+        return None
+    if state == _TASK_IDLE:
+        return "I"
+    if state == _TASK_RTLOCK_WAIT:
+        state = 2
+    report = (state | (exit_state or 0)) & _TASK_REPORT
+    return _STATE_CHARS[report.bit_length()]
 SCX_PATHS = ("sched", "dsq", "ops_state", "flags", "dsq_flags", "weight", "sticky_cpu",
              "holding_cpu", "runnable_at", "runnable_node", "slice", "dsq_vtime", "tasks_node",
              "ddsp_dsq_id", "disallow")
@@ -59,6 +80,13 @@ class ScxTask:
     runnable_linked: bool = None   # on its rq's runnable_list (what the watchdog checks)
     slice: int = None
     dsq_vtime: int = None
+    state: str = None             # the state letter (R, S, D, ...)
+    cpus_ptr: int = None          # struct cpumask * (read_task_cpus reads the mask)
+    migration_disabled: int = None
+    prio: int = None
+    rt_priority: int = None
+    sum_exec_runtime: int = None
+    exec_start: int = None        # se.exec_start: rq clock when it last started running
     damage: kds.Damage = None     # the task_struct could not be read
 
 
@@ -84,6 +112,13 @@ def read_task(reader: Reader, layout: Layout, addr: int) -> ScxTask:
     t.on_rq = r.int("on_rq")
     t.on_cpu = r.int("on_cpu")
     t.policy = r.int("policy")
+    t.state = state_char(r.first_int("__state", "state"), r.int("exit_state"))
+    t.cpus_ptr = r.int("cpus_ptr")
+    t.migration_disabled = r.int("migration_disabled")
+    t.prio = r.int("prio")
+    t.rt_priority = r.int("rt_priority")
+    t.sum_exec_runtime = r.int("se.sum_exec_runtime")
+    t.exec_start = r.int("se.exec_start")
     for attr in ("sched", "dsq", "ops_state", "flags", "dsq_flags", "weight", "sticky_cpu",
                  "holding_cpu", "runnable_at", "slice", "dsq_vtime"):
         setattr(t, attr, r.int("scx." + attr))
@@ -93,6 +128,16 @@ def read_task(reader: Reader, layout: Layout, addr: int) -> ScxTask:
         # list_del_init leaves the node pointing at itself; a never-added node is zeroed.
         t.runnable_linked = bool(nxt) and nxt != own and nxt < MASK64 - 4096 and nxt >> 48 != 0xdead
     return t
+
+
+def read_task_cpus(reader: Reader, layout: Layout, task: ScxTask, nr_cpus: int) -> int | None:
+    """The CPUs ``task`` may run on (``*p->cpus_ptr``) as a bitmap, None when unreadable."""
+    if not task.cpus_ptr or not nr_cpus:
+        return None
+    try:
+        return read_cpumask(reader, layout, task.cpus_ptr, nr_cpus)
+    except ReadError:
+        return None
 
 
 def walk_scx_tasks(reader: Reader, layout: Layout, head: int, cursor_flag: int = 0,

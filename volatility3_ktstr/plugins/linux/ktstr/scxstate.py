@@ -26,9 +26,12 @@ class ScxState(interfaces.plugins.PluginInterface):
     def get_requirements(cls):
         return [ps.kernel_requirement(),
                 requirements.BooleanRequirement(name="no_tasks", default=False, optional=True,
-                                                description="Do not list the tasks queued on DSQs")]
+                                                description="Do not list the tasks queued on DSQs"),
+                requirements.ListRequirement(name="pid", element_type=int, optional=True,
+                                             description="The stall chain of these PIDs too")]
 
     def run(self):
         kctx = KernelContext.from_plugin(self)
         return ps.tree_grid("linux.ktstr.scxstate", view.GRID,
-                            view.rows(kctx, walk_tasks=not self.config.get("no_tasks", False)))
+                            view.rows(kctx, walk_tasks=not self.config.get("no_tasks", False),
+                                      pids=self.config.get("pid") or ()))
