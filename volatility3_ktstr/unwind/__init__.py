@@ -1,0 +1,96 @@
+"""Kernel stacks from a dump alone: where a walk starts (a sleeping task's saved switch frame,
+a CPU's registers), how it walks (x86-64 ORC + frame pointers + pt_regs; arm64 frame records),
+how a frame is named (kallsyms style, BPF programs with id and source line). No Volatility import.
+
+Entry points: :func:`task_stack` (a task that is not running), :func:`cpu_stack` (a CPU from its
+registers), :func:`frame_text` / :class:`naming.CodeNames` (names), all over a
+``kernel_model.Kernel``.
+"""
+
+from typing import Any, Dict, List, Optional
+
+from ..core import LayoutError, ReadError
+from .bounds import StackRange, task_stack_range
+from .model import Frame, Stack, StopWalk
+from .naming import CodeNames, FrameName, code_names, in_ranges, sched_ranges
+
+__all__ = ["Frame", "Stack", "StackRange", "task_stack", "cpu_stack", "code_names", "CodeNames",
+           "FrameName", "visible_frames"]
+
+
+def _arch(kernel: Any) -> str:
+    return "arm64" if str(kernel.arch).lower() in ("arm64", "aarch64") else "x86_64"
+
+
+def task_stack(kernel: Any, task: int, max_frames: int = 128) -> Stack:
+    """The kernel stack of the task at ``task`` from its saved switch frame (valid while the
+    task is not running on a CPU). Never raises for bad memory: the Stack says why it stopped."""
+    rng = task_stack_range(kernel.reader, kernel.layout, task, kernel.page_size)
+    if rng is None:
+        return Stack(stop="no kernel stack (task->stack NULL or unreadable)", error="no stack")
+    try:
+        if _arch(kernel) == "arm64":
+            from . import arm64
+
+            st = arm64.Arm64Unwinder(kernel, [rng]).walk_task(task, max_frames)
+        else:
+            from . import x86_64
+            from .orc import kernel_orc
+
+            first = x86_64.sleeping_start(kernel.reader, kernel.layout, task)
+            st = _x86(kernel, [rng]).walk(first, max_frames)
+            st.start = "saved switch frame (thread.sp)"
+    except ReadError as e:
+        return Stack(stop=f"saved frame unreadable at {e.addr:#x} ({e.reason})", error="unreadable",
+                     stack_lo=rng.lo, stack_hi=rng.hi)
+    except LayoutError as e:
+        return Stack(stop=f"kernel types lack what the unwinder needs: {e}", error="layout")
+    st.stack_lo, st.stack_hi = rng.lo, rng.hi
+    return st
+
+
+def _x86(kernel: Any, stacks: List[StackRange]):
+    from . import x86_64
+    from .orc import kernel_orc
+
+    names = code_names(kernel)
+    return x86_64.X86Unwinder(kernel.reader, kernel.layout, kernel_orc(kernel), names.is_code, stacks)
+
+
+def cpu_stack(kernel: Any, regs: Dict[str, int], task: Optional[int] = None,
+              extra: Optional[List[StackRange]] = None, max_frames: int = 128) -> Stack:
+    """The stack of a CPU from its registers (NT_PRSTATUS names: rip/rsp/rbp on x86-64,
+    pc/sp/x29 on arm64); ``task``: the task running there (its stack bounds the walk)."""
+    stacks: List[StackRange] = list(extra or ())
+    if task:
+        rng = task_stack_range(kernel.reader, kernel.layout, task, kernel.page_size)
+        if rng is not None:
+            stacks.append(rng)
+    try:
+        if _arch(kernel) == "arm64":
+            from . import arm64
+
+            st = arm64.Arm64Unwinder(kernel, stacks).walk_regs(regs, max_frames)
+        else:
+            from . import x86_64
+
+            st = _x86(kernel, stacks).walk(x86_64.regs_start(regs), max_frames)
+            st.start = "CPU registers"
+    except ReadError as e:
+        return Stack(stop=f"unreadable at {e.addr:#x} ({e.reason})", error="unreadable")
+    except (LayoutError, KeyError) as e:
+        return Stack(stop=f"cannot start from these registers: {e}", error="layout")
+    return st
+
+
+def visible_frames(kernel: Any, stack: Stack, all_frames: bool = False) -> List[Frame]:
+    """The frames ``/proc/PID/stack`` shows: those in scheduler/lock code left out
+    (``stack_trace_save_tsk``), unless ``all_frames``."""
+    if all_frames:
+        return list(stack.frames)
+    skip = sched_ranges(kernel)
+    return [f for f in stack.frames if not in_ranges(f.ip - 1 if f.how != "regs" else f.ip, skip)]
+
+
+def frame_text(kernel: Any, frame: Frame) -> str:
+    return code_names(kernel).name(frame.ip, return_address=frame.how != "regs").text
