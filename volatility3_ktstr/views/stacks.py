@@ -1,0 +1,104 @@
+"""Rows of ``linux.ktstr.stacks``: every task's kernel stack (and each CPU's, from its registers
+where the dump file has them), one row per frame under a row per task or CPU.
+
+A task that is not running is unwound from its saved switch frame; frames in scheduler and
+lock code are left out the way ``/proc/PID/stack`` leaves them out (``all_frames`` keeps them).
+A task running on a CPU at the dump has a stale saved frame: with the CPU's registers (ELF
+cores, kdump files: ``NT_PRSTATUS``) its stack comes from them, else the row says so. BPF
+frames carry the program id and source line (``unwind.lineinfo``). No Volatility import.
+"""
+
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from ..core import LayoutError, ReadError, Record
+from ..kds import DamageLog
+from ..unwind import Stack, code_names, cpu_stack, task_stack, visible_frames
+from ..unwind.lineinfo import bpf_source
+from ..walkers.tasks import processes, threads
+from . import HEX, Grid, Kernel
+
+GRID = Grid(("TID", int), ("PID", int), ("Comm", str), ("CPU", int), ("Frame", int),
+            ("Address", HEX), ("Symbol", str), ("Kind", str), ("BpfProgId", int), ("Source", str),
+            ("Note", str), note="Note")
+
+
+def _tasks(kernel: Kernel, damage: DamageLog) -> List[Any]:
+    init = kernel.require_symbol("init_task", "the task list")
+    out = []
+    for p in processes(kernel.reader, kernel.layout, init, damage):
+        out.extend(threads(kernel.reader, kernel.layout, p, damage) if p.pid else [p])
+    return out
+
+
+def _running(kernel: Kernel) -> Dict[int, int]:
+    """{task address: CPU} of every CPU's ``rq->curr``."""
+    out: Dict[int, int] = {}
+    if kernel.symbol("runqueues") is None or not kernel.layout.has("rq", "curr"):
+        return out
+    try:
+        addrs = kernel.percpu_addresses("runqueues")
+    except Exception:     # KtstrError: no per-CPU offsets
+        return out
+    for cpu, rq in enumerate(addrs):
+        try:
+            curr = Record(kernel.reader, kernel.layout, "rq", rq, ("curr",)).int("curr")
+        except (ReadError, LayoutError):
+            continue
+        if curr:
+            out[curr] = cpu
+    return out
+
+
+def frame_rows(kernel: Kernel, stack: Stack, depth: int, all_frames: bool = False,
+               **keys: Any) -> Iterator[Tuple[int, tuple]]:
+    names = code_names(kernel)
+    for i, f in enumerate(visible_frames(kernel, stack, all_frames)):
+        n = names.name(f.ip, return_address=f.how != "regs")
+        prog_id, source = None, None
+        if n.bpf is not None and n.bpf.aux:
+            prog_id, source = bpf_source(kernel, n.bpf, f.ip)
+        note = {"fp": "frame-pointer guess (no ORC data)", "pt_regs": "exception/IRQ frame (pt_regs)",
+                "regs": "CPU registers"}.get(f.how, "")
+        if not f.reliable and f.how != "fp":
+            note = (note + "; " if note else "") + "after a frame-pointer guess"
+        yield depth, GRID.row(Frame=i, Address=f.ip, Symbol=n.text, Kind=n.kind,
+                              BpfProgId=prog_id, Source=source, Note=note, **keys)
+
+
+def rows(kernel: Kernel, pids: Iterable[int] = (), cpu_regs: Sequence[Any] = (),
+         show_regs: bool = False, all_frames: bool = False) -> Iterator[Tuple[int, tuple]]:
+    """``cpu_regs``: the file's per-CPU registers (``dumpfile.notes.CpuState``), [] for raw dumps."""
+    want = set(pids or ())
+    damage = DamageLog()
+    running = _running(kernel)
+    regs_by_cpu = {c.cpu: c for c in cpu_regs}
+    if show_regs:
+        if not cpu_regs:
+            yield 0, GRID.row(Note="the dump file carries no CPU registers (raw dump or LiME: no NT_PRSTATUS notes)")
+        for c in cpu_regs:
+            yield 0, GRID.row(CPU=c.cpu, Comm=f"CPU {c.cpu}", Note=", ".join(c.sources))
+            for name, value in c.regs.items():
+                yield 1, GRID.row(CPU=c.cpu, Symbol=name, Address=value)
+        return
+    for t in sorted(_tasks(kernel, damage), key=lambda t: (t.tgid, t.pid)):
+        if want and t.pid not in want and t.tgid not in want:
+            continue
+        keys = dict(TID=t.pid, PID=t.tgid, Comm=t.comm)
+        cpu = running.get(t.kva)
+        if cpu is not None:
+            state = regs_by_cpu.get(cpu)
+            if state is None:
+                yield 0, GRID.row(CPU=cpu, Note=(
+                    f"running on CPU {cpu} at the dump: its saved switch frame is stale and the dump "
+                    f"file has no registers for that CPU (raw dumps have none)"), **keys)
+                continue
+            stack = cpu_stack(kernel, state.regs, task=t.kva)
+        else:
+            stack = task_stack(kernel, t.kva)
+        note = f"from {stack.start or 'nothing'}; stopped: {stack.stop}"
+        yield 0, GRID.row(CPU=cpu, Note=note, **keys)
+        yield from frame_rows(kernel, stack, 1, all_frames, **keys)
+    for d in damage:
+        yield 0, GRID.damage(d)
+    for d in code_names(kernel).damage:
+        yield 0, GRID.damage(d)
