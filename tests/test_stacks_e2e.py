@@ -1,0 +1,65 @@
+"""linux.ktstr.stacks on the real dumps: on x86_64/scx_sdt_la57 the stacks of the sleeping
+threads (S, I, D) equal truth ``task_stacks`` (``/proc/PID/task/TID/stack`` in the guest) frame
+by frame for at least 95% of them; on the other full dumps (x86-64 4-level, arm64 LPA2 and
+VA48: no stack truth) at least 95% of the walks end where a kernel stack ends (ret_from_fork
+for kernel threads, the syscall/exception entry for user tasks). Skips without KTSTR_DUMPS."""
+
+import functools
+from collections import defaultdict
+
+import pytest
+
+import dumps
+import volrun
+
+TRUTH_DUMP = "x86_64/scx_sdt_la57"
+PLAUSIBLE_ENDS = ("ret_from_fork", "ret_from_fork_asm", "entry_SYSCALL_64_after_hwframe",
+                  "el0t_64_sync", "el0t_64_irq", "common_startup_64", "start_secondary",
+                  "secondary_startup_64_no_verify", "rest_init", "kernel_init")
+OTHER_DUMPS = [d for d in dumps.list_dumps() if d != TRUTH_DUMP
+               and d not in ("x86_64/scx_qmap_exit_error", "x86_64/scx_sdt_alloc")]   # minimized
+
+
+def _skip_without(name):
+    if dumps.dumps_root() is None:
+        pytest.skip("KTSTR_DUMPS is unset (real-dump tests need it)")
+    if name not in dumps.list_dumps():
+        pytest.skip(f"{name} is not in the dumps folder")
+
+
+@functools.lru_cache(maxsize=None)
+def stacks_of(name):
+    """{tid: (frames, note)} from one vol run."""
+    rows = volrun.run_vol(name, "linux.ktstr.stacks").check().rows
+    out = defaultdict(lambda: ([], ""))
+    for r in rows:
+        if r["Frame"] is None:
+            out[r["TID"]] = ([], r["Note"])
+        else:
+            out[r["TID"]][0].append(r["Symbol"])
+    return dict(out)
+
+
+def test_sleeping_threads_equal_proc_stacks():
+    _skip_without(TRUTH_DUMP)
+    truth = [s for s in dumps.load_truth(TRUTH_DUMP).get("task_stacks", []) if s["state"] in "SID"]
+    if not truth:
+        pytest.skip("no task_stacks in truth.json")
+    got = stacks_of(TRUTH_DUMP)
+    equal = [s["tid"] for s in truth if s["tid"] in got and got[s["tid"]][0] == s["frames"]]
+    differ = {s["tid"]: (got.get(s["tid"]), s["frames"]) for s in truth if s["tid"] not in equal}
+    assert len(equal) >= 0.95 * len(truth), differ
+    for tid, (frames, note) in got.items():
+        if tid in differ:
+            assert "stopped:" in note or "running" in note
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", OTHER_DUMPS or ["<no dumps>"])
+def test_walks_end_at_a_stack_end(name):
+    _skip_without(name)
+    got = stacks_of(name)
+    walked = {t: v for t, v in got.items() if "running on CPU" not in v[1]}
+    plausible = [t for t, (frames, _) in walked.items()
+                 if frames and frames[-1].split("+")[0] in PLAUSIBLE_ENDS]
+    assert len(plausible) >= 0.95 * len(walked), {t: v for t, v in walked.items() if t not in plausible}
