@@ -11,7 +11,7 @@ type numbers are the ORC format's (arch/x86/include/asm/orc_types.h).
 
 import bisect
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..core import Layout, LayoutError, ReadError, Reader
 
@@ -60,13 +60,13 @@ class OrcDecoder:
         self.f = {n: layout.field("orc_entry", n) for n in ("sp_offset", "bp_offset", "sp_reg", "bp_reg", "type")}
         self.signal = layout.field("orc_entry", "signal") if layout.has("orc_entry", "signal") else None
         self.end = layout.field("orc_entry", "end") if self.signal is None and layout.has("orc_entry", "end") else None
-        self.regs = CLASSIC_REGS
+        self.regs: Tuple[str, ...] = CLASSIC_REGS
         self.numbering = "classic"
 
     def choose_numbering(self, orc: bytes) -> None:
         """Pick the register numbering from the entries: the commonest sp base of CALL entries
         is SP (5 in the classic numbering, 3 in the later one)."""
-        counts: dict = {}
+        counts: Dict[int, int] = {}
         size = self.size
         for i in range(0, min(len(orc) // size, SAMPLE_ENTRIES)):
             raw = orc[size * i:size * (i + 1)]
@@ -74,7 +74,7 @@ class OrcDecoder:
                 r = self.f["sp_reg"].decode(raw)
                 counts[r] = counts.get(r, 0) + 1
         if counts:
-            top = max(counts, key=counts.get)
+            top = max(counts, key=lambda r: counts[r])
             for name, regs in NUMBERINGS.items():
                 if top < len(regs) and regs[top] == REG_SP:
                     self.regs, self.numbering = regs, name
