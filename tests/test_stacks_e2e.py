@@ -63,3 +63,38 @@ def test_walks_end_at_a_stack_end(name):
     plausible = [t for t, (frames, _) in walked.items()
                  if frames and frames[-1].split("+")[0] in PLAUSIBLE_ENDS]
     assert len(plausible) >= 0.95 * len(walked), {t: v for t, v in walked.items() if t not in plausible}
+
+
+@pytest.mark.slow
+def test_bpf_code_named_with_program_id_and_source_line():
+    """Every scheduler program's JIT image (bpf_kallsyms) names a frame inside it with its
+    program id (truth progs) and a file:line:col from its line_info."""
+    _skip_without(TRUTH_DUMP)
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent / "helpers"))
+    from vol_kctx import open_kctx
+    from volatility3_ktstr.unwind import bpf_frame_text, code_names
+
+    kernel = open_kctx(TRUTH_DUMP)
+    ids = {p["id"] for p in dumps.load_truth(TRUTH_DUMP)["progs"]}
+    progs = [s for s in code_names(kernel).bpf_symbols() if s.aux]
+    assert progs
+    for s in progs:
+        text = bpf_frame_text(kernel, s.start + 1 + (s.end - s.start) // 2)
+        assert text.startswith(s.name + "+0x"), text
+        prog_id = int(text.split("(prog ")[1].split(",")[0])
+        assert prog_id in ids, text
+        assert ".bpf.c:" in text, text
+
+
+@pytest.mark.slow
+def test_exit_backtrace_names_bpf_frames():
+    name = "x86_64/scx_qmap_exit_error"
+    _skip_without(name)
+    rows = volrun.run_vol(name, "linux.ktstr.scxstate").check().rows
+    bt = [r for r in rows if str(r.get("Field", "")).startswith("bt[")] or \
+        [r for r in rows if any(str(v).startswith("bt[") for v in r.values())]
+    texts = " ".join(str(v) for r in bt for v in r.values())
+    assert "bpf_prog_" in texts and "_qmap_enqueue+0x" in texts and "(prog " in texts
+    assert "bpf__sched_ext_ops_" in texts

@@ -94,3 +94,19 @@ def visible_frames(kernel: Any, stack: Stack, all_frames: bool = False) -> List[
 
 def frame_text(kernel: Any, frame: Frame) -> str:
     return code_names(kernel).name(frame.ip, return_address=frame.how != "regs").text
+
+
+def bpf_frame_text(kernel: Any, ip: int) -> Optional[str]:
+    """``bpf_prog_<tag>_<name>+0xoff (prog ID, file:line:col)`` for a return address in BPF
+    code (trampolines and dispatchers by their kallsyms name), None outside BPF code. What
+    scxstate's exit backtrace shows for the frames kernel symbols do not cover."""
+    from .lineinfo import bpf_source
+
+    sym = code_names(kernel).bpf_symbol(ip - 1)
+    if sym is None:
+        return None
+    text = f"{sym.name}+{ip - sym.start:#x}"
+    if not sym.aux:
+        return text
+    prog_id, source = bpf_source(kernel, sym, ip)
+    return f"{text} (prog {prog_id}, {source})"

@@ -27,6 +27,14 @@ def bpf_source(kernel: Any, sym: Any, ip: int) -> Tuple[Optional[int], Optional[
     except (ReadError, LayoutError) as e:
         return None, f"bpf_prog_aux unreadable ({getattr(e, 'reason', e)})"
     prog_id = aux.int("id")
+    if not prog_id and lay.has("bpf_prog_aux", "main_prog_aux"):
+        # a subprogram: its own aux has no id; the main program's has
+        try:
+            main = Record(kernel.reader, lay, "bpf_prog_aux", sym.aux, ("main_prog_aux",)).int("main_prog_aux")
+            if main:
+                prog_id = Record(kernel.reader, lay, "bpf_prog_aux", main, ("id",)).int("id")
+        except (ReadError, LayoutError):
+            pass
     try:
         return prog_id, _line(kernel, aux, sym, ip)
     except (ReadError, LayoutError) as e:
@@ -52,6 +60,8 @@ def _line(kernel: Any, aux: Any, sym: Any, ip: int) -> str:
         elif a >= sym.end:
             break
     if best is None:
+        if not any(addrs):
+            return "line_info: memory absent (jited_linfo reads as zeros)"
         return "line_info: no entry at or below this address"
     size = lay.size("bpf_line_info")
     r = Record(kernel.reader, lay, "bpf_line_info", linfo + size * (first + best))

@@ -136,7 +136,7 @@ def _kernel_exit_rows(v, kinds, name, how, st):
     yield row("exit", obj, "msg", ei.msg)
     yield row("exit", obj, "backtrace", f"{len(ei.bt)} frames")
     for i, pc in enumerate(ei.bt):
-        yield row("exit", obj, f"bt[{i}]", v.sx.symbolize(pc), pc, depth=1)
+        yield row("exit", obj, f"bt[{i}]", _bt_text(v.sx, pc), pc, depth=1)
     yield from _dump_rows(obj, ei.dump)
     yield from damage_rows("exit", obj, ei.damage)
 
@@ -456,3 +456,17 @@ def _dsq(v, d, walk_tasks=True, suffix=""):
     yield from damage_rows("dsq", o, w.damage)
     if not w.damage and d.nr is not None and d.nr != len(w.tasks):
         yield row("dsq", o, "note", f"nr says {d.nr} but the list holds {len(w.tasks)} tasks")
+
+
+def _bt_text(sx, pc: int) -> str:
+    """A backtrace address: its kernel symbol, else the BPF program (id, source line) or
+    trampoline it is in (unwind.bpf_frame_text), else hex."""
+    from ..unwind import bpf_frame_text
+
+    near = sx.kernel.symbol_near(pc)
+    if near:
+        return near
+    try:
+        return bpf_frame_text(sx.kernel, pc) or f"{pc:#x}"
+    except Exception:    # unreadable BPF symbols: the address stays as it was
+        return f"{pc:#x}"
