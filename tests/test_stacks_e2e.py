@@ -98,3 +98,29 @@ def test_exit_backtrace_names_bpf_frames():
     texts = " ".join(str(v) for r in bt for v in r.values())
     assert "bpf_prog_" in texts and "_qmap_enqueue+0x" in texts and "(prog " in texts
     assert "bpf__sched_ext_ops_" in texts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [TRUTH_DUMP, "x86_64/scx_sdt"])
+def test_cpu_stacks_from_the_registers_at_the_freeze(name):
+    """QEMU's registers at ``stop`` (truth ``registers``: rip, rsp) unwind each CPU's current
+    task (rq->curr, idle here) down to the CPU's start (common_startup_64)."""
+    _skip_without(name)
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent / "helpers"))
+    from vol_kctx import open_kctx
+    from volatility3_ktstr import unwind
+    from volatility3_ktstr.unwind.cpus import cpu_ranges, running_tasks
+
+    kernel = open_kctx(name)
+    curr = running_tasks(kernel)
+    regs = dumps.load_truth(name)["registers"]
+    assert regs and all(r["cpu"] in curr for r in regs)
+    for r in regs:
+        st = unwind.cpu_stack(kernel, {"rip": r["rip"], "rsp": r["rsp"]},
+                              extra=cpu_ranges(kernel, r["cpu"], curr[r["cpu"]]))
+        frames = [unwind.frame_text(kernel, f) for f in st.frames]
+        assert st.ok, (frames, st.stop)
+        assert frames[-1].startswith("common_startup_64+"), frames
+        assert any(f.startswith("do_idle+") for f in frames), frames

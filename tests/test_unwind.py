@@ -199,3 +199,32 @@ def test_arm64_frame_record_loop_and_damage():
             mem.write(rng.choice(fps) + rng.choice((0, 8)), rng.randbytes(8))
         st = unwind.task_stack(kernel, task, max_frames=32)
         assert len(st.frames) <= 32 and st.stop
+
+
+def test_crash_notes_give_cpu_registers():
+    from volatility3_ktstr.dumpfile.notes import X86_64_PR_REG, X86_64_PRSTATUS_SIZE, PR_REG
+    from volatility3_ktstr.unwind.cpus import crash_note_states
+
+    k = SynthKernel(X86_DECLS)
+    mem = k.memory()
+    base = mem.alloc(8192, align=4096)
+    cpu1 = base + 4096
+    desc = bytearray(X86_64_PRSTATUS_SIZE)
+    values = {"rip": TEXT + 0x1008, "rsp": STACK + 0x100, "rbp": 0x42}
+    for i, name in enumerate(X86_64_PR_REG):
+        struct.pack_into("<Q", desc, PR_REG + 8 * i, values.get(name, 0))
+    note = struct.pack("<III", 5, len(desc), 1) + b"CORE\0\0\0\0" + bytes(desc)
+    mem.write(cpu1, note)                          # CPU 1 crashed; CPU 0's buffer is empty
+    ptr = mem.alloc(8, align=8)
+    mem.write(ptr, struct.pack("<Q", base))
+    kernel = kernel_of(mem, k.layout, {"crash_notes": ptr}, percpu_offsets=[0, 4096])
+    states = crash_note_states(kernel)
+    assert [(s.cpu, s.regs["rip"], s.regs["rbp"]) for s in states] == [(1, TEXT + 0x1008, 0x42)]
+    mem.write(cpu1, struct.pack("<III", 200, 5000, 1))      # garbage header: no state, no error
+    assert crash_note_states(kernel) == []
+
+
+def test_cpu_without_registers_says_so():
+    kernel, _, _ = x86_world()
+    st = unwind.cpu_stack(kernel, {"rip": 0, "rsp": 0})
+    assert st.frames == [] and "no pc" in st.stop

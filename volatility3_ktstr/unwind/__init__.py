@@ -14,8 +14,8 @@ from .bounds import StackRange, task_stack_range
 from .model import Frame, Stack, StopWalk
 from .naming import CodeNames, FrameName, code_names, in_ranges, sched_ranges
 
-__all__ = ["Frame", "Stack", "StackRange", "task_stack", "cpu_stack", "code_names", "CodeNames",
-           "FrameName", "visible_frames"]
+__all__ = ["Frame", "Stack", "StackRange", "task_stack", "cpu_stack", "stack_of_task", "code_names",
+           "CodeNames", "FrameName", "visible_frames", "frame_text", "bpf_frame_text"]
 
 
 def _arch(kernel: Any) -> str:
@@ -61,6 +61,10 @@ def cpu_stack(kernel: Any, regs: Dict[str, int], task: Optional[int] = None,
               extra: Optional[List[StackRange]] = None, max_frames: int = 128) -> Stack:
     """The stack of a CPU from its registers (NT_PRSTATUS names: rip/rsp/rbp on x86-64,
     pc/sp/x29 on arm64); ``task``: the task running there (its stack bounds the walk)."""
+    pc = regs.get("pc", regs.get("rip", 0))
+    if not pc:
+        return Stack(stop="the CPU's registers hold no pc (zero: the file saved no state for it)",
+                     error="no registers")
     stacks: List[StackRange] = list(extra or ())
     if task:
         rng = task_stack_range(kernel.reader, kernel.layout, task, kernel.page_size)
@@ -110,3 +114,26 @@ def bpf_frame_text(kernel: Any, ip: int) -> Optional[str]:
         return text
     prog_id, source = bpf_source(kernel, sym, ip)
     return f"{text} (prog {prog_id}, {source})"
+
+
+def stack_of_task(kernel: Any, task: int, regs_by_cpu: Optional[Dict[int, Any]] = None,
+                  max_frames: int = 128) -> Stack:
+    """The stack of the task at ``task`` whatever its state: a task running on a CPU at the
+    dump (``rq->curr``) from that CPU's registers (``regs_by_cpu``: {cpu: CpuState}, the
+    file's notes; the kernel's ``crash_notes`` are looked at too), else from its saved switch
+    frame. A running task without registers gets an empty Stack saying so (its saved frame is
+    stale)."""
+    from .cpus import cpu_ranges, crash_note_states, running_tasks
+
+    cpu = next((c for c, t in running_tasks(kernel).items() if t == task), None)
+    if cpu is None:
+        return task_stack(kernel, task, max_frames)
+    regs = dict(kernel.memo(("unwind", "crash_notes"),
+                            lambda: {s.cpu: s for s in crash_note_states(kernel)}))
+    regs.update(regs_by_cpu or {})
+    state = regs.get(cpu)
+    if state is None:
+        return Stack(stop=f"running on CPU {cpu} at the dump: its saved switch frame is stale and the "
+                          f"dump file has no registers for that CPU (raw dumps have none)",
+                     error="running")
+    return cpu_stack(kernel, state.regs, extra=cpu_ranges(kernel, cpu, task), max_frames=max_frames)

@@ -12,7 +12,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 from ..core import LayoutError, ReadError, Record
 from ..kds import DamageLog
-from ..unwind import Stack, code_names, cpu_stack, task_stack, visible_frames
+from ..unwind import Stack, code_names, cpu_stack, stack_of_task, visible_frames
+from ..unwind.cpus import cpu_ranges, crash_note_states, running_tasks
 from ..unwind.lineinfo import bpf_source
 from ..walkers.tasks import processes, threads
 from . import HEX, Grid, Kernel
@@ -27,25 +28,6 @@ def _tasks(kernel: Kernel, damage: DamageLog) -> List[Any]:
     out = []
     for p in processes(kernel.reader, kernel.layout, init, damage):
         out.extend(threads(kernel.reader, kernel.layout, p, damage) if p.pid else [p])
-    return out
-
-
-def _running(kernel: Kernel) -> Dict[int, int]:
-    """{task address: CPU} of every CPU's ``rq->curr``."""
-    out: Dict[int, int] = {}
-    if kernel.symbol("runqueues") is None or not kernel.layout.has("rq", "curr"):
-        return out
-    try:
-        addrs = kernel.percpu_addresses("runqueues")
-    except Exception:     # KtstrError: no per-CPU offsets
-        return out
-    for cpu, rq in enumerate(addrs):
-        try:
-            curr = Record(kernel.reader, kernel.layout, "rq", rq, ("curr",)).int("curr")
-        except (ReadError, LayoutError):
-            continue
-        if curr:
-            out[curr] = cpu
     return out
 
 
@@ -70,8 +52,12 @@ def rows(kernel: Kernel, pids: Iterable[int] = (), cpu_regs: Sequence[Any] = (),
     """``cpu_regs``: the file's per-CPU registers (``dumpfile.notes.CpuState``), [] for raw dumps."""
     want = set(pids or ())
     damage = DamageLog()
-    running = _running(kernel)
-    regs_by_cpu = {c.cpu: c for c in cpu_regs}
+    on_cpu = running_tasks(kernel)
+    running = {task: cpu for cpu, task in on_cpu.items()}
+    # the file's registers first; the kernel's own crash_notes for CPUs the file lacks
+    regs_by_cpu = {c.cpu: c for c in crash_note_states(kernel)}
+    regs_by_cpu.update({c.cpu: c for c in cpu_regs})
+    cpu_regs = [regs_by_cpu[c] for c in sorted(regs_by_cpu)]
     if show_regs:
         if not cpu_regs:
             yield 0, GRID.row(Note="the dump file carries no CPU registers (raw dump or LiME: no NT_PRSTATUS notes)")
@@ -85,20 +71,34 @@ def rows(kernel: Kernel, pids: Iterable[int] = (), cpu_regs: Sequence[Any] = (),
             continue
         keys = dict(TID=t.pid, PID=t.tgid, Comm=t.comm)
         cpu = running.get(t.kva)
-        if cpu is not None:
-            state = regs_by_cpu.get(cpu)
-            if state is None:
-                yield 0, GRID.row(CPU=cpu, Note=(
-                    f"running on CPU {cpu} at the dump: its saved switch frame is stale and the dump "
-                    f"file has no registers for that CPU (raw dumps have none)"), **keys)
-                continue
-            stack = cpu_stack(kernel, state.regs, task=t.kva)
-        else:
-            stack = task_stack(kernel, t.kva)
+        stack = stack_of_task(kernel, t.kva, regs_by_cpu)
+        if stack.error == "running":
+            yield 0, GRID.row(CPU=cpu, Note=stack.stop, **keys)
+            continue
         note = f"from {stack.start or 'nothing'}; stopped: {stack.stop}"
         yield 0, GRID.row(CPU=cpu, Note=note, **keys)
         yield from frame_rows(kernel, stack, 1, all_frames, **keys)
+    for state in cpu_regs if not want else ():
+        task = on_cpu.get(state.cpu)
+        stack = _cpu_stack(kernel, state, task)
+        comm = _comm(kernel, task)
+        yield 0, GRID.row(CPU=state.cpu, Comm=f"CPU {state.cpu}" + (f" ({comm})" if comm else ""),
+                          Note=f"from CPU registers ({', '.join(state.sources)}); stopped: {stack.stop}")
+        yield from frame_rows(kernel, stack, 1, all_frames, CPU=state.cpu)
     for d in damage:
         yield 0, GRID.damage(d)
     for d in code_names(kernel).damage:
         yield 0, GRID.damage(d)
+
+
+def _cpu_stack(kernel: Kernel, state: Any, task: Optional[int]) -> Stack:
+    return cpu_stack(kernel, state.regs, extra=cpu_ranges(kernel, state.cpu, task))
+
+
+def _comm(kernel: Kernel, task: Optional[int]) -> str:
+    if not task:
+        return ""
+    try:
+        return Record(kernel.reader, kernel.layout, "task_struct", task, ("comm",)).str("comm", "")
+    except (ReadError, LayoutError):
+        return ""
