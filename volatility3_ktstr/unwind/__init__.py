@@ -119,8 +119,8 @@ def bpf_frame_text(kernel: Any, ip: int) -> Optional[str]:
 def stack_of_task(kernel: Any, task: int, regs_by_cpu: Optional[Dict[int, Any]] = None,
                   max_frames: int = 128) -> Stack:
     """The stack of the task at ``task`` whatever its state: a task running on a CPU at the
-    dump (``rq->curr``) from that CPU's registers (``regs_by_cpu``: {cpu: CpuState}, the
-    file's notes; the kernel's ``crash_notes`` are looked at too), else from its saved switch
+    dump (``rq->curr``) from that CPU's registers (``regs_by_cpu``: {cpu: CpuState}; by
+    default the file's notes, ``kernel.cpu_states()``; the kernel's ``crash_notes`` too), else from its saved switch
     frame. A running task without registers gets an empty Stack saying so (its saved frame is
     stale)."""
     from .cpus import cpu_ranges, crash_note_states, running_tasks
@@ -130,7 +130,9 @@ def stack_of_task(kernel: Any, task: int, regs_by_cpu: Optional[Dict[int, Any]] 
         return task_stack(kernel, task, max_frames)
     regs = dict(kernel.memo(("unwind", "crash_notes"),
                             lambda: {s.cpu: s for s in crash_note_states(kernel)}))
-    regs.update(regs_by_cpu or {})
+    if regs_by_cpu is None:
+        regs_by_cpu = {s.cpu: s for s in kernel.cpu_states()}
+    regs.update(regs_by_cpu)
     state = regs.get(cpu)
     if state is None:
         return Stack(stop=f"running on CPU {cpu} at the dump: its saved switch frame is stale and the "

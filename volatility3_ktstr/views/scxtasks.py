@@ -20,6 +20,7 @@ from ..kds import DamageLog
 from ..sched_ext import SchedExt, global_dsq_addrs, is_starved, read_task, runnable_for, runnable_list
 from ..sched_ext import postmortem, walk_scx_tasks
 from . import HEX, Grid, inventory
+from .stacks import stack_lines
 
 GRID = Grid(
     ("PID", int), ("TGID", int), ("COMM", str), ("SchedClass", str), ("Where", str),
@@ -33,7 +34,7 @@ _BAD = dict(PID=-1, COMM="", SchedClass="", Flags="", OpsState="", Starved="")
 
 
 def rows(kctx, pids: Iterable[int] = (), show_all: bool = False,
-         stalled: bool = False) -> Iterator[tuple[int, tuple]]:
+         stalled: bool = False, stacks: bool = False) -> Iterator[tuple[int, tuple]]:
     sx = SchedExt(kctx, list_maps=lambda: inventory.maps(kctx))
     reader, layout = sx.reader, sx.layout
     if sx.syms.get("tasks") is None:
@@ -112,6 +113,9 @@ def rows(kctx, pids: Iterable[int] = (), show_all: bool = False,
             RunnableAt=t.runnable_at, RunnableForJiffies=age, StickyCPU=t.sticky_cpu,
             Starved="STARVED" if starved else "", Task=addr, RunnableList=on_list.get(addr, ""),
             TimeoutJiffies=timeout)
+        if stacks:   # the task's kernel stack (views/stacks.py), one child row per frame
+            for line in stack_lines(kctx, addr):
+                yield 1, GRID.row(PID=t.pid, TGID=t.tgid, COMM=t.comm, Where=line)
     for d in walk.damage:
         yield 0, GRID.damage(f"scx_tasks walk stopped: {d}", Task=sx.syms["tasks"], **_BAD)
     for d in damage:

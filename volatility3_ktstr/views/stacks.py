@@ -102,3 +102,21 @@ def _comm(kernel: Kernel, task: Optional[int]) -> str:
         return Record(kernel.reader, kernel.layout, "task_struct", task, ("comm",)).str("comm", "")
     except (ReadError, LayoutError):
         return ""
+
+
+def stack_lines(kernel: Kernel, task: int, cpu_regs: Optional[Sequence[Any]] = None) -> List[str]:
+    """A task's stack as text lines for other grids (``scxtasks --stacks``, stall chains): one
+    per frame (``symbol+0xoff/0xsize``, BPF frames with program id and source), then where the
+    walk started and why it stopped."""
+    stack = stack_of_task(kernel, task, None if cpu_regs is None else {c.cpu: c for c in cpu_regs})
+    names = code_names(kernel)
+    out = []
+    for f in visible_frames(kernel, stack):
+        n = names.name(f.ip, return_address=f.how != "regs")
+        text = n.text
+        if n.bpf is not None and n.bpf.aux:
+            prog_id, source = bpf_source(kernel, n.bpf, f.ip)
+            text += f" (prog {prog_id}, {source})"
+        out.append(text)
+    out.append(f"stack from {stack.start or 'nothing'}; stopped: {stack.stop}")
+    return out

@@ -5,9 +5,7 @@ from volatility3.framework import interfaces
 from volatility3.framework.configuration import requirements
 
 from volatility3_ktstr import plugin_support as ps
-from volatility3_ktstr.dumpfile.notes import cpu_states
 from volatility3_ktstr.kernel import KernelContext
-from volatility3_ktstr.layers.fileinfo import layer_notes
 from volatility3_ktstr.views import stacks as view
 
 
@@ -32,14 +30,7 @@ class Stacks(interfaces.plugins.PluginInterface):
 
     def run(self):
         kctx = KernelContext.from_plugin(self)
-        cpus = []
-        layer = self.context.layers[kctx.layer_name]
-        for name in [layer.config.get("memory_layer")] + list(getattr(layer, "dependencies", [])):
-            if name and name in self.context.layers:
-                cpus = cpu_states(layer_notes(self.context, name))
-                if cpus:
-                    break
         return ps.tree_grid("linux.ktstr.stacks", view.GRID,
-                            view.rows(kctx, pids=self.config.get("pid") or (), cpu_regs=cpus,
+                            view.rows(kctx, pids=self.config.get("pid") or (), cpu_regs=kctx.cpu_states(),
                                       show_regs=self.config.get("regs", False),
                                       all_frames=self.config.get("all-frames", False)))
