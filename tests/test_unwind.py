@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from helpers.synth import SynthKernel, kernel_of
+from helpers.synth import MINI_KERNEL, SynthKernel, kernel_of
 from volatility3_ktstr import unwind
 from volatility3_ktstr.unwind import orc as O
 
@@ -228,3 +228,42 @@ def test_cpu_without_registers_says_so():
     kernel, _, _ = x86_world()
     st = unwind.cpu_stack(kernel, {"rip": 0, "rsp": 0})
     assert st.frames == [] and "no pc" in st.stop
+
+
+MOD_DECLS = MINI_KERNEL + X86_DECLS + """
+enum mod_mem_type { MOD_TEXT = 0, MOD_DATA, MOD_RODATA, MOD_RO_AFTER_INIT, MOD_INIT_TEXT, MOD_INIT_DATA, MOD_INIT_RODATA, MOD_MEM_NUM_TYPES };
+struct module_memory { void *base; unsigned int size; };
+struct elf64_sym { u32 st_name; u8 st_info; u8 st_other; u16 st_shndx; u64 st_value; u64 st_size; };
+struct mod_kallsyms { struct elf64_sym *symtab; unsigned int num_symtab; char *strtab; };
+struct module { int state; struct list_head list; char name[56]; struct module_memory mem[7]; struct mod_kallsyms *kallsyms; };
+"""
+MOD_TEXT = 0xFFFFFFFFC0100000
+
+
+def test_module_frames_are_named_with_their_module():
+    """A frame in a module's text (no ORC: frame pointers) is code, named from the module's
+    own symbol table as /proc/PID/stack prints it: ``sym+0xoff/0xsize [module]``."""
+    from volatility3_ktstr.kernel_model import BtfEnums
+
+    k = SynthKernel(MOD_DECLS)
+    mem = k.memory()
+    mem.add(MOD_TEXT, bytes(0x2000))
+    strtab = mem.alloc(64, align=8)
+    mem.write(strtab, b"\0mod_fn\0mod_other\0")
+    esize = k.layout.size("elf64_sym")
+    symtab = mem.alloc(esize * 2, align=8)
+    mem.put("elf64_sym", symtab, st_name=1, st_value=MOD_TEXT + 0x100)
+    mem.put("elf64_sym", symtab + esize, st_name=8, st_value=MOD_TEXT + 0x400)
+    ks = mem.new("mod_kallsyms", symtab=symtab, num_symtab=2, strtab=strtab)
+    head = mem.list_init(mem.alloc("list_head"))
+    mod = mem.new("module", name="labmod", kallsyms=ks)
+    msize = k.layout.size("module_memory")
+    mem.put("module_memory", mod + k.layout.offset("module", "mem"), base=MOD_TEXT, size=0x1000)
+    mem.list_add_tail(head, mod + k.layout.offset("module", "list"))
+    kernel = kernel_of(mem, k.layout, {"modules": head, "_stext": TEXT, "_etext": TEXT + 0x9000},
+                       enums=BtfEnums(k.btf))
+    names = unwind.code_names(kernel)
+    assert names.is_code(MOD_TEXT + 0x180) and not names.is_code(MOD_TEXT + 0x1800)
+    assert names.name(MOD_TEXT + 0x180).text == "mod_fn+0x80/0x300 [labmod]"
+    assert names.name(MOD_TEXT + 0x480).text == "mod_other+0x80/0xc00 [labmod]"
+    assert msize > 0

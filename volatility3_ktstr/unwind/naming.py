@@ -12,10 +12,11 @@ program's frame also with its id and source line (:mod:`.lineinfo`).
 import bisect
 import operator
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
-from ..core import LayoutError, ReadError, Record
+from ..core import ReadError, Record
 from ..kds import DamageLog, list_entries
+from .modules import ModuleText, module_texts
 
 MAX_BPF_KSYMS = 1 << 16
 MAX_KALLSYMS = 1 << 22
@@ -39,7 +40,7 @@ class BpfSymbol:
 @dataclass(frozen=True)
 class FrameName:
     text: str                 # symbol+0xoff/0xsize, or the bare address
-    kind: str                 # kernel, bpf, bpf_trampoline, unknown
+    kind: str                 # kernel, module, bpf, bpf_trampoline, unknown
     symbol: str = ""
     offset: int = 0
     size: int = 0
@@ -79,8 +80,15 @@ class CodeNames:
         return any(lo <= ip < hi for lo, hi in self.text_ranges())
 
     def is_code(self, ip: int) -> bool:
-        """Kernel text or a BPF image (what the kernel's unwinders accept as a return address)."""
-        return self.in_kernel_text(ip) or self.bpf_symbol(ip) is not None
+        """Kernel text, a module's text or a BPF image (what the kernel's unwinders accept as
+        a return address)."""
+        return self.in_kernel_text(ip) or self.bpf_symbol(ip) is not None or self.module(ip) is not None
+
+    def module(self, ip: int) -> Optional[ModuleText]:
+        for m in module_texts(self.kernel):
+            if m.holds(ip):
+                return m
+        return None
 
     def kernel_symbol(self, ip: int) -> Optional[Tuple[str, int, int]]:
         """(name, start, size) of the kernel symbol holding ``ip``, or None."""
@@ -208,10 +216,19 @@ class CodeNames:
             size = b.end - b.start
             return FrameName(f"{b.name}+{ip - b.start:#x}/{size:#x}", kind, b.name, ip - b.start,
                              size, b)
-        hit = self.kernel_symbol(look)
-        if hit is not None:
-            name, start, size = hit
-            return FrameName(f"{name}+{ip - start:#x}/{size:#x}", "kernel", name, ip - start, size)
+        mod = self.module(look)
+        if mod is not None:
+            found = mod.symbol(look)
+            if found is not None:
+                name, start, size = found
+                return FrameName(f"{name}+{ip - start:#x}/{size:#x} [{mod.name}]", "module", name,
+                                 ip - start, size)
+            return FrameName(f"{ip:#x} [{mod.name}]", "module")
+        if not self.text_ranges():      # a table without _stext/_etext: any symbol below
+            hit = self.kernel_symbol(look)
+            if hit is not None:
+                name, start, size = hit
+                return FrameName(f"{name}+{ip - start:#x}/{size:#x}", "kernel", name, ip - start, size)
         return FrameName(f"{ip:#x}", "unknown")
 
 
