@@ -3,15 +3,16 @@ a CPU's registers), how it walks (x86-64 ORC + frame pointers + pt_regs; arm64 f
 how a frame is named (kallsyms style, BPF programs with id and source line). No Volatility import.
 
 Entry points: :func:`task_stack` (a task that is not running), :func:`cpu_stack` (a CPU from its
-registers), :func:`frame_text` / :class:`naming.CodeNames` (names), all over a
-``kernel_model.Kernel``.
+registers), :func:`stack_of_task` (either, as the task's state asks), :func:`visible_frames`
+(what /proc/PID/stack shows), :func:`frame_text` / :class:`naming.CodeNames` (names),
+:func:`bpf_frame_text`, all over a ``kernel_model.Kernel``.
 """
 
 from typing import Any, Dict, List, Optional
 
 from ..core import LayoutError, ReadError
 from .bounds import StackRange, task_stack_range
-from .model import Frame, Stack, StopWalk
+from .model import Frame, Stack
 from .naming import CodeNames, FrameName, code_names, in_ranges, sched_ranges
 
 __all__ = ["Frame", "Stack", "StackRange", "task_stack", "cpu_stack", "stack_of_task", "code_names",
@@ -35,9 +36,12 @@ def task_stack(kernel: Any, task: int, max_frames: int = 128) -> Stack:
             st = arm64.Arm64Unwinder(kernel, [rng]).walk_task(task, max_frames)
         else:
             from . import x86_64
-            from .orc import kernel_orc
 
             first = x86_64.sleeping_start(kernel.reader, kernel.layout, task)
+            if first.ip in (kernel.symbol("ret_from_fork_asm"), kernel.symbol("ret_from_fork")):
+                # a task that never ran: its frame "returns" to the entry code's first
+                # instruction, looked up as is (unwind_orc.c __unwind_start)
+                first = first._replace(signal=True)
             st = _x86(kernel, [rng]).walk(first, max_frames)
             st.start = "saved switch frame (thread.sp)"
     except ReadError as e:

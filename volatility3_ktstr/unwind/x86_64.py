@@ -10,9 +10,9 @@ from the entry. Every read must lie on a known stack; sp must grow on one stack;
 at user-mode registers, an END_OF_STACK entry, or an address that is no kernel/BPF code.
 """
 
-from typing import Any, List, NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence
 
-from ..core import Layout, LayoutError, ReadError, Reader, Record
+from ..core import Layout, ReadError, Reader, Record
 from ..kds import DamageLog, steps
 from . import orc as O
 from .bounds import StackRange

@@ -8,7 +8,7 @@ cores, kdump files: ``NT_PRSTATUS``) its stack comes from them, else the row say
 frames carry the program id and source line (``unwind.lineinfo``). No Volatility import.
 """
 
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from ..core import LayoutError, ReadError, Record
 from ..kds import DamageLog
