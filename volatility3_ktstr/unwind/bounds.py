@@ -10,7 +10,7 @@ and said so.
 from dataclasses import dataclass
 from typing import Optional
 
-from ..core import Layout, LayoutError, ReadError, Reader, Record
+from ..core import Layout, LayoutError, ReadError, Reader, Record, read_int
 
 DEFAULT_THREAD_PAGES = 4
 MAX_THREAD_SIZE = 1 << 20
@@ -29,17 +29,21 @@ class StackRange:
 
 def task_stack_range(reader: Reader, layout: Layout, task: int, page_size: int = 4096) -> Optional[StackRange]:
     """The task's kernel stack [lo, hi) or None when ``task->stack`` is NULL/unreadable."""
-    paths = [p for p in ("stack", "stack_vm_area") if layout.has("task_struct", p)]
-    if "stack" not in paths:
+    if not layout.has("task_struct", "stack"):
         return None
+    # The two members lie pages apart in a task_struct: read each alone (a dump may lack a page).
     try:
-        r = Record(reader, layout, "task_struct", task, paths)
+        lo = read_int(reader, layout, "task_struct", task, "stack")
     except ReadError:
         return None
-    lo = r.int("stack")
     if not lo:
         return None
-    vm = r.int("stack_vm_area", 0)
+    vm = 0
+    if layout.has("task_struct", "stack_vm_area"):
+        try:
+            vm = read_int(reader, layout, "task_struct", task, "stack_vm_area")
+        except ReadError:
+            vm = 0
     size, source = 0, "default THREAD_SIZE"
     if vm and layout.has("vm_struct", "nr_pages"):
         try:
