@@ -124,3 +124,22 @@ def test_cpu_stacks_from_the_registers_at_the_freeze(name):
         assert st.ok, (frames, st.stop)
         assert frames[-1].startswith("common_startup_64+"), frames
         assert any(f.startswith("do_idle+") for f in frames), frames
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", dumps.list_vmcores() or ["<no vmcore>"])
+def test_vmcore_cpus_unwound_from_their_notes(name):
+    """The real vmcore carries each CPU's registers (NT_PRSTATUS + QEMU notes): every CPU row
+    unwinds from them to the CPU's start; tasks whose saved frame makedumpfile left out say so."""
+    if dumps.dumps_root() is None or name not in dumps.list_vmcores():
+        pytest.skip("no real vmcore")
+    rows = volrun.run_vol(dumps.dump_path(name), "linux.ktstr.stacks", name=name).check().rows
+    cpu_rows = [r for r in rows if r["TID"] is None and r["Frame"] is None and r["CPU"] is not None]
+    assert cpu_rows and all("NT_PRSTATUS" in r["Note"] for r in cpu_rows)
+    for r in cpu_rows:
+        frames = [x["Symbol"] for x in rows if x["TID"] is None and x["CPU"] == r["CPU"]
+                  and x["Frame"] is not None]
+        assert frames and frames[-1].startswith("common_startup_64+"), (r, frames)
+    tasks = [r for r in rows if r["TID"] is not None and r["Frame"] is None]
+    for r in tasks:
+        assert "stopped:" in r["Note"] or "running" in r["Note"]
