@@ -267,3 +267,38 @@ def test_module_frames_are_named_with_their_module():
     assert names.name(MOD_TEXT + 0x180).text == "mod_fn+0x80/0x300 [labmod]"
     assert names.name(MOD_TEXT + 0x480).text == "mod_other+0x80/0xc00 [labmod]"
     assert msize > 0
+
+
+ARM_META_DECLS = """
+struct frame_record { u64 fp; u64 lr; };
+struct frame_record_meta { struct frame_record record; u64 type; };
+struct pt_regs { u64 regs[31]; u64 sp; u64 pc; u64 pstate; u64 orig_x0; struct frame_record_meta stackframe; };
+""" + ARM_DECLS
+
+
+def test_arm64_exception_boundary_continues_from_pt_regs():
+    """A zeroed record of type PT_REGS (an IRQ taken in the kernel) is crossed through the
+    pt_regs around it: the interrupted pc, then its x29's chain; type FINAL ends the walk."""
+    k = SynthKernel(ARM_META_DECLS)
+    mem = k.memory()
+    mem.add(ARM_STACK, bytes(16384))
+    syms = {"_stext": ARM_TEXT, "func_a": ARM_TEXT + 0x1000, "func_b": ARM_TEXT + 0x2000,
+            "ret_from_fork": ARM_TEXT + 0x3000, "_etext": ARM_TEXT + 0x4000}
+    regs = ARM_STACK + 0x2000
+    boundary = regs + k.layout.offset("pt_regs", "stackframe")
+    fp0, fp2, final = ARM_STACK + 0x1000, ARM_STACK + 0x3000, ARM_STACK + 0x3800
+    mem.put("frame_record", fp0, fp=boundary, lr=ARM_TEXT + 0x1020)
+    mem.put("frame_record_meta", boundary, type=2)
+    mem.put("pt_regs", regs, pc=ARM_TEXT + 0x2010)
+    x29 = regs + k.layout.offset("pt_regs", "regs") + 8 * 29
+    mem.write(x29, struct.pack("<Q", fp2))
+    mem.put("frame_record", fp2, fp=final, lr=ARM_TEXT + 0x3010)
+    mem.put("frame_record_meta", final, type=1)
+    task = mem.new("task_struct", pid=3, stack=ARM_STACK, thread__cpu_context__fp=fp0,
+                   thread__cpu_context__pc=ARM_TEXT + 0x1010)
+    kernel = kernel_of(mem, k.layout, syms, arch="arm64")
+    st = unwind.task_stack(kernel, task)
+    assert texts(kernel, st) == ["func_a+0x10/0x1000", "func_a+0x20/0x1000", "func_b+0x10/0x1000",
+                                 "ret_from_fork+0x10/0x1000"]
+    assert [f.how for f in st.frames][2] == "pt_regs"
+    assert st.ok and "final" in st.stop

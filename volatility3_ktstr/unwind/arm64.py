@@ -18,6 +18,9 @@ from .naming import code_names
 
 MASK64 = (1 << 64) - 1
 DEFAULT_VA_BITS = 48
+# arch/arm64/include/asm/stacktrace/frame.h: the type of a zeroed record in pt_regs (6.13+)
+META_FINAL, META_PT_REGS = 1, 2
+FP_REGISTER = 29
 
 
 class State(NamedTuple):
@@ -82,16 +85,42 @@ class Arm64Unwinder:
             raise StopWalk(f"misaligned frame pointer {fp:#x}")
         if self.on_stack(fp) is None:
             raise StopWalk(f"frame record {fp:#x} is outside the known stacks")
-        nxt = self.reader.ptr(fp)
-        lr = self.reader.ptr(fp + self.reader.pointer_size)
+        lay = self.kernel.layout
+        if lay.has("frame_record", "lr"):
+            rec = Record(self.reader, lay, "frame_record", fp)
+            nxt, lr = rec.int("fp"), rec.int("lr")
+        else:
+            nxt = self.reader.ptr(fp)
+            lr = self.reader.ptr(fp + self.reader.pointer_size)
         if nxt == 0 and lr == 0:
-            raise StopWalk("end of stack (final frame record)", ok=True)
+            return self._zero_record(fp)
         if nxt and nxt <= fp and self.on_stack(nxt) is self.on_stack(fp):
             raise StopWalk(f"frame pointer did not grow ({fp:#x} -> {nxt:#x})")
         pc = strip_pac(lr, self.bits)
         if not self.names.is_code(pc):
             raise StopWalk(f"return address {pc:#x} is no kernel or BPF code")
         return State(pc, nxt, fp, "record")
+
+    def _zero_record(self, fp: int) -> Optional[State]:
+        """A zeroed record: the stack's final one, or (6.13+, ``struct frame_record_meta``
+        type PT_REGS) an exception boundary inside a ``struct pt_regs``: the walk goes on from
+        the interrupted pc and its x29."""
+        lay = self.kernel.layout
+        if not (lay.has("frame_record_meta", "type") and lay.has("pt_regs", "stackframe")):
+            raise StopWalk("end of stack (final frame record)", ok=True)
+        kind = Record(self.reader, lay, "frame_record_meta", fp, ("type",)).int("type")
+        if kind != META_PT_REGS:
+            raise StopWalk("end of stack (final frame record)", ok=True)
+        regs = fp - lay.offset("pt_regs", "stackframe")
+        if self.on_stack(regs, lay.size("pt_regs")) is None:
+            raise StopWalk(f"pt_regs at {regs:#x} is outside the known stacks")
+        r = Record(self.reader, lay, "pt_regs", regs)
+        gprs = lay.field("pt_regs", "regs")
+        x29 = int.from_bytes(r.bytes("regs")[gprs.elem_size * FP_REGISTER:gprs.elem_size * (FP_REGISTER + 1)], "little")
+        pc = strip_pac(r.int("pc"), self.bits)
+        if not self.names.is_code(pc):
+            raise StopWalk(f"exception pc {pc:#x} is no kernel or BPF code")
+        return State(pc, x29, regs, "pt_regs")
 
     def _walk(self, first: State, max_frames: int, start: str) -> Stack:
         damage = DamageLog()
