@@ -55,6 +55,7 @@ def test_exit_backtrace_and_dump_text_equal_truth(name):
         if w.startswith("bpf_"):   # BPF programs and trampolines: named from bpf_kallsyms,
             # programs followed by "(prog ID, source line or why there is none)"
             assert g.split(" (prog ")[0] == w.split("/")[0], (g, w)
+            assert (" (prog " in g) == w.startswith("bpf_prog_"), (g, w)
         else:
             assert g == w.split("/")[0], (g, w)
     text = truth["dump_text"]["text"]
