@@ -39,7 +39,7 @@ from typing import Dict, List, Optional, Set, Tuple
 REPO = Path(__file__).resolve().parents[1]
 PAGE = 4096
 PLUGINS = ("arena", "localstorage", "mapdump", "maps", "progs", "scxstate", "scxtasks", "sdtalloc",
-           "links", "bpffds", "bpfpins", "bpfhooks", "bpfhidden")
+           "links", "bpffds", "bpfpins", "bpfhooks", "bpfhidden", "stacks")
 # Reads this large are scans (banner search, minimizer-style chunking), not structures.
 MAX_TARGET_READ = 64 << 10
 KINDS = ("bitflip", "ptr_other", "ptr_self", "huge", "zero_page", "truncate")
@@ -172,6 +172,10 @@ _CATEGORY_BY_FILE = {
     "walkers/vfs.py": "vfs", "walkers/netdev.py": "netdev",
     # the one enumeration of BPF objects (registry verdicts) and the task cross-view
     "bpf/objects.py": "hidden", "walkers/alltasks.py": "tasks",
+    # kernel stacks: the unwinder (saved frames, ORC tables, frame records, BPF line_info)
+    **{f"unwind/{m}.py": "stacks" for m in ("__init__", "bounds", "orc", "x86_64", "arm64", "naming",
+                                             "lineinfo", "modules", "cpus")},
+    "views/stacks.py": "stacks",
 }
 
 

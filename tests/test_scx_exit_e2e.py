@@ -71,8 +71,10 @@ def test_exit_backtrace_and_dump_text_equal_truth(name):
     got = [r["Value"] for r in rows if r["Object"] == ops and r["Key"].startswith("bt[")]
     assert len(got) == len(want)
     for g, w in zip(got, want):
-        if w.startswith("bpf_"):   # BPF programs and trampolines: not in kallsyms of the table
-            assert g == w.split("/")[0] or g.startswith("0xffff"), (g, w)
+        if w.startswith("bpf_"):   # BPF programs and trampolines: named from bpf_kallsyms,
+            # programs followed by "(prog ID, source line or why there is none)"
+            assert g.split(" (prog ")[0] == w.split("/")[0], (g, w)
+            assert (" (prog " in g) == w.startswith("bpf_prog_"), (g, w)
         else:
             assert g == w.split("/")[0], (g, w)
     # the debug dump text once (the kernel's copy; the uei copy named as a source of the same

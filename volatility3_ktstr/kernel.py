@@ -134,6 +134,24 @@ class KernelContext(Kernel):
     def mapping(self, offset, length):
         return self.layer.mapping(offset, length, ignore_errors=True)
 
+    def cpu_states(self) -> list:
+        """Each CPU's registers from the notes of the file under the kernel's layer (kdump
+        sub-header, ELF core PT_NOTEs); [] for raw dumps and LiME. Read once."""
+
+        def read():
+            from .dumpfile.notes import cpu_states
+            from .layers.fileinfo import layer_notes
+
+            names = [self.layer.config.get("memory_layer")] + list(getattr(self.layer, "dependencies", []))
+            for name in names:
+                if name and name in self.context.layers:
+                    states = cpu_states(layer_notes(self.context, name))
+                    if states:
+                        return states
+            return []
+
+        return self.memo("cpu_states", read)
+
     @classmethod
     def from_plugin(cls, plugin, requirement: str = "kernel") -> "KernelContext":
         return cls(plugin.context, plugin.config[requirement])

@@ -100,6 +100,12 @@ class Kernel:
         page tables (synthetic memory) maps nothing; KernelContext answers from its layer."""
         return ()
 
+    def cpu_states(self) -> list:
+        """Each CPU's registers the dump file carries (``dumpfile.notes.CpuState``: ELF cores'
+        and kdump files' NT_PRSTATUS notes); [] for raw dumps and synthetic kernels.
+        KernelContext answers from its layers' files."""
+        return []
+
     # --- the memo ------------------------------------------------------------------------
 
     def memo(self, key: Hashable, fn: Callable[[], Any]) -> Any:

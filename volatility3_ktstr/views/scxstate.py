@@ -212,7 +212,7 @@ def backtrace_rows(v, obj, bt):
     """The exit backtrace (``scx_exit_info.bt``), one row per frame: the one place these rows
     are made (the frame naming of BPF programs and trampolines belongs here)."""
     for i, pc in enumerate(bt):
-        yield row("exit", obj, f"bt[{i}]", v.sx.symbolize(pc), pc, depth=1)
+        yield row("exit", obj, f"bt[{i}]", _bt_text(v.sx, pc), pc, depth=1)
 
 
 def _uei_rows(v, kinds, u, kernel_ei=None):
@@ -300,9 +300,11 @@ MAX_CHAIN_CPUS = 4096         # allowed CPUs described per stalled task
 
 def task_stack_rows(v, task_addr: int) -> Iterator[str]:
     """Frames of the kernel stack of the task at ``task_addr``, innermost first, for the stall
-    chain. The place the unwinder (volatility3_ktstr/unwind/, the stacks work) plugs in: until
-    it is wired, no frames."""
-    return iter(())
+    chain, as ``linux.ktstr.stacks`` unwinds them (views/stacks.py), then where the walk started
+    and why it stopped."""
+    from .stacks import stack_lines
+
+    return iter(stack_lines(v.sx.kernel, task_addr))
 
 
 def stall_rows(v, es, pids=frozenset()):
@@ -996,3 +998,17 @@ def _lock_state_rows(v, s):
         yield row("locks", o, "state", what, s.addr)
     for i, w in enumerate(s.waiters):
         yield row("locks", o, f"waiter[{i}]", _task_name(v, w), w, depth=1)
+
+
+def _bt_text(sx, pc: int) -> str:
+    """A backtrace address: its kernel symbol, else the BPF program (id, source line) or
+    trampoline it is in (unwind.bpf_frame_text), else hex."""
+    from ..unwind import bpf_frame_text
+
+    near = sx.kernel.symbol_near(pc)
+    if near:
+        return near
+    try:
+        return bpf_frame_text(sx.kernel, pc) or f"{pc:#x}"
+    except Exception:    # unreadable BPF symbols: the address stays as it was
+        return f"{pc:#x}"

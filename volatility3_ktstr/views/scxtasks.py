@@ -22,6 +22,7 @@ from ..sched_ext import atexit, postmortem, walk_scx_tasks
 from ..sched_ext.dumptext import cpu_list, int_field
 from ..sched_ext.tasks import read_task_cpus
 from . import HEX, Grid, inventory
+from .stacks import stack_lines
 
 GRID = Grid(
     ("PID", int), ("TGID", int), ("COMM", str), ("SchedClass", str), ("Where", str),
@@ -70,7 +71,7 @@ def scheduler_records(kctx) -> dict:
 
 
 def rows(kctx, pids: Iterable[int] = (), show_all: bool = False,
-         stalled: bool = False) -> Iterator[tuple[int, tuple]]:
+         stalled: bool = False, stacks: bool = False) -> Iterator[tuple[int, tuple]]:
     sx = SchedExt(kctx, list_maps=lambda: inventory.maps(kctx))
     reader, layout = sx.reader, sx.layout
     if sx.syms.get("tasks") is None:
@@ -164,6 +165,9 @@ def rows(kctx, pids: Iterable[int] = (), show_all: bool = False,
             CPUs=_cpus_text(read_task_cpus(reader, layout, t, nr_cpus)), NoMig=t.migration_disabled,
             RunnableAtMs=-(age * 1000 // hz) if age is not None and hz else None, Prio=t.prio,
             SchedRecord="; ".join(records.get(t.pid, ())) or None)
+        if stacks:   # the task's kernel stack (views/stacks.py), one child row per frame
+            for line in stack_lines(kctx, addr):
+                yield 1, GRID.row(PID=t.pid, TGID=t.tgid, COMM=t.comm, Where=line)
     es = atexit.exit_state_of(inv)
     for r in exit_rows(sx, inv, es, pids, stalled, live_by_pid):
         shown += 1

@@ -28,11 +28,15 @@ class ScxTasks(interfaces.plugins.PluginInterface):
                     description="Also tasks on scx_tasks that run in another sched class"),
                 requirements.BooleanRequirement(
                     name="stalled", default=False, optional=True,
-                    description="Only tasks runnable for longer than the watchdog timeout")]
+                    description="Only tasks runnable for longer than the watchdog timeout"),
+                requirements.BooleanRequirement(
+                    name="stacks", default=False, optional=True,
+                    description="Add each task's kernel stack (as linux.ktstr.stacks unwinds it)")]
 
     def run(self):
         kctx = KernelContext.from_plugin(self)
         return ps.tree_grid("linux.ktstr.scxtasks", view.GRID,
                             view.rows(kctx, pids=self.config.get("pid") or (),
                                       show_all=self.config.get("all", False),
-                                      stalled=self.config.get("stalled", False)))
+                                      stalled=self.config.get("stalled", False),
+                                      stacks=self.config.get("stacks", False)))

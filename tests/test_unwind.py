@@ -1,0 +1,304 @@
+"""Kernel stack unwinding on synthetic stacks (volatility3_ktstr/unwind): x86-64 ORC with
+pushed frames, the frame-pointer fallback, pt_regs from user mode, arm64 frame records with PAC
+bits; damaged saved frames, ORC tables and frame records end the walk with a reason, never an
+exception or a hang."""
+
+import random
+import struct
+
+import pytest
+
+from helpers.synth import MINI_KERNEL, SynthKernel, kernel_of
+from volatility3_ktstr import unwind
+from volatility3_ktstr.unwind import orc as O
+
+X86_DECLS = """
+struct orc_entry { s16 sp_offset; s16 bp_offset; u32 sp_reg : 4; u32 bp_reg : 4; u32 type : 3; u32 signal : 1; };
+struct inactive_task_frame { u64 r15; u64 bx; u64 bp; u64 ret_addr; };
+struct pt_regs { u64 r15; u64 bp; u64 r13; u64 r10; u64 ax; u64 dx; u64 di; u64 ip; u64 cs; u64 flags; u64 sp; u64 ss; };
+struct thread_struct { u64 fsbase; unsigned long sp; };
+struct task_struct { int pid; void *stack; struct thread_struct thread; };
+"""
+TEXT = 0xFFFFFFFF81000000
+STACK = 0xFFFFC90000010000
+CLASSIC = {r: i for i, r in enumerate(O.CLASSIC_REGS)}
+FUNCS = {"_stext": 0, "__sched_text_start": 0x100, "__schedule": 0x100, "__sched_text_end": 0x200,
+         "func_a": 0x1000, "func_b": 0x2000, "func_c": 0x3000, "entry_fn": 0x4000,
+         "gap": 0x7000, "jit_fn": 0x8000, "_etext": 0x9000}
+
+
+def _orc(mem, k, entries):
+    """ORC tables for [(offset, sp_reg, sp_off, bp_reg, bp_off, type)], sorted by offset."""
+    n = len(entries)
+    ips = TEXT + 0x10000                  # ip offsets are s32: the tables live near the text
+    size = k.layout.size("orc_entry")
+    mem.add(ips, bytes(0x1000))
+    orcs = ips + 0x800
+    for i, (off, sp_reg, sp_off, bp_reg, bp_off, typ) in enumerate(entries):
+        mem.write(ips + 4 * i, struct.pack("<i", TEXT + off - (ips + 4 * i)))
+        mem.put("orc_entry", orcs + size * i, sp_offset=sp_off, bp_offset=bp_off,
+                sp_reg=CLASSIC[sp_reg], bp_reg=CLASSIC[bp_reg], type=typ)
+    return {"__start_orc_unwind_ip": ips, "__stop_orc_unwind_ip": ips + 4 * n,
+            "__start_orc_unwind": orcs, "__stop_orc_unwind": orcs + size * n}
+
+
+def x86_world(fp_frame=False):
+    k = SynthKernel(X86_DECLS)
+    mem = k.memory()
+    mem.add(STACK, bytes(16384))
+    C = O.TYPE_CALL
+    entries = [(0x100, "sp", 8, "undefined", 0, C),
+               (0x1000, "sp", 8, "undefined", 0, C), (0x1001, "sp", 16, "prev_sp", -16, C),
+               (0x2000, "sp", 8, "undefined", 0, C), (0x3000, "sp", 8, "undefined", 0, C),
+               (0x4000, "sp", 8, "undefined", 0, O.TYPE_END_OF_STACK),
+               (0x7000, "undefined", 0, "undefined", 0, O.TYPE_UNDEFINED)]
+    syms = {n: TEXT + off for n, off in FUNCS.items()}
+    syms.update(_orc(mem, k, entries))
+    frame = STACK + 0x3000
+    sp0 = frame + k.layout.size("inactive_task_frame")
+    mem.put("inactive_task_frame", frame, bp=0x1111, ret_addr=TEXT + 0x110)
+    words = [TEXT + 0x1020,                  # __schedule returns into func_a
+             0xB0B0, TEXT + 0x2030,          # func_a: saved bp, return into func_b
+             TEXT + 0x3040]                  # func_b returns into func_c
+    if fp_frame:
+        words.append(TEXT + 0x8010)          # func_c returns into JIT code (no ORC: frame pointer)
+    else:
+        words.append(TEXT + 0x4008)          # func_c returns into the entry code (end marker)
+    for i, w in enumerate(words):
+        mem.write(sp0 + 8 * i, struct.pack("<Q", w))
+    if fp_frame:
+        # the JIT frame: func_a's saved bp points at {saved bp, return address into entry_fn}
+        fp = sp0 + 8 * len(words) + 0x40
+        mem.write(fp, struct.pack("<QQ", 0, TEXT + 0x4008))
+        mem.write(sp0 + 8, struct.pack("<Q", fp))
+    task = mem.new("task_struct", pid=7, stack=STACK, thread__sp=frame)
+    return kernel_of(mem, k.layout, syms), task, mem
+
+
+def texts(kernel, stack):
+    return [unwind.frame_text(kernel, f) for f in unwind.visible_frames(kernel, stack)]
+
+
+def test_orc_walk_matches_the_frames_pushed():
+    kernel, task, _ = x86_world()
+    st = unwind.task_stack(kernel, task)
+    assert texts(kernel, st) == ["func_a+0x20/0x1000", "func_b+0x30/0x1000", "func_c+0x40/0x1000",
+                                 "entry_fn+0x8/0x3000"]
+    assert st.ok and "end of stack" in st.stop
+    # the scheduler frame is there, only hidden from the /proc view
+    assert unwind.frame_text(kernel, st.frames[0]).startswith(("__schedule+0x10/", "__sched_text_start+0x10/"))
+    assert O.kernel_orc(kernel).tables[0].decoder.numbering == "classic"
+
+
+def test_frame_pointer_fallback_for_code_without_orc():
+    kernel, task, _ = x86_world(fp_frame=True)
+    st = unwind.task_stack(kernel, task)
+    got = texts(kernel, st)
+    assert got[:4] == ["func_a+0x20/0x1000", "func_b+0x30/0x1000", "func_c+0x40/0x1000",
+                       "jit_fn+0x10/0x1000"]
+    assert got[4] == "entry_fn+0x8/0x3000"
+    assert [f.reliable for f in st.frames][-1] is False
+
+
+def test_user_mode_pt_regs_end_the_walk():
+    k = SynthKernel(X86_DECLS)
+    mem = k.memory()
+    mem.add(STACK, bytes(16384))
+    regs = STACK + 0x4000 - k.layout.size("pt_regs")
+    entries = [(0x1000, "sp", 8, "undefined", 0, O.TYPE_CALL),
+               (0x4000, "sp", 0, "undefined", 0, O.TYPE_REGS),
+               (0x7000, "undefined", 0, "undefined", 0, O.TYPE_UNDEFINED)]
+    syms = {n: TEXT + off for n, off in FUNCS.items()}
+    syms.update(_orc(mem, k, entries))
+    mem.put("pt_regs", regs, ip=0x401000, cs=0x33, sp=0x7ffe0000)
+    sp = regs - 8
+    mem.write(sp, struct.pack("<Q", TEXT + 0x4010))
+    kernel = kernel_of(mem, k.layout, syms)
+    st = unwind.cpu_stack(kernel, {"rip": TEXT + 0x1008, "rsp": sp, "rbp": 0},
+                          extra=[unwind.StackRange(STACK, STACK + 0x4000)])
+    assert [unwind.frame_text(kernel, f) for f in st.frames] == ["func_a+0x8/0x1000", "entry_fn+0x10/0x3000"]
+    assert st.ok and "user-mode" in st.stop
+
+
+def test_damaged_x86_stacks_never_raise_or_hang():
+    rng = random.Random(22)
+    for trial in range(60):
+        kernel, task, mem = x86_world(fp_frame=trial % 2 == 1)
+        O.kernel_orc(kernel)        # tables read before damage to memory: damage the stack
+        for _ in range(rng.randint(1, 12)):
+            where = STACK + 0x3000 + rng.randrange(0, 0x80)
+            mem.write(where, rng.randbytes(8) if trial % 3 else struct.pack("<Q", STACK + 0x3000))
+        st = unwind.task_stack(kernel, task, max_frames=64)
+        assert len(st.frames) <= 64 and st.stop
+
+
+def test_damaged_orc_tables_never_raise():
+    rng = random.Random(7)
+    for _ in range(40):
+        kernel, task, mem = x86_world()
+        syms = kernel.symbol_table
+        start, stop = syms["__start_orc_unwind"], syms["__stop_orc_unwind"]
+        for _ in range(rng.randint(1, 6)):
+            mem.write(start + rng.randrange(0, stop - start - 1), rng.randbytes(2))
+        st = unwind.task_stack(kernel, task)
+        assert len(st.frames) <= 128 and st.stop
+
+
+def test_no_orc_tables_is_a_stop_reason_not_an_error():
+    kernel, task, _ = x86_world()
+    for n in ("__start_orc_unwind_ip", "__stop_orc_unwind_ip"):
+        kernel.symbol_table.pop(n)
+    st = unwind.task_stack(kernel, task)
+    assert st.stop and len(st.frames) <= 128
+
+
+ARM_DECLS = """
+struct cpu_context { u64 x19; u64 x20; u64 fp; u64 sp; u64 pc; };
+struct thread_struct { struct cpu_context cpu_context; u64 fault_address; };
+struct task_struct { int pid; void *stack; struct thread_struct thread; };
+"""
+ARM_TEXT = 0xFFFF800080000000
+ARM_STACK = 0xFFFF800082000000
+
+
+def arm_world():
+    k = SynthKernel(ARM_DECLS)
+    mem = k.memory()
+    mem.add(ARM_STACK, bytes(16384))
+    syms = {"_stext": ARM_TEXT, "__sched_text_start": ARM_TEXT + 0x100, "__schedule": ARM_TEXT + 0x100,
+            "__sched_text_end": ARM_TEXT + 0x200, "func_a": ARM_TEXT + 0x1000,
+            "func_b": ARM_TEXT + 0x2000, "ret_from_fork": ARM_TEXT + 0x3000, "_etext": ARM_TEXT + 0x4000}
+    pac = lambda a: (a & ~(0xFF << 48)) | (0xA5 << 48)          # noqa: E731 (signed pointer)
+    fp0, fp1, fp2, fp3 = (ARM_STACK + 0x3000 + 0x40 * i for i in range(4))
+    mem.write(fp0, struct.pack("<QQ", fp1, pac(ARM_TEXT + 0x1020)))
+    mem.write(fp1, struct.pack("<QQ", fp2, pac(ARM_TEXT + 0x2030)))
+    mem.write(fp2, struct.pack("<QQ", fp3, ARM_TEXT + 0x3010))
+    mem.write(fp3, struct.pack("<QQ", 0, 0))
+    task = mem.new("task_struct", pid=9, stack=ARM_STACK, thread__cpu_context__fp=fp0,
+                   thread__cpu_context__sp=fp0, thread__cpu_context__pc=pac(ARM_TEXT + 0x140))
+    return kernel_of(mem, k.layout, syms, arch="arm64"), task, mem, (fp0, fp1, fp2)
+
+
+def test_arm64_frame_records_with_pac_bits():
+    kernel, task, _, _ = arm_world()
+    st = unwind.task_stack(kernel, task)
+    assert texts(kernel, st) == ["func_a+0x20/0x1000", "func_b+0x30/0x1000", "ret_from_fork+0x10/0x1000"]
+    assert st.ok and "final frame record" in st.stop
+    assert unwind.arm64.strip_pac(0x00A5_8000_8000_1020 | (1 << 55), 48) == 0xFFFF_8000_8000_1020
+
+
+def test_arm64_frame_record_loop_and_damage():
+    kernel, task, mem, (fp0, fp1, fp2) = arm_world()
+    mem.write(fp1, struct.pack("<QQ", fp0, ARM_TEXT + 0x2030))      # points back down: a loop
+    st = unwind.task_stack(kernel, task)
+    assert not st.ok and "did not grow" in st.stop
+    rng = random.Random(3)
+    for _ in range(60):
+        kernel, task, mem, fps = arm_world()
+        for _ in range(rng.randint(1, 8)):
+            mem.write(rng.choice(fps) + rng.choice((0, 8)), rng.randbytes(8))
+        st = unwind.task_stack(kernel, task, max_frames=32)
+        assert len(st.frames) <= 32 and st.stop
+
+
+def test_crash_notes_give_cpu_registers():
+    from volatility3_ktstr.dumpfile.notes import X86_64_PR_REG, X86_64_PRSTATUS_SIZE, PR_REG
+    from volatility3_ktstr.unwind.cpus import crash_note_states
+
+    k = SynthKernel(X86_DECLS)
+    mem = k.memory()
+    base = mem.alloc(8192, align=4096)
+    cpu1 = base + 4096
+    desc = bytearray(X86_64_PRSTATUS_SIZE)
+    values = {"rip": TEXT + 0x1008, "rsp": STACK + 0x100, "rbp": 0x42}
+    for i, name in enumerate(X86_64_PR_REG):
+        struct.pack_into("<Q", desc, PR_REG + 8 * i, values.get(name, 0))
+    note = struct.pack("<III", 5, len(desc), 1) + b"CORE\0\0\0\0" + bytes(desc)
+    mem.write(cpu1, note)                          # CPU 1 crashed; CPU 0's buffer is empty
+    ptr = mem.alloc(8, align=8)
+    mem.write(ptr, struct.pack("<Q", base))
+    kernel = kernel_of(mem, k.layout, {"crash_notes": ptr}, percpu_offsets=[0, 4096])
+    states = crash_note_states(kernel)
+    assert [(s.cpu, s.regs["rip"], s.regs["rbp"]) for s in states] == [(1, TEXT + 0x1008, 0x42)]
+    mem.write(cpu1, struct.pack("<III", 200, 5000, 1))      # garbage header: no state, no error
+    assert crash_note_states(kernel) == []
+
+
+def test_cpu_without_registers_says_so():
+    kernel, _, _ = x86_world()
+    st = unwind.cpu_stack(kernel, {"rip": 0, "rsp": 0})
+    assert st.frames == [] and "no pc" in st.stop
+
+
+MOD_DECLS = MINI_KERNEL + X86_DECLS + """
+enum mod_mem_type { MOD_TEXT = 0, MOD_DATA, MOD_RODATA, MOD_RO_AFTER_INIT, MOD_INIT_TEXT, MOD_INIT_DATA, MOD_INIT_RODATA, MOD_MEM_NUM_TYPES };
+struct module_memory { void *base; unsigned int size; };
+struct elf64_sym { u32 st_name; u8 st_info; u8 st_other; u16 st_shndx; u64 st_value; u64 st_size; };
+struct mod_kallsyms { struct elf64_sym *symtab; unsigned int num_symtab; char *strtab; };
+struct module { int state; struct list_head list; char name[56]; struct module_memory mem[7]; struct mod_kallsyms *kallsyms; };
+"""
+MOD_TEXT = 0xFFFFFFFFC0100000
+
+
+def test_module_frames_are_named_with_their_module():
+    """A frame in a module's text (no ORC: frame pointers) is code, named from the module's
+    own symbol table as /proc/PID/stack prints it: ``sym+0xoff/0xsize [module]``."""
+    from volatility3_ktstr.kernel_model import BtfEnums
+
+    k = SynthKernel(MOD_DECLS)
+    mem = k.memory()
+    mem.add(MOD_TEXT, bytes(0x2000))
+    strtab = mem.alloc(64, align=8)
+    mem.write(strtab, b"\0mod_fn\0mod_other\0")
+    esize = k.layout.size("elf64_sym")
+    symtab = mem.alloc(esize * 2, align=8)
+    mem.put("elf64_sym", symtab, st_name=1, st_value=MOD_TEXT + 0x100)
+    mem.put("elf64_sym", symtab + esize, st_name=8, st_value=MOD_TEXT + 0x400)
+    ks = mem.new("mod_kallsyms", symtab=symtab, num_symtab=2, strtab=strtab)
+    head = mem.list_init(mem.alloc("list_head"))
+    mod = mem.new("module", name="labmod", kallsyms=ks)
+    msize = k.layout.size("module_memory")
+    mem.put("module_memory", mod + k.layout.offset("module", "mem"), base=MOD_TEXT, size=0x1000)
+    mem.list_add_tail(head, mod + k.layout.offset("module", "list"))
+    kernel = kernel_of(mem, k.layout, {"modules": head, "_stext": TEXT, "_etext": TEXT + 0x9000},
+                       enums=BtfEnums(k.btf))
+    names = unwind.code_names(kernel)
+    assert names.is_code(MOD_TEXT + 0x180) and not names.is_code(MOD_TEXT + 0x1800)
+    assert names.name(MOD_TEXT + 0x180).text == "mod_fn+0x80/0x300 [labmod]"
+    assert names.name(MOD_TEXT + 0x480).text == "mod_other+0x80/0xc00 [labmod]"
+    assert msize > 0
+
+
+ARM_META_DECLS = """
+struct frame_record { u64 fp; u64 lr; };
+struct frame_record_meta { struct frame_record record; u64 type; };
+struct pt_regs { u64 regs[31]; u64 sp; u64 pc; u64 pstate; u64 orig_x0; struct frame_record_meta stackframe; };
+""" + ARM_DECLS
+
+
+def test_arm64_exception_boundary_continues_from_pt_regs():
+    """A zeroed record of type PT_REGS (an IRQ taken in the kernel) is crossed through the
+    pt_regs around it: the interrupted pc, then its x29's chain; type FINAL ends the walk."""
+    k = SynthKernel(ARM_META_DECLS)
+    mem = k.memory()
+    mem.add(ARM_STACK, bytes(16384))
+    syms = {"_stext": ARM_TEXT, "func_a": ARM_TEXT + 0x1000, "func_b": ARM_TEXT + 0x2000,
+            "ret_from_fork": ARM_TEXT + 0x3000, "_etext": ARM_TEXT + 0x4000}
+    regs = ARM_STACK + 0x2000
+    boundary = regs + k.layout.offset("pt_regs", "stackframe")
+    fp0, fp2, final = ARM_STACK + 0x1000, ARM_STACK + 0x3000, ARM_STACK + 0x3800
+    mem.put("frame_record", fp0, fp=boundary, lr=ARM_TEXT + 0x1020)
+    mem.put("frame_record_meta", boundary, type=2)
+    mem.put("pt_regs", regs, pc=ARM_TEXT + 0x2010)
+    x29 = regs + k.layout.offset("pt_regs", "regs") + 8 * 29
+    mem.write(x29, struct.pack("<Q", fp2))
+    mem.put("frame_record", fp2, fp=final, lr=ARM_TEXT + 0x3010)
+    mem.put("frame_record_meta", final, type=1)
+    task = mem.new("task_struct", pid=3, stack=ARM_STACK, thread__cpu_context__fp=fp0,
+                   thread__cpu_context__pc=ARM_TEXT + 0x1010)
+    kernel = kernel_of(mem, k.layout, syms, arch="arm64")
+    st = unwind.task_stack(kernel, task)
+    assert texts(kernel, st) == ["func_a+0x10/0x1000", "func_a+0x20/0x1000", "func_b+0x10/0x1000",
+                                 "ret_from_fork+0x10/0x1000"]
+    assert [f.how for f in st.frames][2] == "pt_regs"
+    assert st.ok and "final" in st.stop

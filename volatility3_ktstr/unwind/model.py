@@ -1,0 +1,49 @@
+"""What an unwind gives: frames (innermost first) and why the walk stopped (no Volatility import)."""
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One return address on a stack.
+
+    ``ip``: the address (a return address, or the CPU's pc for the first frame of a running
+    CPU); ``sp``: the stack pointer of the frame; ``how``: how the unwinder got here
+    (``switch`` the saved switch frame, ``regs`` CPU registers, ``orc``, ``fp`` frame pointer,
+    ``pt_regs`` an exception/IRQ frame, ``record`` an arm64 frame record); ``reliable``: False
+    once a guess (frame-pointer fallback) was used on the way."""
+
+    ip: int
+    sp: int
+    how: str
+    reliable: bool = True
+
+
+@dataclass
+class Stack:
+    """The frames of one task or CPU and where/why the walk ended.
+
+    ``ok``: the walk reached a known end (user-mode registers, the end-of-stack marker, the
+    final frame record); otherwise ``stop`` says where and why it stopped."""
+
+    frames: List[Frame] = field(default_factory=list)
+    start: str = ""
+    stop: str = ""
+    ok: bool = False
+    stack_lo: int = 0
+    stack_hi: int = 0
+    error: Optional[str] = None
+
+    def ips(self) -> List[int]:
+        return [f.ip for f in self.frames]
+
+
+class StopWalk(Exception):
+    """Raised inside an unwinder step: the walk ends here, ``reason`` says why; ``ok`` when it
+    is the stack's normal end."""
+
+    def __init__(self, reason: str, ok: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.ok = ok
