@@ -202,7 +202,7 @@ def _kernel_exit_rows(v, kinds, name, how, st, kernel_bt):
     yield row("exit", obj, "backtrace", f"{len(ei.bt)} frames")
     yield from backtrace_rows(v, obj, ei.bt)
     if not kernel_bt:
-        kernel_bt.extend(v.sx.symbolize(pc) for pc in ei.bt)
+        kernel_bt.extend(_bt_text(v.sx, pc) for pc in ei.bt)
     if ei.dump is None:
         yield row("exit", obj, "dump", None)
     yield from damage_rows("exit", obj, ei.damage)
