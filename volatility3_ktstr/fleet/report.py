@@ -124,7 +124,8 @@ def dump_page(row: Dict[str, Any], folder: Path) -> str:
     body = [f"<p><a href=\"../../index.html\">fleet overview</a></p><h1>{_e(name)}</h1>",
             f"<p id=\"verdict\" class=\"{verdict_cls}\">"
             f"{_e(row.get('error') or row.get('exit_verdict') or 'no verdict')}</p>"]
-    facts = [(k, row.get(k)) for k in ("file", "format", "size", "sha256", "kernel_release",
+    facts = [(k, str(row.get(k)).replace(";", "; ") if row.get(k) is not None else None)
+             for k in ("file", "format", "size", "sha256", "kernel_release",
                                        "arch", "paging", "schedulers", "scheduler_state",
                                        "exit_kind", "exit_reason", "exit_message",
                                        "exit_time_s", "stalled_tasks", "bpf_maps",
@@ -143,7 +144,7 @@ def dump_page(row: Dict[str, Any], folder: Path) -> str:
     for r in scx:
         if r.get("Section") == "dsq" and r.get("Key") == "nr":
             try:
-                dsq.append((str(r.get("Object")), float(r.get("Value"))))
+                dsq.append((str(r.get("Object")), float(str(r.get("Value")))))
             except (TypeError, ValueError):
                 pass
     body.append("<h2>DSQ depths</h2>" + bar_chart(dsq, "", "dsq", color="#d08a4a"))
@@ -151,7 +152,7 @@ def dump_page(row: Dict[str, Any], folder: Path) -> str:
     for r in scx:
         if r.get("Section") == "events" and str(r.get("Key", "")).startswith("SCX_EV_"):
             try:
-                events.append((str(r["Key"])[7:], float(r.get("Value"))))
+                events.append((str(r["Key"])[7:], float(str(r.get("Value")))))
             except (TypeError, ValueError):
                 pass
     events.sort(key=lambda e: -e[1])
