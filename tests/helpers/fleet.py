@@ -3,7 +3,7 @@
 from typing import Any, Dict, List
 
 # Columns that depend on the run (timing, where the file is), not on the dump.
-RUN_COLUMNS = ("name", "file", "seconds", "peak_rss_mb", "per_plugin", "unique_programs")
+RUN_COLUMNS = ("name", "file", "seconds", "probe_seconds", "peak_rss_mb", "per_plugin", "unique_programs")
 
 
 def truth_mismatches(row: Dict[str, Any], truth: Dict[str, Any]) -> List[str]:

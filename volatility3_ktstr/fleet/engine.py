@@ -193,8 +193,7 @@ def _run_todo(client, todo, store, key, plugins, timeout, symbol_dirs, rows, sta
     from distributed import as_completed
 
     by_name = {d.name: d for d in todo}
-    probe_futs = {client.submit(tasks.probe, d.path, pure=False, key=f"probe-{i}-{os.getpid()}"):
-                  d.name for i, d in enumerate(todo)}
+    probe_futs = {client.submit(tasks.probe, d.path, pure=False): d.name for d in todo}
     probes: Dict[str, Dict[str, Any]] = {}
     for fut in as_completed(list(probe_futs)):
         name = probe_futs[fut]
@@ -295,7 +294,8 @@ def write_table(rows: Sequence[Dict[str, Any]], out_dir: str) -> Dict[str, str]:
     types = {"size": pa.int64(), "exit_code": pa.int64(), "stalled_tasks": pa.int64(),
              "bpf_maps": pa.int64(), "bpf_progs": pa.int64(), "bpf_links": pa.int64(),
              "hidden_objects": pa.int64(), "unverifiable_objects": pa.int64(),
-             "damage": pa.int64(), "seconds": pa.float64(), "peak_rss_mb": pa.float64(),
+             "damage": pa.int64(), "seconds": pa.float64(), "probe_seconds": pa.float64(),
+             "peak_rss_mb": pa.float64(),
              "exit_time_s": pa.float64()}
     fields = []
     for c in cols:

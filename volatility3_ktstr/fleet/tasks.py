@@ -49,6 +49,7 @@ def probe(path: str) -> Dict[str, Any]:
     decompressed copy of a zstd file). ``error`` says why the file cannot be triaged."""
     out: Dict[str, Any] = {"file": path, "format": None, "size": None, "sha256": None,
                            "open_path": path, "banner": None, "arch": None, "error": None}
+    t0 = time.perf_counter()
     try:
         out["size"] = os.path.getsize(path)
         out["sha256"] = discover.content_hash(path)
@@ -78,6 +79,7 @@ def probe(path: str) -> Dict[str, Any]:
                            "kernel pages are missing)"
     except Exception as e:      # one line per unreadable file, never a traceback
         out["error"] = f"cannot read: {type(e).__name__}: {e}".splitlines()[0][:300]
+    out["seconds"] = round(time.perf_counter() - t0, 3)
     return out
 
 
@@ -266,6 +268,7 @@ def triage(probe_info: Dict[str, Any], kernel: Optional[Dict[str, Any]], plugins
     row["plugin_errors"] = json.dumps(errors, sort_keys=True) if errors else None
     row["per_plugin"] = per_plugin
     row["seconds"] = round(time.perf_counter() - t0, 3)
+    row["probe_seconds"] = probe_info.get("seconds")
     peaks = [p["peak_rss_mb"] for p in per_plugin.values() if p["peak_rss_mb"] is not None]
     row["peak_rss_mb"] = max(peaks) if peaks else None
     return {"row": row, "outputs": outputs, "errors": errors}
