@@ -3,7 +3,8 @@
 from typing import Any, Dict, List
 
 # Columns that depend on the run (timing, where the file is), not on the dump.
-RUN_COLUMNS = ("name", "file", "seconds", "probe_seconds", "peak_rss_mb", "per_plugin", "unique_programs")
+RUN_COLUMNS = ("name", "file", "seconds", "probe_seconds", "cpu_seconds",
+               "probe_cpu_seconds", "started", "peak_rss_mb", "per_plugin", "unique_programs")
 
 
 def truth_mismatches(row: Dict[str, Any], truth: Dict[str, Any]) -> List[str]:

@@ -232,6 +232,16 @@ def _run_todo(client, todo, store, key, plugins, timeout, symbol_dirs, rows, sta
         kernel_futs[banner] = client.submit(tasks.prepare_kernel, banners, candidates,
                                             symbol_dirs, pure=False)
         stats.kernels_prepared += 1
+    kernels_log = []
+
+    def log_kernel(banner, fut):
+        try:
+            info = fut.result()
+        except BaseException as e:          # a worker died: the dumps' rows say so
+            info = {"error": f"{type(e).__name__}: {e}"}
+        kernels_log.append({"banner": banner, "dumps": groups[banner],
+                            **{k: v for k, v in info.items() if k != "isf_bytes"}})
+
     triage_futs = {}
     for banner, names in groups.items():
         for name in names:
@@ -254,6 +264,10 @@ def _run_todo(client, todo, store, key, plugins, timeout, symbol_dirs, rows, sta
         if on_row:
             on_row(row)
         fut.release()
+    for banner, fut in kernel_futs.items():
+        log_kernel(banner, fut)
+    if kernels_log:
+        Store._write(store.dir / "kernels.json", json.dumps(kernels_log, indent=1, default=str))
 
 
 def table_columns(rows: Sequence[Dict[str, Any]]) -> List[str]:
@@ -295,6 +309,8 @@ def write_table(rows: Sequence[Dict[str, Any]], out_dir: str) -> Dict[str, str]:
              "bpf_maps": pa.int64(), "bpf_progs": pa.int64(), "bpf_links": pa.int64(),
              "hidden_objects": pa.int64(), "unverifiable_objects": pa.int64(),
              "damage": pa.int64(), "seconds": pa.float64(), "probe_seconds": pa.float64(),
+             "cpu_seconds": pa.float64(), "probe_cpu_seconds": pa.float64(),
+             "started": pa.float64(),
              "peak_rss_mb": pa.float64(),
              "exit_time_s": pa.float64()}
     fields = []

@@ -25,7 +25,7 @@ COLUMNS: Tuple[str, ...] = (
     "exit_time_s", "exit_verdict", "stalled_tasks", "top_events", "bpf_maps", "bpf_progs",
     "bpf_links", "hidden_objects", "unverifiable_objects", "suspicious_programs",
     "program_fingerprints", "unique_programs", "damage", "damage_examples", "seconds",
-    "probe_seconds", "peak_rss_mb", "error",
+    "probe_seconds", "cpu_seconds", "probe_cpu_seconds", "started", "peak_rss_mb", "error",
 )
 # No plugin judges a program "suspicious" yet: the column stays empty (README says so).
 SUSPICIOUS_NOTE = "no linux.ktstr plugin rates programs as suspicious yet; see unique_programs"

@@ -49,7 +49,7 @@ def probe(path: str) -> Dict[str, Any]:
     decompressed copy of a zstd file). ``error`` says why the file cannot be triaged."""
     out: Dict[str, Any] = {"file": path, "format": None, "size": None, "sha256": None,
                            "open_path": path, "banner": None, "arch": None, "error": None}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         out["size"] = os.path.getsize(path)
         out["sha256"] = discover.content_hash(path)
@@ -80,6 +80,7 @@ def probe(path: str) -> Dict[str, Any]:
     except Exception as e:      # one line per unreadable file, never a traceback
         out["error"] = f"cannot read: {type(e).__name__}: {e}".splitlines()[0][:300]
     out["seconds"] = round(time.perf_counter() - t0, 3)
+    out["cpu_seconds"] = round(time.process_time() - c0, 3)
     return out
 
 
@@ -110,7 +111,7 @@ def prepare_kernel(banners: Sequence[str], candidates: Sequence[str],
     """The symbol table (ISF) of one kernel, once for all its dumps: one already on the symbol
     path, else made from the first of ``candidates`` (dump files of that kernel) that holds
     the kernel's BTF and kallsyms. Returns {isf_name, isf_bytes, source, seconds, error}."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     dirs = [str(symbols_dir())] + list(symbol_dirs)
     symbols_dir().joinpath("linux").mkdir(parents=True, exist_ok=True)
     found = None
@@ -123,7 +124,7 @@ def prepare_kernel(banners: Sequence[str], candidates: Sequence[str],
             warm_isf(found)
             return {"isf_name": os.path.basename(found), "isf_bytes": Path(found).read_bytes(),
                     "source": f"found {found}", "seconds": time.perf_counter() - t0,
-                    "error": None}
+                    "cpu_seconds": time.process_time() - c0, "error": None}
     from ..dumpfile import open_image
     from ..isf import fromdump
     from ..isf.output import write_isf
@@ -144,7 +145,7 @@ def prepare_kernel(banners: Sequence[str], candidates: Sequence[str],
             warm_isf(out)
             return {"isf_name": os.path.basename(out), "isf_bytes": Path(out).read_bytes(),
                     "source": f"made from {path}", "seconds": time.perf_counter() - t0,
-                    "error": None}
+                    "cpu_seconds": time.process_time() - c0, "error": None}
         except Exception as e:
             errors.append(f"{os.path.basename(path)}: {e}".splitlines()[0][:200])
     return {"isf_name": None, "isf_bytes": None, "source": None,
@@ -209,7 +210,7 @@ def triage(probe_info: Dict[str, Any], kernel: Optional[Dict[str, Any]], plugins
            timeout: float, symbol_dirs: Sequence[str] = ()) -> Dict[str, Any]:
     """Every plugin on one dump, in this process. Returns {"row": table row, "outputs":
     {plugin: `vol -r json` text}, "errors": {plugin: one line}}; never raises for a bad dump."""
-    t0 = time.perf_counter()
+    t0, c0, started = time.perf_counter(), time.process_time(), time.time()
     row: Dict[str, Any] = {c: None for c in summarize.COLUMNS}
     for k in ("file", "format", "size", "sha256"):
         row[k] = probe_info.get(k)
@@ -269,6 +270,10 @@ def triage(probe_info: Dict[str, Any], kernel: Optional[Dict[str, Any]], plugins
     row["per_plugin"] = per_plugin
     row["seconds"] = round(time.perf_counter() - t0, 3)
     row["probe_seconds"] = probe_info.get("seconds")
+    # CPU of this worker process (one task thread): what the dump cost, whatever the load.
+    row["cpu_seconds"] = round(time.process_time() - c0, 3)
+    row["probe_cpu_seconds"] = probe_info.get("cpu_seconds")
+    row["started"] = round(started, 3)
     peaks = [p["peak_rss_mb"] for p in per_plugin.values() if p["peak_rss_mb"] is not None]
     row["peak_rss_mb"] = max(peaks) if peaks else None
     return {"row": row, "outputs": outputs, "errors": errors}
