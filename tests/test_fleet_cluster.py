@@ -245,3 +245,19 @@ def test_report_in_chromium(local_run):
                     assert n_svg >= 4, page
                     b.screenshot(str(shots / f"fleet-{page.parent.name}.png"))
     assert (shots / "fleet-index.png").stat().st_size > 10_000
+
+
+def test_dump_that_killed_its_workers_is_marked_and_retried_next_run(tmp_path):
+    """What the engine does with Dask's verdict on a task whose workers died (KilledWorker,
+    after allowed-failures retries): a row that says so, not stored as done, so the next run
+    tries that dump again."""
+    from distributed.scheduler import KilledWorker
+
+    from volatility3_ktstr.fleet import engine
+
+    result = engine._failure_row({"file": "/d/host.raw", "sha256": "ab" * 32, "format": "raw"},
+                                 KilledWorker("triage-1", "tcp://127.0.0.1:1", 2))
+    assert result["row"]["error"].startswith("worker died while triaging this dump, 2 times")
+    store = engine.Store(tmp_path)
+    row = store.put("host.raw", result, "k")
+    assert row["error"] and store.row("ab" * 32, "k") is None

@@ -125,7 +125,7 @@ def _client(scheduler: Optional[str], workers: Optional[int]):
         return Client(scheduler, timeout="30s"), None
     n = workers or max(1, os.cpu_count() or 1)
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=40)
+                           dashboard_address=":0", silence_logs=40)
     return Client(cluster), cluster
 
 
