@@ -96,12 +96,15 @@ setup(
         # LZO pages (makedumpfile -l) decode in pure Python without it; python-lzo is faster
         # but builds from source against liblzo2 (Debian: liblzo2-dev).
         "lzo": ["python-lzo>=1.15"],
+        # ktstr-triage (volatility3_ktstr/fleet): Dask runs the fleet, pyarrow writes Parquet.
+        "fleet": ["dask[distributed]>=2023.1", "pyarrow>=12"],
     },
     entry_points={
         "console_scripts": [
             "ktstr-isf=volatility3_ktstr.isf.cli:main",
             "ktstr-minimize=volatility3_ktstr.minimize:main",
             "ktstr-sample=volatility3_ktstr.sample:main",
+            "ktstr-triage=volatility3_ktstr.fleet.cli:main",
         ]
     },
     # The bundled sample dump and its ISF (volatility3_ktstr/sample.py finds them here).

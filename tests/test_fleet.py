@@ -1,0 +1,142 @@
+"""Fleet triage pieces that need neither Dask nor a dump: which files are dumps, the row a
+plugin's output gives, programs seen on one host only, a report with no way out of the machine.
+(The Dask runs on real dumps, the external cluster and the browser: test_fleet_cluster.py.)"""
+
+import json
+import re
+import struct
+
+import pytest
+
+from volatility3_ktstr.fleet import discover, report, summarize
+
+
+def _elf_header(e_type):
+    return b"\x7fELF" + bytes([2, 1, 1, 0]) + b"\0" * 8 + struct.pack("<HH", e_type, 62) + b"\0" * 44
+
+
+def test_dump_files_are_told_from_other_files(tmp_path):
+    zstandard = pytest.importorskip("zstandard")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "dump.raw").write_bytes(b"\0" * (2 << 20))
+    (tmp_path / "a" / "core.elf").write_bytes(_elf_header(4) + b"\0" * 4096)   # ET_CORE
+    (tmp_path / "a" / "vmlinux").write_bytes(_elf_header(2) + b"\0" * 4096)    # ET_EXEC
+    (tmp_path / "a" / "btf.raw").write_bytes(b"\x9f\xeb\x01\0" + b"\0" * (2 << 20))
+    (tmp_path / "a" / "small.raw").write_bytes(b"\0" * 100)                   # too small
+    (tmp_path / "a" / "kd").write_bytes(b"KDUMP   " + b"\0" * 100)
+    (tmp_path / "a" / "notes.txt").write_text("hello")
+    cctx = zstandard.ZstdCompressor()
+    (tmp_path / "a" / "vmlinux.zst").write_bytes(cctx.compress(_elf_header(2) + b"\0" * 64))
+    (tmp_path / "a" / "mem.raw.zst").write_bytes(cctx.compress(b"\0" * 4096))
+    (tmp_path / "a" / "core.zst").write_bytes(cctx.compress(_elf_header(4) + b"\0" * 64))
+    found = {d.name for d in discover.expand([str(tmp_path)])}
+    assert found == {"a/dump.raw", "a/core.elf", "a/kd", "a/mem.raw.zst", "a/core.zst"}
+    # Named on the command line: taken as given (a row will say what is wrong with it).
+    named = discover.expand([str(tmp_path / "a" / "notes.txt"), str(tmp_path / "a" / "*.elf")])
+    assert [d.name for d in named] == ["notes.txt", "core.elf"]
+    # The same file twice is one input.
+    assert len(discover.expand([str(tmp_path / "a" / "kd"), str(tmp_path / "a" / "kd")])) == 1
+
+
+def test_decompressed_copy_is_made_once(tmp_path):
+    zstandard = pytest.importorskip("zstandard")
+    src = tmp_path / "d.raw.zst"
+    src.write_bytes(zstandard.ZstdCompressor().compress(b"x" * 10000))
+    sha = discover.content_hash(str(src))
+    out = discover.decompressed_copy(str(src), sha, tmp_path / "cache")
+    assert out.endswith("d.raw") and open(out, "rb").read() == b"x" * 10000
+    mtime = (tmp_path / "cache").stat().st_mtime_ns
+    assert discover.decompressed_copy(str(src), sha, tmp_path / "cache") == out
+    assert discover.safe_name("x86_64/scx_sdt/dump.raw.zst") == "x86_64__scx_sdt__dump.raw.zst"
+    assert mtime == (tmp_path / "cache").stat().st_mtime_ns
+
+
+def _tree(section, obj, key, value, children=()):
+    return {"Section": section, "Object": obj, "Key": key, "Value": value, "Address": None,
+            "__children": list(children)}
+
+
+SCX_EXITED = [
+    _tree("exit", "summary", "verdict", "EXITED: qmap: ERROR_BPF (1025)"),
+    _tree("exit", "kernel qmap", "kind", "ERROR_BPF (1025)"),
+    _tree("exit", "kernel qmap", "reason", "scx_bpf_error"),
+    _tree("exit", "kernel qmap", "msg", "a.bpf.c:1: boom"),
+    _tree("exit", "uei x.data", "kind", "NONE (0)"),
+    _tree("exit", "kernel log", "source", "printk", [
+        _tree("exit", "kernel log", "line", "[    8.4] sched_ext: BPF scheduler \"qmap\" enabled"),
+        _tree("exit", "kernel log", "line",
+              "[   21.425321] sched_ext: BPF scheduler \"qmap\" disabled (scx_bpf_error)")]),
+    _tree("scheduler", "(none)", "enable_state", "disabled"),
+    _tree("scheduler", "qmap", "name", "qmap"),
+    _tree("watchdog", "-", "stalled_tasks", "3"),
+    _tree("events", "qmap", "SCX_EV_A", "5", [_tree("events", "qmap", "cpu0", "5")]),
+    _tree("events", "qmap", "SCX_EV_B", "0"),
+    _tree("events", "qmap", "SCX_EV_C", "9"),
+]
+
+
+def test_row_from_plugin_outputs():
+    progs = [{"Tag": "aa", "Name": "p1", "Type": "kprobe", "ID": 1, "Error": ""},
+             {"Tag": "bb", "Name": "p2", "Type": "xdp", "ID": 2, "Error": ""}]
+    hidden = [{"Kind": "prog", "Verdict": "hidden", "Error": ""},
+              {"Kind": "task", "Verdict": "unverifiable", "Error": "not read whole"},
+              {"Kind": "summary", "Verdict": "", "Error": ""}]
+    maps = [{"ID": 3, "Error": ""}, {"ID": -1, "Error": "map_idr unreadable at 0x10"}]
+    row = summarize.summarize({
+        "linux.ktstr.scxstate": list(summarize.flatten(SCX_EXITED)),
+        "linux.ktstr.progs": progs, "linux.ktstr.bpfhidden": hidden, "linux.ktstr.maps": maps})
+    assert (row["exit_kind"], row["exit_code"], row["exit_reason"], row["exit_message"]) == \
+        ("ERROR_BPF", 1025, "scx_bpf_error", "a.bpf.c:1: boom")
+    assert row["exit_time_s"] == 21.425321
+    assert row["schedulers"] == "qmap" and row["scheduler_state"] == "disabled"
+    assert row["stalled_tasks"] == 3 and row["top_events"] == "C=9, A=5"
+    assert (row["hidden_objects"], row["unverifiable_objects"]) == (1, 1)
+    assert row["bpf_maps"] == 1 and row["bpf_progs"] == 2 and row["bpf_links"] is None
+    assert row["damage"] == 1 and "map_idr unreadable" in row["damage_examples"]
+    assert row["program_fingerprints"] == "aa:p1:kprobe;bb:p2:xdp"
+    assert row["suspicious_programs"] is None
+
+
+def test_no_exit_is_none_and_uei_stands_in_for_a_lost_kernel_record():
+    none = summarize.exit_facts([_tree("exit", "kernel sdt", "kind", "NONE (0)")])
+    assert none["exit_kind"] == "NONE" and none["exit_reason"] is None
+    uei_only = summarize.exit_facts([_tree("exit", "uei a.data", "kind", "ERROR_STALL (1026)"),
+                                     _tree("exit", "uei a.data", "reason", "stall")])
+    assert (uei_only["exit_kind"], uei_only["exit_reason"]) == ("ERROR_STALL", "stall")
+
+
+def test_programs_seen_on_one_host_only():
+    rows = [{"program_fingerprints": "a:x:kprobe;b:y:xdp"}, {"program_fingerprints": "a:x:kprobe"},
+            {"program_fingerprints": None}]
+    summarize.mark_unique_programs(rows)
+    assert [r["unique_programs"] for r in rows] == ["b:y:xdp", None, None]
+    alone = [{"program_fingerprints": "a:x:kprobe"}]
+    summarize.mark_unique_programs(alone)
+    assert alone[0]["unique_programs"] is None      # a fleet of one has nothing to compare
+
+
+def test_report_pages_are_self_contained(tmp_path):
+    folder = tmp_path / "dumps" / "h1"
+    folder.mkdir(parents=True)
+    (folder / "linux.ktstr.scxstate.json").write_text(json.dumps(SCX_EXITED + [
+        _tree("dsq", "GLOBAL node0", "nr", "4"), _tree("watchdog", "cpu0", "runnable_list",
+                                                       "2 tasks")]))
+    (folder / "linux.ktstr.bpfhooks.json").write_text(json.dumps([
+        {"ProgName": "p1", "ProgType": "kprobe", "ProgId": 1, "Hook": "kprobe",
+         "Target": "vfs_read", "__children": []}]))
+    (folder / "linux.ktstr.arena.json").write_text(json.dumps([
+        {"Name": "arena", "MapID": 3, "Pages": 6, "Physical": None, "__children": []}]))
+    rows = [{"name": "h1", "exit_kind": "ERROR_BPF", "exit_verdict": "EXITED <b>", "damage": 0,
+             "seconds": 1.5, "per_plugin": {"scxstate": {"seconds": 0.5}}},
+            {"name": "h2", "error": "no Linux banner", "seconds": 0.1}]
+    pages = report.write_report(rows, str(tmp_path))
+    assert len(pages) == 3
+    index = (tmp_path / "index.html").read_text()
+    assert "EXITED &lt;b&gt;" in index and "no Linux banner" in index
+    assert 'href="dumps/h1/index.html"' in index
+    page = (folder / "index.html").read_text()
+    assert page.count("<svg") >= 5 and "vfs_read" in page and "GLOBAL node0" in page
+    assert page.count('<rect x="') >= 6       # arena: one square per page (6), plus the bars
+    for text in [index, page]:
+        assert not re.search(r"(src|href)=\"(https?:)?//", text), "a link leaves the machine"
+        assert "<script" not in text and "@import" not in text and "url(" not in text

@@ -1,0 +1,176 @@
+"""Which files of the command line are memory dumps, and what each one is (no Volatility import).
+
+A directory is walked for dump files: ELF cores, LiME, kdump-compressed (plain or flattened),
+raw images (by name: ``*.raw``, ``*.mem``, ``*.img``, ``*.dmp``, ``*.vmem``, ``vmcore*``,
+``*.core``, at least 1 MiB, not BTF), and any of these zstd-compressed. Files named on the
+command line (or matched by a glob) are taken whatever they hold: a file that is no dump
+becomes a row saying so.
+"""
+
+import dataclasses
+import glob
+import hashlib
+import os
+import struct
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+BTF_MAGIC = b"\x9f\xeb"
+RAW_SUFFIXES = (".raw", ".mem", ".img", ".dmp", ".vmem", ".core", ".lime", ".elf", ".kdump")
+MIN_RAW = 1 << 20
+MAX_WALK = 100_000        # files looked at per directory argument
+HASH_CHUNK = 8 << 20
+
+
+@dataclasses.dataclass
+class DumpInput:
+    """One file to triage: where it is and its name in the report."""
+
+    path: str
+    name: str
+
+
+def _head(path: str, n: int = 64) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
+def zstd_head(path: str, n: int = 64) -> bytes:
+    """The first ``n`` decompressed bytes of a zstd file (b"" when unreadable)."""
+    try:
+        import zstandard
+
+        with open(path, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as r:
+            return r.read(n)
+    except Exception:       # any decode failure means "not a zstd dump"
+        return b""
+
+
+def kind_of(head: bytes) -> Optional[str]:
+    """"kdump", "kdump-flat", "elf-core", "elf-other", "lime", "btf" or None (unknown/raw)."""
+    if head.startswith(b"KDUMP   "):
+        return "kdump"
+    if head.startswith(b"makedumpfile"):
+        return "kdump-flat"
+    if head.startswith(b"\x7fELF") and len(head) >= 18:
+        e_type = struct.unpack_from("<H" if head[5] == 1 else ">H", head, 16)[0]
+        return "elf-core" if e_type == 4 else "elf-other"
+    if head[:4] in (b"EMiL", b"LiME"):
+        return "lime"
+    if head[:2] in (BTF_MAGIC, BTF_MAGIC[::-1]):
+        return "btf"
+    return None
+
+
+def looks_like_dump(path: str) -> bool:
+    """Whether a file met in a directory walk is a memory dump (module doc)."""
+    head = _head(path)
+    name = os.path.basename(path).lower()
+    if head.startswith(ZSTD_MAGIC):
+        inner = zstd_head(path)
+        name = name[:-4] if name.endswith(".zst") else name[:-5] if name.endswith(".zstd") else name
+        kind = kind_of(inner)
+    else:
+        kind = kind_of(head)
+        try:
+            if os.path.getsize(path) < MIN_RAW:
+                return kind in ("kdump", "kdump-flat", "elf-core", "lime")
+        except OSError:
+            return False
+    if kind in ("kdump", "kdump-flat", "elf-core", "lime"):
+        return True
+    if kind in ("elf-other", "btf"):
+        return False
+    return name.endswith(RAW_SUFFIXES) or name.startswith("vmcore")
+
+
+def expand(args: Sequence[str]) -> List[DumpInput]:
+    """Dump files of the command line's paths, directories and globs, in a stable order; each
+    named by its path below the directory or glob root it came from (unique)."""
+    found: List[DumpInput] = []
+    seen = set()
+
+    def add(path: str, name: str) -> None:
+        real = os.path.realpath(path)
+        if real in seen:
+            return
+        seen.add(real)
+        found.append(DumpInput(os.path.abspath(path), name))
+
+    for arg in args:
+        if os.path.isdir(arg):
+            n = 0
+            for root, dirs, files in os.walk(arg):
+                dirs.sort()
+                for f in sorted(files):
+                    n += 1
+                    if n > MAX_WALK:
+                        break
+                    p = os.path.join(root, f)
+                    if os.path.isfile(p) and looks_like_dump(p):
+                        add(p, os.path.relpath(p, arg))
+        elif any(c in arg for c in "*?["):
+            prefix = arg
+            for c in "*?[":
+                prefix = prefix.split(c)[0]
+            root = os.path.dirname(prefix) or "."
+            for p in sorted(glob.glob(arg, recursive=True)):
+                if os.path.isfile(p):
+                    add(p, os.path.relpath(p, root))
+        else:
+            add(arg, os.path.basename(arg))
+    names = set()
+    for d in found:
+        base, i = d.name, 1
+        while d.name in names:
+            i += 1
+            d.name = f"{base}~{i}"
+        names.add(d.name)
+    return found
+
+
+def safe_name(name: str) -> str:
+    """A folder name for DIR/dumps/<name>/ from a dump's name."""
+    out = "".join(c if c.isalnum() or c in "._-+@~" else "_" for c in name.replace(os.sep, "__"))
+    return out.strip(".") or "dump"
+
+
+def content_hash(path: str) -> str:
+    """sha256 of a file's bytes (the content address of a dump)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def stat_key(path: str) -> Optional[str]:
+    """Cheap identity of a file (path, size, mtime, inode): rerun skips rehashing it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}"
+
+
+def decompressed_copy(path: str, sha: str, cache: Path) -> str:
+    """A zstd-compressed dump decompressed once into ``cache`` (keyed by its content hash)."""
+    import zstandard
+
+    name = os.path.basename(path)
+    for ext in (".zst", ".zstd"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    out = cache / sha[:24] / name
+    if out.is_file():
+        return str(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{name}.{os.getpid()}.tmp")
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        zstandard.ZstdDecompressor().copy_stream(src, dst)
+    os.replace(tmp, out)
+    return str(out)
