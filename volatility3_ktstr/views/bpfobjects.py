@@ -20,7 +20,8 @@ def _memo(kctx, key, fn):
 
 
 def fd_scan(kctx):
-    """([BpfFd] incl. perf event files, DamageLog) of every process (empty without init_task)."""
+    """([BpfFd] incl. perf event files, DamageLog) of every process of any task list (empty
+    without init_task); a process missing from ``init_task.tasks`` has ``via`` saying so."""
 
     def scan():
         damage = DamageLog()
@@ -28,8 +29,9 @@ def fd_scan(kctx):
         if init_task is None or not kctx.layout.has("files_struct"):
             return [], damage
         fds = list(bpffds.bpf_fds(kctx.bpf_kernel(), init_task, damage, perf=True))
-        if any(d.what.startswith(("task", "thread", "list head")) for d in damage):
-            fds += _off_list_fds(kctx, fds, damage)
+        # a loader unlinked from init_task.tasks (or behind a damaged part of it) still holds
+        # its fds: the processes the other task lists know are read too, and named so
+        fds += _off_list_fds(kctx, fds, damage)
         return fds, damage
 
     return _memo(kctx, "fds", scan)
