@@ -171,7 +171,8 @@ _CATEGORY_BY_FILE = {
     # the one enumeration of BPF objects (registry verdicts) and the task cross-view
     "bpf/objects.py": "hidden", "walkers/alltasks.py": "tasks",
     # the probe-side hook walks and the rootkit triage
-    "bpf/probes.py": "hooks", "bpf/triage.py": "triage",
+    "bpf/probes.py": "hooks", "bpf/triage.py": "triage", "bpf/mapkinds.py": "values",
+    "bpf/sockets.py": "sockets",
 }
 
 

@@ -37,7 +37,24 @@ def fd_scan(kctx):
     return _memo(kctx, "fds", scan)
 
 
-def _off_list_fds(kctx, fds, damage):
+def socket_scan(kctx):
+    """([BpfFd] of kind socket (obj: struct socket), DamageLog) of every process any task list
+    knows."""
+
+    def scan():
+        damage = DamageLog()
+        init_task = kctx.symbol("init_task")
+        kinds = bpffds.socket_kinds(kctx)
+        if init_task is None or not kinds or not kctx.layout.has("files_struct"):
+            return [], damage
+        fds = list(bpffds.bpf_fds(kctx.bpf_kernel(), init_task, damage, kinds=kinds))
+        fds += _off_list_fds(kctx, fds, damage, kinds)
+        return fds, damage
+
+    return _memo(kctx, "sockets", scan)
+
+
+def _off_list_fds(kctx, fds, damage, kinds=None):
     """The BPF fds of processes the damaged task list did not reach but the other task lists
     (pid IDR, scx_tasks, cgroups, runqueues) did."""
     from ..core import ReadError
@@ -63,7 +80,7 @@ def _off_list_fds(kctx, fds, damage):
             files.add(kctx.reader.ptr(f.task + kctx.layout.offset("task_struct", "files")))
     except ReadError:
         pass
-    return list(bpffds.bpf_fds_of_tasks(kctx.bpf_kernel(), extra, files, damage, perf=True))
+    return list(bpffds.bpf_fds_of_tasks(kctx.bpf_kernel(), extra, files, damage, perf=True, kinds=kinds))
 
 
 def pin_scan(kctx):
