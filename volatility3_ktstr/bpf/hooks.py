@@ -339,7 +339,7 @@ class HookWalker(ProbeWalks):
             except ReadError as e:
                 self.damage.add("netns_bpf", net, f"unreadable ({e.reason})")
                 continue
-            target = f"netns:{ino}"
+            target = f"netns:{ino}{self.dec.netns_owner(net)}"
             for i in range(f_progs.count):
                 name = NETNS_ATTACH.get(types.get(i), f"netns_type {i}")
                 prog = int.from_bytes(raw[f_progs.offset + f_progs.elem_size * i:][:f_progs.elem_size], "little")

@@ -288,7 +288,11 @@ class LinkDecoder:
             link.attach_type = NETNS_ATTACH.get(consts.get(value), f"netns_type {value}")
         link.info.update(netns_ino=ino, attach_type=link.attach_type)
         link.target = f"netns:{ino}"
-        link.hooks.append(Hook("netns", link.target, link.attach_type))
+        link.hooks.append(Hook("netns", link.target + self.netns_owner(net), link.attach_type))
+
+    def netns_owner(self, net):
+        """`` (init_net)`` for the initial network namespace, '' for the others."""
+        return " (init_net)" if net and net == self.k.symbol("init_net") else ""
 
     def _netns_ino(self, net):
         if not net or not self.layout.has("net", "ns"):
@@ -433,7 +437,7 @@ class LinkDecoder:
         link.target = f"nf:pf{pf}/hook{hooknum}/prio{prio}"
         fam = nf_family_name(self.k, pf)
         net = rec.int("net", 0)
-        owner = " (init_net)" if net and net == self.k.symbol("init_net") else ""
+        owner = self.netns_owner(net)
         link.hooks.append(Hook("netfilter", f"nf:{fam}/{nf_hook_name(self.k, fam, hooknum)} prio {prio} "
                                f"netns:{self._netns_ino(net)}{owner}", "netfilter"))
 

@@ -373,7 +373,7 @@ class ProbeWalks:
         f_priv = lay.field("nf_hook_entry", "priv")
         ps = self.reader.pointer_size
         hname = nf_hook_name(self.k, fam, hooknum)
-        owner = " (init_net)" if net == self.k.symbol("init_net") else ""
+        owner = self.dec.netns_owner(net)
         for i in range(num):
             if f_hook.decode(raw, -i * stride) != run_bpf:
                 continue

@@ -46,6 +46,18 @@ def collect(kctx: Kernel, damage: Optional[DamageLog] = None,
     """(links, [Attachment], whether link_idr was read) of the dump: link_idr and every hook
     walker (over ``bk``, the adapter's BpfKernel unless given)."""
     damage = damage if damage is not None else DamageLog()
+    if bk is None or bk is kctx.bpf_kernel():
+        # the same walk serves bpfhooks, the cross-view and the triage of one kernel: once
+        links, found, links_ok, log = kctx.memo(("bpfhooks", "collect"), lambda: _collect(kctx))
+        damage.extend(log)
+        return links, list(found), links_ok
+    links, found, links_ok, log = _collect(kctx, bk)
+    damage.extend(log)
+    return links, found, links_ok
+
+
+def _collect(kctx: Kernel, bk: Any = None) -> Tuple[Any, List[Any], bool, DamageLog]:
+    damage = DamageLog()
     links_ok = True
     try:
         links = kctx.links(damage)
@@ -56,7 +68,7 @@ def collect(kctx: Kernel, damage: Optional[DamageLog] = None,
     walker = HookWalker(bk or kctx.bpf_kernel(), damage)
     # every task any list knows: a task's perf events hold programs too (a hidden loader's)
     tasks = list(inventory.tasks(kctx).by_kva)
-    return links, list(walker.all(perf, tasks)), links_ok
+    return links, list(walker.all(perf, tasks)), links_ok, damage
 
 
 def _prog(bk, kva, cache, kctx=None):

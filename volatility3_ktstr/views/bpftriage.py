@@ -58,7 +58,7 @@ def program_flags(kctx: Kernel, damage: DamageLog):
     fds = objs.fd_scan(kctx)[0]
     pins = objs.pin_scan(kctx)[0]
     links = inventory.links(kctx, require=False) if inv.registries["link"].readable else []
-    _l, attachments, _ok = bpfhooks.collect(kctx, DamageLog())
+    _l, attachments, _ok = bpfhooks.collect(kctx, DamageLog(), bk)
     held = triage.held_programs([e.record for e in entries], fds, pins, links, attachments,
                                 _perf_progs(kctx, fds))
     has_fi = kctx.layout.has("bpf_prog_aux", "func_info_cnt")
