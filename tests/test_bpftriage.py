@@ -114,3 +114,14 @@ def test_dkom_hidden_programs_are_flagged_hidden_and_unheld():
     mine = {r["Flag"]: r for r in _rows(patched) if r["Kind"] == "prog" and r["ID"] == pid}
     assert {"hidden", "unheld", "target:kprobe"} <= set(mine), set(mine)
     assert "kprobe_table" in mine["hidden"]["Evidence"]
+
+
+def test_null_entries_are_not_judged_and_trailing_non_pointers_end_the_table():
+    """A table whose length the next symbol overestimates ends at the first trailing word that is
+    no kernel pointer (string bytes); NULL entries (a page missing from the dump) are damage."""
+    garbage = int.from_bytes(b"__func__", "little")
+    k = _table_world([TEXT + 0x100, 0, TEXT + 0x300, garbage])
+    damage = DamageLog()
+    n, found = triage.syscall_findings(k, triage.CodeMap(k, damage), damage)
+    assert n == 2 and found == []
+    assert any("1 entries read as NULL" in str(d) for d in damage)

@@ -197,8 +197,16 @@ class CodeMap:
         return HIGH, "points outside the kernel text"
 
 
+def _kernel_pointer(value: int, ps: int) -> bool:
+    """A pointer into the kernel half of the address space (top 16 bits all set on 64-bit)."""
+    return value >> (8 * ps - 16) == 0xFFFF if ps == 8 else value >= 0xC0000000
+
+
 def syscall_findings(kernel, code: CodeMap, damage: DamageLog) -> Tuple[int, List[TableFinding]]:
-    """(entries checked, findings) over the kernel's syscall tables."""
+    """(entries checked, findings) over the kernel's syscall tables. A table's length is the
+    distance to the next symbol, which may overshoot when that symbol is missing from the
+    symbol table: trailing words that are not kernel pointers (string bytes) end it. NULL
+    entries are what a page missing from the dump reads as: counted in ``damage``, not judged."""
     checked, out = 0, []
     if not all(code.text):
         damage.add("kernel text", 0, "_stext/_etext not in the symbol table: syscall tables not checked")
@@ -213,12 +221,21 @@ def syscall_findings(kernel, code: CodeMap, damage: DamageLog) -> Tuple[int, Lis
         if raw is None:
             damage.add(table, addr, "unreadable: not checked")
             continue
-        for i in range(n):
-            entry = int.from_bytes(raw[i * ps:(i + 1) * ps], "little")
+        entries = [int.from_bytes(raw[i * ps:(i + 1) * ps], "little") for i in range(n)]
+        while entries and entries[-1] and not _kernel_pointer(entries[-1], ps):
+            entries.pop()
+        zero = 0
+        for i, entry in enumerate(entries):
+            if not entry:
+                zero += 1
+                continue
             checked += 1
             bad = code.judge(entry)
             if bad:
                 out.append(TableFinding(table, i, entry, bad[0], bad[1], kernel.symbol_near(entry)))
+        if zero:
+            damage.add(table, addr, f"{zero} entries read as NULL (pages missing from the dump, "
+                                    "or cleared): not judged")
     return checked, out
 
 
