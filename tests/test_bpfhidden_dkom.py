@@ -142,3 +142,19 @@ def test_a_loader_off_the_task_list_still_holds_its_fds(kctx):
     hidden = [dict(zip(names, v)) for _l, v in bpfhidden.rows(patched)]
     task = [r for r in hidden if r["Kind"] == "task" and r["ID"] == loader]
     assert task and task[0]["Verdict"] == "hidden"
+
+
+def test_a_link_whose_program_is_hidden_names_it(kctx):
+    """Only the program's prog_idr slot gone: its link (still in link_idr) shows the program's
+    id and name as read through the link, and says it is not in prog_idr."""
+    from helpers.dkom import idr_slot
+    from volatility3_ktstr.views import links
+
+    truth = dumps.load_truth(ZOO)
+    t = next(x for x in truth["links"] if x["prog_name"] == "zoo_kprobe")
+    words = {idr_slot(kctx.reader, kctx.layout, kctx.symbol("prog_idr"), t["prog_id"]): 0}
+    patched = kctx.with_reader(PatchedReader(kctx.reader, words))
+    names = [c.name for c in links.GRID.columns]
+    row = next(dict(zip(names, v)) for _l, v in links.rows(patched) if v[0] == t["id"])
+    assert row["ProgId"] == t["prog_id"] and row["ProgName"] == "zoo_kprobe"
+    assert f"(id {t['prog_id']}) is not in prog_idr" in row["Error"]
