@@ -39,7 +39,7 @@ from typing import Dict, List, Optional, Set, Tuple
 REPO = Path(__file__).resolve().parents[1]
 PAGE = 4096
 PLUGINS = ("arena", "localstorage", "mapdump", "maps", "progs", "scxstate", "scxtasks", "sdtalloc",
-           "links", "bpffds", "bpfpins", "bpfhooks", "bpfhidden")
+           "links", "bpffds", "bpfpins", "bpfhooks", "bpfhidden", "bpftriage", "bpfsockets")
 # Reads this large are scans (banner search, minimizer-style chunking), not structures.
 MAX_TARGET_READ = 64 << 10
 KINDS = ("bitflip", "ptr_other", "ptr_self", "huge", "zero_page", "truncate")

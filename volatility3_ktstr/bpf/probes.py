@@ -92,15 +92,20 @@ class ProbeWalks:
 
     def _trace_kprobe(self, kp, disp, rdisp):
         lay = self.layout
-        tk = kp - lay.offset("trace_kprobe", "rp") - lay.offset("kretprobe", "kp")
-        r = Record(self.reader, lay, "trace_kprobe", tk,
-                   ("rp.kp.pre_handler", "rp.kp.addr", "rp.kp.offset", "rp.handler", "symbol", "tp.event"))
-        if disp and r.int("rp.kp.pre_handler") == disp:
+        # judge from the kprobe itself before reading the trace_kprobe around it: another
+        # kprobe user's container may not extend that far
+        pre = Record(self.reader, lay, "kprobe", kp, ("pre_handler",)).int("pre_handler")
+        if disp and pre == disp:
             kind = "kprobe"
-        elif rdisp and r.int("rp.handler") == rdisp:
+        elif rdisp and pre and pre == self.k.symbol("pre_handler_kretprobe"):
+            rp = kp - lay.offset("kretprobe", "kp")
+            if Record(self.reader, lay, "kretprobe", rp, ("handler",)).int("handler") != rdisp:
+                return
             kind = "kretprobe"
         else:
             return                  # another kprobe user (not a trace_kprobe)
+        tk = kp - lay.offset("trace_kprobe", "rp") - lay.offset("kretprobe", "kp")
+        r = Record(self.reader, lay, "trace_kprobe", tk, ("rp.kp.addr", "rp.kp.offset", "symbol", "tp.event"))
         sym = r.int("symbol")
         func = (self.reader.cstring(sym, MAX_NAME) if sym else "") or self.k.symbol_near(r.int("rp.kp.addr"))
         off = r.int("rp.kp.offset")
