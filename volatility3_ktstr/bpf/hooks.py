@@ -22,6 +22,9 @@ with the link that made it when the hook keeps one (``link_kva``; 0 = attached w
 - sockmap/sockhash: ``progs.{msg_parser, stream_parser, stream_verdict, skb_verdict}`` and
   their ``*_link``.
 - prog_array maps: tail-call slots (``bpf_array.ptrs[i]``).
+- the probe side (``bpf.probes``, a mixin): kprobes, tracepoint probes, fprobes, uprobes, perf
+  event contexts per CPU and task, netfilter hook entries -- what reaches a program whose
+  registry slots, links, fds and kallsyms entry are all gone.
 
 No Volatility import; every walk bounded and cycle-checked (``kds``), damage into a DamageLog.
 """

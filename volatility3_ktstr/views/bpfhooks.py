@@ -6,7 +6,9 @@ Sources, in this order of authority:
 1. the links of ``link_idr`` (their decoded targets);
 2. the hooks themselves (``bpf.hooks``): cgroup program lists and effective arrays, device XDP
    and tcx entries, classic tc filters, netns programs, trampolines, trace events and perf
-   events, struct_ops maps, sockmap programs, prog_array slots. What a hook attributes to a link
+   events, struct_ops maps, sockmap programs, prog_array slots, and the probe side (kprobes,
+   tracepoint probes, fprobes, uprobes, perf contexts, netfilter entries). One attachment two
+   walks reach is one row naming both. What a hook attributes to a link
    already listed is not repeated; what it holds without a link is a row ``Source`` = "no
    link"; a link the hook holds but ``link_idr`` lacks is said so;
 3. every program of ``prog_idr`` in no row above: "loaded, not attached".
