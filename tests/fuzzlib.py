@@ -39,7 +39,8 @@ from typing import Dict, List, Optional, Set, Tuple
 REPO = Path(__file__).resolve().parents[1]
 PAGE = 4096
 PLUGINS = ("arena", "localstorage", "mapdump", "maps", "progs", "scxstate", "scxtasks", "sdtalloc",
-           "links", "bpffds", "bpfpins", "bpfhooks", "bpfhidden", "stacks")
+           "links", "bpffds", "bpfpins", "bpfhooks", "bpfhidden", "bpftriage", "bpfsockets",
+           "stacks")
 # Reads this large are scans (banner search, minimizer-style chunking), not structures.
 MAX_TARGET_READ = 64 << 10
 KINDS = ("bitflip", "ptr_other", "ptr_self", "huge", "zero_page", "truncate")
@@ -176,6 +177,9 @@ _CATEGORY_BY_FILE = {
     **{f"unwind/{m}.py": "stacks" for m in ("__init__", "bounds", "orc", "x86_64", "arm64", "naming",
                                              "lineinfo", "modules", "cpus")},
     "views/stacks.py": "stacks",
+    # the probe-side hook walks and the rootkit triage
+    "bpf/probes.py": "hooks", "bpf/triage.py": "triage", "bpf/mapkinds.py": "values",
+    "bpf/sockets.py": "sockets",
 }
 
 

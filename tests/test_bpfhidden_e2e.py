@@ -10,11 +10,11 @@ nothing (plus: every real dump, through the plugin, in test_bpfforensics_e2e).
 import pytest
 
 import dumps
-import volrun
+from helpers.dkom import PatchedReader, idr_slot
+from helpers.vol_kctx import open_kctx
 from volatility3_ktstr.bpf import bpffs, hidden, hooks
 from volatility3_ktstr.bpf import fds as bpffds
 from volatility3_ktstr.bpf import links as bpflinks
-from volatility3_ktstr.core import Reader
 
 ZOO = "x86_64/scx_sdt_zoo"
 
@@ -27,74 +27,10 @@ def _available():
 pytestmark = pytest.mark.skipif(not _available(), reason=f"KTSTR_DUMPS is unset or has no {ZOO}")
 
 
-def open_kernel(name):
-    """A KernelContext of dump ``name``, in-process (automagic + the kernel ISF)."""
-    import volatility3.plugins
-    import volatility3.symbols
-    from volatility3 import framework
-    from volatility3.framework import automagic, contexts, interfaces, plugins
-
-    from volatility3_ktstr.kernel import KernelContext
-
-    plugin_dir = str(volrun.REPO / "volatility3_ktstr" / "plugins")
-    if plugin_dir not in volatility3.plugins.__path__:
-        volatility3.plugins.__path__.append(plugin_dir)
-    sym = str(volrun.kernel_isf_dir(name))
-    if sym not in volatility3.symbols.__path__:
-        volatility3.symbols.__path__.insert(0, sym)
-    framework.import_files(volatility3.plugins, True)
-    cls = next(c for c in framework.class_subclasses(interfaces.plugins.PluginInterface)
-               if c.__module__.endswith("ktstr.maps"))
-    from volatility3.framework import exceptions
-
-    for attempt in range(3):
-        ctx = contexts.Context()
-        ctx.config["automagic.LayerStacker.single_location"] = dumps.dump_path(name).resolve().as_uri()
-        try:
-            plugin = plugins.construct_plugin(ctx, automagic.choose_automagic(automagic.available(ctx), cls),
-                                              cls, "plugins", None, None)
-            return KernelContext.from_plugin(plugin)
-        except exceptions.UnsatisfiedException:
-            # concurrent runs updating Volatility's shared symbol cache: retry those only
-            if attempt == 2:
-                raise
-
-
-class PatchedReader(Reader):
-    """Reads of ``base`` with some 8-byte words replaced ({address: value})."""
-
-    def __init__(self, base, words):
-        self.base = base
-        self.words = words
-
-    def read(self, addr, size):
-        data = self.base.read(addr, size)
-        hits = [(a, v) for a, v in self.words.items() if addr <= a and a + 8 <= addr + size]
-        if not hits:
-            return data
-        buf = bytearray(data)
-        for a, v in hits:
-            buf[a - addr:a - addr + 8] = v.to_bytes(8, "little")
-        return bytes(buf)
-
-
-def idr_slot(reader, layout, idr, index):
-    """Address of the XArray slot holding entry ``index`` of the ``struct idr`` at ``idr``."""
-    base = reader.u32(idr + layout.offset("idr", "idr_base")) if layout.has("idr", "idr_base") else 0
-    index -= base
-    slot = idr + layout.offset("idr", "idr_rt") + layout.offset("xarray", "xa_head")
-    entry = reader.u64(slot)
-    while entry & 3 == 2 and entry > 4096:          # an internal node
-        node = entry - 2
-        shift = reader.read(node + layout.offset("xa_node", "shift"), 1)[0]
-        slot = node + layout.offset("xa_node", "slots") + 8 * ((index >> shift) & 63)
-        entry = reader.u64(slot)
-    return slot
-
-
 @pytest.fixture(scope="module")
 def kctx():
-    return open_kernel(ZOO)
+    # the in-process zoo kernel the other zoo tests share (helpers/vol_kctx.py)
+    return open_kctx(ZOO)
 
 
 def cross_view(kctx, words=None):

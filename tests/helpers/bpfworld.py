@@ -24,7 +24,7 @@ enum bpf_map_type { BPF_MAP_TYPE_UNSPEC = 0, BPF_MAP_TYPE_HASH = 1, BPF_MAP_TYPE
   BPF_MAP_TYPE_PROG_ARRAY = 3, BPF_MAP_TYPE_ARRAY_OF_MAPS = 12 };
 enum bpf_link_type { BPF_LINK_TYPE_UNSPEC = 0, BPF_LINK_TYPE_CGROUP = 1, BPF_LINK_TYPE_RAW_TRACEPOINT = 2,
   BPF_LINK_TYPE_TRACING = 3, BPF_LINK_TYPE_XDP = 4, BPF_LINK_TYPE_KPROBE_MULTI = 5,
-  BPF_LINK_TYPE_TCX = 6, BPF_LINK_TYPE_NETKIT = 7 };
+  BPF_LINK_TYPE_TCX = 6, BPF_LINK_TYPE_NETKIT = 7, BPF_LINK_TYPE_NETFILTER = 8 };
 enum bpf_attach_type { BPF_CGROUP_INET_INGRESS = 0, BPF_CGROUP_INET_EGRESS = 5, BPF_TRACE_FENTRY = 7,
   BPF_TCX_INGRESS = 9, BPF_TCX_EGRESS = 10, BPF_TRACE_KPROBE_MULTI = 11, BPF_XDP = 12 };
 enum cgroup_bpf_attach_type { CGROUP_INET_INGRESS = 1, CGROUP_INET_EGRESS = 0, CGROUP_DEVICE = 2 };
@@ -48,7 +48,8 @@ struct bpf_array { struct bpf_map map; u32 elem_size; void *ptrs[0]; };
 
 struct bpf_link { u64 refcnt; u32 id; enum bpf_link_type type; void *ops; struct bpf_prog *prog;
   enum bpf_attach_type attach_type; };
-struct tracepoint { char *name; };
+struct tracepoint_func { fnptr func; void *data; int prio; };
+struct tracepoint { char *name; struct tracepoint_func *funcs; };
 struct bpf_raw_event_map { struct tracepoint *tp; };
 struct bpf_raw_tp_link { struct bpf_link link; struct bpf_raw_event_map *btp; u64 cookie; };
 struct bpf_cgroup_link { struct bpf_link link; struct cgroup *cgroup; };
@@ -88,7 +89,26 @@ struct net_device { char name[16]; int ifindex; struct list_head dev_list; struc
   struct bpf_xdp_entity xdp_state[3]; struct bpf_mprog_entry *tcx_ingress;
   struct bpf_mprog_entry *tcx_egress; struct net *nd_net; };
 struct ns_common { u32 stashed; unsigned int inum; };
-struct net { struct list_head list; struct ns_common ns; struct list_head dev_base_head; };
+struct nf_hook_entry { fnptr hook; void *priv; };
+struct nf_hook_entries { u16 num_hook_entries; struct nf_hook_entry hooks[0]; };
+struct nf_hook_ops { struct list_head list; fnptr hook; void *priv; u8 pf; unsigned int hooknum;
+  int priority; };
+struct bpf_nf_link { struct bpf_link link; struct nf_hook_ops hook_ops; struct net *net; };
+struct netns_nf { u64 proc; struct nf_hook_entries *hooks_ipv4[5]; struct nf_hook_entries *hooks_ipv6[5]; };
+struct net { struct list_head list; struct ns_common ns; struct list_head dev_base_head;
+  struct netns_nf nf; };
+enum nf_inet_hooks { NF_INET_PRE_ROUTING = 0, NF_INET_LOCAL_IN = 1, NF_INET_FORWARD = 2,
+  NF_INET_LOCAL_OUT = 3, NF_INET_POST_ROUTING = 4 };
+enum nfproto { NFPROTO_UNSPEC = 0, NFPROTO_INET = 1, NFPROTO_IPV4 = 2, NFPROTO_IPV6 = 10 };
+
+struct kprobe { struct hlist_node hlist; struct list_head list; unsigned long nmissed; u64 addr;
+  char *symbol_name; unsigned int offset; fnptr pre_handler; };
+struct kretprobe { struct kprobe kp; fnptr handler; };
+struct trace_event_call { struct list_head list; char *name; int flags; struct bpf_prog_array *prog_array; };
+struct trace_probe_event { unsigned int flags; struct trace_event_call call; struct list_head probes; };
+struct trace_probe { struct list_head list; struct trace_probe_event *event; };
+struct trace_kprobe { u64 devent; struct kretprobe rp; char *symbol; struct trace_probe tp; };
+struct fprobe_hlist { struct hlist_node hlist; struct fprobe *fp; int size; };
 
 struct fdtable { unsigned int max_fds; struct file **fd; };
 struct files_struct { u32 count; struct fdtable *fdt; };
@@ -115,11 +135,17 @@ FAKE = ("bpf_map_fops", "bpf_prog_fops", "bpf_link_fops", "bpf_link_fops_poll", 
         "perf_fops", "bpf_map_iops", "bpf_prog_iops", "bpf_link_iops", "bpf_dir_iops", "bpf_fs_type",
         "ext4_fs_type", "bpf_cgroup_link_lops", "bpf_xdp_link_lops", "tcx_link_lops",
         "bpf_raw_tp_link_lops", "bpf_tracing_link_lops", "bpf_kprobe_multi_link_lops",
+        "bpf_nf_link_lops",
         "shmem_fops")
 FUNCS = {"bpf_map_lookup_elem": CALL_BASE + 0x1000, "bpf_ktime_get_ns": CALL_BASE + 0x2000,
          "htab_map_lookup_elem": CALL_BASE + 0x3000, "vfs_read": TEXT + 0x5000,
          "vfs_write": TEXT + 0x6000, "hrtimer_nanosleep": TEXT + 0x7000,
-         "scx_bpf_kick_cpu": CALL_BASE - 0x4000, "__bpf_call_base": CALL_BASE}
+         "scx_bpf_kick_cpu": CALL_BASE - 0x4000, "__bpf_call_base": CALL_BASE,
+         "do_sys_openat2": TEXT + 0x8000, "kprobe_dispatcher": TEXT + 0x9000,
+         "kretprobe_dispatcher": TEXT + 0x9100, "aggr_pre_handler": TEXT + 0x9200,
+         "pre_handler_kretprobe": TEXT + 0x9300, "kprobe_multi_link_handler": TEXT + 0x9400,
+         "nf_hook_run_bpf": TEXT + 0x9500, "ipv4_conntrack_in": TEXT + 0x9600,
+         "__bpf_trace_sched_switch": TEXT + 0x9700, "probe_sched_switch": TEXT + 0x9800}
 
 
 def kernel_btf_with_funcs():

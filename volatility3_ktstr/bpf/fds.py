@@ -31,6 +31,12 @@ class BpfFd:
     via: str = ""        # set for a process found off the task list (the lists it is on)
 
 
+def socket_kinds(kernel):
+    """{f_op address: "socket"}: socket files (``socket_file_ops``; private_data: struct socket)."""
+    a = kernel.symbol("socket_file_ops")
+    return {a: "socket"} if a else {}
+
+
 def fops_kinds(kernel, perf=False):
     """{f_op address: kind} of this kernel (kinds whose symbol is missing are left out)."""
     out = {}
@@ -45,12 +51,13 @@ def fops_kinds(kernel, perf=False):
     return out
 
 
-def bpf_fds(kernel, init_task, damage=None, perf=False):
+def bpf_fds(kernel, init_task, damage=None, perf=False, kinds=None):
     """:class:`BpfFd` of every process's BPF fds (and perf event fds with ``perf``), pid order
-    as on the task list, fd order within a process."""
+    as on the task list, fd order within a process. ``kinds``: {f_op address: kind} to look
+    for instead (sockets: :func:`socket_kinds`)."""
     damage = damage if damage is not None else DamageLog()
     reader, layout = kernel.reader, kernel.layout
-    kinds = fops_kinds(kernel, perf)
+    kinds = kinds if kinds is not None else fops_kinds(kernel, perf)
     if not kinds:
         return
     tables = {}   # files_struct -> [(fd, kind, object, file)]: kernel threads share init_files
@@ -67,11 +74,11 @@ def bpf_fds(kernel, init_task, damage=None, perf=False):
             yield BpfFd(task.tgid, task.comm, fd, kind, obj, file, task.kva)
 
 
-def bpf_fds_of_tasks(kernel, tasks, seen_files=(), damage=None, perf=False):
+def bpf_fds_of_tasks(kernel, tasks, seen_files=(), damage=None, perf=False, kinds=None):
     """:class:`BpfFd` of processes the task list did not give (``tasks``: (Task, via text)
     pairs from the other task lists); fd tables in ``seen_files`` were read already."""
     damage = damage if damage is not None else DamageLog()
-    kinds = fops_kinds(kernel, perf)
+    kinds = kinds if kinds is not None else fops_kinds(kernel, perf)
     if not kinds:
         return
     seen = set(seen_files)

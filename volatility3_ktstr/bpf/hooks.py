@@ -22,6 +22,9 @@ with the link that made it when the hook keeps one (``link_kva``; 0 = attached w
 - sockmap/sockhash: ``progs.{msg_parser, stream_parser, stream_verdict, skb_verdict}`` and
   their ``*_link``.
 - prog_array maps: tail-call slots (``bpf_array.ptrs[i]``).
+- the probe side (``bpf.probes``, a mixin): kprobes, tracepoint probes, fprobes, uprobes, perf
+  event contexts per CPU and task, netfilter hook entries -- what reaches a program whose
+  registry slots, links, fds and kallsyms entry are all gone.
 
 No Volatility import; every walk bounded and cycle-checked (``kds``), damage into a DamageLog.
 """
@@ -32,7 +35,9 @@ from ..core import LayoutError, ReadError, Record
 from ..kds import DamageLog, follow, hlist_nodes, list_entries
 from ..walkers import netdev
 from ..walkers.owners import OwnerResolver
-from .links import NETNS_ATTACH, LinkDecoder, describe_perf_event, split_key, trace_call_name
+from .probes import ProbeWalks
+from .links import (NETNS_ATTACH, LinkDecoder, describe_perf_event, lsm_cgroup_hook, split_key,
+                    trace_call_name)
 
 MAX_ARRAY_ITEMS = 1 << 12       # items of one bpf_prog_array (BPF_TRACE_MAX_PROGS is 64)
 MAX_PROG_LIST = 1 << 12         # programs on one cgroup hook (BPF_CGROUP_MAX_PROGS is 64)
@@ -57,7 +62,7 @@ class Attachment:
     map_kva: int = 0           # the map holding the hook (struct_ops, sockmap, prog_array)
 
 
-class HookWalker:
+class HookWalker(ProbeWalks):
     """Walks the hooks of one kernel (a :class:`BpfKernel`)."""
 
     def __init__(self, kernel, damage=None):
@@ -71,17 +76,22 @@ class HookWalker:
         shim = kernel.symbol("bpf_shim_tramp_link_lops")
         self.shim_ops = shim or None
 
-    def all(self, perf_events=()):
-        """Every attachment of every walker (``perf_events``: perf_event addresses from fds)."""
+    def all(self, perf_events=(), tasks=()):
+        """Every attachment of every walker (``perf_events``: perf_event addresses from fds;
+        ``tasks``: task_struct addresses whose perf contexts to read)."""
         for walk in (self.cgroups, self.devices, self.netns, self.trampolines,
                      lambda: self.trace_events(perf_events), self.struct_ops, self.sockmaps,
-                     self.tail_calls):
+                     self.tail_calls) + self.probe_walks(tasks):
             try:
                 yield from walk()
             except (ReadError, LayoutError) as e:
                 self.damage.add(getattr(walk, "__name__", "hooks"), 0, str(e))
 
     # --- helpers ---------------------------------------------------------------------------
+
+    @staticmethod
+    def attachment(*args, **kw) -> "Attachment":
+        return Attachment(*args, **kw)
 
     def prog_array(self, arr, what):
         """Program addresses of a ``struct bpf_prog_array`` (NULL-terminated ``items``)."""
@@ -160,7 +170,9 @@ class HookWalker:
                         except ReadError:
                             prog = 0
                     mine.setdefault(atype, set()).add(prog)
-                    yield Attachment("cgroup", f"cgroup:{path}", name, prog, link,
+                    yield Attachment("cgroup", f"cgroup:{path}",
+                                     lsm_cgroup_hook(reader, lay, prog, self.k.prog_type_names)
+                                     if name == "lsm_cgroup" else name, prog, link,
                                      f"cgroup->bpf.progs[{atype}]")
             # effective arrays: every program must be attached here or at an ancestor
             for atype in range(f_eff.count):
@@ -330,7 +342,7 @@ class HookWalker:
             except ReadError as e:
                 self.damage.add("netns_bpf", net, f"unreadable ({e.reason})")
                 continue
-            target = f"netns:{ino}"
+            target = f"netns:{ino}{self.dec.netns_owner(net)}"
             for i in range(f_progs.count):
                 name = NETNS_ATTACH.get(types.get(i), f"netns_type {i}")
                 prog = int.from_bytes(raw[f_progs.offset + f_progs.elem_size * i:][:f_progs.elem_size], "little")

@@ -251,7 +251,10 @@ class LinkDecoder:
         path = owner.name or ("<cgroup gone>" if not cg else f"<{owner.error}>")
         link.info["cgroup"] = path
         link.target = f"cgroup:{path}"
-        link.hooks.append(Hook("cgroup", link.target, link.attach_type))
+        attach = link.attach_type
+        if attach == "lsm_cgroup":      # the LSM hook: the program's attach function
+            attach = lsm_cgroup_hook(self.reader, self.layout, link.prog_kva, self.k.prog_type_names)
+        link.hooks.append(Hook("cgroup", link.target, attach))
 
     def _iter(self, link, rec):
         tinfo = rec.int("tinfo")
@@ -285,7 +288,11 @@ class LinkDecoder:
             link.attach_type = NETNS_ATTACH.get(consts.get(value), f"netns_type {value}")
         link.info.update(netns_ino=ino, attach_type=link.attach_type)
         link.target = f"netns:{ino}"
-        link.hooks.append(Hook("netns", link.target, link.attach_type))
+        link.hooks.append(Hook("netns", link.target + self.netns_owner(net), link.attach_type))
+
+    def netns_owner(self, net):
+        """`` (init_net)`` for the initial network namespace, '' for the others."""
+        return " (init_net)" if net and net == self.k.symbol("init_net") else ""
 
     def _netns_ino(self, net):
         if not net or not self.layout.has("net", "ns"):
@@ -428,7 +435,11 @@ class LinkDecoder:
         flags = rec.int("flags") if rec.has("flags") else (1 if rec.int("defrag_hook", 0) else 0)
         link.info.update(pf=pf, hook=hooknum, prio=prio, flags=flags)
         link.target = f"nf:pf{pf}/hook{hooknum}/prio{prio}"
-        link.hooks.append(Hook("netfilter", link.target, "netfilter"))
+        fam = nf_family_name(self.k, pf)
+        net = rec.int("net", 0)
+        owner = self.netns_owner(net)
+        link.hooks.append(Hook("netfilter", f"nf:{fam}/{nf_hook_name(self.k, fam, hooknum)} prio {prio} "
+                               f"netns:{self._netns_ino(net)}{owner}", "netfilter"))
 
     def _sockmap(self, link, rec):
         m = rec.int("map")
@@ -464,6 +475,44 @@ class LinkDecoder:
         link.target = f"{link.attach_type}:{','.join(f['target_name'] for f in funcs)}"
 
 
+NF_FAMILIES = {"hooks_ipv4": "ipv4", "hooks_ipv6": "ipv6", "hooks_arp": "arp",
+               "hooks_bridge": "bridge", "hooks_decnet": "decnet"}
+
+
+def nf_hook_name(kernel, family, hooknum):
+    """``local_in`` for (ipv4, 1): inet-style families' hooks by ``enum nf_inet_hooks``."""
+    if family in ("ipv4", "ipv6", "bridge", "inet"):
+        names = kernel.names("nf_inet_hooks", "NF_INET_")
+        if hooknum in names:
+            return names[hooknum].lower()
+    if family == "netdev":
+        names = kernel.names("nf_dev_hooks", "NF_NETDEV_")
+        if hooknum in names:
+            return names[hooknum].lower()
+    return f"hook{hooknum}"
+
+
+def nf_family_name(kernel, pf):
+    """``ipv4`` for NFPROTO_IPV4 (the values from the kernel's anonymous enum)."""
+    for name in ("inet", "ipv4", "arp", "netdev", "bridge", "ipv6"):
+        if kernel.enumerator("NFPROTO_" + name.upper()) == pf:
+            return name
+    return f"pf{pf}"
+
+
+def lsm_cgroup_hook(reader, layout, prog_kva, type_names=None):
+    """``lsm_cgroup:socket_bind``: an lsm_cgroup program's LSM hook (its ``attach_func_name``,
+    ``bpf_lsm_`` dropped); ``lsm_cgroup`` when it cannot be read."""
+    from .progs import read_prog
+
+    if not prog_kva:
+        return "lsm_cgroup"
+    name = read_prog(reader, layout, prog_kva, type_names=type_names).attach_func_name or ""
+    if not name or name.startswith("<"):
+        return "lsm_cgroup"
+    return "lsm_cgroup:" + (name[len("bpf_lsm_"):] if name.startswith("bpf_lsm_") else name)
+
+
 def split_key(key):
     """(BTF object id or target program id, BTF type id) of a trampoline key
     (``bpf_trampoline_compute_key``: object id in the upper 32 bits)."""
@@ -495,7 +544,7 @@ def describe_perf_event(dec, event, prog_type=None):
     if not call or prog_type == "perf_event":
         info = {"event_type": r.int("attr.type"), "event_config": r.int("attr.config"),
                 "cookie": cookie}
-        return info, Hook("event", f"type{info['event_type']}/config{info['event_config']}")
+        return info, Hook("event", _perf_event_name(reader, lay, event, info))
     c = Record(reader, lay, "trace_event_call", call, ("flags", "name", "tp"))
     flags = c.int("flags")
     fl_kprobe = k.enumerator("TRACE_EVENT_FL_KPROBE")
@@ -525,6 +574,26 @@ def describe_perf_event(dec, event, prog_type=None):
         return info, Hook("uretprobe" if ret else "uprobe", f"{path}+{info['offset']:#x}")
     name = trace_call_name(k, reader, lay, call, c)
     return {"tracepoint": name, "cookie": cookie}, Hook("tracepoint", name)
+
+
+def _perf_event_name(reader, lay, event, info):
+    """``cpu_clock/config0 cpu0``: the event's PMU by name (``event->pmu->name``), its config and
+    the CPU it counts on (``type6/config0`` when the PMU cannot be read)."""
+    name = f"type{info['event_type']}"
+    cpu = ""
+    try:
+        r = Record(reader, lay, "perf_event", event, ("pmu", "cpu"))
+        if r.has("cpu") and r.int("cpu") >= 0:
+            cpu = f" cpu{r.int('cpu')}"
+        pmu = r.int("pmu")
+        if pmu and lay.has("pmu", "name"):
+            ptr = read_int(reader, lay, "pmu", pmu, "name")
+            text = reader.cstring(ptr, MAX_NAME) if ptr else ""
+            if text:
+                name = text
+    except ReadError:
+        pass
+    return f"{name}/config{info['event_config']}{cpu}"
 
 
 def trace_call_name(k, reader, lay, call, rec=None):

@@ -48,6 +48,8 @@ class Entry:
     percpu: list = None
     kva: int = 0                 # address of the value (array) or of the htab_elem
     error: str = None
+    formatted: dict = None       # map types without BTF values (bpf.mapkinds): the row's JSON
+    text: str = None             # ... and its one-line value
 
 
 @dataclass

@@ -6,7 +6,9 @@ Sources, in this order of authority:
 1. the links of ``link_idr`` (their decoded targets);
 2. the hooks themselves (``bpf.hooks``): cgroup program lists and effective arrays, device XDP
    and tcx entries, classic tc filters, netns programs, trampolines, trace events and perf
-   events, struct_ops maps, sockmap programs, prog_array slots. What a hook attributes to a link
+   events, struct_ops maps, sockmap programs, prog_array slots, and the probe side (kprobes,
+   tracepoint probes, fprobes, uprobes, perf contexts, netfilter entries). One attachment two
+   walks reach is one row naming both. What a hook attributes to a link
    already listed is not repeated; what it holds without a link is a row ``Source`` = "no
    link"; a link the hook holds but ``link_idr`` lacks is said so;
 3. every program of ``prog_idr`` in no row above: "loaded, not attached".
@@ -35,8 +37,10 @@ GRID = Grid(
 
 # attachment kinds a link type accounts for, for hooks that do not record their link
 _FAMILY = {"netns": {"netns"}, "trace_event": {"perf_event", "kprobe_multi", "uprobe_multi"},
-           "kprobe": {"perf_event"}, "kretprobe": {"perf_event"}, "uprobe": {"perf_event"},
-           "uretprobe": {"perf_event"}, "tracepoint": {"perf_event"}, "event": {"perf_event"}}
+           "kprobe": {"perf_event", "kprobe_multi"}, "kretprobe": {"perf_event", "kprobe_multi"},
+           "uprobe": {"perf_event", "uprobe_multi"}, "uretprobe": {"perf_event", "uprobe_multi"},
+           "tracepoint": {"perf_event"}, "event": {"perf_event"},
+           "raw_tracepoint": {"raw_tracepoint"}, "netfilter": {"netfilter"}}
 
 
 def collect(kctx: Kernel, damage: Optional[DamageLog] = None,
@@ -44,6 +48,18 @@ def collect(kctx: Kernel, damage: Optional[DamageLog] = None,
     """(links, [Attachment], whether link_idr was read) of the dump: link_idr and every hook
     walker (over ``bk``, the adapter's BpfKernel unless given)."""
     damage = damage if damage is not None else DamageLog()
+    if bk is None or bk is kctx.bpf_kernel():
+        # the same walk serves bpfhooks, the cross-view and the triage of one kernel: once
+        links, found, links_ok, log = kctx.memo(("bpfhooks", "collect"), lambda: _collect(kctx))
+        damage.extend(log)
+        return links, list(found), links_ok
+    links, found, links_ok, log = _collect(kctx, bk)
+    damage.extend(log)
+    return links, found, links_ok
+
+
+def _collect(kctx: Kernel, bk: Any = None) -> Tuple[Any, List[Any], bool, DamageLog]:
+    damage = DamageLog()
     links_ok = True
     try:
         links = kctx.links(damage)
@@ -52,7 +68,9 @@ def collect(kctx: Kernel, damage: Optional[DamageLog] = None,
         links, links_ok = [], False
     perf = [f.obj for f in objs.fd_scan(kctx)[0] if f.kind == "perf"]
     walker = HookWalker(bk or kctx.bpf_kernel(), damage)
-    return links, list(walker.all(perf)), links_ok
+    # every task any list knows: a task's perf events hold programs too (a hidden loader's)
+    tasks = list(inventory.tasks(kctx).by_kva)
+    return links, list(walker.all(perf, tasks)), links_ok, damage
 
 
 def _prog(bk, kva, cache, kctx=None):
@@ -76,6 +94,21 @@ def _found_via(kctx, kva):
     if e is None or not e.off_registry:
         return "prog_idr"
     return "; ".join(e.via[:2])
+
+
+def _merged(out):
+    """One row per (hook, target, attach type, program, link): a program several hook walks
+    reach (a kprobe event's program through kprobe_table and through its perf context) is
+    one attachment, its Via naming each path."""
+    merged = {}
+    for r in out:
+        key = (r["Hook"], r["Target"], r["AttachType"], r["prog"], r.get("LinkId"), r.get("Source"))
+        first = merged.get(key)
+        if first is None:
+            merged[key] = r
+        elif r["Via"] not in first["Via"].split("; "):
+            first["Via"] += "; " + r["Via"]
+    return list(merged.values())
 
 
 def rows(kctx: Kernel) -> Rows:
@@ -134,6 +167,7 @@ def rows(kctx: Kernel) -> Rows:
         else:
             row.update(LinkId=0, Source="tail call" if a.hook == "tail_call" else "no link")
         out.append(row)
+    out = _merged(out)
     seen_progs = {r["prog"] for r in out}
     progs = bk.progs
     if not inventory.registries(kctx, ("prog",))["prog"].complete:

@@ -20,7 +20,8 @@ def _memo(kctx, key, fn):
 
 
 def fd_scan(kctx):
-    """([BpfFd] incl. perf event files, DamageLog) of every process (empty without init_task)."""
+    """([BpfFd] incl. perf event files, DamageLog) of every process of any task list (empty
+    without init_task); a process missing from ``init_task.tasks`` has ``via`` saying so."""
 
     def scan():
         damage = DamageLog()
@@ -28,14 +29,32 @@ def fd_scan(kctx):
         if init_task is None or not kctx.layout.has("files_struct"):
             return [], damage
         fds = list(bpffds.bpf_fds(kctx.bpf_kernel(), init_task, damage, perf=True))
-        if any(d.what.startswith(("task", "thread", "list head")) for d in damage):
-            fds += _off_list_fds(kctx, fds, damage)
+        # a loader unlinked from init_task.tasks (or behind a damaged part of it) still holds
+        # its fds: the processes the other task lists know are read too, and named so
+        fds += _off_list_fds(kctx, fds, damage)
         return fds, damage
 
     return _memo(kctx, "fds", scan)
 
 
-def _off_list_fds(kctx, fds, damage):
+def socket_scan(kctx):
+    """([BpfFd] of kind socket (obj: struct socket), DamageLog) of every process any task list
+    knows."""
+
+    def scan():
+        damage = DamageLog()
+        init_task = kctx.symbol("init_task")
+        kinds = bpffds.socket_kinds(kctx)
+        if init_task is None or not kinds or not kctx.layout.has("files_struct"):
+            return [], damage
+        fds = list(bpffds.bpf_fds(kctx.bpf_kernel(), init_task, damage, kinds=kinds))
+        fds += _off_list_fds(kctx, fds, damage, kinds)
+        return fds, damage
+
+    return _memo(kctx, "sockets", scan)
+
+
+def _off_list_fds(kctx, fds, damage, kinds=None):
     """The BPF fds of processes the damaged task list did not reach but the other task lists
     (pid IDR, scx_tasks, cgroups, runqueues) did."""
     from ..core import ReadError
@@ -61,7 +80,7 @@ def _off_list_fds(kctx, fds, damage):
             files.add(kctx.reader.ptr(f.task + kctx.layout.offset("task_struct", "files")))
     except ReadError:
         pass
-    return list(bpffds.bpf_fds_of_tasks(kctx.bpf_kernel(), extra, files, damage, perf=True))
+    return list(bpffds.bpf_fds_of_tasks(kctx.bpf_kernel(), extra, files, damage, perf=True, kinds=kinds))
 
 
 def pin_scan(kctx):

@@ -7,6 +7,7 @@ type-specific fields, ``pinned``, ``pids``), plus a few names bpftool leaves to 
 
 from typing import Any, Dict, List
 
+from ..bpf import progs as bpfprogs
 from ..kds import DamageLog
 from . import HEX, Grid
 from . import Kernel, Rows
@@ -44,7 +45,13 @@ def rows(kctx: Kernel) -> Rows:
         pins = objs.pins_of(kctx, "link", link.kva)
         error = link.error or ""
         if link.prog_kva and prog is None:
-            error = "; ".join(filter(None, [error, f"program at {link.prog_kva:#x} is not in prog_idr"]))
+            # a hidden program: its id, name and type as read from the link's prog pointer
+            prog = bpfprogs.read_prog(bk.reader, bk.layout, link.prog_kva, type_names=bk.prog_type_names)
+            what = f"program at {link.prog_kva:#x}" + (f" (id {prog.id})" if not prog.error else
+                                                      f" (unreadable: {prog.error})")
+            if prog.error:
+                prog = None
+            error = "; ".join(filter(None, [error, f"{what} is not in prog_idr"]))
         error = "; ".join(filter(None, [error, inventory.off_registry_note(kctx, "link", link.kva)]))
         yield 0, GRID.row(
             ID=link.id, Type=link.type_name, ProgId=prog.id if prog else 0,

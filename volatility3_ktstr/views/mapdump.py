@@ -2,8 +2,14 @@
 
 Walks ARRAY (``.bss``/``.data``/``.rodata`` rendered variable by variable from their DATASEC),
 PERCPU_ARRAY, HASH, LRU_HASH, PERCPU_HASH, LRU_PERCPU_HASH and STRUCT_OPS (the registered ops
-value, rendered with the kernel's BTF; function slots name the BPF program behind them).
-Other map types get one row saying why they are not dumped. Select maps with ``--id`` /
+value, rendered with the kernel's BTF; function slots name the BPF program behind them), and
+(``bpf.mapkinds``) LPM_TRIE (prefixes), QUEUE/STACK (in pop order), BLOOM_FILTER (parameters
+and bits), PROG_ARRAY/ARRAY_OF_MAPS/HASH_OF_MAPS/PERF_EVENT_ARRAY/CGROUP_ARRAY (what each slot
+holds, by id), RINGBUF/USER_RINGBUF (the positions, then every unconsumed record),
+DEVMAP/DEVMAP_HASH/CPUMAP/XSKMAP (devices, CPUs, AF_XDP sockets and their programs),
+STACK_TRACE (instruction pointers with symbols), SOCKMAP/SOCKHASH (the sockets held). By
+choice, local storage and arenas are left to their own plugins, and legacy cgroup storage and
+reuseport socket arrays are not walked: those get one row saying why. Select maps with ``--id`` /
 ``--name`` (either matches; all maps when neither is given).
 
 Rows (one per element; per-CPU maps get one child row per CPU):
@@ -29,10 +35,12 @@ from typing import List, Optional
 
 from .. import render as R
 from ..bpf import disasm
+from ..bpf import mapkinds as mk
 from ..bpf import values as bv
 from ..btf import Kind
-from ..core import LayoutError, ReadError
+from ..core import LayoutError, ReadError, read_int
 from ..errors import KtstrError
+from ..kds import DamageLog
 from . import Grid
 from . import Kernel, Rows, inventory
 from .common import select_maps
@@ -41,6 +49,9 @@ GRID = Grid(("MapId", int), ("MapName", str), ("MapType", str), ("Index", int), 
             ("Key", str), ("Value", str), ("Formatted", str), ("Error", str), note="Error")
 
 NOT_WALKED = {
+    "reuseport_sockarray": "sockets, not values (see the bpfsockets plugin)",
+    "cgroup_storage": "legacy cgroup storage: elements live with their cgroups",
+    "percpu_cgroup_storage": "legacy cgroup storage: elements live with their cgroups",
     "task_storage": "local storage: elements live with their owners (see the local storage plugin)",
     "inode_storage": "local storage: elements live with their owners (see the local storage plugin)",
     "sk_storage": "local storage: elements live with their owners (see the local storage plugin)",
@@ -50,6 +61,7 @@ NOT_WALKED = {
     "user_ringbuf": "ring buffer records are not decoded",
 }
 TEXT_MAX = 4096
+VALUE_KINDS = ("queue", "stack", "ringbuf", "user_ringbuf", "lpm_trie")
 
 
 def _dumps(obj):
@@ -137,6 +149,141 @@ def elements(kctx, m, limit):
         more = f"{info.total - info.shown} more" if info.total > info.shown else "more"
         yield _row(m, -1, None, "", "", "", f"{more} elements not shown (--max-entries {limit})")
 
+def _describer(kctx, m):
+    """What a slot/entry of ``m`` holds, as (id, fields) for slots and fields for devices/CPUs."""
+    from ..bpf.links import describe_perf_event, LinkDecoder
+    from ..bpf.maps import read_map
+    from ..bpf.progs import read_prog
+    from ..walkers.owners import OwnerResolver
+
+    bk = kctx.bpf_kernel()
+    reader, layout = kctx.reader, kctx.layout
+
+    def prog_fields(prog):
+        if not prog:
+            return {}
+        p = read_prog(reader, layout, prog, type_names=bk.prog_type_names)
+        return {"prog_id": p.id, "prog": p.name} if not p.error else {"prog": f"{prog:#x}", "error": p.error}
+
+    def slot(ptr):
+        t = m.type_name
+        if t == "prog_array":
+            f = prog_fields(ptr)
+            return f.get("prog_id", 0), f
+        if t == "array_of_maps":
+            inner = read_map(reader, layout, ptr, type_names=bk.map_type_names)
+            return inner.id, {"map_id": inner.id, "map": inner.name}
+        if t == "perf_event_array":
+            try:
+                event = read_int(reader, layout, "bpf_event_entry", ptr, "event")
+                _info, hook = describe_perf_event(LinkDecoder(bk), event, "perf_event")
+                return 0, {"event": f"{hook.kind}:{hook.target}"}
+            except (ReadError, LayoutError) as e:
+                return 0, {"error": f"event unreadable ({e})"}
+        if t == "cgroup_array":
+            owner = OwnerResolver(reader, layout).resolve("cgroup", ptr)
+            return getattr(owner, "ident", 0) or 0, {"cgroup": owner.name or f"{ptr:#x}"}
+        return 0, {}
+
+    def device(kind, what, prog):
+        out = {}
+        if kind == "dev" and what:
+            try:
+                d = LinkDecoder(bk).device(what)
+                out.update(ifindex=d.ifindex, dev=d.name)
+            except ReadError as e:
+                out["error"] = f"net_device unreadable: {e.reason}"
+        elif kind == "cpu":
+            out["cpu"] = what
+        out.update(prog_fields(prog))
+        return out
+
+    return slot if m.type_name in ("prog_array", "array_of_maps", "perf_event_array", "cgroup_array") \
+        else device
+
+
+def other_kinds(kctx, m, limit):
+    """Rows of the map types bpf.mapkinds walks (and hash_of_maps: inner maps by id)."""
+    info = bv.WalkInfo()
+    btf, problem = map_btf(kctx, m)
+    if m.type_name == "hash_of_maps":
+        entries = _hash_of_maps(kctx, m, limit, info)
+    elif m.type_name in ("sockmap", "sockhash"):
+        entries = _sock_members(kctx, m, limit, info)
+    elif m.type_name in mk.DESCRIBED:
+        entries = mk.DESCRIBED[m.type_name](kctx.reader, kctx.layout, m, limit, info,
+                                            describe=_describer(kctx, m))
+    else:
+        entries = mk.WALKERS[m.type_name](kctx.reader, kctx.layout, m, limit, info)
+    for e in entries:
+        fmt = dict(e.formatted or {})
+        if m.type_name == "stack_trace":
+            fmt["symbols"] = [kctx.symbol_near(ip) for ip in fmt.get("ips", ())]
+            fmt["ips"] = [f"{ip:#x}" for ip in fmt.get("ips", ())]
+        key_v = _typed(btf, m.btf_key_type_id, e.key) if e.key else None
+        val_v = _typed(btf, m.btf_value_type_id, e.value)
+        if val_v is not None:
+            fmt["value"] = val_v
+        shaped = {"key": R.hex_list(e.key or b"")}
+        if e.value is not None and m.type_name != "bloom_filter":
+            shaped["value"] = R.hex_list(e.value)
+        shaped["formatted"] = {"key": key_v if key_v is not None else fmt.pop("key", None), "value": fmt}
+        key_text = (R.render_text(key_v, TEXT_MAX) if key_v is not None
+                    else fmt.get("prefix") or (str(shaped["formatted"]["key"])
+                                               if shaped["formatted"]["key"] is not None else _hex_text(e.key)))
+        if e.text:
+            text = e.text
+        elif m.type_name in VALUE_KINDS:
+            text = R.render_text(val_v, TEXT_MAX) if val_v is not None else _hex_text(e.value)
+        else:
+            text = R.render_text(fmt, TEXT_MAX)
+        yield _row(m, e.index, None, key_text, text, _dumps(shaped),
+                   "; ".join(x for x in (e.error, problem) if x))
+    if not info.shown and not info.skipped and m.type_name not in ("ringbuf", "user_ringbuf"):
+        yield _row(m, -1, None, "", "(no elements)", "", "")
+    for addr, reason in info.skipped:
+        yield _row(m, -1, None, "", "", "", f"{reason} (at {addr:#x})")
+    if info.truncated:
+        more = f"{info.total - info.shown} more" if info.total > info.shown else "more"
+        yield _row(m, -1, None, "", "", "", f"{more} elements not shown (--max-entries {limit})")
+
+
+def _sock_members(kctx, m, limit, info):
+    """The sockets a sockmap/sockhash holds (slot or key, family, addresses)."""
+    from ..bpf import sockets as bsk
+
+    damage = DamageLog()
+    n = 0
+    for key, sk in bsk.sockmap_socks(kctx.reader, kctx.layout, m, damage):
+        if n >= limit:
+            info.truncated = True
+            break
+        s = bsk.describe_sock(kctx.reader, kctx.layout, sk)
+        keyb = bytes.fromhex(key) if m.type_name == "sockhash" else int(key).to_bytes(4, "little")
+        yield bv.Entry(index=n, key=keyb, value=None, kva=sk, text=s.endpoint(),
+                       formatted={"sock": f"{sk:#x}", "socket": s.endpoint()}, error=s.error or None)
+        n += 1
+    info.total = info.shown = n
+    info.skipped += [(d.addr, d.reason) for d in damage]
+
+
+def _hash_of_maps(kctx, m, limit, info):
+    """A hash_of_maps stores the inner map's address where its 4-byte value would be."""
+    import copy
+
+    from ..bpf.maps import read_map
+
+    c = copy.copy(m)
+    c.value_size = kctx.reader.pointer_size
+    bk = kctx.bpf_kernel()
+    for e in bv.htab_entries(kctx.reader, kctx.layout, c, None, limit, info):
+        inner = int.from_bytes((e.value or b"")[:c.value_size], "little")
+        im = read_map(kctx.reader, kctx.layout, inner, type_names=bk.map_type_names) if inner else None
+        e.formatted = {"map_id": im.id if im else 0, "map": im.name if im else ""}
+        e.value = (im.id if im else 0).to_bytes(4, "little")
+        yield e
+
+
 def struct_ops(kctx, m, namer, progs_by_id):
     kval, uval, kaddr = bv.struct_ops_value(kctx.reader, kctx.layout, m)
     shaped = {"key": R.hex_list(b"\0\0\0\0"), "value": R.hex_list(kval)}
@@ -206,6 +353,9 @@ def rows(kctx: Kernel, ids: Optional[List[int]] = None, names: Optional[List[str
                 yield from struct_ops(kctx, m, namer, progs_by_id)
             elif m.type_name in bv.WALKABLE:
                 yield from elements(kctx, m, limit)
+            elif m.type_name in mk.WALKERS or m.type_name in mk.DESCRIBED or m.type_name in (
+                    "hash_of_maps", "sockmap", "sockhash"):
+                yield from other_kinds(kctx, m, limit)
             else:
                 why = NOT_WALKED.get(m.type_name, f"map type {m.type_name} has no value walker")
                 yield _row(m, -1, None, "", "", "", f"not dumped: {why}")
