@@ -13,7 +13,7 @@ from typing import Any, List, NamedTuple, Optional, Sequence
 from ..core import ReadError, Record
 from ..kds import DamageLog, steps
 from .bounds import StackRange
-from .model import Frame, Stack, StopWalk
+from .model import Frame, Stack, StackWalker, StopWalk
 from .naming import code_names
 
 MASK64 = (1 << 64) - 1
@@ -52,30 +52,16 @@ def strip_pac(addr: int, bits: int) -> int:
     return (addr | high) if addr >> 55 & 1 else (addr & ~high)
 
 
-class Arm64Unwinder:
+class Arm64Unwinder(StackWalker):
+    UNREADABLE = "unreadable frame record"
+    SLOT = 16
+
     def __init__(self, kernel: Any, stacks: Sequence[StackRange]) -> None:
+        super().__init__(stacks)
         self.kernel = kernel
         self.reader = kernel.reader
-        self.stacks = list(stacks)
         self.names = code_names(kernel)
         self.bits = kernel.memo(("unwind", "va_bits"), lambda: va_bits(kernel))
-        self.stop = ""
-        self.ok = False
-
-    def on_stack(self, addr: int, size: int = 16) -> Optional[StackRange]:
-        for s in self.stacks:
-            if s.holds(addr, size):
-                return s
-        return None
-
-    def step(self, st: State) -> Optional[State]:
-        try:
-            return self._step(st)
-        except StopWalk as e:
-            self.stop, self.ok = e.reason, e.ok
-        except ReadError as e:
-            self.stop = f"unreadable frame record at {e.addr:#x} ({e.reason})"
-        return None
 
     def _step(self, st: State) -> Optional[State]:
         fp = st.fp

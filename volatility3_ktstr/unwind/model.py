@@ -1,7 +1,10 @@
 """What an unwind gives: frames (innermost first) and why the walk stopped (no Volatility import)."""
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional, Sequence
+
+from ..core import ReadError
+from .bounds import StackRange
 
 
 @dataclass(frozen=True)
@@ -47,3 +50,34 @@ class StopWalk(Exception):
         super().__init__(reason)
         self.reason = reason
         self.ok = ok
+
+
+class StackWalker:
+    """What the architecture unwinders share: the stacks a walk may read, why it stopped, and
+    the step wrapper that turns a StopWalk or an unreadable read into that reason."""
+
+    UNREADABLE = "unreadable stack memory"      # how a failed read is named in ``stop``
+    SLOT = 8                                    # bytes a stack read must find on one stack
+
+    def __init__(self, stacks: Sequence[StackRange]) -> None:
+        self.stacks = list(stacks)
+        self.stop = ""
+        self.ok = False
+
+    def on_stack(self, addr: int, size: Optional[int] = None) -> Optional[StackRange]:
+        for s in self.stacks:
+            if s.holds(addr, self.SLOT if size is None else size):
+                return s
+        return None
+
+    def step(self, st: Any) -> Any:
+        try:
+            return self._step(st)
+        except StopWalk as e:
+            self.stop, self.ok = e.reason, e.ok
+        except ReadError as e:
+            self.stop = f"{self.UNREADABLE} at {e.addr:#x} ({e.reason})"
+        return None
+
+    def _step(self, st: Any) -> Any:
+        raise NotImplementedError

@@ -12,11 +12,11 @@ at user-mode registers, an END_OF_STACK entry, or an address that is no kernel/B
 
 from typing import List, NamedTuple, Optional, Sequence
 
-from ..core import Layout, ReadError, Reader, Record
+from ..core import Layout, Reader, Record
 from ..kds import DamageLog, steps
 from . import orc as O
 from .bounds import StackRange
-from .model import Frame, Stack, StopWalk
+from .model import Frame, Stack, StackWalker, StopWalk
 
 MAX_FRAMES = 128
 
@@ -32,25 +32,17 @@ class State(NamedTuple):
     reliable: bool
 
 
-class X86Unwinder:
+class X86Unwinder(StackWalker):
     def __init__(self, reader: Reader, layout: Layout, tables: "O.OrcTables", is_code,
                  stacks: Sequence[StackRange]) -> None:
+        super().__init__(stacks)
         self.reader = reader
         self.layout = layout
         self.tables = tables
         self.is_code = is_code
-        self.stacks = list(stacks)
-        self.stop = ""
-        self.ok = False
         self.regs_off = {n: layout.offset("pt_regs", n) for n in
                          ("r10", "r13", "di", "dx", "ax", "bp", "ip", "sp", "cs")}
         self.regs_size = layout.size("pt_regs")
-
-    def on_stack(self, addr: int, size: int = 8) -> Optional[StackRange]:
-        for s in self.stacks:
-            if s.holds(addr, size):
-                return s
-        return None
 
     def deref(self, addr: int) -> int:
         if self.on_stack(addr) is None:
@@ -69,15 +61,6 @@ class X86Unwinder:
         if not st.full_regs and off < self.regs_off["ip"]:
             return None
         return self._regs(st.regs).int(name)
-
-    def step(self, st: State) -> Optional[State]:
-        try:
-            return self._step(st)
-        except StopWalk as e:
-            self.stop, self.ok = e.reason, e.ok
-        except ReadError as e:
-            self.stop = f"unreadable stack memory at {e.addr:#x} ({e.reason})"
-        return None
 
     def _step(self, st: State) -> Optional[State]:
         if st.regs:
