@@ -187,6 +187,19 @@ def _known_by_vmcoreinfo(context, layer_name, known):
     return ident is not None and any(k and vmcoreinfo.banner_matches(k, *ident) for k in known)
 
 
+def _known_by_cpu_notes(context, layer_name, known):
+    """Whether the file's CPU notes (x86-64 CR3/CR4) lead to a kernel image holding a banner
+    whose ISF is cached: no banner scan then (layers.cpustack reads a few page-table pages
+    and a window of the image)."""
+    from ..layers import cpustack
+
+    try:
+        return bool(cpustack.kernels_in_notes(context, layer_name, known))
+    except Exception as e:  # only a shortcut: any failure means "scan as before"
+        vollog.debug(f"ktstr: CPU notes unusable: {e}")
+        return False
+
+
 def ensure_isf(context, layer_name, progress_callback=None):
     """Build and cache the ISF for the image's kernel unless one is known. Returns the path
     written, or None."""
@@ -204,6 +217,8 @@ def ensure_isf(context, layer_name, progress_callback=None):
         return None            # this file's kernel was seen before and its ISF is there
     if _known_by_vmcoreinfo(context, layer_name, known):
         return None            # the file's VMCOREINFO names a kernel whose ISF is there
+    if _known_by_cpu_notes(context, layer_name, known):
+        return None            # the CPUs' page tables lead to a kernel whose ISF is there
     image = image_for(context, layer_name)
     try:
         seen = False
