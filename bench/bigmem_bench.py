@@ -17,7 +17,9 @@ not in the file (kdump), so the 1 TiB cases cost about 1 GiB of disk each.
   sub-header; the huge range RAM in the 1st bitmap, excluded in the 2nd);
 - ``kdump-qemu``: a kdump-compressed file as QEMU's ``dump-guest-memory -z`` writes it
   (64 KiB blocks, CPU notes, no VMCOREINFO);
-- ``elf-bare``: an ELF core without notes: the kernel must be searched for.
+- ``elf-bare``: an ELF core without notes, its VMCOREINFO pages moved to the top of memory
+  (the 8 GiB guest of issue #28 had it past 4 GiB): the kernel must be searched for, and
+  the search must stop at the kernel image, low in memory, not read on to VMCOREINFO.
 
 Each case runs ``vol -f <file> <plugin>`` as a fresh process with the per-file memo off
 (``VOLATILITY3_KTSTR_NO_DUMP_MEMO=1``: every run is a first open) and prints CPU time
@@ -69,9 +71,26 @@ def _copy_sparse(src, dst, src_off, dst_off, length):
         done += n
 
 
-def build_elf(raw_path, out_path, ranges, total, notes=b""):
+def vmcoreinfo_pages(raw_path, release):
+    """Physical addresses of the pages holding the kernel's VMCOREINFO text in a raw image."""
+    import mmap
+
+    needle = f"OSRELEASE={release}\n".encode()
+    pages = set()
+    with open(raw_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        at = mm.find(needle)
+        while at >= 0 and len(pages) < 64:
+            end = at + len(mm[at:at + 8192].split(b"\0", 1)[0])
+            pages.update(range(at & ~0xFFF, end, 4096))
+            at = mm.find(needle, at + 1)
+    return sorted(pages)
+
+
+def build_elf(raw_path, out_path, ranges, total, notes=b"", move_high=()):
     """An ELF64 core: PT_NOTE (``notes``), a PT_LOAD per real RAM range with the raw image's
-    bytes, and one PT_LOAD [HIGH_RAM, total) over a hole of the file."""
+    bytes, and one PT_LOAD [HIGH_RAM, total) over a hole of the file. ``move_high``: pages
+    (physical addresses) moved to the top of memory (zeros where they were), as when the
+    kernel's VMCOREINFO buffer was allocated high on a big machine."""
     ehsize, phsize = 64, 56
     loads = list(ranges) + [(HIGH_RAM, total)]
     nph = len(loads) + (1 if notes else 0)
@@ -94,6 +113,15 @@ def build_elf(raw_path, out_path, ranges, total, notes=b""):
         for start, foff, n in placed[:-1]:
             _copy_sparse(raw, out, start, foff, n)
         out.truncate(off)
+        high_start, high_off, high_len = placed[-1]
+        for i, page in enumerate(move_high):
+            raw.seek(page)
+            data = raw.read(4096)
+            where = next(foff + page - start for start, foff, n in placed[:-1] if start <= page < start + n)
+            out.seek(where)
+            out.write(bytes(4096))
+            out.seek(high_off + high_len - (len(move_high) - i) * 4096)
+            out.write(data)
     os.replace(tmp, out_path)
 
 
@@ -172,7 +200,8 @@ def build(case, workdir, total):
         text = dumps._vmcoreinfo_in(raw, truth["kernel"]["meta"]["release"])
         build_elf(raw, out, ranges, total, kdumpbuilder.note(b"VMCOREINFO", text))
     elif case == "elf-bare":
-        build_elf(raw, out, ranges, total)
+        moved = vmcoreinfo_pages(raw, truth["kernel"]["meta"]["release"])
+        build_elf(raw, out, ranges, total, move_high=moved)
     elif case == "kdump-vmci":
         enlarge_kdump(dumps.kdump_of(NAME), out, total)
     elif case == "kdump-qemu":
@@ -219,6 +248,7 @@ ctx.add_layer(elf.Elf64Layer(ctx, "elf", "elf"))
 reports = []
 t0 = time.process_time()
 hits = sum(1 for _ in scan_image(ctx, "elf", lambda pct, msg: reports.append(pct), limit=limit))
+t1 = time.process_time()
 cpu = time.process_time() - t0
 print(json.dumps({"cpu": cpu, "hits": hits, "reports": len(reports),
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

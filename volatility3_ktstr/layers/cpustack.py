@@ -32,7 +32,7 @@ from volatility3.framework import exceptions
 
 from volatility3_ktstr.dumpfile import notes as notesmod
 from volatility3_ktstr.layers import fileinfo
-from volatility3_ktstr.layers.scan import KERNEL_IMAGE_WINDOW, SCAN_CHUNK, banner_keys
+from volatility3_ktstr.layers.scan import KERNEL_IMAGE_WINDOW, SCAN_CHUNK, banner_keys, read_window
 
 vollog = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _banners_in_image(context, phys_layer, start, banners) -> List[tuple]:
     found = []
     for offset in range(0, KERNEL_IMAGE_WINDOW, SCAN_CHUNK):
         try:
-            data = context.layers.read(phys_layer, start + offset, SCAN_CHUNK + 512, pad=True)
+            data = read_window(context.layers[phys_layer], start + offset, SCAN_CHUNK + 512)
         except exceptions.InvalidAddressException:
             continue
         pos = data.find(_BANNER)
