@@ -56,7 +56,7 @@ def test_scan_streams_over_sparse_ranges_without_caching_or_reading_gaps(tmp_pat
     ])
     ctx, name = _elf_context(path)
     layer = ctx.layers[name]
-    assert scan.data_ranges(layer) == [(0, 1 << 20), (4 * GIB, 4 * GIB + HIGH)]
+    assert list(scan.data_ranges(layer)) == [(0, 1 << 20), (4 * GIB, 4 * GIB + HIGH)]
     reads = []
     real = scan.read_window
     monkeypatch.setattr(scan, "read_window", lambda lay, off, n: reads.append((off, n)) or real(lay, off, n))
@@ -170,3 +170,29 @@ def test_kernel_map_read_from_the_page_directory():
     ctx.add_layer(physical.BufferDataLayer(ctx, "huge", "huge", bytes(data)))
     assert cpustack._text_by_walk(ctx, "huge", kb.PHYS_BASE + 0x1000, False) == (kb.KERNEL_MAP + 3 * (2 << 20), 0x4000000)
     assert cpustack._text_by_walk(ctx, "huge", kb.PHYS_BASE + 0x1000, True) is None   # not a 5-level root
+
+
+def test_scan_of_a_kdump_file_reads_only_its_pages(tmp_path):
+    """A kdump file of a 16 GiB machine holding two pages: the scan reads those (runs streamed
+    from the bitmap), not 16 GiB of absent memory."""
+    from volatility3.framework import contexts
+    from volatility3.framework.layers import physical
+
+    from volatility3_ktstr.layers import kdump as kdump_layer
+    from volatility3_ktstr.layers import scan
+
+    banner = b"Linux version 6.99.0-test (b@h) (gcc 14) #1 SMP\n\0"
+    low, high = 0x100, (12 * GIB) >> 12
+    pages = {low: banner.ljust(4096, b"\0"), high: b"OSRELEASE=6.99.0-test\n".ljust(4096, b"\0")}
+    path = tmp_path / "big.kdump"
+    path.write_bytes(kb.build(pages, max_mapnr=(16 * GIB) >> 12, ram=[low, high]))
+    ctx = contexts.Context()
+    ctx.config["file.location"] = path.resolve().as_uri()
+    ctx.add_layer(physical.FileLayer(ctx, "file", "file"))
+    layer = kdump_layer.KdumpStacker.stack(ctx, "file")
+    ctx.add_layer(layer)
+    assert list(scan.data_ranges(layer)) == [(low << 12, (low + 1) << 12), (high << 12, (high + 1) << 12)]
+    progress = []
+    hits = [(k, o) for k, o, _t in scan.scan_image(ctx, layer.name, lambda pct, _m: progress.append(pct))]
+    assert hits == [("banner", low << 12), ("vmcoreinfo", high << 12)]
+    assert len(progress) == 2 and 70 < progress[-1] < 80

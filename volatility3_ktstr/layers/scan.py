@@ -2,7 +2,7 @@
 and VMCOREINFO text (the path of dumps that do not say where their kernel is)."""
 
 import struct
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 from volatility3.framework import exceptions
 
@@ -41,25 +41,31 @@ def read_window(layer, offset: int, length: int) -> bytes:
     return layer.read(offset, length, pad=True)
 
 
-def data_ranges(layer) -> List[Tuple[int, int]]:
-    """[(start, end)) of the addresses a physical layer holds data for, ascending: an ELF or
-    LiME file's segments, a kdump file's runs of dumped pages, else the whole layer. Gaps
-    (holes between RAM ranges, pages a kdump file left out) are not read."""
+def data_ranges(layer) -> Iterator[Tuple[int, int]]:
+    """[start, end) of the addresses a physical layer holds data for, ascending: an ELF or
+    LiME file's segments, a kdump file's runs of dumped pages (streamed from its bitmap), else
+    the whole layer. Gaps (holes between RAM ranges, pages a kdump file left out) are not
+    read."""
     segments = getattr(layer, "_segments", None)
-    kdump = getattr(layer, "kdump", None)
+    runs = getattr(layer, "data_runs", None)
     if segments:
-        spans = sorted((s[0], s[0] + s[2]) for s in segments)
-    elif kdump is not None and hasattr(kdump, "ranges"):
-        spans = [(a, a + n) for a, n in kdump.ranges]
+        spans: Iterable[Tuple[int, int]] = sorted((s[0], s[0] + s[2]) for s in segments)
+    elif runs is not None:
+        shift = layer.kdump.page_shift
+        spans = ((pfn << shift, (pfn + n) << shift) for pfn, n in runs())
     else:
-        return [(layer.minimum_address, layer.maximum_address + 1)]
-    out: List[Tuple[int, int]] = []
+        yield layer.minimum_address, layer.maximum_address + 1
+        return
+    last = None
     for a, b in spans:
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
+        if last is not None and a <= last[1]:
+            last = (last[0], max(last[1], b))
+            continue
+        if last is not None:
+            yield last
+        last = (a, b)
+    if last is not None:
+        yield last
 
 
 def scan_image(context, layer_name: str, progress_callback=None,
@@ -70,24 +76,22 @@ def scan_image(context, layer_name: str, progress_callback=None,
     searched with bytes.find and dropped, so memory stays at one window whatever the dump's
     size; low addresses first (where kernel images sit), only the ranges the file holds data
     for (:func:`data_ranges`), the caller stopping as soon as it has what it needs. Progress
-    goes to ``progress_callback`` (Volatility's progress bar) once per window. ``limit``: stop
-    after that many bytes (benchmarks). Hit counts are capped.
+    (the position in the layer) goes to ``progress_callback`` (Volatility's progress bar)
+    once per window. ``limit``: stop after reading that many bytes (benchmarks). Hit counts
+    are capped.
     """
     layer = context.layers[layer_name]
-    ranges = data_ranges(layer)
-    total = sum(b - a for a, b in ranges) or 1
-    if limit is not None:
-        total = min(total, limit)
+    lo, hi = layer.minimum_address, layer.maximum_address + 1
     overlap = MAX_VMCOREINFO_BYTES
     nbanner = nvmci = 0
     done = 0
-    for start, end in ranges:
+    for start, end in data_ranges(layer):
         for chunk_start in range(start, end, SCAN_CHUNK):
-            if done >= total:
+            if limit is not None and done >= limit:
                 return
             size = min(SCAN_CHUNK + overlap, end - chunk_start)
             if progress_callback:
-                progress_callback(done * 100 / total, "ktstr: scanning for the kernel")
+                progress_callback((chunk_start - lo) * 100 / max(1, hi - lo), "ktstr: scanning for the kernel")
             limit_in = min(SCAN_CHUNK, size)
             done += limit_in
             try:
