@@ -306,6 +306,7 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
         vmcis: List[Tuple[int, Dict[str, object]]] = []
         hits: List[Tuple[int, bytes]] = []
         early: set = set()
+        other_arch: set = set()     # banner keys whose ISF is not an x86-64 kernel's
         for kind, offset, text in scan:
             if kind == "vmcoreinfo":
                 info = parse_vmcoreinfo(text)
@@ -320,12 +321,12 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
             else:
                 hits.append((offset, text))
                 key = next((k for k in banner_keys(text) if k in banners), None)
-                if not vmcis and key is not None and len(early) < MAX_EARLY_TRIES:
+                if not vmcis and key is not None and key not in other_arch and len(early) < MAX_EARLY_TRIES:
                     # A cached x86-64 kernel's banner: its ISF says where the page tables are
                     # (the image is physically contiguous), so the scan stops here instead of
                     # reading on, maybe to the end of a huge dump, for VMCOREINFO text.
                     early.add(offset)
-                    result = cls._from_isf(context, layer_name, [(offset, text)], banners, x86_only=True)
+                    result = cls._from_isf(context, layer_name, [(offset, text)], banners, x86_only=other_arch)
                     if result is not None:
                         return result
             if vmcis and cls._banner_for(vmcis[0][1], hits, banners)[1]:
@@ -480,9 +481,11 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
     # -- ISF path (no VMCOREINFO) --
 
     @classmethod
-    def _from_isf(cls, context, layer_name, hits, banners, x86_only=False):
-        """The kernel's layer from the ISF of a cached banner found at a physical offset
-        (x86-64: 4 or 5 levels; arm64 unless ``x86_only``), or None."""
+    def _from_isf(cls, context, layer_name, hits, banners, x86_only=None):
+        """The kernel's layer from the ISF of a cached banner found at a physical offset, or
+        None: x86-64 5-level and arm64; with ``x86_only`` (a set, which then collects the
+        banner keys whose ISF is not an x86-64 kernel's: the scan's early tries) x86-64 4- and
+        5-level only."""
         # Heavy imports, only on this path.  LinuxKernelIntermedSymbols registers classes from
         # extension submodules that `vol` imports via its plugins but a library caller may not.
         from volatility3.framework.symbols import linux as linux_symbols
@@ -510,10 +513,14 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
             for offset in offsets:
                 if "init_top_pgt" in symbols:
                     result = cls._la57_from_isf(context, layer_name, table, offset, key)
-                    if result is None:
+                    if result is None and x86_only is not None:
+                        # Only before the scan met VMCOREINFO: the layer that stacker would
+                        # build from it later. With none in memory at all, Volatility's
+                        # banner stacker keeps the job, as before.
                         result = cls._x86_4level_from_isf(context, layer_name, table, offset, key)
-                elif x86_only:
-                    result = None
+                elif x86_only is not None:
+                    x86_only.add(key)
+                    break
                 elif "kimage_voffset" in symbols and "swapper_pg_dir" in symbols:
                     result = cls._arm64_from_isf(context, layer_name, table, offset, key)
                 else:
