@@ -196,3 +196,17 @@ def test_scan_of_a_kdump_file_reads_only_its_pages(tmp_path):
     hits = [(k, o) for k, o, _t in scan.scan_image(ctx, layer.name, lambda pct, _m: progress.append(pct))]
     assert hits == [("banner", low << 12), ("vmcoreinfo", high << 12)]
     assert len(progress) == 2 and 70 < progress[-1] < 80
+
+
+def test_the_automatic_isf_banner_search_reports_progress(tmp_path):
+    from volatility3_ktstr.dumpfile import open_image
+    from volatility3_ktstr.layers import autoisf
+
+    banner = b"Linux version 6.99.0-test (b@h) (gcc 14) #1 SMP PREEMPT Mon Jan 1 00:00:00 UTC 2024\n"
+    path = _sparse_elf(tmp_path / "big.elf", [(0, 1 << 20, {}), (4 * GIB, HIGH, {HIGH - 4096: banner})])
+    progress = []
+    with open_image(str(path)) as image:
+        found = list(autoisf.iter_banners(image, progress.append))
+    assert [p for p, _t in found] == [4 * GIB + HIGH - 4096]
+    chunks = 1 + -(-HIGH // autoisf.SCAN_CHUNK)
+    assert len(progress) == chunks and progress == sorted(progress) and progress[0] == 0 and progress[-1] < 100

@@ -92,11 +92,17 @@ def image_for(context, layer_name):
     return LayerImage(layer)
 
 
-def iter_banners(image):
-    """(phys, exact banner bytes) of the banners in the image, first to last."""
+def iter_banners(image, progress=None):
+    """(phys, exact banner bytes) of the banners in the image, first to last; ``progress``
+    (percent of the image's data) once per chunk."""
     n = 0
+    total = sum(length for _s, length in image.ranges) or 1
+    done = 0
     for start, length in image.ranges:
         for base, buf, lo, hi in carvemod._chunks(image, start, length, SCAN_CHUNK):
+            if progress:
+                progress(100.0 * done / total)
+            done += hi - lo
             pos = buf.find(carvemod.BANNER_MAGIC, lo, hi)
             while pos >= 0:
                 m = BANNER_RE.match(buf, pos, pos + 512)
@@ -224,7 +230,11 @@ def ensure_isf(context, layer_name, progress_callback=None):
     image = image_for(context, layer_name)
     try:
         seen = False
-        for _phys, text in iter_banners(image):
+        def looking(pct):
+            if progress_callback:
+                progress_callback(pct, "ktstr: looking for the kernel's banner")
+
+        for _phys, text in iter_banners(image, looking):
             seen = True
             if text in known:
                 if path:
