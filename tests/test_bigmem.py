@@ -143,7 +143,7 @@ def test_scan_stops_at_the_first_banner_that_stacks(monkeypatch):
     ctx = _synthetic_kernel_layer(0)
     banners = {kb.BANNER: "file:///kernel.json"}
     monkeypatch.setattr(stackers.KtstrLinuxStacker, "_from_isf", classmethod(
-        lambda cls, c, name, hits, b, x86_only=None: cls._x86_4level_from_isf(c, name, _Table(0), hits[0][0], kb.BANNER)))
+        lambda cls, c, name, hits, b, early=False: cls._x86_4level_from_isf(c, name, _Table(0), hits[0][0], kb.BANNER)))
 
     def scan():
         yield "banner", kb.PHYS_BASE + 0x6000, kb.BANNER

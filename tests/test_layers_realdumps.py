@@ -186,7 +186,7 @@ def test_4level_layer_from_the_isf_at_the_first_banner(name, monkeypatch):
     banner_hits = [(off, text) for kind, off, text in hits if kind == "banner"]
     info = next(i for i in (vmcoreinfo.parse(t) for k, _o, t in hits if k == "vmcoreinfo")
                 if i is not None and i.get("KERNELOFFSET") is not None)
-    layer = stackers.KtstrLinuxStacker._from_isf(ctx, "base", banner_hits, banners, x86_only=set())
+    layer = stackers.KtstrLinuxStacker._from_isf(ctx, "base", banner_hits, banners, early=True)
     assert type(layer) is intel.Intel32e
     assert layer.config["page_map_offset"] == vmcoreinfo.x86_page_table_root(info)
     assert layer.config["kernel_virtual_offset"] == info["KERNELOFFSET"] == truth["kernel"]["kaslr"]["kaslr_offset"]

@@ -18,6 +18,10 @@ x86-64 kernel running 5-level paging or an arm64 kernel. Evidence, cheapest firs
 2. Otherwise the kernel ISF matched by banner (Volatility's identifier cache): kernel image
    symbols are read at ``banner_location + (symbol - linux_banner)`` since the image is
    physically contiguous (``__pgtable_l5_enabled``, ``kimage_voffset``, ``init_task.files``).
+   A cached banner met before any VMCOREINFO text is tried this way at once (4-level x86-64
+   too, as the layer Volatility's VMCOREINFO stacker would build): the scan stops at the
+   kernel image, low in memory, instead of reading on, on a big machine maybe for hundreds of
+   GiB, to VMCOREINFO (issue #28).
 
 Every candidate configuration is validated by translating kernel addresses and checking
 what they point at (``init_uts_ns`` release string, or the banner itself) before use.
@@ -306,7 +310,6 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
         vmcis: List[Tuple[int, Dict[str, object]]] = []
         hits: List[Tuple[int, bytes]] = []
         early: set = set()
-        other_arch: set = set()     # banner keys whose ISF is not an x86-64 kernel's
         for kind, offset, text in scan:
             if kind == "vmcoreinfo":
                 info = parse_vmcoreinfo(text)
@@ -321,12 +324,12 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
             else:
                 hits.append((offset, text))
                 key = next((k for k in banner_keys(text) if k in banners), None)
-                if not vmcis and key is not None and key not in other_arch and len(early) < MAX_EARLY_TRIES:
-                    # A cached x86-64 kernel's banner: its ISF says where the page tables are
-                    # (the image is physically contiguous), so the scan stops here instead of
+                if not vmcis and key is not None and len(early) < MAX_EARLY_TRIES:
+                    # A cached kernel's banner: its ISF says where the page tables are (the
+                    # image is physically contiguous), so the scan stops here instead of
                     # reading on, maybe to the end of a huge dump, for VMCOREINFO text.
                     early.add(offset)
-                    result = cls._from_isf(context, layer_name, [(offset, text)], banners, x86_only=other_arch)
+                    result = cls._from_isf(context, layer_name, [(offset, text)], banners, early=True)
                     if result is not None:
                         return result
             if vmcis and cls._banner_for(vmcis[0][1], hits, banners)[1]:
@@ -481,11 +484,10 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
     # -- ISF path (no VMCOREINFO) --
 
     @classmethod
-    def _from_isf(cls, context, layer_name, hits, banners, x86_only=None):
+    def _from_isf(cls, context, layer_name, hits, banners, early=False):
         """The kernel's layer from the ISF of a cached banner found at a physical offset, or
-        None: x86-64 5-level and arm64; with ``x86_only`` (a set, which then collects the
-        banner keys whose ISF is not an x86-64 kernel's: the scan's early tries) x86-64 4- and
-        5-level only."""
+        None: x86-64 5-level and arm64; ``early`` (the scan has not met VMCOREINFO yet) also
+        x86-64 4-level."""
         # Heavy imports, only on this path.  LinuxKernelIntermedSymbols registers classes from
         # extension submodules that `vol` imports via its plugins but a library caller may not.
         from volatility3.framework.symbols import linux as linux_symbols
@@ -513,14 +515,11 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
             for offset in offsets:
                 if "init_top_pgt" in symbols:
                     result = cls._la57_from_isf(context, layer_name, table, offset, key)
-                    if result is None and x86_only is not None:
+                    if result is None and early:
                         # Only before the scan met VMCOREINFO: the layer that stacker would
                         # build from it later. With none in memory at all, Volatility's
                         # banner stacker keeps the job, as before.
                         result = cls._x86_4level_from_isf(context, layer_name, table, offset, key)
-                elif x86_only is not None:
-                    x86_only.add(key)
-                    break
                 elif "kimage_voffset" in symbols and "swapper_pg_dir" in symbols:
                     result = cls._arm64_from_isf(context, layer_name, table, offset, key)
                 else:
