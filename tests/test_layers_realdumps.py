@@ -166,3 +166,29 @@ def test_pslist_matches_truth(name):
     assert got == want, (
         f"{name}: pslist differs from truth.json\nmissing: {sorted(set(want) - set(got))}\n"
         f"extra: {sorted(set(got) - set(want))}")
+
+
+@pytest.mark.parametrize("name", _params(FOUR_LEVEL_DUMPS, "4-level x86-64"))
+def test_4level_layer_from_the_isf_at_the_first_banner(name, monkeypatch):
+    """A 4-level x86 kernel's layer from its ISF at the banner the scan meets first (issue #28:
+    on a big machine VMCOREINFO may sit far above the kernel image): the same root and KASLR
+    shift as the VMCOREINFO in memory says, the layer Volatility's VMCOREINFO stacker builds."""
+    from volatility3.framework.layers import intel
+
+    from volatility3_ktstr import vmcoreinfo
+    from volatility3_ktstr.layers import stackers
+
+    truth = dumps.load_truth(name)
+    banners = _banner_cache(name)
+    _fake_cache(monkeypatch, stackers, banners)
+    ctx = _file_layer(name)
+    hits = list(stackers.scan_image(ctx, "base"))
+    banner_hits = [(off, text) for kind, off, text in hits if kind == "banner"]
+    info = next(i for i in (vmcoreinfo.parse(t) for k, _o, t in hits if k == "vmcoreinfo")
+                if i is not None and i.get("KERNELOFFSET") is not None)
+    layer = stackers.KtstrLinuxStacker._from_isf(ctx, "base", banner_hits, banners, early=True)
+    assert type(layer) is intel.Intel32e
+    assert layer.config["page_map_offset"] == vmcoreinfo.x86_page_table_root(info)
+    assert layer.config["kernel_virtual_offset"] == info["KERNELOFFSET"] == truth["kernel"]["kaslr"]["kaslr_offset"]
+    ks = truth["kernel"]["kallsyms_runtime"]
+    assert layer.translate(ks["_text"])[0] == truth["memory"]["kernel_image"]["kernel_code_phys"]

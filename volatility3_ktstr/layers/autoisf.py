@@ -53,7 +53,9 @@ class LayerImage:
             self.ranges = [(lo, layer.maximum_address + 1 - lo)]
 
     def read(self, phys, size):
-        return self._layer.read(phys, size, pad=True)
+        from .scan import read_window
+
+        return read_window(self._layer, phys, size)
 
     def close(self):
         pass
@@ -90,11 +92,17 @@ def image_for(context, layer_name):
     return LayerImage(layer)
 
 
-def iter_banners(image):
-    """(phys, exact banner bytes) of the banners in the image, first to last."""
+def iter_banners(image, progress=None):
+    """(phys, exact banner bytes) of the banners in the image, first to last; ``progress``
+    (percent of the image's data) once per chunk."""
     n = 0
+    total = sum(length for _s, length in image.ranges) or 1
+    done = 0
     for start, length in image.ranges:
         for base, buf, lo, hi in carvemod._chunks(image, start, length, SCAN_CHUNK):
+            if progress:
+                progress(100.0 * done / total)
+            done += hi - lo
             pos = buf.find(carvemod.BANNER_MAGIC, lo, hi)
             while pos >= 0:
                 m = BANNER_RE.match(buf, pos, pos + 512)
@@ -187,6 +195,19 @@ def _known_by_vmcoreinfo(context, layer_name, known):
     return ident is not None and any(k and vmcoreinfo.banner_matches(k, *ident) for k in known)
 
 
+def _known_by_cpu_notes(context, layer_name, known):
+    """Whether the file's CPU notes (x86-64 CR3/CR4) lead to a kernel image holding a banner
+    whose ISF is cached: no banner scan then (layers.cpustack reads a few page-table pages
+    and a window of the image)."""
+    from ..layers import cpustack
+
+    try:
+        return bool(cpustack.kernels_in_notes(context, layer_name, known))
+    except Exception as e:  # only a shortcut: any failure means "scan as before"
+        vollog.debug(f"ktstr: CPU notes unusable: {e}")
+        return False
+
+
 def ensure_isf(context, layer_name, progress_callback=None):
     """Build and cache the ISF for the image's kernel unless one is known. Returns the path
     written, or None."""
@@ -204,10 +225,16 @@ def ensure_isf(context, layer_name, progress_callback=None):
         return None            # this file's kernel was seen before and its ISF is there
     if _known_by_vmcoreinfo(context, layer_name, known):
         return None            # the file's VMCOREINFO names a kernel whose ISF is there
+    if _known_by_cpu_notes(context, layer_name, known):
+        return None            # the CPUs' page tables lead to a kernel whose ISF is there
     image = image_for(context, layer_name)
     try:
         seen = False
-        for _phys, text in iter_banners(image):
+        def looking(pct):
+            if progress_callback:
+                progress_callback(pct, "ktstr: looking for the kernel's banner")
+
+        for _phys, text in iter_banners(image, looking):
             seen = True
             if text in known:
                 if path:

@@ -16,7 +16,7 @@ layer. The layer keeps the file's VMCOREINFO (``vmcoreinfo_texts()``), from whic
 
 import logging
 import re
-from typing import List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 from volatility3.framework import constants, exceptions, interfaces
 from volatility3.framework.configuration import requirements
@@ -148,18 +148,27 @@ class KdumpLayer(interfaces.layers.DataLayerInterface):
 
     # Scans visit only the pages in the file (a 1 TB machine's vmcore may hold a few GB), and
     # read with padding: excluded pages inside a chunk scan as zeros instead of losing the chunk.
+    def data_runs(self) -> Iterator[Tuple[int, int]]:
+        """(first pfn, count) of the runs of pages in the file, runs closer than
+        RUN_MERGE_GAP pages merged, streamed from the bitmap (a big machine's fragmented
+        dump has millions of runs: none are kept)."""
+        run = None
+        for pfn, n in self._kdump.dumped_runs():
+            if run is not None and pfn - (run[0] + run[1]) <= kdumpmod.RUN_MERGE_GAP:
+                run = (run[0], pfn + n - run[0])
+                continue
+            if run is not None:
+                yield run
+            run = (pfn, n)
+        if run is not None:
+            yield run
+
     def _scan_iterator(self, scanner, sections):
         shift = self._kdump.page_shift
-        merged = []
-        for pfn, n in self._kdump.dumped_runs():
-            if merged and pfn - (merged[-1][0] + merged[-1][1]) <= kdumpmod.RUN_MERGE_GAP:
-                merged[-1][1] = pfn + n - merged[-1][0]
-            else:
-                merged.append([pfn, n])
         step = scanner.chunk_size
         for section_start, section_length in sections:
             section_end = section_start + section_length
-            for pfn, n in merged:
+            for pfn, n in self.data_runs():
                 start = max(section_start, pfn << shift)
                 end = min(section_end, (pfn + n) << shift)
                 while start < end:

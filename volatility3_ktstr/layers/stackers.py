@@ -18,6 +18,10 @@ x86-64 kernel running 5-level paging or an arm64 kernel. Evidence, cheapest firs
 2. Otherwise the kernel ISF matched by banner (Volatility's identifier cache): kernel image
    symbols are read at ``banner_location + (symbol - linux_banner)`` since the image is
    physically contiguous (``__pgtable_l5_enabled``, ``kimage_voffset``, ``init_task.files``).
+   A cached banner met before any VMCOREINFO text is tried this way at once (4-level x86-64
+   too, as the layer Volatility's VMCOREINFO stacker would build): the scan stops at the
+   kernel image, low in memory, instead of reading on, on a big machine maybe for hundreds of
+   GiB, to VMCOREINFO (issue #28).
 
 Every candidate configuration is validated by translating kernel addresses and checking
 what they point at (``init_uts_ns`` release string, or the banner itself) before use.
@@ -52,7 +56,7 @@ from volatility3_ktstr.layers.la57 import KtstrLinuxIntel32e, LinuxIntel32eLA57
 # (and patchable: stack() looks them up in this module).
 from volatility3_ktstr.layers.scan import (  # noqa: F401
     KERNEL_IMAGE_WINDOW, MAX_BANNER_HITS, MAX_BANNER_LEN, MAX_VMCOREINFO_BYTES, MAX_VMCOREINFO_HITS,
-    SCAN_CHUNK, _BANNER_MAGIC, _VMCI_MAGIC, _read, _u64, banner_keys, scan_image)
+    SCAN_CHUNK, _BANNER_MAGIC, _VMCI_MAGIC, _read, _u64, banner_keys, read_window, scan_image)
 from volatility3_ktstr.layers.kcheck import _maps_unread_kernel, _root_unreadable, stack_from_root_copy
 from volatility3_ktstr.layers.stackmemo import (  # noqa: F401
     HINTS_FILE, MAX_HINT_FILES, STOCK_X86, _find_note, _hints_key, _load_hints, _recording,
@@ -65,6 +69,9 @@ PHYS_BASE_CONFIG = "automagic.LayerStacker.ktstr_phys_base"
 X86_START_KERNEL_MAP = 0xFFFFFFFF80000000
 # RAM bases tried for raw arm64 images when nothing better is known (QEMU virt, common SoCs).
 COMMON_ARM64_RAM_BASES = (0x40000000, 0x80000000, 0x0)
+# Cached banners tried as the kernel's own before the scan reaches VMCOREINFO (copies of the
+# banner elsewhere in memory fail the check; each try costs a few reads).
+MAX_EARLY_TRIES = 8
 
 
 # --- pure helpers -------------------------------------------------------------------------
@@ -302,6 +309,7 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
     def _stack_from(cls, context, layer_name, scan, banners):
         vmcis: List[Tuple[int, Dict[str, object]]] = []
         hits: List[Tuple[int, bytes]] = []
+        early: set = set()
         for kind, offset, text in scan:
             if kind == "vmcoreinfo":
                 info = parse_vmcoreinfo(text)
@@ -315,6 +323,15 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
                     vmcis.append((offset, info))
             else:
                 hits.append((offset, text))
+                key = next((k for k in banner_keys(text) if k in banners), None)
+                if not vmcis and key is not None and len(early) < MAX_EARLY_TRIES:
+                    # A cached kernel's banner: its ISF says where the page tables are (the
+                    # image is physically contiguous), so the scan stops here instead of
+                    # reading on, maybe to the end of a huge dump, for VMCOREINFO text.
+                    early.add(offset)
+                    result = cls._from_isf(context, layer_name, [(offset, text)], banners, early=True)
+                    if result is not None:
+                        return result
             if vmcis and cls._banner_for(vmcis[0][1], hits, banners)[1]:
                 break  # have the configuration and a cached banner: no need to read further
 
@@ -370,7 +387,7 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
         window = b""
         for offset in range(0, KERNEL_IMAGE_WINDOW, SCAN_CHUNK):
             try:
-                window = context.layers.read(phys_layer, start + offset, SCAN_CHUNK, pad=True)
+                window = read_window(context.layers[phys_layer], start + offset, SCAN_CHUNK)
             except exceptions.InvalidAddressException:
                 continue
             for key in found:
@@ -467,7 +484,10 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
     # -- ISF path (no VMCOREINFO) --
 
     @classmethod
-    def _from_isf(cls, context, layer_name, hits, banners):
+    def _from_isf(cls, context, layer_name, hits, banners, early=False):
+        """The kernel's layer from the ISF of a cached banner found at a physical offset, or
+        None: x86-64 5-level and arm64; ``early`` (the scan has not met VMCOREINFO yet) also
+        x86-64 4-level."""
         # Heavy imports, only on this path.  LinuxKernelIntermedSymbols registers classes from
         # extension submodules that `vol` imports via its plugins but a library caller may not.
         from volatility3.framework.symbols import linux as linux_symbols
@@ -495,6 +515,11 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
             for offset in offsets:
                 if "init_top_pgt" in symbols:
                     result = cls._la57_from_isf(context, layer_name, table, offset, key)
+                    if result is None and early:
+                        # Only before the scan met VMCOREINFO: the layer that stacker would
+                        # build from it later. With none in memory at all, Volatility's
+                        # banner stacker keeps the job, as before.
+                        result = cls._x86_4level_from_isf(context, layer_name, table, offset, key)
                 elif "kimage_voffset" in symbols and "swapper_pg_dir" in symbols:
                     result = cls._arm64_from_isf(context, layer_name, table, offset, key)
                 else:
@@ -549,6 +574,43 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
             except exceptions.InvalidAddressException:
                 pass
             _drop_layers(context, [phys] if phys != layer_name else [])
+        return None
+
+    @classmethod
+    def _x86_4level_from_isf(cls, context, layer_name, table, offset, key):
+        """A 4-level x86-64 kernel's layer from its ISF: ``init_top_pgt`` and the KASLR shift
+        read in the kernel image around the banner at ``offset``. The layer is the one
+        Volatility's VMCOREINFO stacker builds (``Intel32e``, the same configuration; see
+        stackmemo.stock_x86_layer), kept only if it translates ``linux_banner`` back to
+        ``offset``; None otherwise (a 5-level kernel, a raw file not starting at physical 0)."""
+        from volatility3.framework.automagic import linux as vol_linux
+
+        at = cls._image_reader(context, layer_name, table, offset)
+        flag_at = at("__pgtable_l5_enabled")
+        flag = _read(context, layer_name, flag_at, 4) if flag_at is not None else None
+        if flag and struct.unpack("<I", flag)[0]:
+            return None
+        if cls._x86_bases(context, layer_name) != [0]:
+            return None
+        shift = cls._virtual_shift(context, layer_name, table, at)
+        root = at("init_top_pgt")
+        if shift is None or root is None or shift & 0xFFF:
+            return None
+        join = interfaces.configuration.path_join
+        name = context.layers.free_layer_name("primary")
+        config_path = join("vmcoreinfo", name)
+        context.config[join(config_path, vol_linux.LinuxSymbolFinder.banner_config_key)] = key.decode("latin-1")
+        context.config[join(config_path, "memory_layer")] = layer_name
+        context.config[join(config_path, "page_map_offset")] = root
+        context.config[join(config_path, "kernel_virtual_offset")] = shift
+        new = intel.Intel32e(context, config_path=config_path, name=name, metadata={"os": "Linux"})
+        banner_va = (table.get_symbol("linux_banner").address + shift) & ((1 << 64) - 1)
+        try:
+            if new.translate(banner_va)[0] == offset:
+                vollog.debug("ktstr: 4-level x86-64 from the ISF, root %#x, KASLR %#x", root, shift)
+                return new
+        except exceptions.InvalidAddressException:
+            pass
         return None
 
     @classmethod
