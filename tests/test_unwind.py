@@ -302,3 +302,147 @@ def test_arm64_exception_boundary_continues_from_pt_regs():
                                  "ret_from_fork+0x10/0x1000"]
     assert [f.how for f in st.frames][2] == "pt_regs"
     assert st.ok and "final" in st.stop
+
+
+# --- per-CPU stacks: x86-64 exception (IST) stacks and the IRQ stack's size ---------------------
+
+CEA_DECLS = X86_DECLS + """
+struct cea_exception_stacks { char DF_stack_guard[4096]; char DF_stack[8192]; char NMI_stack_guard[4096]; char NMI_stack[8192]; char DB_stack_guard[4096]; char DB_stack[8192]; char VC_stack_guard[4096]; char VC_stack[0]; char IST_top_guard[4096]; };
+struct irq_stack { char stack[8192]; };
+"""
+CEA = 0xFFFFFE0000001000
+NMI_FUNCS = dict(FUNCS, nmi_handler=0x5000, asm_exc_nmi=0x6000)
+
+
+def nmi_world(with_cea=True):
+    """CPU 0 interrupted by an NMI in func_b: its registers in nmi_handler on the NMI stack of
+    its cpu_entry_area, the entry code's pt_regs at the top of that stack, then func_b's caller
+    on the task stack."""
+    k = SynthKernel(CEA_DECLS)
+    lay = k.layout
+    mem = k.memory()
+    mem.add(STACK, bytes(16384))
+    mem.add(CEA, bytes(lay.size("cea_exception_stacks")))
+    C = O.TYPE_CALL
+    entries = [(0x2000, "sp", 8, "undefined", 0, C), (0x3000, "sp", 8, "undefined", 0, C),
+               (0x4000, "sp", 8, "undefined", 0, O.TYPE_END_OF_STACK),
+               (0x5000, "sp", 8, "undefined", 0, C), (0x6000, "sp", 0, "undefined", 0, O.TYPE_REGS),
+               (0x7000, "undefined", 0, "undefined", 0, O.TYPE_UNDEFINED)]
+    syms = {n: TEXT + off for n, off in NMI_FUNCS.items()}
+    syms.update(_orc(mem, k, entries))
+    nmi = lay.field("cea_exception_stacks", "NMI_stack")
+    regs = CEA + nmi.end - lay.size("pt_regs")
+    task_sp = STACK + 0x3800
+    mem.put("pt_regs", regs, ip=TEXT + 0x2010, sp=task_sp, cs=0x10)
+    rsp = regs - 8
+    mem.write(rsp, struct.pack("<Q", TEXT + 0x6008))                 # nmi_handler returns into the entry
+    mem.write(task_sp, struct.pack("<QQ", TEXT + 0x3040, TEXT + 0x4008))
+    if with_cea:
+        ptr = mem.alloc(8, align=8)
+        mem.write(ptr, struct.pack("<Q", CEA))
+        syms["cea_exception_stacks"] = ptr
+    task = mem.new("task_struct", pid=11, stack=STACK)
+    kernel = kernel_of(mem, lay, syms, percpu_offsets=[0])
+    return kernel, task, {"rip": TEXT + 0x5010, "rsp": rsp, "rbp": 0}
+
+
+def test_x86_exception_stacks_are_known_and_crossed_through_pt_regs():
+    from volatility3_ktstr.unwind.cpus import cpu_ranges, cpu_stacks
+
+    kernel, task, regs = nmi_world()
+    lay = kernel.layout
+    stacks = {s.what: s for s in cpu_stacks(kernel, 0)}
+    assert sorted(stacks) == ["#DB exception stack", "#DF exception stack", "NMI exception stack"]
+    for member, what in (("DF_stack", "#DF"), ("NMI_stack", "NMI"), ("DB_stack", "#DB")):
+        f = lay.field("cea_exception_stacks", member)
+        assert (stacks[f"{what} exception stack"].lo, stacks[f"{what} exception stack"].hi) == \
+            (CEA + f.offset, CEA + f.end)
+    guard = CEA + lay.offset("cea_exception_stacks", "NMI_stack_guard")
+    assert not any(s.holds(guard) for s in stacks.values())          # guard pages are no stack
+    st = unwind.cpu_stack(kernel, regs, extra=cpu_ranges(kernel, 0, task))
+    assert [unwind.frame_text(kernel, f) for f in st.frames] == [
+        "nmi_handler+0x10/0x1000", "asm_exc_nmi+0x8/0x1000", "func_b+0x10/0x1000",
+        "func_c+0x40/0x1000", "entry_fn+0x8/0x1000"]
+    assert [f.stack for f in st.frames][:2] == ["NMI exception stack"] * 2
+    assert st.frames[2].how == "pt_regs" and st.frames[2].stack == "task stack"
+    assert st.ok and "end of stack" in st.stop
+    # without the cpu_entry_area pointer the NMI stack is unknown: the walk stops at once
+    kernel, task, regs = nmi_world(with_cea=False)
+    st = unwind.cpu_stack(kernel, regs, extra=cpu_ranges(kernel, 0, task))
+    assert len(st.frames) == 1 and "outside the known stacks" in st.stop
+
+
+def test_irq_stack_size_comes_from_the_kernel():
+    from volatility3_ktstr.unwind.cpus import irq_stack
+
+    top = STACK + 0x10000 - 8
+    for decls, extent, want in ((CEA_DECLS, 0x4000, 8192), (X86_DECLS, 0x2000, 0x2000)):
+        k = SynthKernel(decls)
+        mem = k.memory()
+        ptr = mem.alloc(8, align=8)
+        mem.write(ptr, struct.pack("<Q", top))
+        backing = TEXT + 0x20000
+        syms = {"hardirq_stack_ptr": ptr, "irq_stack_backing_store": backing,
+                "cpu_tss_rw": backing + extent}
+        kernel = kernel_of(mem, k.layout, syms, percpu_offsets=[0])
+        rng = irq_stack(kernel, 0)
+        assert (rng.lo, rng.hi) == (top + 8 - want, top + 8), rng
+        assert rng.size_source == ("struct irq_stack" if decls is CEA_DECLS else
+                                   "extent of symbol irq_stack_backing_store")
+
+
+# --- arm64: overflow and SDEI stacks -----------------------------------------------------------
+
+ARM_OVERFLOW = 0xFFFF800082400000
+ARM_SDEI = 0xFFFF800082800000
+
+
+@pytest.mark.parametrize("where", ["overflow stack", "SDEI normal stack", "SDEI critical stack"])
+def test_arm64_overflow_and_sdei_stacks_are_known(where):
+    """A CPU whose registers are on its overflow or an SDEI stack: that stack is known (the
+    overflow stack's size from the symbol's BTF type, SDEI stacks THREAD_SIZE from the init
+    stack's symbols), and the frame records lead on to the task stack."""
+    from volatility3_ktstr.btf import Btf
+    from volatility3_ktstr.unwind.cpus import cpu_ranges, cpu_stacks
+
+    k = SynthKernel(ARM_DECLS)
+    words = k.b.array(k._base("u64"), k._base("int"), 512)
+    k.b.var("overflow_stack", words)
+    btf = Btf.parse(k.b.build(), source="synthetic kernel")
+    mem = k.memory()
+    mem.add(ARM_STACK, bytes(16384))
+    mem.add(ARM_OVERFLOW, bytes(0x3000))
+    sdei = {"SDEI normal stack": ARM_SDEI, "SDEI critical stack": ARM_SDEI + 0x10000}
+    for base in sdei.values():
+        mem.add(base, bytes(0x8000))
+    syms = {"_stext": ARM_TEXT, "func_a": ARM_TEXT + 0x1000, "func_b": ARM_TEXT + 0x2000,
+            "ret_from_fork": ARM_TEXT + 0x3000, "_etext": ARM_TEXT + 0x4000,
+            "overflow_stack": ARM_OVERFLOW, "cpu_data": ARM_OVERFLOW + 0x3000,   # extent > size
+            "__start_init_stack": ARM_TEXT + 0x100000, "__end_init_stack": ARM_TEXT + 0x108000}
+    for (what, base), name in zip(sdei.items(), ("sdei_stack_normal_ptr", "sdei_stack_critical_ptr")):
+        ptr = mem.alloc(8, align=8)
+        mem.write(ptr, struct.pack("<Q", base))
+        syms[name] = ptr
+    start = ARM_OVERFLOW if where == "overflow stack" else sdei[where]
+    fp0 = start + 0x800
+    fp1, fp2 = ARM_STACK + 0x3000, ARM_STACK + 0x3100
+    mem.write(fp0, struct.pack("<QQ", fp1, ARM_TEXT + 0x2020))
+    mem.write(fp1, struct.pack("<QQ", fp2, ARM_TEXT + 0x3010))
+    mem.write(fp2, struct.pack("<QQ", 0, 0))
+    task = mem.new("task_struct", pid=5, stack=ARM_STACK)
+    kernel = kernel_of(mem, k.layout, syms, btf=btf, arch="arm64", percpu_offsets=[0])
+    stacks = {s.what: s for s in cpu_stacks(kernel, 0)}
+    assert (stacks["overflow stack"].lo, stacks["overflow stack"].hi) == (ARM_OVERFLOW, ARM_OVERFLOW + 4096)
+    assert stacks["overflow stack"].size_source == "BTF type of overflow_stack"
+    for what, base in sdei.items():
+        assert (stacks[what].lo, stacks[what].hi) == (base, base + 0x8000)
+    st = unwind.cpu_stack(kernel, {"pc": ARM_TEXT + 0x1010, "x29": fp0, "sp": fp0},
+                          extra=cpu_ranges(kernel, 0, task))
+    assert [unwind.frame_text(kernel, f) for f in st.frames] == [
+        "func_a+0x10/0x1000", "func_b+0x20/0x1000", "ret_from_fork+0x10/0x1000"]
+    assert st.frames[1].stack == where and st.frames[2].stack == "task stack"
+    assert st.ok
+    # the task stack alone does not hold the first record
+    st = unwind.cpu_stack(kernel, {"pc": ARM_TEXT + 0x1010, "x29": fp0, "sp": fp0},
+                          extra=cpu_ranges(kernel, 0, task)[:1])
+    assert not st.ok and "outside the known stacks" in st.stop
