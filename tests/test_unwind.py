@@ -446,3 +446,114 @@ def test_arm64_overflow_and_sdei_stacks_are_known(where):
     st = unwind.cpu_stack(kernel, {"pc": ARM_TEXT + 0x1010, "x29": fp0, "sp": fp0},
                           extra=cpu_ranges(kernel, 0, task)[:1])
     assert not st.ok and "outside the known stacks" in st.stop
+
+
+# --- BPF trampolines and dispatchers: what they serve --------------------------------------------
+
+TRAMP_DECLS = MINI_KERNEL + """
+enum bpf_tramp_prog_type { BPF_TRAMP_FENTRY = 0, BPF_TRAMP_FEXIT, BPF_TRAMP_MODIFY_RETURN, BPF_TRAMP_MAX, BPF_TRAMP_REPLACE };
+struct bpf_ksym { u64 start; u64 end; char name[64]; struct list_head lnode; bool prog; };
+struct bpf_trampoline { struct hlist_node hlist_key; u64 key; void *ip; void *extension_prog; int progs_cnt[3]; void *cur_image; };
+struct bpf_tramp_image { void *image; int size; struct bpf_ksym ksym; struct bpf_trampoline *tr; };
+struct bpf_dispatcher { u64 mutex; void *func; int num_progs; void *image; struct bpf_ksym ksym; };
+"""
+IMAGES = 0xFFFFFFFFA0000000
+
+
+@pytest.mark.parametrize("back_pointer", [True, False])
+def test_trampolines_and_dispatchers_name_what_they_serve(back_pointer):
+    """A trampoline frame names the function it traces (``struct bpf_trampoline``'s ip, found
+    from the image's ``tr`` or by key in the hash table) and its fentry/fexit/fmod_ret counts;
+    a dispatcher frame the function it stands in for and its program count."""
+    from volatility3_ktstr.kernel_model import BtfEnums
+
+    decls = TRAMP_DECLS if back_pointer else TRAMP_DECLS.replace(" struct bpf_trampoline *tr;", "")
+    k = SynthKernel(decls)
+    lay = k.layout
+    mem = k.memory()
+    mem.add(IMAGES, bytes(0x3000))
+    key = (7 << 32) | 1234
+    head = mem.list_init(mem.alloc("list_head"))
+    table = mem.alloc(lay.size("hlist_head") * 4, align=8)
+    tr = mem.new("bpf_trampoline", key=key, ip=TEXT + 0x2004, progs_cnt=b"")
+    cnt = lay.field("bpf_trampoline", "progs_cnt")
+    mem.write(tr + cnt.offset, struct.pack("<3i", 1, 2, 1))
+    mem.hlist_add_head(table + lay.size("hlist_head") * 2, tr + lay.offset("bpf_trampoline", "hlist_key"))
+    im = mem.new("bpf_tramp_image", image=IMAGES, **({"tr": tr} if back_pointer else {}))
+    ksym = im + lay.offset("bpf_tramp_image", "ksym")
+    mem.put("bpf_ksym", ksym, start=IMAGES, end=IMAGES + 0x1000, name=f"bpf_trampoline_{key}")
+    mem.list_add_tail(head, ksym + lay.offset("bpf_ksym", "lnode"))
+    d = mem.new("bpf_dispatcher", func=TEXT + 0x3000, num_progs=2, image=IMAGES + 0x2000)
+    dksym = d + lay.offset("bpf_dispatcher", "ksym")
+    mem.put("bpf_ksym", dksym, start=IMAGES + 0x2000, end=IMAGES + 0x2800, name="bpf_dispatcher_xdp")
+    mem.list_add_tail(head, dksym + lay.offset("bpf_ksym", "lnode"))
+    syms = {n: TEXT + off for n, off in FUNCS.items()}
+    syms.update(bpf_kallsyms=head, bpf_dispatcher_xdp=d)
+    if not back_pointer:
+        syms.update(trampoline_key_table=table, trampoline_ip_table=table + lay.size("hlist_head") * 4)
+    kernel = kernel_of(mem, lay, syms, enums=BtfEnums(k.btf))
+    names = unwind.code_names(kernel)
+    t = names.name(IMAGES + 0x40)
+    assert (t.kind, t.text) == ("bpf_trampoline", f"bpf_trampoline_{key}+0x40/0x1000")
+    assert t.serves == "trampoline of func_b: fentry 1, fexit 2, fmod_ret 1"
+    assert unwind.bpf_frame_text(kernel, IMAGES + 0x40) == \
+        f"bpf_trampoline_{key}+0x40 (trampoline of func_b: fentry 1, fexit 2, fmod_ret 1)"
+    dn = names.name(IMAGES + 0x2010)
+    assert (dn.kind, dn.serves) == ("bpf_dispatcher", "dispatcher of func_c, 2 programs")
+    # a trampoline whose key is in no table (its struct gone): named by kallsyms alone
+    mem.write(tr + lay.offset("bpf_trampoline", "key"), struct.pack("<Q", key + 1))
+    kernel = kernel_of(mem, lay, syms, enums=BtfEnums(k.btf))
+    t = unwind.code_names(kernel).name(IMAGES + 0x40)
+    assert t.kind == "bpf_trampoline" and t.serves == ""
+
+
+# --- kallsyms sizes in every encoding of the kernel's table ---------------------------------------
+
+KALLSYMS = TEXT + 0x40000
+
+
+@pytest.mark.parametrize("encoding", ["addresses", "relative_base", "absolute_percpu", "pc_relative"])
+def test_kallsyms_sizes_in_every_table_encoding(encoding):
+    """Sizes come from the kernel's own table (``__pfx_func_b`` ends func_a 16 bytes early),
+    whether it stores absolute addresses (``kallsyms_addresses``: no
+    CONFIG_KALLSYMS_BASE_RELATIVE), u32 offsets from ``kallsyms_relative_base``, absolute
+    per-CPU entries with negative offsets (CONFIG_KALLSYMS_ABSOLUTE_PERCPU) or offsets from
+    each entry's own position."""
+    k = SynthKernel(X86_DECLS)
+    mem = k.memory()
+    mem.add(KALLSYMS, bytes(0x1000))
+    addrs = [TEXT, TEXT + 0x1000, TEXT + 0x1FF0, TEXT + 0x2000, TEXT + 0x3000, TEXT + 0x4000]
+    if encoding == "absolute_percpu":
+        addrs = [0x1000, 0x2000] + addrs          # per-CPU symbols: absolute, below the text
+    syms = {n: TEXT + off for n, off in FUNCS.items()}
+    num = KALLSYMS + 0x800
+    mem.write(num, struct.pack("<I", len(addrs)))
+    syms["kallsyms_num_syms"] = num
+    base = KALLSYMS + 0x900
+    mem.write(base, struct.pack("<Q", TEXT))
+
+    def encode(addrs):
+        if encoding == "addresses":
+            mem.write(KALLSYMS, struct.pack(f"<{len(addrs)}Q", *addrs))
+        elif encoding == "pc_relative":
+            mem.write(KALLSYMS, struct.pack(f"<{len(addrs)}i", *(a - (KALLSYMS + 4 * i) for i, a in enumerate(addrs))))
+        elif encoding == "relative_base":
+            mem.write(KALLSYMS, struct.pack(f"<{len(addrs)}I", *(a - TEXT for a in addrs)))
+        else:
+            mem.write(KALLSYMS, struct.pack(f"<{len(addrs)}i", *(a if a < TEXT else -(a - TEXT) - 1 for a in addrs)))
+
+    encode(addrs)
+    if encoding == "addresses":
+        syms["kallsyms_addresses"] = KALLSYMS
+    elif encoding == "pc_relative":
+        syms["kallsyms_offsets"] = KALLSYMS
+    else:
+        syms.update(kallsyms_offsets=KALLSYMS, kallsyms_relative_base=base)
+    kernel = kernel_of(mem, k.layout, syms)
+    names = unwind.code_names(kernel)
+    assert names.name(TEXT + 0x1020).text == "func_a+0x20/0xff0"
+    assert names.name(TEXT + 0x2030).text == "func_b+0x30/0x1000"
+    # a table that does not decode to addresses holding _stext: the symbol table's sizes
+    encode([a + 8 if a == TEXT else a for a in addrs])
+    kernel = kernel_of(mem, k.layout, syms)
+    assert unwind.code_names(kernel).name(TEXT + 0x1020).text == "func_a+0x20/0x1000"
