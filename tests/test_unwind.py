@@ -460,11 +460,9 @@ struct bpf_dispatcher { u64 mutex; void *func; int num_progs; void *image; struc
 IMAGES = 0xFFFFFFFFA0000000
 
 
-@pytest.mark.parametrize("back_pointer", [True, False])
-def test_trampolines_and_dispatchers_name_what_they_serve(back_pointer):
-    """A trampoline frame names the function it traces (``struct bpf_trampoline``'s ip, found
-    from the image's ``tr`` or by key in the hash table) and its fentry/fexit/fmod_ret counts;
-    a dispatcher frame the function it stands in for and its program count."""
+def tramp_world(back_pointer=True):
+    """A trampoline image (ksym on bpf_kallsyms) of a bpf_trampoline tracing func_b, found
+    through the image's ``tr`` or the key table, and the XDP dispatcher standing in for func_c."""
     from volatility3_ktstr.kernel_model import BtfEnums
 
     decls = TRAMP_DECLS if back_pointer else TRAMP_DECLS.replace(" struct bpf_trampoline *tr;", "")
@@ -492,6 +490,17 @@ def test_trampolines_and_dispatchers_name_what_they_serve(back_pointer):
     if not back_pointer:
         syms.update(trampoline_key_table=table, trampoline_ip_table=table + lay.size("hlist_head") * 4)
     kernel = kernel_of(mem, lay, syms, enums=BtfEnums(k.btf))
+    return kernel, mem, lay, syms, tr, key, k
+
+
+@pytest.mark.parametrize("back_pointer", [True, False])
+def test_trampolines_and_dispatchers_name_what_they_serve(back_pointer):
+    """A trampoline frame names the function it traces (``struct bpf_trampoline``'s ip, found
+    from the image's ``tr`` or by key in the hash table) and its fentry/fexit/fmod_ret counts;
+    a dispatcher frame the function it stands in for and its program count."""
+    from volatility3_ktstr.kernel_model import BtfEnums
+
+    kernel, mem, lay, syms, tr, key, k = tramp_world(back_pointer)
     names = unwind.code_names(kernel)
     t = names.name(IMAGES + 0x40)
     assert (t.kind, t.text) == ("bpf_trampoline", f"bpf_trampoline_{key}+0x40/0x1000")
@@ -557,3 +566,16 @@ def test_kallsyms_sizes_in_every_table_encoding(encoding):
     encode([a + 8 if a == TEXT else a for a in addrs])
     kernel = kernel_of(mem, k.layout, syms)
     assert unwind.code_names(kernel).name(TEXT + 0x1020).text == "func_a+0x20/0x1000"
+
+
+def test_damaged_trampolines_never_raise():
+    rng = random.Random(5)
+    for trial in range(24):
+        kernel, mem, lay, syms, tr, key, k = tramp_world(back_pointer=trial % 2 == 0)
+        unwind.code_names(kernel).bpf_symbols()       # the ksym list read whole: damage what is behind it
+        for _ in range(rng.randint(1, 6)):
+            where = rng.choice([tr, tr + lay.size("bpf_trampoline") // 2, syms["bpf_dispatcher_xdp"]])
+            mem.write(where + rng.randrange(0, 16) * 8, rng.randbytes(8))
+        for ip in (IMAGES + 0x40, IMAGES + 0x2010):
+            text = unwind.bpf_frame_text(kernel, ip)
+            assert text is not None and text.startswith("bpf_")
