@@ -67,7 +67,7 @@ def main():
     t0 = time.process_time()
     found = [s for cpu in range(len(kernel.per_cpu_offsets())) for s in cpu_stacks(kernel, cpu)]
     dt = time.process_time() - t0
-    print(f"per-CPU stacks (IRQ, exception/overflow/SDEI): {len(found)} found in {dt:.3f} s CPU")
+    print(f"per-CPU stacks (IRQ, exception/entry/overflow/SDEI): {len(found)} found in {dt:.3f} s CPU")
     images = [s for s in code_names(kernel).bpf_symbols() if not s.aux]
     t0 = time.process_time()
     for s in images:

@@ -149,7 +149,7 @@ def _kctx(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["x86_64/scx_sdt", "arm64/scx_sdt_lpa2"])
 def test_per_cpu_stacks_sized_by_the_kernel(name):
-    """Every CPU's IRQ stack and x86-64 exception (IST) stacks / arm64 overflow stack are
+    """Every CPU's IRQ stack and x86-64 exception (IST) and entry stacks / arm64 overflow stack are
     found, sized from the kernel's types and symbols, and mapped in the dump."""
     from volatility3_ktstr.unwind.cpus import cpu_stacks
 
@@ -165,6 +165,7 @@ def test_per_cpu_stacks_sized_by_the_kernel(name):
             want = {"IRQ stack": kernel.symbol_size("irq_stack_backing_store")}
             want.update({f"{n} exception stack": lay.field("cea_exception_stacks", f"{m}_stack").size
                          for n, m in (("#DF", "DF"), ("NMI", "NMI"), ("#DB", "DB"), ("#MC", "MCE"))})
+            want["entry stack"] = lay.field("entry_stack", "stack").size
         for what, size in want.items():
             s = stacks[what]
             assert s.hi - s.lo == size, (cpu, s)

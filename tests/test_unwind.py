@@ -307,6 +307,9 @@ def test_arm64_exception_boundary_continues_from_pt_regs():
 # --- per-CPU stacks: x86-64 exception (IST) stacks and the IRQ stack's size ---------------------
 
 CEA_DECLS = X86_DECLS + """
+struct x86_hw_tss { u32 reserved1; u64 sp0; u64 sp1; u64 sp2; };
+struct tss_struct { struct x86_hw_tss x86_tss; };
+struct entry_stack { char stack[4096]; };
 struct cea_exception_stacks { char DF_stack_guard[4096]; char DF_stack[8192]; char NMI_stack_guard[4096]; char NMI_stack[8192]; char DB_stack_guard[4096]; char DB_stack[8192]; char VC_stack_guard[4096]; char VC_stack[0]; char IST_top_guard[4096]; };
 struct irq_stack { char stack[8192]; };
 """
@@ -341,6 +344,7 @@ def nmi_world(with_cea=True):
         ptr = mem.alloc(8, align=8)
         mem.write(ptr, struct.pack("<Q", CEA))
         syms["cea_exception_stacks"] = ptr
+        syms["cpu_tss_rw"] = mem.new("tss_struct", x86_tss__sp0=CEA - 0x10)
     task = mem.new("task_struct", pid=11, stack=STACK)
     kernel = kernel_of(mem, lay, syms, percpu_offsets=[0])
     return kernel, task, {"rip": TEXT + 0x5010, "rsp": rsp, "rbp": 0}
@@ -352,7 +356,9 @@ def test_x86_exception_stacks_are_known_and_crossed_through_pt_regs():
     kernel, task, regs = nmi_world()
     lay = kernel.layout
     stacks = {s.what: s for s in cpu_stacks(kernel, 0)}
-    assert sorted(stacks) == ["#DB exception stack", "#DF exception stack", "NMI exception stack"]
+    assert sorted(stacks) == ["#DB exception stack", "#DF exception stack", "NMI exception stack",
+                              "entry stack"]
+    assert (stacks["entry stack"].lo, stacks["entry stack"].hi) == (CEA - 0x10 - 4096, CEA - 0x10)
     for member, what in (("DF_stack", "#DF"), ("NMI_stack", "NMI"), ("DB_stack", "#DB")):
         f = lay.field("cea_exception_stacks", member)
         assert (stacks[f"{what} exception stack"].lo, stacks[f"{what} exception stack"].hi) == \

@@ -1,6 +1,7 @@
 """What a CPU's stack walk needs besides its registers (no Volatility import): the task on it
 (``rq->curr``), the stacks it may be on (the task's; per CPU the IRQ stack, x86-64's
-exception (IST) stacks of the cpu_entry_area, arm64's overflow and SDEI stacks: each with its
+exception (IST) stacks and entry stack of the cpu_entry_area, arm64's overflow and SDEI
+stacks: each with its
 size from the kernel, not assumed), and registers the
 kernel itself saved in memory (``crash_notes``: NT_PRSTATUS notes written per CPU when a kdump
 kernel took over; empty in a dump taken from outside, such as QEMU's).
@@ -9,7 +10,7 @@ kernel took over; empty in a dump taken from outside, such as QEMU's).
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..btf import Kind
-from ..core import LayoutError, ReadError, Record
+from ..core import LayoutError, ReadError, Record, read_int
 from ..dumpfile.notes import CpuState, Note, cpu_states
 from .bounds import DEFAULT_THREAD_PAGES, StackRange, task_stack_range
 
@@ -144,6 +145,29 @@ def x86_exception_stacks(kernel: Any, cpu: int) -> List[StackRange]:
     return out
 
 
+def x86_entry_stack(kernel: Any, cpu: int) -> Optional[StackRange]:
+    """CPU ``cpu``'s entry trampoline stack (the cpu_entry_area's ``entry_stack_page``, where
+    entries from user mode and SYSCALL start): the TSS ``sp0`` of the per-CPU ``cpu_tss_rw``
+    points at its top on x86-64 (arch/x86/kernel/process.c), ``struct entry_stack``'s
+    ``stack`` gives its size."""
+    lay = kernel.layout
+    if kernel.symbol("cpu_tss_rw") is None or not lay.has("tss_struct", "x86_tss.sp0"):
+        return None
+    if lay.has("entry_stack", "stack"):
+        size = lay.field("entry_stack", "stack").size
+    elif lay.has("entry_stack"):
+        size = lay.size("entry_stack")
+    else:
+        return None
+    try:
+        top = read_int(kernel.reader, lay, "tss_struct", kernel.percpu_address("cpu_tss_rw", cpu), "x86_tss.sp0")
+    except Exception:     # ReadError, KtstrError
+        return None
+    if not top or not 0 < size <= MAX_STACK_SIZE:
+        return None
+    return StackRange(top - size, top, "entry stack", "struct entry_stack")
+
+
 def arm64_other_stacks(kernel: Any, cpu: int) -> List[StackRange]:
     """CPU ``cpu``'s overflow stack (the per-CPU array ``overflow_stack``: its size from BTF
     or the symbol) and SDEI stacks (``sdei_stack_normal_ptr``, ``sdei_stack_critical_ptr``:
@@ -168,7 +192,7 @@ def arm64_other_stacks(kernel: Any, cpu: int) -> List[StackRange]:
 
 def cpu_stacks(kernel: Any, cpu: int) -> List[StackRange]:
     """Every per-CPU stack of CPU ``cpu`` a walk from its registers may cross: the IRQ stack,
-    then x86-64's exception (IST) stacks or arm64's overflow and SDEI stacks."""
+    then x86-64's exception (IST) stacks and entry stack, or arm64's overflow and SDEI stacks."""
 
     def build() -> List[StackRange]:
         out = []
@@ -179,6 +203,9 @@ def cpu_stacks(kernel: Any, cpu: int) -> List[StackRange]:
             out.extend(arm64_other_stacks(kernel, cpu))
         else:
             out.extend(x86_exception_stacks(kernel, cpu))
+            entry = x86_entry_stack(kernel, cpu)
+            if entry is not None:
+                out.append(entry)
         return out
 
     return kernel.memo(("unwind", "cpu_stacks", cpu), build)
