@@ -199,3 +199,20 @@ def test_trampolines_and_dispatchers_named_with_what_they_serve():
     assert checked >= 3
     if any(link.get("type_name") == "xdp" for link in links):
         assert any(s.startswith("dispatcher of bpf_dispatcher_xdp_func, ") for s in serves), serves
+    # threads sleeping in a traced function (the zoo's fexit on hrtimer_nanosleep) have the
+    # trampoline on their stack: named with what it traces, the walk going on past it
+    from volatility3_ktstr.kds import DamageLog
+    from volatility3_ktstr.unwind import task_stack
+    from volatility3_ktstr.views.stacks import _tasks
+
+    names = code_names(kernel)
+    through = 0
+    for t in _tasks(kernel, DamageLog()):
+        st = task_stack(kernel, t.kva)
+        hits = [names.name(f.ip) for f in st.frames if names.name(f.ip).kind == "bpf_trampoline"]
+        if hits:
+            through += 1
+            assert all(h.serves.startswith("trampoline of ") for h in hits), hits
+            assert st.ok and st.frames[-1] != st.frames[0], st.stop
+    fexit = [link for link in links if link.get("attach_type") == "trace_fexit"]
+    assert through or not fexit
