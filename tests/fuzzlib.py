@@ -175,7 +175,7 @@ _CATEGORY_BY_FILE = {
     "bpf/objects.py": "hidden", "walkers/alltasks.py": "tasks",
     # kernel stacks: the unwinder (saved frames, ORC tables, frame records, BPF line_info)
     **{f"unwind/{m}.py": "stacks" for m in ("__init__", "bounds", "orc", "x86_64", "arm64", "naming",
-                                             "lineinfo", "modules", "cpus")},
+                                             "lineinfo", "modules", "cpus", "bpf_images")},
     "views/stacks.py": "stacks",
     # the probe-side hook walks and the rootkit triage
     "bpf/probes.py": "hooks", "bpf/triage.py": "triage", "bpf/mapkinds.py": "values",

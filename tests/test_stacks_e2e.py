@@ -134,3 +134,85 @@ def test_vmcore_cpus_unwound_from_their_notes(name):
     tasks = [r for r in rows if r["TID"] is not None and r["Frame"] is None]
     for r in tasks:
         assert "stopped:" in r["Note"] or "running" in r["Note"]
+
+
+def _kctx(name):
+    _skip_without(name)
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent / "helpers"))
+    from vol_kctx import open_kctx
+
+    return open_kctx(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["x86_64/scx_sdt", "arm64/scx_sdt_lpa2"])
+def test_per_cpu_stacks_sized_by_the_kernel(name):
+    """Every CPU's IRQ stack and x86-64 exception (IST) and entry stacks / arm64 overflow stack are
+    found, sized from the kernel's types and symbols, and mapped in the dump."""
+    from volatility3_ktstr.unwind.cpus import cpu_stacks
+
+    kernel = _kctx(name)
+    lay = kernel.layout
+    for cpu in range(len(kernel.per_cpu_offsets())):
+        stacks = {s.what: s for s in cpu_stacks(kernel, cpu)}
+        if kernel.arch == "arm64":
+            want = {"IRQ stack": kernel.symbol("__end_init_stack") - kernel.symbol("__start_init_stack"),
+                    "overflow stack": kernel.symbol_size("overflow_stack")}
+            assert stacks["overflow stack"].size_source == "BTF type of overflow_stack"
+        else:
+            want = {"IRQ stack": kernel.symbol_size("irq_stack_backing_store")}
+            want.update({f"{n} exception stack": lay.field("cea_exception_stacks", f"{m}_stack").size
+                         for n, m in (("#DF", "DF"), ("NMI", "NMI"), ("#DB", "DB"), ("#MC", "MCE"))})
+            want["entry stack"] = lay.field("entry_stack", "stack").size
+        for what, size in want.items():
+            s = stacks[what]
+            assert s.hi - s.lo == size, (cpu, s)
+            kernel.reader.read(s.hi - 8, 8)          # mapped (raises ReadError if not)
+
+
+@pytest.mark.slow
+def test_trampolines_and_dispatchers_named_with_what_they_serve():
+    """On the zoo dump each fentry/fexit/LSM attachment's trampoline names the function it
+    traces (truth links' zoo_target) with the program kinds on it, and the XDP dispatcher its
+    function."""
+    name = "x86_64/scx_sdt_zoo"
+    kernel = _kctx(name)
+    from volatility3_ktstr.unwind import bpf_frame_text, code_names
+
+    texts = [bpf_frame_text(kernel, s.start + 1) for s in code_names(kernel).bpf_symbols() if not s.aux]
+    serves = [t.split(" (", 1)[1] for t in texts if " (" in t]
+    links = dumps.load_truth(name).get("links", [])
+    kinds = {"trace_fentry": "fentry", "trace_fexit": "fexit", "lsm_mac": None}
+    checked = 0
+    for link in links:
+        if link.get("attach_type") not in kinds:
+            continue
+        func = link["zoo_target"].split(":", 1)[1]
+        func = f"bpf_lsm_{func}" if link["attach_type"] == "lsm_mac" else func
+        hit = [s for s in serves if s.startswith(f"trampoline of {func}:")]
+        assert hit, (link, serves)
+        kind = kinds[link["attach_type"]]
+        assert kind is None or f"{kind} 1" in hit[0], (link, hit)
+        checked += 1
+    assert checked >= 3
+    if any(link.get("type_name") == "xdp" for link in links):
+        assert any(s.startswith("dispatcher of bpf_dispatcher_xdp_func, ") for s in serves), serves
+    # threads sleeping in a traced function (the zoo's fexit on hrtimer_nanosleep) have the
+    # trampoline on their stack: named with what it traces, the walk going on past it
+    from volatility3_ktstr.kds import DamageLog
+    from volatility3_ktstr.unwind import task_stack
+    from volatility3_ktstr.views.stacks import _tasks
+
+    names = code_names(kernel)
+    through = 0
+    for t in _tasks(kernel, DamageLog()):
+        st = task_stack(kernel, t.kva)
+        hits = [names.name(f.ip) for f in st.frames if names.name(f.ip).kind == "bpf_trampoline"]
+        if hits:
+            through += 1
+            assert all(h.serves.startswith("trampoline of ") for h in hits), hits
+            assert st.ok and st.frames[-1] != st.frames[0], st.stop
+    fexit = [link for link in links if link.get("attach_type") == "trace_fexit"]
+    assert through or not fexit

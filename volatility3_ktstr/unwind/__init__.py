@@ -106,7 +106,8 @@ def frame_text(kernel: Any, frame: Frame) -> str:
 
 def bpf_frame_text(kernel: Any, ip: int) -> Optional[str]:
     """``bpf_prog_<tag>_<name>+0xoff (prog ID, file:line:col)`` for a return address in BPF
-    code (trampolines and dispatchers by their kallsyms name), None outside BPF code. What
+    code (trampolines and dispatchers by their kallsyms name and what they serve: ``(trampoline
+    of do_unlinkat: fentry 1)``), None outside BPF code. What
     scxstate's exit backtrace shows for the frames kernel symbols do not cover."""
     from .lineinfo import bpf_source
 
@@ -115,7 +116,10 @@ def bpf_frame_text(kernel: Any, ip: int) -> Optional[str]:
         return None
     text = f"{sym.name}+{ip - sym.start:#x}"
     if not sym.aux:
-        return text
+        from .bpf_images import serves
+
+        what = serves(kernel, sym)
+        return f"{text} ({what})" if what else text
     prog_id, source = bpf_source(kernel, sym, ip)
     return f"{text} (prog {prog_id}, {source})"
 

@@ -112,7 +112,7 @@ class Arm64Unwinder(StackWalker):
         damage = DamageLog()
         frames: List[Frame] = []
         for st in steps(first, self.step, limit=max_frames, damage=damage, what="frame record"):
-            frames.append(Frame(st.pc, st.sp, st.how, True))
+            frames.append(Frame(st.pc, st.sp, st.how, True, self.stack_name(st.sp)))
         stack = Stack(frames, start=start)
         if damage:
             stack.stop = f"{next(iter(damage)).reason} after {len(frames)} frames"

@@ -15,12 +15,15 @@ class Frame:
     CPU); ``sp``: the stack pointer of the frame; ``how``: how the unwinder got here
     (``switch`` the saved switch frame, ``regs`` CPU registers, ``orc``, ``fp`` frame pointer,
     ``pt_regs`` an exception/IRQ frame, ``record`` an arm64 frame record); ``reliable``: False
-    once a guess (frame-pointer fallback) was used on the way."""
+    once a guess (frame-pointer fallback) was used on the way; ``stack``: the known stack
+    ``sp`` lies on (``StackRange.what``: "task stack", "IRQ stack", "NMI exception stack"...),
+    "" when on none."""
 
     ip: int
     sp: int
     how: str
     reliable: bool = True
+    stack: str = ""
 
 
 @dataclass
@@ -69,6 +72,10 @@ class StackWalker:
             if s.holds(addr, self.SLOT if size is None else size):
                 return s
         return None
+
+    def stack_name(self, sp: int) -> str:
+        s = self.on_stack(sp, 0)
+        return s.what if s is not None else ""
 
     def step(self, st: Any) -> Any:
         try:

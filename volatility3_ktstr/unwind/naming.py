@@ -12,7 +12,7 @@ program's frame also with its id and source line (:mod:`.lineinfo`).
 import bisect
 import operator
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 from ..core import ReadError, Record
 from ..kds import DamageLog, list_entries
@@ -35,16 +35,30 @@ class BpfSymbol:
     end: int
     name: str
     aux: int = 0
+    ksym: int = 0             # the struct bpf_ksym's address
+
+    @property
+    def kind(self) -> str:
+        """bpf (a program), bpf_trampoline (fentry/fexit/fmod_ret), bpf_dispatcher,
+        bpf_struct_ops (``bpf__<ops>_<callback>``), else bpf_image."""
+        if self.aux:
+            return "bpf"
+        for prefix, kind in (("bpf_trampoline_", "bpf_trampoline"), ("bpf_dispatcher_", "bpf_dispatcher"),
+                             ("bpf__", "bpf_struct_ops")):
+            if self.name.startswith(prefix):
+                return kind
+        return "bpf_image"
 
 
 @dataclass(frozen=True)
 class FrameName:
     text: str                 # symbol+0xoff/0xsize, or the bare address
-    kind: str                 # kernel, module, bpf, bpf_trampoline, unknown
+    kind: str                 # kernel, module, unknown, or a BpfSymbol's kind
     symbol: str = ""
     offset: int = 0
     size: int = 0
     bpf: Optional[BpfSymbol] = None
+    serves: str = ""          # a trampoline's traced function, a dispatcher's (bpf_images.py)
 
 
 class CodeNames:
@@ -119,8 +133,9 @@ class CodeNames:
 
     def kallsyms_end(self, start: int) -> Optional[int]:
         """The next kallsyms address above ``start`` (the kernel's symbol size rule), from the
-        kernel's own ``kallsyms_offsets`` in memory: its ``__pfx_`` padding symbols end a
-        function 16 bytes before the next one, and a symbol table may not list them."""
+        kernel's own kallsyms table in memory (``kallsyms_offsets``, or ``kallsyms_addresses``
+        on kernels storing absolute addresses): its ``__pfx_`` padding symbols end a function
+        16 bytes before the next one, and a symbol table may not list them."""
         table = self.kernel.memo(("unwind", "kallsyms"), self._read_kallsyms)
         if table is None:
             return None
@@ -128,37 +143,60 @@ class CodeNames:
         i = bisect.bisect_right(range(count), start, key=at)
         return at(i) if i < count else None
 
-    def _read_kallsyms(self):
+    def _read_kallsyms(self) -> Optional[Tuple[int, Callable[[int], int]]]:
+        """(count, address of entry i) of the kernel's kallsyms table, the first of its
+        encodings (kernel/kallsyms.c kallsyms_sym_address) that decodes to sorted addresses
+        holding ``_stext``; None when none does."""
         k = self.kernel
-        offs, num = k.symbol("kallsyms_offsets"), k.symbol("kallsyms_num_syms")
+        num = k.symbol("kallsyms_num_syms")
         text = k.symbol("_stext") or k.symbol("_text")
-        if not (offs and num and text):
+        if not (num and text):
             return None
         try:
             count = k.reader.u32(num)
-            if not 0 < count <= MAX_KALLSYMS:
-                return None
-            rel = memoryview(k.reader.read(offs, KALLSYMS_OFFSET_SIZE * count)).cast("i")
         except ReadError:
             return None
-        base = k.symbol("kallsyms_relative_base")
-        if base:
-            try:
-                base_value = k.reader.ptr(base)
-            except ReadError:
-                return None
-
-            def at(i: int) -> int:
-                return base_value + rel[i]
-        else:
-            # 6.11+: each entry relative to its own position
-            def at(i: int) -> int:
-                return offs + KALLSYMS_OFFSET_SIZE * i + rel[i]
-        # The layout guess must hold: sorted addresses that start at the kernel's text.
-        samples = [at(i) for i in range(0, count, max(1, count // 64))]
-        if samples != sorted(samples) or not text - (1 << 24) <= at(0) <= text:
+        if not 0 < count <= MAX_KALLSYMS:
             return None
-        return count, at
+        for at in self._kallsyms_decoders(count):
+            if _valid_kallsyms(count, at, text):
+                return count, at
+        return None
+
+    def _kallsyms_decoders(self, count: int) -> Iterator[Callable[[int], int]]:
+        k = self.kernel
+        offs, addrs = k.symbol("kallsyms_offsets"), k.symbol("kallsyms_addresses")
+        if offs:
+            try:
+                raw = k.reader.read(offs, KALLSYMS_OFFSET_SIZE * count)
+            except ReadError:
+                raw = b""
+            if raw:
+                signed, unsigned = memoryview(raw).cast("i"), memoryview(raw).cast("I")
+                base = k.symbol("kallsyms_relative_base")
+                if not base:
+                    # 6.11+: each entry relative to its own position
+                    yield lambda i: offs + KALLSYMS_OFFSET_SIZE * i + signed[i]
+                else:
+                    try:
+                        base_value = k.reader.ptr(base)
+                    except ReadError:
+                        base_value = None
+                    if base_value is not None:
+                        # unsigned offsets from the base ...
+                        yield lambda i: base_value + unsigned[i]
+                        # ... or, with CONFIG_KALLSYMS_ABSOLUTE_PERCPU, non-negative entries
+                        # absolute (per-CPU symbols) and the others base - 1 - entry
+                        yield lambda i: signed[i] if signed[i] >= 0 else base_value - 1 - signed[i]
+        if addrs:
+            # no CONFIG_KALLSYMS_BASE_RELATIVE: absolute addresses, one pointer each
+            width = k.reader.pointer_size
+            try:
+                raw = k.reader.read(addrs, width * count)
+            except ReadError:
+                return
+            values = memoryview(raw).cast("Q" if width == 8 else "I")
+            yield lambda i: values[i]
 
     # --- BPF -------------------------------------------------------------------------
 
@@ -190,7 +228,7 @@ class CodeNames:
                 self.damage.add("bpf_ksym", ksym, f"implausible range {start:#x}-{end:#x}")
                 continue
             aux = ksym - aux_off if r.int("prog", 0) and aux_off is not None else 0
-            out.append(BpfSymbol(start, end, r.str("name", ""), aux))
+            out.append(BpfSymbol(start, end, r.str("name", ""), aux, ksym))
         out.sort(key=lambda s: s.start)
         return out
 
@@ -212,10 +250,11 @@ class CodeNames:
             return FrameName(f"{name}+{ip - start:#x}/{size:#x}", "kernel", name, ip - start, size)
         b = self.bpf_symbol(look)
         if b is not None:
-            kind = "bpf" if b.aux else "bpf_trampoline"
+            from .bpf_images import serves
+
             size = b.end - b.start
-            return FrameName(f"{b.name}+{ip - b.start:#x}/{size:#x}", kind, b.name, ip - b.start,
-                             size, b)
+            return FrameName(f"{b.name}+{ip - b.start:#x}/{size:#x}", b.kind, b.name, ip - b.start,
+                             size, b, "" if b.aux else serves(self.kernel, b))
         mod = self.module(look)
         if mod is not None:
             found = mod.symbol(look)
@@ -230,6 +269,15 @@ class CodeNames:
                 name, start, size = hit
                 return FrameName(f"{name}+{ip - start:#x}/{size:#x}", "kernel", name, ip - start, size)
         return FrameName(f"{ip:#x}", "unknown")
+
+
+def _valid_kallsyms(count: int, at: Callable[[int], int], text: int) -> bool:
+    """A decoding holds when sampled entries are sorted and ``_stext`` is among them."""
+    samples = [at(i) for i in range(0, count, max(1, count // 64))] + [at(count - 1)]
+    if samples != sorted(samples):
+        return False
+    i = bisect.bisect_left(range(count), text, key=at)
+    return i < count and at(i) == text
 
 
 def code_names(kernel: Any) -> CodeNames:

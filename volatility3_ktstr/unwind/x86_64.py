@@ -141,7 +141,7 @@ class X86Unwinder(StackWalker):
         damage = DamageLog()
         frames: List[Frame] = []
         for st in steps(first, self.step, limit=max_frames, damage=damage, what="stack frame"):
-            frames.append(Frame(st.ip, st.sp, st.how, st.reliable))
+            frames.append(Frame(st.ip, st.sp, st.how, st.reliable, self.stack_name(st.sp)))
         stack = Stack(frames)
         if damage:
             d = next(iter(damage))

@@ -36,13 +36,15 @@ def frame_rows(kernel: Kernel, stack: Stack, depth: int, all_frames: bool = Fals
     names = code_names(kernel)
     for i, f in enumerate(visible_frames(kernel, stack, all_frames)):
         n = names.name(f.ip, return_address=f.how != "regs")
-        prog_id, source = None, None
+        prog_id, source = None, n.serves or None
         if n.bpf is not None and n.bpf.aux:
             prog_id, source = bpf_source(kernel, n.bpf, f.ip)
         note = {"fp": "frame-pointer guess (no ORC data)", "pt_regs": "exception/IRQ frame (pt_regs)",
                 "regs": "CPU registers"}.get(f.how, "")
         if not f.reliable and f.how != "fp":
             note = (note + "; " if note else "") + "after a frame-pointer guess"
+        if f.stack and f.stack != "task stack":
+            note = (note + "; " if note else "") + f"on the {f.stack}"
         yield depth, GRID.row(Frame=i, Address=f.ip, Symbol=n.text, Kind=n.kind,
                               BpfProgId=prog_id, Source=source, Note=note, **keys)
 
@@ -117,6 +119,8 @@ def stack_lines(kernel: Kernel, task: int, cpu_regs: Optional[Sequence[Any]] = N
         if n.bpf is not None and n.bpf.aux:
             prog_id, source = bpf_source(kernel, n.bpf, f.ip)
             text += f" (prog {prog_id}, {source})"
+        elif n.serves:
+            text += f" ({n.serves})"
         out.append(text)
     out.append(f"stack from {stack.start or 'nothing'}; stopped: {stack.stop}")
     return out
