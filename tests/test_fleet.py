@@ -124,6 +124,15 @@ def test_report_pages_are_self_contained(tmp_path):
     (folder / "linux.ktstr.bpfhooks.json").write_text(json.dumps([
         {"ProgName": "p1", "ProgType": "kprobe", "ProgId": 1, "Hook": "kprobe",
          "Target": "vfs_read", "__children": []}]))
+    (folder / "linux.ktstr.scxtasks.json").write_text(json.dumps([
+        {"PID": 7, "COMM": "stuck", "RunnableList": "cpu1[0]", "RunnableAtMs": -31250,
+         "RunnableForJiffies": 7812, "At": "dump", "Starved": "STARVED", "__children": []},
+        {"PID": 8, "COMM": "next", "RunnableList": "cpu1[1]", "RunnableAtMs": -40,
+         "RunnableForJiffies": 10, "At": "dump", "Starved": "", "__children": []},
+        {"PID": 9, "COMM": "other", "RunnableList": "cpu3[0]", "RunnableAtMs": None,
+         "RunnableForJiffies": 120, "At": "exit", "Starved": "", "__children": []},
+        {"PID": 1, "COMM": "init", "RunnableList": "", "RunnableAtMs": None,
+         "RunnableForJiffies": None, "At": "dump", "Starved": "", "__children": []}]))
     (folder / "linux.ktstr.arena.json").write_text(json.dumps([
         {"Name": "arena", "MapID": 3, "Pages": 6, "Physical": None, "__children": []}]))
     rows = [{"name": "h1", "exit_kind": "ERROR_BPF", "exit_verdict": "EXITED <b>", "damage": 0,
@@ -137,6 +146,11 @@ def test_report_pages_are_self_contained(tmp_path):
     page = (folder / "index.html").read_text()
     assert page.count("<svg") >= 5 and "vfs_read" in page and "GLOBAL node0" in page
     assert page.count('<rect x="') >= 6       # arena: one square per page (6), plus the bars
+    # Runnable ages per CPU: the oldest wait of each CPU's list, at the dump and at the exit.
+    ages = page[page.index('id="runnable-ages"'):]
+    assert 'id="ages-dump"' in ages and 'id="ages-exit"' in ages
+    assert "cpu1 (2 waiting): 31250 ms" in ages and "cpu3 (1 waiting): 120 jiffies" in ages
+    assert "stuck" in ages and "STARVED" in ages and ">init<" not in ages
     for text in [index, page]:
         assert not re.search(r"(src|href)=\"(https?:)?//", text), "a link leaves the machine"
         assert "<script" not in text and "@import" not in text and "url(" not in text

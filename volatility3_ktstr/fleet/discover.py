@@ -140,11 +140,18 @@ def safe_name(name: str) -> str:
 
 
 def content_hash(path: str) -> str:
-    """sha256 of a file's bytes (the content address of a dump)."""
+    """sha256 of a file's bytes (the content address of a dump), read into one reused
+    ``HASH_CHUNK`` buffer (no allocation per chunk; hashlib releases the GIL while it hashes,
+    so a thread hashing costs the other threads nothing but a core)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
-            h.update(chunk)
+    buf = bytearray(HASH_CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(view[:n])
     return h.hexdigest()
 
 
@@ -155,6 +162,16 @@ def stat_key(path: str) -> Optional[str]:
     except OSError:
         return None
     return f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}"
+
+
+def inode_key(path: str) -> Optional[str]:
+    """Identity of a file's bytes whatever its name (device, inode, size, mtime): hard links
+    of one dump share it, so their content is hashed once."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def decompressed_copy(path: str, sha: str, cache: Path) -> str:
