@@ -4,13 +4,17 @@ Without a scheduler address a LocalCluster of worker processes (one thread each,
 the machine has cores, or ``workers``) runs in this process; with one, the same tasks go to
 that cluster (its workers need this package and must see the dump paths).
 
-Graph: ``probe(dump)`` for every new file -> per kernel (the banner that names it) one
-``prepare_kernel`` (an ISF on the symbol path, else made from one of its dumps) -> per dump
-``triage(probe, kernel)``, whose input is that kernel's ISF (Dask ships the bytes to the
-workers that need them). A worker that dies has its task rerun elsewhere; a task that killed
-``ALLOWED_FAILURES + 1`` workers is marked in its row. Each finished dump is written to DIR at
-once (rows/<sha256>.json, dumps/<name>/<plugin>.json), so a run cut short loses no finished
-row, and a rerun skips every dump whose content already has a row for the same plugins.
+Pipeline: ``probe(dump)`` once per file identity (hard links share one probe and one SHA-256;
+a hash remembered in DIR/state.json by path or inode is not computed again) -> as soon as the
+first dump of a kernel (the banner that names it) is probed, that kernel's ``prepare_kernel``
+(an ISF on the symbol path, else made from that dump) -> each dump's ``triage(probe,
+kernel)`` as soon as its probe is back, whose input is that kernel's ISF (Dask ships the bytes
+to the workers that need them). Priorities make a worker take a kernel task first, then
+triages, then the remaining probes. A worker that dies has its task rerun elsewhere; a task
+that killed ``ALLOWED_FAILURES + 1`` workers is marked in its row. Each finished dump is
+written to DIR at once (rows/<sha256>.json, dumps/<name>/<plugin>.json), so a run cut short
+loses no finished row, and a rerun skips every dump whose content already has a row for the
+same plugins.
 """
 
 import dataclasses
@@ -271,7 +275,7 @@ def _run_todo(client, todo, store, key, plugins, timeout, symbol_dirs, rows, sta
                 if banner not in kernel_futs:
                     banners = [banner] + [b for b in mine.get("banners", []) if b != banner]
                     kernel_futs[banner] = client.submit(
-                        tasks.prepare_kernel, banners, [mine["open_path"]], symbol_dirs,
+                        tasks.prepare_kernel, banners, [mine], symbol_dirs,
                         pure=False, priority=PRIORITY_KERNEL)
                     kernel_dumps[banner] = []
                     stats.kernels_prepared += 1
