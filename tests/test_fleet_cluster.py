@@ -243,6 +243,8 @@ def test_report_in_chromium(local_run):
                 assert has_rows
                 if b.js("return document.getElementById('verdict').className") != "err":
                     assert n_svg >= 4, page
+                    # How long each CPU's runnable list waited (scxtasks), or why nothing.
+                    assert b.js("return document.getElementById('runnable-ages') !== null")
                     b.screenshot(str(shots / f"fleet-{page.parent.name}.png"))
     assert (shots / "fleet-index.png").stat().st_size > 10_000
 
