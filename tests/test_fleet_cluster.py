@@ -206,6 +206,8 @@ def test_external_cluster_worker_killed(fleet_env, local_run, tmp_path):
         log.close()
     assert killed and workers[0].poll() is not None
     assert len(rows) == len(inputs) and stats.triaged == len(inputs)
+    # The hard links share their target's probe (one read, one SHA-256 per file identity).
+    assert stats.probed == len(inputs) - len(extra)
     local = {r["sha256"]: comparable(r) for r in local_run["rows"]}
     for r in rows:
         assert comparable(r) == local[r["sha256"]], (r["name"], r.get("error"))
