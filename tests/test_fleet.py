@@ -2,7 +2,9 @@
 plugin's output gives, programs seen on one host only, a report with no way out of the machine.
 (The Dask runs on real dumps, the external cluster and the browser: test_fleet_cluster.py.)"""
 
+import hashlib
 import json
+import os
 import re
 import struct
 
@@ -124,6 +126,15 @@ def test_report_pages_are_self_contained(tmp_path):
     (folder / "linux.ktstr.bpfhooks.json").write_text(json.dumps([
         {"ProgName": "p1", "ProgType": "kprobe", "ProgId": 1, "Hook": "kprobe",
          "Target": "vfs_read", "__children": []}]))
+    (folder / "linux.ktstr.scxtasks.json").write_text(json.dumps([
+        {"PID": 7, "COMM": "stuck", "RunnableList": "cpu1[0]", "RunnableAtMs": -31250,
+         "RunnableForJiffies": 7812, "At": "dump", "Starved": "STARVED", "__children": []},
+        {"PID": 8, "COMM": "next", "RunnableList": "cpu1[1]", "RunnableAtMs": -40,
+         "RunnableForJiffies": 10, "At": "dump", "Starved": "", "__children": []},
+        {"PID": 9, "COMM": "other", "RunnableList": "cpu3[0]", "RunnableAtMs": None,
+         "RunnableForJiffies": 120, "At": "exit", "Starved": "", "__children": []},
+        {"PID": 1, "COMM": "init", "RunnableList": "", "RunnableAtMs": None,
+         "RunnableForJiffies": None, "At": "dump", "Starved": "", "__children": []}]))
     (folder / "linux.ktstr.arena.json").write_text(json.dumps([
         {"Name": "arena", "MapID": 3, "Pages": 6, "Physical": None, "__children": []}]))
     rows = [{"name": "h1", "exit_kind": "ERROR_BPF", "exit_verdict": "EXITED <b>", "damage": 0,
@@ -137,6 +148,81 @@ def test_report_pages_are_self_contained(tmp_path):
     page = (folder / "index.html").read_text()
     assert page.count("<svg") >= 5 and "vfs_read" in page and "GLOBAL node0" in page
     assert page.count('<rect x="') >= 6       # arena: one square per page (6), plus the bars
+    # Runnable ages per CPU: the oldest wait of each CPU's list, at the dump and at the exit.
+    ages = page[page.index('id="runnable-ages"'):]
+    assert 'id="ages-dump"' in ages and 'id="ages-exit"' in ages
+    assert "cpu1 (2 waiting): 31250 ms" in ages and "cpu3 (1 waiting): 120 jiffies" in ages
+    assert "stuck" in ages and "STARVED" in ages and ">init<" not in ages
     for text in [index, page]:
         assert not re.search(r"(src|href)=\"(https?:)?//", text), "a link leaves the machine"
         assert "<script" not in text and "@import" not in text and "url(" not in text
+
+
+BUILD = b"Linux version 6.99.1-test (b@h) (gcc 13) #7 SMP PREEMPT Mon Jan 1 00:00:00 UTC 2024\n\0"
+STRAY = b"Linux version 6.99.1-test (b@h) (gcc 13) # SMP template line for nothing\n\0"
+
+
+def _fake_dump(path, size=3 << 20):
+    """A raw 'dump' holding a stray banner, then the running kernel's, at page offsets."""
+    data = bytearray(os.urandom(size))
+    data[0x1000:0x1000 + len(STRAY)] = STRAY
+    data[0x200000:0x200000 + len(BUILD)] = BUILD
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def test_content_hash_is_sha256_across_chunks(tmp_path, monkeypatch):
+    data = _fake_dump(tmp_path / "d.raw")
+    monkeypatch.setattr(discover, "HASH_CHUNK", 1 << 20)     # three full chunks and a tail
+    (tmp_path / "d.raw").write_bytes(data + b"tail")
+    assert discover.content_hash(str(tmp_path / "d.raw")) == hashlib.sha256(data + b"tail").hexdigest()
+
+
+def test_hard_links_are_probed_and_hashed_once(tmp_path, monkeypatch):
+    from volatility3_ktstr.fleet import tasks
+
+    data = _fake_dump(tmp_path / "a.raw")
+    os.link(tmp_path / "a.raw", tmp_path / "b.raw")
+    (tmp_path / "c.raw").write_bytes(data)                   # a copy: its own inode
+    monkeypatch.setenv("KTSTR_FLEET_CACHE", str(tmp_path / "cache"))
+    hashed = []
+    real = discover.content_hash
+    monkeypatch.setattr(discover, "content_hash", lambda p: hashed.append(p) or real(p))
+    monkeypatch.setattr(tasks, "_HASHES_BY_INODE", {})
+    a, b, c = (tasks.probe(str(tmp_path / n)) for n in ("a.raw", "b.raw", "c.raw"))
+    assert hashed == [str(tmp_path / "a.raw"), str(tmp_path / "c.raw")]
+    assert a["sha256"] == b["sha256"] == c["sha256"] == hashlib.sha256(data).hexdigest()
+    # The running kernel's banner (with its build number), not the stray one before it.
+    assert a["banner"] == BUILD.decode() and a["error"] is None and a["format"] == "raw"
+    assert discover.inode_key(str(tmp_path / "a.raw")) == discover.inode_key(str(tmp_path / "b.raw"))
+    assert discover.inode_key(str(tmp_path / "a.raw")) != discover.inode_key(str(tmp_path / "c.raw"))
+    # A hash the caller knows is taken as is (the engine's state.json): no read for it.
+    assert tasks.probe(str(tmp_path / "c.raw"), sha256="ab" * 32)["sha256"] == "ab" * 32
+    assert len(hashed) == 2
+
+
+def test_fsspec_urls_are_dumps_read_through_a_local_copy(tmp_path, monkeypatch):
+    fsspec = pytest.importorskip("fsspec")
+    from volatility3_ktstr.fleet import tasks
+
+    data = _fake_dump(tmp_path / "d.raw")
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/fleet2-test/hosts/h1.raw", data)
+    fs.pipe("/fleet2-test/hosts/notes.txt", b"hello")
+    try:
+        found = discover.expand(["memory://fleet2-test/hosts"])
+        assert [(d.path, d.name) for d in found] == [("memory://fleet2-test/hosts/h1.raw", "h1.raw")]
+        globbed = discover.expand(["memory://fleet2-test/hosts/*.raw"])
+        assert [d.path for d in globbed] == ["memory://fleet2-test/hosts/h1.raw"]
+        monkeypatch.setenv("KTSTR_FLEET_CACHE", str(tmp_path / "cache"))
+        info = tasks.probe("memory://fleet2-test/hosts/h1.raw")
+        assert info["error"] is None and info["banner"] == BUILD.decode()
+        assert info["sha256"] == hashlib.sha256(data).hexdigest()
+        assert info["open_path"].startswith(str(tmp_path / "cache"))
+        # Another worker (no copy yet) makes its own from the URL.
+        assert open(tasks.local_dump(dict(info, open_path="/nonexistent")), "rb").read() == data
+    finally:
+        fs.rm("/fleet2-test", recursive=True)
+    # file:// URLs are local paths.
+    url = (tmp_path / "d.raw").as_uri()
+    assert [d.path for d in discover.expand([url])] == [str(tmp_path / "d.raw")]

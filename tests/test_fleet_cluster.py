@@ -206,6 +206,8 @@ def test_external_cluster_worker_killed(fleet_env, local_run, tmp_path):
         log.close()
     assert killed and workers[0].poll() is not None
     assert len(rows) == len(inputs) and stats.triaged == len(inputs)
+    # The hard links share their target's probe (one read, one SHA-256 per file identity).
+    assert stats.probed == len(inputs) - len(extra)
     local = {r["sha256"]: comparable(r) for r in local_run["rows"]}
     for r in rows:
         assert comparable(r) == local[r["sha256"]], (r["name"], r.get("error"))
@@ -243,6 +245,8 @@ def test_report_in_chromium(local_run):
                 assert has_rows
                 if b.js("return document.getElementById('verdict').className") != "err":
                     assert n_svg >= 4, page
+                    # How long each CPU's runnable list waited (scxtasks), or why nothing.
+                    assert b.js("return document.getElementById('runnable-ages') !== null")
                     b.screenshot(str(shots / f"fleet-{page.parent.name}.png"))
     assert (shots / "fleet-index.png").stat().st_size > 10_000
 

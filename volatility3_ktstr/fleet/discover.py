@@ -11,7 +11,10 @@ import dataclasses
 import glob
 import hashlib
 import os
+import re
 import struct
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -68,19 +71,23 @@ def kind_of(head: bytes) -> Optional[str]:
 
 def looks_like_dump(path: str) -> bool:
     """Whether a file met in a directory walk is a memory dump (module doc)."""
-    head = _head(path)
-    name = os.path.basename(path).lower()
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    return _looks_like_dump(os.path.basename(path), _head(path), size, path)
+
+
+def _looks_like_dump(name: str, head: bytes, size: int, path: Optional[str]) -> bool:
+    name = name.lower()
     if head.startswith(ZSTD_MAGIC):
-        inner = zstd_head(path)
+        inner = zstd_head(path) if path else b""
         name = name[:-4] if name.endswith(".zst") else name[:-5] if name.endswith(".zstd") else name
         kind = kind_of(inner)
     else:
         kind = kind_of(head)
-        try:
-            if os.path.getsize(path) < MIN_RAW:
-                return kind in ("kdump", "kdump-flat", "elf-core", "lime")
-        except OSError:
-            return False
+        if size < MIN_RAW:
+            return kind in ("kdump", "kdump-flat", "elf-core", "lime")
     if kind in ("kdump", "kdump-flat", "elf-core", "lime"):
         return True
     if kind in ("elf-other", "btf"):
@@ -88,9 +95,72 @@ def looks_like_dump(path: str) -> bool:
     return name.endswith(RAW_SUFFIXES) or name.startswith("vmcore")
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*(::[A-Za-z][A-Za-z0-9+.-]*)*://")
+
+
+def is_url(text: str) -> bool:
+    """An fsspec URL (``s3://b/k``, ``simplecache::https://...``), not a local path."""
+    return bool(_URL.match(text))
+
+
+def local_of_file_url(text: str) -> Optional[str]:
+    """The local path of a ``file://`` URL; None for anything else."""
+    parsed = urllib.parse.urlparse(text)
+    if parsed.scheme == "file" and "::" not in text:
+        return urllib.request.url2pathname(parsed.path)
+    return None
+
+
+def _remote(url: str) -> List[DumpInput]:
+    """Dumps an fsspec URL names: a file, a glob, or a folder (walked like a local one, each
+    file's first bytes read to tell dumps from other files)."""
+    from fsspec.core import url_to_fs
+
+    fs, root = url_to_fs(url)
+    proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    prefix = url[:url.index("://") + 3] if "::" not in url else url.rsplit("::", 1)[0] + \
+        "::" + proto + "://"
+    out = []
+    if any(c in root for c in "*?["):
+        base = root.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0]
+        for p in sorted(fs.glob(root))[:MAX_WALK]:
+            if fs.isfile(p):
+                out.append(DumpInput(prefix + p.lstrip("/") if proto != "file" else p,
+                                     p[len(base):].lstrip("/") or os.path.basename(p)))
+    elif fs.isdir(root):
+        for p in sorted(fs.find(root))[:MAX_WALK]:
+            try:
+                with fs.open(p, "rb") as f:
+                    head = f.read(64)
+                size = fs.size(p)
+            except OSError:
+                continue
+            if _looks_like_dump(os.path.basename(p), head, size, None):
+                out.append(DumpInput(prefix + p.lstrip("/"), p[len(root):].lstrip("/")))
+    else:
+        out.append(DumpInput(url, os.path.basename(root.rstrip("/")) or root))
+    return out
+
+
+def localize(path: str, cache: Path) -> str:
+    """A local file holding a dump's bytes: the path itself, a ``file://`` URL's path, or any
+    other fsspec URL copied once into ``cache`` (fsspec's filecache, keyed by the URL)."""
+    if not is_url(path):
+        return path
+    local = local_of_file_url(path)
+    if local is not None:
+        return local
+    import fsspec
+
+    cache.mkdir(parents=True, exist_ok=True)
+    chained = path if path.startswith(("filecache::", "simplecache::", "blockcache::")) \
+        else "filecache::" + path
+    return str(fsspec.open_local(chained, filecache={"cache_storage": str(cache)}))
+
+
 def expand(args: Sequence[str]) -> List[DumpInput]:
-    """Dump files of the command line's paths, directories and globs, in a stable order; each
-    named by its path below the directory or glob root it came from (unique)."""
+    """Dump files of the command line's paths, directories, globs and fsspec URLs, in a stable
+    order; each named by its path below the directory or glob root it came from (unique)."""
     found: List[DumpInput] = []
     seen = set()
 
@@ -102,6 +172,13 @@ def expand(args: Sequence[str]) -> List[DumpInput]:
         found.append(DumpInput(os.path.abspath(path), name))
 
     for arg in args:
+        arg = local_of_file_url(arg) or arg
+        if is_url(arg):
+            for d in _remote(arg):
+                if d.path not in seen:
+                    seen.add(d.path)
+                    found.append(d)
+            continue
         if os.path.isdir(arg):
             n = 0
             for root, dirs, files in os.walk(arg):
@@ -140,11 +217,18 @@ def safe_name(name: str) -> str:
 
 
 def content_hash(path: str) -> str:
-    """sha256 of a file's bytes (the content address of a dump)."""
+    """sha256 of a file's bytes (the content address of a dump), read into one reused
+    ``HASH_CHUNK`` buffer (no allocation per chunk; hashlib releases the GIL while it hashes,
+    so a thread hashing costs the other threads nothing but a core)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
-            h.update(chunk)
+    buf = bytearray(HASH_CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(view[:n])
     return h.hexdigest()
 
 
@@ -157,11 +241,21 @@ def stat_key(path: str) -> Optional[str]:
     return f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}"
 
 
-def decompressed_copy(path: str, sha: str, cache: Path) -> str:
+def inode_key(path: str) -> Optional[str]:
+    """Identity of a file's bytes whatever its name (device, inode, size, mtime): hard links
+    of one dump share it, so their content is hashed once."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def decompressed_copy(path: str, sha: str, cache: Path, name: Optional[str] = None) -> str:
     """A zstd-compressed dump decompressed once into ``cache`` (keyed by its content hash)."""
     import zstandard
 
-    name = os.path.basename(path)
+    name = name or os.path.basename(path)
     for ext in (".zst", ".zstd"):
         if name.endswith(ext):
             name = name[: -len(ext)]

@@ -4,13 +4,17 @@ Without a scheduler address a LocalCluster of worker processes (one thread each,
 the machine has cores, or ``workers``) runs in this process; with one, the same tasks go to
 that cluster (its workers need this package and must see the dump paths).
 
-Graph: ``probe(dump)`` for every new file -> per kernel (the banner that names it) one
-``prepare_kernel`` (an ISF on the symbol path, else made from one of its dumps) -> per dump
-``triage(probe, kernel)``, whose input is that kernel's ISF (Dask ships the bytes to the
-workers that need them). A worker that dies has its task rerun elsewhere; a task that killed
-``ALLOWED_FAILURES + 1`` workers is marked in its row. Each finished dump is written to DIR at
-once (rows/<sha256>.json, dumps/<name>/<plugin>.json), so a run cut short loses no finished
-row, and a rerun skips every dump whose content already has a row for the same plugins.
+Pipeline: ``probe(dump)`` once per file identity (hard links share one probe and one SHA-256;
+a hash remembered in DIR/state.json by path or inode is not computed again) -> as soon as the
+first dump of a kernel (the banner that names it) is probed, that kernel's ``prepare_kernel``
+(an ISF on the symbol path, else made from that dump) -> each dump's ``triage(probe,
+kernel)`` as soon as its probe is back, whose input is that kernel's ISF (Dask ships the bytes
+to the workers that need them). Priorities make a worker take a kernel task first, then
+triages, then the remaining probes. A worker that dies has its task rerun elsewhere; a task
+that killed ``ALLOWED_FAILURES + 1`` workers is marked in its row. Each finished dump is
+written to DIR at once (rows/<sha256>.json, dumps/<name>/<plugin>.json), so a run cut short
+loses no finished row, and a rerun skips every dump whose content already has a row for the
+same plugins.
 """
 
 import dataclasses
@@ -47,9 +51,14 @@ class Store:
         (self.dir / "dumps").mkdir(parents=True, exist_ok=True)
         self.state_path = self.dir / "state.json"
         try:
-            self.hashes: Dict[str, str] = json.loads(self.state_path.read_text())["hashes"]
+            state = json.loads(self.state_path.read_text())
+            self.hashes: Dict[str, str] = dict(state["hashes"])
         except (OSError, ValueError, KeyError, TypeError):
-            self.hashes = {}
+            state, self.hashes = {}, {}
+        # sha256 by inode key (device, inode, size, mtime): a hard link of a dump seen before,
+        # under any name, is not hashed again.
+        inodes = state.get("inodes") if isinstance(state, dict) else None
+        self.inodes: Dict[str, str] = dict(inodes) if isinstance(inodes, dict) else {}
 
     @staticmethod
     def _write(path: Path, text: str) -> None:
@@ -58,7 +67,20 @@ class Store:
         os.replace(tmp, path)
 
     def save_state(self) -> None:
-        self._write(self.state_path, json.dumps({"hashes": self.hashes}, indent=1, sort_keys=True))
+        self._write(self.state_path, json.dumps({"hashes": self.hashes, "inodes": self.inodes},
+                                                indent=1, sort_keys=True))
+
+    def known_hash(self, path: str) -> Optional[str]:
+        """The sha256 of a file this folder has seen (by path identity, else by inode)."""
+        sk, ik = discover.stat_key(path), discover.inode_key(path)
+        return self.hashes.get(sk or "") or self.inodes.get(ik or "")
+
+    def remember(self, path: str, sha: str) -> None:
+        sk, ik = discover.stat_key(path), discover.inode_key(path)
+        if sk:
+            self.hashes[sk] = sha
+        if ik:
+            self.inodes[ik] = sha
 
     def row_path(self, sha: str, key: str) -> Path:
         return self.dir / "rows" / f"{sha[:32]}-{key}.json"
@@ -159,8 +181,7 @@ def run(inputs: Sequence[discover.DumpInput], out_dir: str, scheduler: Optional[
     rows: Dict[str, Dict[str, Any]] = {}
     todo: List[discover.DumpInput] = []
     for d in inputs:
-        sk = discover.stat_key(d.path)
-        sha = store.hashes.get(sk or "")
+        sha = store.known_hash(d.path)
         done = store.row(sha, key) if sha else None
         if done is not None:
             done["name"], done["file"] = d.name, d.path
@@ -188,74 +209,36 @@ def run(inputs: Sequence[discover.DumpInput], out_dir: str, scheduler: Optional[
     return ordered, stats
 
 
+# Dask runs the ready task of highest priority first: a kernel's table as soon as its first
+# dump is probed, then triages (which wait for it), then the remaining probes.
+PRIORITY_KERNEL, PRIORITY_TRIAGE, PRIORITY_PROBE = 20, 10, 0
+
+
 def _run_todo(client, todo, store, key, plugins, timeout, symbol_dirs, rows, stats, bar,
               on_row) -> None:
+    """The pipeline: one probe per file identity (hard links share it, and its hash); a
+    kernel's table task submitted when the first dump of that kernel is probed; each dump's
+    triage submitted when its probe is back. Nothing waits for the whole fleet to be hashed."""
     from distributed import as_completed
 
     by_name = {d.name: d for d in todo}
-    probe_futs = {client.submit(tasks.probe, d.path, pure=False): d.name for d in todo}
-    probes: Dict[str, Dict[str, Any]] = {}
-    for fut in as_completed(list(probe_futs)):
-        name = probe_futs[fut]
-        try:
-            probes[name] = fut.result()
-        except Exception as e:
-            probes[name] = {"file": by_name[name].path, "open_path": by_name[name].path,
-                            "error": f"probe failed: {type(e).__name__}: {e}"}
-        stats.probed += 1
-        info = probes[name]
-        sk = discover.stat_key(by_name[name].path)
-        if sk and info.get("sha256"):
-            store.hashes[sk] = info["sha256"]
-    store.save_state()
-    # Content seen before (a copy, or a renamed file): its row, no work.
+    groups: Dict[str, List[str]] = {}          # file identity -> names (hard links)
+    for d in todo:
+        ident = discover.inode_key(d.path) or f"path:{d.path}"
+        groups.setdefault(ident, []).append(d.name)
     pending: Dict[str, Dict[str, Any]] = {}
-    for name, info in probes.items():
-        done = store.row(info["sha256"], key) if info.get("sha256") else None
-        if done is not None:
-            done["name"], done["file"] = name, by_name[name].path
-            rows[name] = done
-            stats.reused += 1
-            bar.step(name)
-        else:
-            pending[name] = info
-    groups: Dict[Optional[str], List[str]] = {}
-    for name, info in pending.items():
-        groups.setdefault(info.get("banner") if not info.get("error") else None, []).append(name)
-    kernel_futs: Dict[Optional[str], Any] = {}
-    for banner, names in groups.items():
-        if banner is None:
-            continue
-        first = pending[names[0]]
-        banners = [banner] + [b for b in first.get("banners", []) if b != banner]
-        candidates = [pending[n]["open_path"] for n in names]
-        kernel_futs[banner] = client.submit(tasks.prepare_kernel, banners, candidates,
-                                            symbol_dirs, pure=False)
-        stats.kernels_prepared += 1
-    kernels_log = []
+    kernel_futs: Dict[str, Any] = {}
+    kernel_dumps: Dict[str, List[str]] = {}
+    futs: Dict[Any, "tuple[str, Any]"] = {}
+    queue = as_completed()
+    for ident, names in groups.items():
+        leader = by_name[names[0]]
+        fut = client.submit(tasks.probe, leader.path, store.known_hash(leader.path),
+                            pure=False, priority=PRIORITY_PROBE)
+        futs[fut] = ("probe", ident)
+        queue.add(fut)
 
-    def log_kernel(banner, fut):
-        try:
-            info = fut.result()
-        except BaseException as e:          # a worker died: the dumps' rows say so
-            info = {"error": f"{type(e).__name__}: {e}"}
-        kernels_log.append({"banner": banner, "dumps": groups[banner],
-                            **{k: v for k, v in info.items() if k != "isf_bytes"}})
-
-    triage_futs = {}
-    for banner, names in groups.items():
-        for name in names:
-            fut = client.submit(tasks.triage, pending[name], kernel_futs.get(banner), plugins,
-                                timeout, symbol_dirs, pure=False)
-            triage_futs[fut] = name
-    for fut in as_completed(list(triage_futs)):
-        name = triage_futs[fut]
-        try:
-            result = fut.result()
-        except BaseException as e:       # KilledWorker, a failed kernel task, ...
-            if isinstance(e, KeyboardInterrupt):
-                raise
-            result = _failure_row(pending[name], e)
+    def finish(name: str, result: Dict[str, Any]) -> None:
         row = store.put(name, result, key)
         row["file"] = by_name[name].path
         rows[name] = row
@@ -263,9 +246,73 @@ def _run_todo(client, todo, store, key, plugins, timeout, symbol_dirs, rows, sta
         bar.step(name)
         if on_row:
             on_row(row)
+
+    def probed(ident: str, info: Dict[str, Any]) -> None:
+        names = groups[ident]
+        stats.probed += 1
+        sha = info.get("sha256")
+        for name in names:
+            if sha:
+                store.remember(by_name[name].path, sha)
+        store.save_state()
+        for i, name in enumerate(names):
+            mine = dict(info, file=by_name[name].path)
+            if i:       # a hard link: the leader's probe is its probe (no work of its own)
+                mine["seconds"] = mine["cpu_seconds"] = 0.0
+                if not str(mine.get("format") or "").endswith("+zstd"):
+                    mine["open_path"] = by_name[name].path
+            done = store.row(sha, key) if sha else None
+            if done is not None:         # content seen before (a copy, a renamed file)
+                done["name"], done["file"] = name, by_name[name].path
+                rows[name] = done
+                stats.reused += 1
+                bar.step(name)
+                continue
+            pending[name] = mine
+            banner = mine.get("banner") if not mine.get("error") else None
+            kernel = None
+            if banner is not None:
+                if banner not in kernel_futs:
+                    banners = [banner] + [b for b in mine.get("banners", []) if b != banner]
+                    kernel_futs[banner] = client.submit(
+                        tasks.prepare_kernel, banners, [mine], symbol_dirs,
+                        pure=False, priority=PRIORITY_KERNEL)
+                    kernel_dumps[banner] = []
+                    stats.kernels_prepared += 1
+                kernel_dumps[banner].append(name)
+                kernel = kernel_futs[banner]
+            fut = client.submit(tasks.triage, mine, kernel, plugins, timeout, symbol_dirs,
+                                pure=False, priority=PRIORITY_TRIAGE)
+            futs[fut] = ("triage", name)
+            queue.add(fut)
+
+    for fut in queue:
+        kind, what = futs.pop(fut)
+        if kind == "probe":
+            leader = by_name[groups[what][0]]
+            try:
+                info = fut.result()
+            except Exception as e:
+                info = {"file": leader.path, "open_path": leader.path,
+                        "error": f"probe failed: {type(e).__name__}: {e}"}
+            probed(what, info)
+        else:
+            try:
+                result = fut.result()
+            except BaseException as e:       # KilledWorker, a failed kernel task, ...
+                if isinstance(e, KeyboardInterrupt):
+                    raise
+                result = _failure_row(pending[what], e)
+            finish(what, result)
         fut.release()
+    kernels_log = []
     for banner, fut in kernel_futs.items():
-        log_kernel(banner, fut)
+        try:
+            info = fut.result()
+        except BaseException as e:          # a worker died: the dumps' rows say so
+            info = {"error": f"{type(e).__name__}: {e}"}
+        kernels_log.append({"banner": banner, "dumps": kernel_dumps[banner],
+                            **{k: v for k, v in info.items() if k != "isf_bytes"}})
     if kernels_log:
         Store._write(store.dir / "kernels.json", json.dumps(kernels_log, indent=1, default=str))
 

@@ -137,9 +137,17 @@ class DumpSession:
             ctx.config["automagic.LayerStacker.single_location"] = \
                 requirements.URIRequirement.location_from_file(str(self.path.resolve()))
             ctx.config["automagic.LayerStacker.stackers"] = stacker.choose_os_stackers(cls)
+            ams = automagic.choose_automagic(automagic.available(ctx), cls)
         else:
             ctx.config.splice(f"plugins.{cls.__name__}", self._first_config)
-        ams = automagic.choose_automagic(automagic.available(ctx), cls)
+            # The first plugin's kernel module, layer stack and symbol table satisfy this one
+            # too (every linux.ktstr plugin requires the one kernel): no automagic pass (each
+            # re-lists the symbol folders and re-checks the stack, ~20 ms per plugin). A
+            # plugin needing more than that gets the automagic as `vol` would run it.
+            if not cls.unsatisfied(ctx, f"plugins.{cls.__name__}"):
+                ams = []
+            else:
+                ams = automagic.choose_automagic(automagic.available(ctx), cls)
         try:
             plugin = plugins.construct_plugin(ctx, ams, cls, "plugins", None, None)
         except exceptions.UnsatisfiedException as e:

@@ -7,6 +7,7 @@ system, offline. Pictures are drawn from the table rows and each dump's plugin o
 
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -114,6 +115,50 @@ def _load(folder: Path, plugin: str) -> List[Dict[str, Any]]:
         return []
 
 
+_ON_LIST = re.compile(r"cpu(\d+)\[(\d+)\]")
+
+
+def runnable_ages(tasks: Sequence[Dict[str, Any]]) -> str:
+    """How long the tasks on each CPU's runnable list have waited (scxtasks rows: the list
+    position in ``RunnableList``, the age in ``RunnableAtMs``, else ``RunnableForJiffies``),
+    at the dump and at each recorded exit: the oldest wait per CPU as bars, then every task."""
+    waits: Dict[Tuple[str, int], List[Tuple[int, float, str, Dict[str, Any]]]] = {}
+    unit = {}
+    for r in tasks:
+        m = _ON_LIST.fullmatch(str(r.get("RunnableList") or ""))
+        if not m:
+            continue
+        ms, jiffies = r.get("RunnableAtMs"), r.get("RunnableForJiffies")
+        if isinstance(ms, (int, float)):
+            age, u = float(abs(ms)), "ms"
+        elif isinstance(jiffies, (int, float)):
+            age, u = float(jiffies), "jiffies"
+        else:
+            continue
+        key = (str(r.get("At") or "dump"), int(m.group(1)))
+        unit[key] = u
+        waits.setdefault(key, []).append((int(m.group(2)), age, u, r))
+    if not waits:
+        return "<h2>Runnable ages per CPU</h2><p id=\"runnable-ages\">no task on a runnable " \
+               "list (or no scxtasks output)</p>"
+    out = ["<h2>Runnable ages per CPU</h2><div id=\"runnable-ages\">"]
+    for at in sorted({k[0] for k in waits}, key=lambda a: (a != "dump", a)):
+        keys = sorted(k for k in waits if k[0] == at)
+        oldest = [(f"cpu{cpu} ({len(waits[(at, cpu)])} waiting)",
+                   max(w[1] for w in waits[(at, cpu)])) for _a, cpu in keys]
+        u = unit[keys[0]]
+        out.append(f"<h3>{_e('at the dump' if at == 'dump' else at)}: oldest wait per CPU "
+                   f"({u})</h3>" + bar_chart(oldest, f" {u}", "ages-" + re.sub(r"[^A-Za-z0-9_-]", "_", at),
+                             color="#c04a4a"))
+        lines = []
+        for key in keys:
+            for pos, age, u2, r in sorted(waits[key], key=lambda w: w[0]):
+                lines.append((f"cpu{key[1]}", pos, r.get("PID"), r.get("COMM"),
+                              f"{age:g} {u2}", r.get("Starved") or ""))
+        out.append(_table(("CPU", "position", "PID", "COMM", "waiting", "starved"), lines))
+    return "".join(out) + "</div>"
+
+
 def dump_page(row: Dict[str, Any], folder: Path) -> str:
     """One dump's page: verdict, runnable tasks per CPU, DSQ depths, events, hooks, arena,
     damage, time per plugin."""
@@ -140,6 +185,7 @@ def dump_page(row: Dict[str, Any], folder: Path) -> str:
             except (ValueError, IndexError):
                 pass
     body.append("<h2>Runnable tasks per CPU</h2>" + bar_chart(runnable, " tasks", "runnable"))
+    body.append(runnable_ages(_load(folder, "linux.ktstr.scxtasks")))
     dsq = []
     for r in scx:
         if r.get("Section") == "dsq" and r.get("Key") == "nr":

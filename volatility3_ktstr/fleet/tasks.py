@@ -35,39 +35,76 @@ MAX_BANNERS = 16
 _BUILD_BANNER = re.compile(rb"\) #\d+ ")
 
 
+def _is_build_banner(banner: bytes) -> bool:
+    return bool(_BUILD_BANNER.search(banner)) and banner.endswith(b"\n\0")
+
+
 def kernel_banner(banners: Sequence[bytes]) -> Optional[str]:
     """The banner that names the running kernel among those a dump holds (stray copies, e.g.
     a "# SMP" template, lack the build number): the key dumps are grouped by."""
     for b in banners:
-        if _BUILD_BANNER.search(b) and b.endswith(b"\n\0"):
+        if _is_build_banner(b):
             return b.decode("latin-1")
     return banners[0].decode("latin-1") if banners else None
 
 
-def probe(path: str) -> Dict[str, Any]:
-    """Format, size, content hash, first banner and arch of a dump; the file to open (a
-    decompressed copy of a zstd file). ``error`` says why the file cannot be triaged."""
-    out: Dict[str, Any] = {"file": path, "format": None, "size": None, "sha256": None,
+# Hashes this process computed, by inode key: a hard link of a dump hashed here is not read
+# again (the engine shares them between processes, see engine.Store).
+_HASHES_BY_INODE: Dict[str, str] = {}
+
+
+def _hash_thread(path: str, out: Dict[str, Any]) -> threading.Thread:
+    def work() -> None:
+        try:
+            out["sha256"] = discover.content_hash(path)
+        except Exception as e:        # the probe's row says it
+            out["hash_error"] = f"cannot read: {type(e).__name__}: {e}".splitlines()[0][:300]
+
+    thread = threading.Thread(target=work, name="ktstr-hash", daemon=True)
+    thread.start()
+    return thread
+
+
+def probe(path: str, sha256: Optional[str] = None) -> Dict[str, Any]:
+    """Format, size, content hash, banner and arch of a dump; the file to open (a decompressed
+    copy of a zstd file). ``error`` says why the file cannot be triaged.
+
+    The hash (``sha256`` when the caller knows it for these bytes, else computed once per
+    inode in this process) runs in a thread while this one scans for the banner: the file's
+    pages are read from the page cache by both, and the probe costs the longer of the two in
+    wall time. The scan stops at the running kernel's banner (the one the dump is grouped by)."""
+    out: Dict[str, Any] = {"file": path, "format": None, "size": None, "sha256": sha256,
                            "open_path": path, "banner": None, "arch": None, "error": None}
     t0, c0 = time.perf_counter(), time.process_time()
+    hashing: Optional[threading.Thread] = None
+    local = path
     try:
-        out["size"] = os.path.getsize(path)
-        out["sha256"] = discover.content_hash(path)
-        head = discover._head(path)
+        local = out["open_path"] = discover.localize(path, fleet_cache() / "remote")
+        out["size"] = os.path.getsize(local)
+        ikey = discover.inode_key(local)
+        if out["sha256"] is None and ikey:
+            out["sha256"] = _HASHES_BY_INODE.get(ikey)
+        head = discover._head(local)
+        if out["sha256"] is None:
+            if head.startswith(discover.ZSTD_MAGIC):     # the copy is named by the hash
+                out["sha256"] = discover.content_hash(local)
+            else:
+                hashing = _hash_thread(local, out)
         if head.startswith(discover.ZSTD_MAGIC):
-            out["open_path"] = discover.decompressed_copy(path, out["sha256"],
-                                                          fleet_cache() / "dumps")
+            out["open_path"] = discover.decompressed_copy(local, out["sha256"],
+                                                          fleet_cache() / "dumps",
+                                                          _plain_name(path))
         from ..dumpfile import open_image
         from ..layers.autoisf import iter_banners
 
         image = open_image(out["open_path"])
         try:
-            out["format"] = image.format + ("+zstd" if out["open_path"] != path else "")
+            out["format"] = image.format + ("+zstd" if out["open_path"] != local else "")
             banners: List[bytes] = []
             for _phys, text in iter_banners(image):
                 if text not in banners:
                     banners.append(text)
-                if len(banners) >= MAX_BANNERS:
+                if len(banners) >= MAX_BANNERS or _is_build_banner(text):
                     break
             out["banners"] = [b.decode("latin-1") for b in banners]
             out["banner"] = kernel_banner(banners)
@@ -79,9 +116,39 @@ def probe(path: str) -> Dict[str, Any]:
                            "kernel pages are missing)"
     except Exception as e:      # one line per unreadable file, never a traceback
         out["error"] = f"cannot read: {type(e).__name__}: {e}".splitlines()[0][:300]
+    if hashing is not None:
+        hashing.join()
+        if out.get("hash_error") and not out["error"]:
+            out["error"] = out["hash_error"]
+        out.pop("hash_error", None)
+    ikey = discover.inode_key(local)
+    if ikey and out["sha256"]:
+        _HASHES_BY_INODE[ikey] = out["sha256"]
     out["seconds"] = round(time.perf_counter() - t0, 3)
     out["cpu_seconds"] = round(time.process_time() - c0, 3)
     return out
+
+
+def _plain_name(path: str) -> str:
+    name = os.path.basename(path.rstrip("/")) or "dump"
+    for ext in (".zst", ".zstd"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    return name
+
+
+def local_dump(probe_info: Dict[str, Any]) -> str:
+    """The file a worker opens for a probed dump: the probe's ``open_path`` when this worker
+    has it, else made here as the probe made it (another machine of the cluster probed it: an
+    fsspec URL copied into this worker's cache, a zstd file decompressed into it)."""
+    have = probe_info.get("open_path")
+    if have and os.path.isfile(have):
+        return have
+    local = discover.localize(probe_info["file"], fleet_cache() / "remote")
+    if discover._head(local).startswith(discover.ZSTD_MAGIC):
+        return discover.decompressed_copy(local, probe_info["sha256"], fleet_cache() / "dumps",
+                                          _plain_name(probe_info["file"]))
+    return local
 
 
 def _known_isf(banner: bytes, symbol_dirs: Sequence[str]) -> Optional[str]:
@@ -106,10 +173,11 @@ def _known_isf(banner: bytes, symbol_dirs: Sequence[str]) -> Optional[str]:
     return None
 
 
-def prepare_kernel(banners: Sequence[str], candidates: Sequence[str],
+def prepare_kernel(banners: Sequence[str], candidates: Sequence[Any],
                    symbol_dirs: Sequence[str] = ()) -> Dict[str, Any]:
     """The symbol table (ISF) of one kernel, once for all its dumps: one already on the symbol
-    path, else made from the first of ``candidates`` (dump files of that kernel) that holds
+    path, else made from the first of ``candidates`` (dump files of that kernel, or their probe
+    results: a file this worker may have to fetch or decompress first) that holds
     the kernel's BTF and kallsyms. Returns {isf_name, isf_bytes, source, seconds, error}."""
     t0, c0 = time.perf_counter(), time.process_time()
     dirs = [str(symbols_dir())] + list(symbol_dirs)
@@ -130,7 +198,8 @@ def prepare_kernel(banners: Sequence[str], candidates: Sequence[str],
     from ..isf.output import write_isf
 
     errors = []
-    for path in candidates:
+    for candidate in candidates:
+        path = local_dump(candidate) if isinstance(candidate, dict) else candidate
         try:
             image = open_image(path)
             try:
@@ -197,7 +266,7 @@ def _run_plugins(probe_info: Dict[str, Any], plugins: Sequence[str], symbol_dirs
                  result: Dict[str, Any]) -> None:
     from . import inprocess
 
-    session = inprocess.DumpSession(probe_info["open_path"], symbol_dirs)
+    session = inprocess.DumpSession(local_dump(probe_info), symbol_dirs)
     result["paging"] = None
     for plugin in plugins:
         run = session.run(plugin)
