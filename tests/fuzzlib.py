@@ -166,7 +166,7 @@ _CATEGORY_BY_FILE = {
     **{f"sched_ext/{m}.py": "scx" for m in ("__init__", "symbols", "state", "exit", "exitlog",
                                              "discovery", "struct_ops", "dsq", "tasks", "events",
                                              "domain", "postmortem", "dumptext", "atexit",
-                                             "invariants", "locks")},
+                                             "invariants", "locks", "cpuctx")},
     # BPF forensics: links, fd holders, pins, hooks, the cross-view, xlated instructions
     "bpf/links.py": "links", "bpf/fds.py": "fds", "bpf/bpffs.py": "bpffs", "bpf/hooks.py": "hooks",
     "bpf/hidden.py": "hidden", "bpf/insns.py": "progs", "walkers/tasks.py": "tasks",

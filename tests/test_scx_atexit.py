@@ -243,3 +243,68 @@ def test_stall_chain_at_exit_of_a_watchdog_exit(w):
     assert got[("456 stress", "cpu1")][0].startswith("457 stress (ext), nr_run 3")
     assert got[("456 stress", "cpu0")][0].startswith("not in the dump: idle")
     assert got[("456 stress", "stack")][0] == "2 frames: section cpu, object cpu1"
+
+
+def test_stall_chain_times_from_the_kernels_accounting(w):
+    """What each allowed CPU ran and for how long, in the clock the kernel charges tasks in
+    (rq->clock_task, not rq->clock), with se.sum_exec_runtime and a sched_ext task's slice."""
+    sch = w.sched("sdt", timeout=1000)
+    w.set_root(sch)
+    w.link_all(sch)
+    w.glob("jiffies_64", 100000)
+    w.syms["rt_sched_class"] = w.mem.alloc(64)
+    hog = w.task(50, "rt_hog", cpu=1)
+    w.mem.set("task_struct", hog, "sched_class", w.syms["rt_sched_class"])
+    w.mem.put("task_struct", hog, se__exec_start=4_990_000_000, se__sum_exec_runtime=123_000_000)
+    w.mem.put("rq", w.rq(1), curr=hog, clock=5_100_000_000, clock_task=5_000_000_000)
+    busy = w.task(52, "busy", cpu=0, slice=3_000_000)
+    w.mem.put("task_struct", busy, se__exec_start=4_999_500_000, se__sum_exec_runtime=7_000_000)
+    w.mem.put("rq", w.rq(0), curr=busy, clock=5_000_000_000, clock_task=5_000_000_000)
+    starving = w.task(51, "starving", cpu=1, slice=20_000_000)
+    w.mem.put("task_struct", starving, se__exec_start=3_000_000_000, se__sum_exec_runtime=2_000_000)
+    w.make_runnable(starving, 1, 100000 - 5000)
+    _, chain, _ = stall_section(w)
+    got = {(k, d): v for d, o, k, v, _ in chain if o == "51 starving"}
+    assert got[("cpu1", 1)] == ("50 rt_hog (rt, prio 0) for 10.000 ms (rq clock_task - se.exec_start), "
+                                "123.000 ms CPU in all (se.sum_exec_runtime), nr_running 0 -- RT hog")
+    assert got[("cpu0", 1)] == ("52 busy (ext, prio 0) for 0.500 ms (rq clock_task - se.exec_start), "
+                                "7.000 ms CPU in all (se.sum_exec_runtime), slice left 3.000 ms "
+                                "(scx.slice), nr_running 0")
+    assert got[("ran", 0)] == ("last charged 2000.000 ms before cpu1's rq clock_task (se.exec_start "
+                               "3000000000); 2.000 ms CPU in all (se.sum_exec_runtime); slice left "
+                               "20.000 ms (scx.slice)")
+
+
+def _cpumask(w, bits):
+    """A struct cpumask in memory holding ``bits`` (the first word; the rest zero)."""
+    size = w.L.size("cpumask")
+    a = w.mem.alloc(size, align=8)
+    w.mem.write(a, bits.to_bytes(8, "little"))
+    return a
+
+
+def test_migrate_disable_pin_shown_in_scxtasks_and_the_chain(w):
+    """cpus_ptr pointed away from cpus_mask (migrate_disable: cpumask_of(cpu)) is told apart
+    from the task's affinity, with nr_cpus_allowed; a task with its own mask says so."""
+    sch = w.sched("sdt", timeout=1000)
+    w.set_root(sch)
+    w.link_all(sch)
+    pinned = w.task(60, "pinned", cpu=1)
+    own = w.task(61, "free", cpu=0)
+    for t in (pinned, own):
+        mask = t + w.L.offset("task_struct", "cpus_mask")
+        w.mem.write(mask, (0b11).to_bytes(8, "little"))
+        w.mem.put("task_struct", t, cpus_ptr=mask, nr_cpus_allowed=2)
+    w.mem.put("task_struct", pinned, cpus_ptr=_cpumask(w, 0b10), migration_disabled=1)
+    names = scxtasks.GRID.names()
+    rows = {r["PID"]: r for r in (dict(zip(names, v)) for _, v in scxtasks.rows(scx_kernel(w)))}
+    p, f = rows[60], rows[61]
+    assert (p["CPUs"], p["Affinity"], p["NrCpusAllowed"], p["NoMig"]) == ("1", "0-1", 2, 1)
+    assert p["CpusPtr"] == "pinned: migrate_disable (depth 1)"
+    assert (f["CPUs"], f["Affinity"], f["CpusPtr"]) == ("0-1", "0-1", "cpus_mask")
+    _, chain, _ = stall_section(w, pids=(60, 61))
+    got = {(o, k): v for _, o, k, v, _ in chain}
+    assert got[("60 pinned", "allowed_cpus")] == "1"
+    assert got[("60 pinned", "affinity")] == ("0-1 (cpus_mask, nr_cpus_allowed 2); cpus_ptr pinned: "
+                                              "migrate_disable (depth 1)")
+    assert ("61 free", "affinity") not in got

@@ -112,7 +112,7 @@ def test_cpus_and_dsqs_consistent(name):
     _skip_without_dumps()
     truth = dumps.load_truth(name)
     rs = rows(name, "linux.ktstr.scxstate")
-    cpus = {r["Object"] for r in rs if r["Section"] == "cpu"}
+    cpus = {r["Object"] for r in rs if r["Section"] == "cpu" and r["Object"] != "sched_ctx"}
     assert cpus == {f"cpu{i}" for i in range(truth["kernel"]["meta"]["possible_cpus"])}
     assert not [r for r in rs if r["Key"] in ("error", "note")], [r for r in rs if r["Key"] in ("error", "note")]
     dsq = {}
@@ -342,3 +342,34 @@ def test_invariants_silent_on_real_dumps(name):
     inv = _kv(name, "invariants")
     assert inv[0][2] == "checked" and inv[0][3].endswith(": none broken"), inv[0]
     assert [r for r in inv[1:] if r[2] != "error"] == []
+
+
+@pytest.mark.parametrize("name", dumps.smoke_first(DUMPS) or ["<no dumps>"])
+def test_sched_ctx_sources_on_real_dumps(name):
+    """The scheduler's per-CPU context (cpu section, Object sched_ctx): the scheduler's own
+    per-CPU maps (truth maps sharing the BTF of its struct_ops map) are sources and no other
+    object's (scx_sdt_zoo's PERCPU_ARRAY zoo_hits is bpf_zoo's); arena globals only where truth
+    has them; every source has one child row per possible CPU; "none" said when there is none."""
+    _skip_without_dumps()
+    truth = dumps.load_truth(name)
+    cpu = _kv(name, "cpu")
+    sources = [v for _, o, k, v in cpu if o == "sched_ctx" and k == "source"]
+    assert sources, "no sched_ctx source row"
+    ops_btf = {m["btf_id"] for m in truth["maps"] if m["type_name"] == "struct_ops" and m["btf_id"]}
+    percpu = {m["name"] for m in truth["maps"] if m["type_name"] in ("percpu_array", "percpu_hash",
+                                                                       "lru_percpu_hash")}
+    mine = {m["name"] for m in truth["maps"] if m["btf_id"] in ops_btf and m["name"] in percpu}
+    got_maps = {v.split(":", 1)[0][4:] for v in sources if v.startswith("map ")}
+    assert mine <= got_maps and not (percpu - mine) & got_maps, (mine, got_maps)
+    arena_rows = [v for v in sources if ": arena global of " in v]
+    if not any(a.get("globals_addr") for a in truth.get("arenas") or []):
+        assert arena_rows == []
+    if sources == [s for s in sources if s.startswith("none: ")]:
+        assert len(sources) == 1 and "scheduler's BPF objects: " in sources[0]
+        assert not [k for _, _, k, _ in cpu if k == "sched_ctx"]
+        return
+    ncpu = len({o for _, o, k, _ in cpu if k == "nr_running"})
+    for s in sources:
+        path = s.split(":", 1)[0].removeprefix("map ")
+        values = [v for d, o, k, v in cpu if k == "sched_ctx" and d == 1 and v.startswith(path + "[")]
+        assert len(values) >= ncpu, (path, values)

@@ -195,3 +195,57 @@ def test_output_after_an_exit_is_at_most_half(name):
     frames = [v for v in values if re.search(r"\+0x[0-9a-f]+(/0x[0-9a-f]+)?$", v)]
     keys = [v.split("/")[0].split("] ")[-1].strip() for v in frames]
     assert len(keys) == len(set(keys)), "a backtrace frame shown twice"
+
+
+@pytest.mark.parametrize("name", EXITED or ["<none>"])
+def test_sched_ctx_from_arena_globals_equals_truth(name):
+    """The scheduler's per-CPU context read from its arena globals (scx_qmap: qa.cpu_ctxs, an
+    array of struct cpu_ctx indexed by CPU) equals truth's ``arena_globals`` bytes, decoded here
+    with the program's BTF at the address the source row names, CPU by CPU; and equals the
+    scheduler's own ops.dump_cpu line of the debug dump where the scheduler printed one."""
+    import re
+
+    from helpers.vol_kctx import open_kctx
+    from volatility3_ktstr.btf import Kind
+    from volatility3_ktstr.render import render, render_text
+
+    truth = dumps.load_truth(name)
+    globs = [g for g in truth.get("arena_globals") or [] if g.get("hex")]
+    if not globs:
+        pytest.skip(f"{name}: truth has no arena globals bytes")
+    (glob,) = globs
+    region = bytes.fromhex(glob["hex"])
+    rows = state_rows(name)
+    sources = [r["Value"] for r in rows if r["Section"] == "cpu" and r["Object"] == "sched_ctx"
+               and r["Key"] == "source" and ": arena global of " in r["Value"]]
+    assert sources, "no arena global taken as per-CPU context"
+    kctx = open_kctx(name)
+    ops = [m for m in kctx.maps() if m.type_name == "struct_ops" and m.btf_kva]
+    btf = kctx.btf_at(ops[0].btf_kva)
+    (sec,) = [t for t in btf.own_types if t.kind == Kind.DATASEC and t.name.startswith(".addr_space")]
+    by_var = {n: (tid, off) for n, tid, off, _ in btf.datasec_vars(sec.id)}
+    ncpu = truth["run"]["smp"]
+    for s in sources:
+        path = s.split(":", 1)[0]
+        user = int(re.search(r" at (0x[0-9a-f]+) ", s).group(1), 16)
+        var, _, member = path.partition(".")
+        tid, off = by_var[var]
+        bit, m = btf.member_path(tid, member) if member else (0, None)
+        assert user == glob["addr"] + off + bit // 8, (path, hex(user))
+        arr = btf.resolve(m.type if m else tid)
+        size = btf.size_of(arr.type)
+        for c in range(ncpu):
+            at = user - glob["addr"] + c * size
+            want = render_text(render(btf, arr.type, region[at:at + size]), 512)
+            got = [r["Value"] for r in rows if r["Section"] == "cpu" and r["Object"] == f"cpu{c}"
+                   and r["Key"] == "sched_ctx" and r["Value"].startswith(f"{path}[{c}] ")]
+            assert got == [f"{path}[{c}] ({btf.type_name(arr.type)}): {want}"], (c, got, want)
+    # scx_qmap's ops.dump_cpu prints its cpu_ctx fields: the same numbers as the live values
+    dumped = {r["Object"]: r["Value"] for r in rows if r["Section"] == "cpu"
+              and r["Key"] == "ops.dump_cpu[0]"}
+    for cpu_obj, line in dumped.items():
+        fields = dict(re.findall(r"(\w+)=(\d+)", line))
+        live = [r["Value"] for r in rows if r["Section"] == "cpu" and r["Object"] == cpu_obj
+                and r["Key"] == "sched_ctx"]
+        both = [dict(re.findall(r"(\w+)=(\d+)", v)) for v in live]
+        assert any(fields.items() <= b.items() for b in both), (cpu_obj, line, live)

@@ -49,13 +49,17 @@ struct sched_ext_entity { struct scx_sched *sched; struct scx_dispatch_q *dsq; l
     u32 dsq_flags; u32 flags; u32 weight; s32 sticky_cpu; s32 holding_cpu;
     struct list_head runnable_node; unsigned long runnable_at; u64 slice; u64 dsq_vtime;
     bool disallow; struct list_head tasks_node; };
+struct cpumask { unsigned long bits[1]; };
+struct sched_entity { u64 exec_start; u64 sum_exec_runtime; };
 struct task_struct { struct thread_info thread_info; int on_cpu; int on_rq; int pid; int tgid;
-    char comm[16]; void *sched_class; u32 policy; struct sched_ext_entity scx; };
+    char comm[16]; void *sched_class; u32 policy; int prio; struct sched_entity se;
+    struct cpumask *cpus_ptr; struct cpumask cpus_mask; int nr_cpus_allowed; u16 migration_disabled;
+    struct sched_ext_entity scx; };
 struct scx_dispatch_q { u32 lock; struct list_head list; struct rb_root priq; u32 nr; u32 seq;
     u64 id; struct rhash_head hash_node; struct scx_sched *sched; };
 struct scx_rq { struct scx_dispatch_q local_dsq; struct list_head runnable_list; u32 nr_running;
     u32 flags; };
-struct rq { u32 nr_running; struct task_struct *curr; struct scx_rq scx; };
+struct rq { u32 nr_running; struct task_struct *curr; u64 clock; u64 clock_task; struct scx_rq scx; };
 struct scx_exit_info { enum scx_exit_kind kind; s32 exit_cpu; s64 exit_code; u64 flags; char *reason;
     unsigned long *bt; u32 bt_len; char *msg; char *dump; };
 struct sched_ext_ops { fnptr select_cpu; fnptr enqueue; fnptr dispatch; fnptr init_task; fnptr exit;
@@ -74,7 +78,10 @@ struct scx_sched { struct sched_ext_ops ops; struct rhashtable dsq_hash; struct 
 struct bpf_map { u32 map_type; u32 key_size; u32 value_size; u32 max_entries; u64 map_extra;
     u32 map_flags; u32 id; char name[16]; void *btf; u32 btf_key_type_id; u32 btf_value_type_id;
     u32 btf_vmlinux_value_type_id; bool frozen; };
-struct bpf_array { struct bpf_map map; u32 elem_size; u32 index_mask; char value[0]; };
+union bpf_array_values { char value[0]; void *ptrs[0]; void *pptrs[0]; };
+struct bpf_array { struct bpf_map map; u32 elem_size; u32 index_mask; union bpf_array_values };
+struct vm_struct { struct vm_struct *next; void *addr; unsigned long size; };
+struct bpf_arena { struct bpf_map map; u64 user_vm_start; u64 user_vm_end; struct vm_struct *kern_vm; };
 struct bpf_prog_stats { u64 cnt; u64 nsecs; u64 misses; };
 struct bpf_prog_aux { u32 used_map_cnt; u32 id; u64 load_time; char name[16]; void *btf;
     void *used_maps; };
@@ -96,7 +103,7 @@ struct printk_ringbuffer { struct prb_desc_ring desc_ring; struct prb_data_ring 
     long fail; };
 """
 
-MAP_TYPES = {"array": 2, "struct_ops": 26}
+MAP_TYPES = {"hash": 1, "array": 2, "percpu_hash": 5, "percpu_array": 6, "struct_ops": 26, "arena": 33}
 PROG_BTF_KVA = 0xFFFF_8880_7700_0000
 GLOBAL_NAMES = ("scx_root", "scx_sched_all", "scx_tasks", "jiffies_64", "scx_watchdog_timestamp",
                 "scx_watchdog_interval", "scx_enable_state_var", "__scx_enabled", "__scx_switched_all",
@@ -331,14 +338,15 @@ class ScxWorld:
     # --- BPF objects --------------------------------------------------------------------------
 
     def bpf_map(self, map_id, name, mtype, value_size, struct_name="bpf_map", extra=0,
-                btf_kva=0, value_type_id=0):
+                btf_kva=0, value_type_id=0, max_entries=1, key_size=4):
         """The ``struct_name`` (embedding ``struct bpf_map map``) holding a map; returns the
         struct's address (the map's kva, as map_idr holds it, is that of its ``map`` member)."""
         size = self.L.size(struct_name) + extra
         base = self.mem.alloc(size, align=64)
         kva = base + (self.L.offset(struct_name, "map") if struct_name != "bpf_map" else 0)
-        self.mem.put("bpf_map", kva, map_type=MAP_TYPES[mtype], value_size=value_size, max_entries=1,
-                     id=map_id, name=name, btf=btf_kva, btf_value_type_id=value_type_id)
+        self.mem.put("bpf_map", kva, map_type=MAP_TYPES[mtype], value_size=value_size,
+                     max_entries=max_entries, key_size=key_size, id=map_id, name=name, btf=btf_kva,
+                     btf_value_type_id=value_type_id)
         self.map_list.append((map_id, kva))
         return base
 
@@ -356,7 +364,68 @@ class ScxWorld:
                         misses=miss)
         return p
 
-    def struct_ops_map(self, sch, map_id=13, name="sdt_ops", priv=True, progs=None):
+    # bpf/values.py reads ARRAY and PERCPU_ARRAY maps as the kernel lays them out, struct
+    # bpf_array at the map's address (its ``map`` is at offset 0): the two below write them so
+    # (a padded layout puts ``map`` elsewhere; the real BTF is the kernel's layout)
+
+    def array_map(self, map_id, name, btf_kva, value_type_id, values, max_entries=None):
+        """An ARRAY map of ``values`` (bytes each, padded to the value size) typed by the
+        program BTF at ``btf_kva``; returns the map's kva."""
+        vsize = self.btfs[btf_kva].size_of(value_type_id)
+        n = max_entries or len(values)
+        stride = (vsize + 7) & ~7
+        voff = self.L.offset("bpf_array", "value")
+        kva = self.bpf_map(map_id, name, "array", vsize, "bpf_array", extra=voff + stride * n,
+                           btf_kva=btf_kva, value_type_id=value_type_id, max_entries=n) \
+            + self.L.offset("bpf_array", "map")
+        self.mem.set("bpf_array", kva, "elem_size", stride)
+        for i, v in enumerate(values):
+            self.mem.write(kva + voff + i * stride, v)
+        return kva
+
+    def percpu_array_map(self, map_id, name, btf_kva, value_type_id, per_cpu_values):
+        """A PERCPU_ARRAY map: ``per_cpu_values`` [[element 0 of CPU 0, of CPU 1, ...], ...]
+        (bytes), each element's per-CPU copies in the per-CPU areas; returns the map's kva."""
+        vsize = self.btfs[btf_kva].size_of(value_type_id)
+        n = len(per_cpu_values)
+        pptrs = self.L.first("bpf_array", "pptrs", "value")
+        kva = self.bpf_map(map_id, name, "percpu_array", vsize, "bpf_array", extra=pptrs + 8 * n,
+                           btf_kva=btf_kva, value_type_id=value_type_id, max_entries=n) \
+            + self.L.offset("bpf_array", "map")
+        for i, copies in enumerate(per_cpu_values):
+            off = self.pc_alloc((vsize + 7) & ~7, align=8)
+            self.mem.u64(kva + pptrs + 8 * i, self.pcpu_link + off)
+            for c, v in enumerate(copies):
+                self.mem.write(self.pcpu_link + off + self.offsets[c], v)
+        return kva
+
+    def section_map(self, map_id, name, btf_kva, datasec_id, data=b""):
+        """A section map (``.bss``/``.data``: one element whose BTF type is the DATASEC), laid
+        out like the ``.data`` of :meth:`uei_maps`; returns the struct bpf_array's address."""
+        size = self.btfs[btf_kva].type(datasec_id).size
+        voff = self.L.offset("bpf_array", "value")
+        base = self.bpf_map(map_id, name, "array", size, "bpf_array", extra=voff + size,
+                            btf_kva=btf_kva, value_type_id=datasec_id)
+        self.mem.write(base + voff, data)
+        return base
+
+    def arena_map(self, map_id, pages, user_vm_start=1 << 32, page_size=4096):
+        """An arena map of ``pages`` pages whose kernel window lies in this memory (every page
+        mapped, zero); returns (map kva, kernel address of arena offset 0). walkers/arena.py
+        reads struct bpf_arena at the map's address (the kernel's ``map`` is at offset 0)."""
+        from volatility3_ktstr.walkers.arena import guard_half
+
+        kva = self.bpf_map(map_id, "arena", "arena", 0, "bpf_arena", extra=self.L.size("bpf_arena"),
+                           max_entries=pages, key_size=0) + self.L.offset("bpf_arena", "map")
+        half = guard_half(page_size)
+        window = self.mem.alloc(half + pages * page_size, align=page_size)
+        vm = self.mem.alloc("vm_struct")
+        self.mem.put("vm_struct", vm, {"addr": window, "size": 2 * half + pages * page_size})
+        self.mem.put("bpf_arena", kva, user_vm_start=user_vm_start,
+                     user_vm_end=user_vm_start + pages * page_size, kern_vm=vm)
+        return kva, window + half
+
+    def struct_ops_map(self, sch, map_id=13, name="sdt_ops", priv=True, progs=None, btf_kva=0):
         """A sched_ext struct_ops map whose kernel copy of the ops is ``sch``'s ops (same
         callbacks and name), programs {member: bpf_prog address} behind the callbacks."""
         L, mem = self.L, self.mem
@@ -365,7 +434,7 @@ class ScxWorld:
         data_off = L.offset(vs, "data")
         kv_off = L.offset("bpf_struct_ops_map", "kvalue")
         kva = self.bpf_map(map_id, name, "struct_ops", L.size(vs), "bpf_struct_ops_map",
-                           extra=data_off + ops_size)
+                           extra=data_off + ops_size, btf_kva=btf_kva)
         kdata = kva + kv_off + data_off
         ops = sch + L.offset("scx_sched", "ops")
         mem.write(kdata, mem.read(ops, ops_size))

@@ -20,6 +20,8 @@ only ``views/`` and plugins import it.
     events       SCX_EV_* counters
     domain       SchedExt: the above over one kernel object
     postmortem   inventory, exit verdict, watchdog arithmetic, each scheduler's DSQs
+    cpuctx       the scheduler's own per-CPU context (per-CPU maps, CPU-indexed arrays in its
+                 globals and arena globals), found by shape in its BTF
 """
 
 from .discovery import MAX_SCHEDS, SchedOpsMap, SchedRef, find_scheds, sched_ops_maps, sub_scheds

@@ -14,8 +14,10 @@ from ..bpf import runstats
 from ..core import LayoutError, ReadError
 from ..errors import KtstrError
 from ..kds import Damage, DamageLog
+from ..walkers import arena as arenaw
 from ..walkers import printk
 from . import dsq as dsqs
+from .cpuctx import CpuContexts, find_cpu_contexts
 from .discovery import SchedOpsMap, SchedRef, find_scheds, sched_ops_maps
 from .events import EventStats, read_events
 from .exit import UserExitInfo, find_user_exit_infos, kind_text
@@ -144,6 +146,31 @@ class SchedExt:
         return [dsqs.read_dsq(self.reader, self.layout, self.dsq_offs, addr, "bypass", walk=walk, cpu=cpu)
                 for cpu, addr in dsqs.bypass_dsq_addrs(self.reader, self.layout, sch,
                                                        self.kernel.per_cpu_offsets())]
+
+    def cpu_contexts(self) -> CpuContexts:
+        """The schedulers' own per-CPU context (per-CPU maps, CPU-indexed arrays in their
+        globals and arena globals: :mod:`.cpuctx`), read once per kernel."""
+        def arena_of(btf_kva, maps):
+            try:
+                arenas = arenaw.kernel_arenas(self.kernel)
+            except (LayoutError, KtstrError) as e:
+                return None, f"arenas unreadable: {e}"
+            progs, prog_arenas = arenaw.kernel_prog_arenas(self.kernel)
+            return arenaw.arena_for_program(arenas, progs, btf_kva, [m.kva for m in maps], None,
+                                            prog_arenas)
+
+        def build() -> CpuContexts:
+            try:
+                offsets = self.kernel.per_cpu_offsets()
+            except (KtstrError, ReadError) as e:
+                out = CpuContexts()
+                out.damage.add("per-CPU offsets", 0, str(e))
+                return out
+            return find_cpu_contexts(self.reader, self.layout, self.bpf_maps(), self.kernel.btf_at,
+                                     [om.map for om in self.ops_maps()], offsets, arena_of)
+
+        memo = getattr(self.kernel, "memo", None)
+        return memo(("scx.cpu_contexts",), build) if memo else build()
 
     def events(self, sch: int | None) -> EventStats | None:
         return read_events(self.reader, self.layout, sch, self.kernel.per_cpu_offsets(), self.syms)

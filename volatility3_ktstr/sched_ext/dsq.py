@@ -195,12 +195,15 @@ class CpuState:
     kick_sync: int = None         # 6.18+ (pnt_seq before)
     pnt_seq: int = None
     clock: int = None             # rq->clock (ns)
+    clock_task: int = None        # rq->clock_task (ns): rq->clock less IRQ/steal time, the clock
+                                  # se.exec_start and sum_exec_runtime are charged in
     masks: dict = field(default_factory=dict)   # cpus_to_kick... -> CPU bitmap (int), when set
     damage: kds.Damage = None     # the rq could not be read
 
 
 RQ_MASKS = ("cpus_to_kick", "cpus_to_kick_if_idle", "cpus_to_preempt", "cpus_to_wait", "cpus_to_sync")
-_RQ_OPTIONAL = ("scx.cpu_released", "scx.ops_qseq", "scx.kick_sync", "scx.pnt_seq", "clock")
+_RQ_OPTIONAL = ("scx.cpu_released", "scx.ops_qseq", "scx.kick_sync", "scx.pnt_seq", "clock",
+                "clock_task")
 
 
 def read_cpumask(reader: Reader, layout: Layout, addr: int, nr_cpus: int) -> int:
@@ -280,6 +283,7 @@ def read_cpus(reader: Reader, layout: Layout, runqueues: int, percpu_offsets: li
         c.kick_sync = r.int("scx.kick_sync")
         c.pnt_seq = r.int("scx.pnt_seq")
         c.clock = r.int("clock")
+        c.clock_task = r.int("clock_task")
         c.masks = _rq_masks(reader, layout, r, len(percpu_offsets))
         c.local_dsq = read_dsq(reader, layout, offs, rq + local_off, "local", walk=walk, cpu=cpu)
         if cpu in bypass:

@@ -31,7 +31,7 @@ def runnable_list(reader: Reader, layout: Layout, rq: int, damage: kds.DamageLog
 
 TASK_PATHS = ("pid", "tgid", "comm", "sched_class", "on_rq", "on_cpu", "thread_info.cpu", "cpu",
               "policy", "__state", "state", "exit_state", "cpus_ptr", "migration_disabled", "prio",
-              "rt_priority", "se.sum_exec_runtime", "se.exec_start")
+              "rt_priority", "se.sum_exec_runtime", "se.exec_start", "nr_cpus_allowed")
 
 # task_state_to_char (include/linux/sched.h): the /proc state letters, indexed by the highest
 # TASK_REPORT bit set. These are preprocessor constants (no BTF record of them), stable since
@@ -82,6 +82,8 @@ class ScxTask:
     dsq_vtime: int = None
     state: str = None             # the state letter (R, S, D, ...)
     cpus_ptr: int = None          # struct cpumask * (read_task_cpus reads the mask)
+    cpus_mask: int = None         # address of the task's own affinity mask (&p->cpus_mask)
+    nr_cpus_allowed: int = None
     migration_disabled: int = None
     prio: int = None
     rt_priority: int = None
@@ -114,6 +116,9 @@ def read_task(reader: Reader, layout: Layout, addr: int) -> ScxTask:
     t.policy = r.int("policy")
     t.state = state_char(r.first_int("__state", "state"), r.int("exit_state"))
     t.cpus_ptr = r.int("cpus_ptr")
+    if layout.has("task_struct", "cpus_mask"):
+        t.cpus_mask = r.addr_of("cpus_mask")
+    t.nr_cpus_allowed = r.int("nr_cpus_allowed")
     t.migration_disabled = r.int("migration_disabled")
     t.prio = r.int("prio")
     t.rt_priority = r.int("rt_priority")
@@ -138,6 +143,32 @@ def read_task_cpus(reader: Reader, layout: Layout, task: ScxTask, nr_cpus: int) 
         return read_cpumask(reader, layout, task.cpus_ptr, nr_cpus)
     except ReadError:
         return None
+
+
+def read_task_affinity(reader: Reader, layout: Layout, task: ScxTask, nr_cpus: int) -> int | None:
+    """The task's own affinity (``p->cpus_mask``) as a bitmap, None when unreadable. It differs
+    from ``*p->cpus_ptr`` while ``migrate_disable()`` pins the task (the kernel then points
+    ``cpus_ptr`` at ``cpumask_of(cpu)`` and leaves ``cpus_mask`` and ``nr_cpus_allowed``)."""
+    if not task.cpus_mask or not nr_cpus:
+        return None
+    if task.cpus_ptr == task.cpus_mask:
+        return read_task_cpus(reader, layout, task, nr_cpus)
+    try:
+        return read_cpumask(reader, layout, task.cpus_mask, nr_cpus)
+    except ReadError:
+        return None
+
+
+def cpus_ptr_text(task: ScxTask) -> str | None:
+    """Where ``cpus_ptr`` points: the task's own ``cpus_mask``, or elsewhere (a
+    ``migrate_disable()`` pin when ``migration_disabled`` is set)."""
+    if task.cpus_ptr is None or task.cpus_mask is None:
+        return None
+    if task.cpus_ptr == task.cpus_mask:
+        return "cpus_mask"
+    if task.migration_disabled:
+        return f"pinned: migrate_disable (depth {task.migration_disabled})"
+    return f"other mask at {task.cpus_ptr:#x}"
 
 
 def walk_scx_tasks(reader: Reader, layout: Layout, head: int, cursor_flag: int = 0,

@@ -234,8 +234,7 @@ def _arena_globals(prog: ProgramHeaps) -> List[Tuple[int, int, Any]]:
     arena = prog.arena
     for t in prog.btf.own_types:
         if t.kind == Kind.DATASEC and t.name.startswith(".addr_space") and 0 < t.size <= arena.size:
-            end = arena.user_vm_start + arena.size
-            out.append((end - t.size - (end - t.size) % arena.page_size, t.size + arena.page_size, None))
+            out.append((arenaw.globals_address(arena, t.size), t.size + arena.page_size, None))
     return out
 
 

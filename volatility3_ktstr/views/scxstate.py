@@ -15,13 +15,17 @@ Sections, in the order a post-mortem asks its questions:
 - ``struct_ops`` / ``callback``: the struct_ops map behind each scheduler, each callback's BPF
   program and its run count / run time (``bpf_prog_stats`` summed over CPUs).
 - ``subsched``: sub-schedulers (parent, depth, cgroup).
-- ``cpu``, ``dsq``: per-CPU run queues and every dispatch queue with its queued tasks.
+- ``cpu``, ``dsq``: per-CPU run queues, each with the scheduler's own per-CPU context as child
+  ``sched_ctx`` rows (its per-CPU maps and CPU-indexed arrays among its globals and arena
+  globals, typed by its BTF; Object ``sched_ctx`` says which were taken and why), and every
+  dispatch queue with its queued tasks.
 
 The model (inventory, verdict, watchdog, DSQ addressing) is ``sched_ext.postmortem``; this module
 only formats it. Takes the kernel object (``kernel.KernelContext`` or one with the same public
 methods, see ``sched_ext.domain``); no Volatility import. Absent values are NA, never "None".
 """
 
+import struct
 from collections.abc import Iterable, Iterator
 
 from ..core import LayoutError, ReadError
@@ -30,10 +34,10 @@ from ..kds import Damage, DamageLog
 from ..sched_ext import atexit, invariants, locks, read_dsq, runnable_list, walk_scx_tasks
 from ..btf.types import Kind
 from ..sched_ext.exit import datasec_vars
-from ..sched_ext.tasks import read_task_cpus
+from ..sched_ext.tasks import cpus_ptr_text, read_task_affinity, read_task_cpus
 from ..walkers.sections import section_maps
-from ..sched_ext import (SCX_VALUE_STRUCT, SchedExt, decode_flags, enum_name, exitlog, kind_text,
-                         postmortem, scheduler_maps, struct_ops_callbacks)
+from ..sched_ext import (SCX_VALUE_STRUCT, SLICE_INF, SchedExt, decode_flags, enum_name, exitlog,
+                         kind_text, postmortem, scheduler_maps, struct_ops_callbacks)
 from ..sched_ext.dumptext import cpu_list, int_field
 from ..sched_ext.postmortem import NONE_OBJ, sched_kind
 from . import HEX, Grid, inventory
@@ -377,6 +381,13 @@ def _live_chain(v, t, w, cpu, pos, by_cpu, nr_cpus, records):
     yield row("stall", o, "allowed_cpus", (cpu_list(mask) if mask is not None else None),
               t.cpus_ptr)
     yield row("stall", o, "migration_disabled", t.migration_disabled)
+    if t.cpus_mask is not None and t.cpus_ptr != t.cpus_mask:
+        # migrate_disable() pinned it: cpus_ptr is cpumask_of(cpu), its affinity is cpus_mask
+        own = read_task_affinity(sx.reader, sx.layout, t, nr_cpus)
+        yield row("stall", o, "affinity", f"{cpu_list(own) if own is not None else 'unreadable'} "
+                                          f"(cpus_mask, nr_cpus_allowed {t.nr_cpus_allowed}); "
+                                          f"cpus_ptr {cpus_ptr_text(t)}", t.cpus_mask)
+    yield row("stall", o, "ran", _last_ran(v, t, by_cpu))
     allowed = [c for c in range(min(nr_cpus, MAX_CHAIN_CPUS)) if mask is None or mask >> c & 1]
     for c in allowed:
         yield row("stall", o, f"cpu{c}", _cpu_ran(v, by_cpu.get(c)), depth=1)
@@ -392,7 +403,11 @@ def scheduler_record_texts(records, pid):
 
 def _cpu_ran(v, c):
     """What a CPU was running and for how long; idle said; an RT or deadline task called out
-    as a hog of a CPU the stalled task may use."""
+    as a hog of a CPU the stalled task may use. The times are the kernel's own accounting, in
+    the task clock it charges (``rq->clock_task``: ``rq->clock`` less IRQ and steal time):
+    ``clock_task - se.exec_start`` (running since its last accounting, as of the CPU's last
+    clock update), ``se.sum_exec_runtime`` (its CPU time in all), and for a sched_ext task the
+    slice it has left (``scx.slice``)."""
     if c is None:
         return "run queue unreadable"
     if not c.curr:
@@ -403,12 +418,47 @@ def _cpu_ran(v, c):
     cls = v.sx.class_name(cur.sched_class) or "?"
     if cls == "idle":
         return f"idle ({cur.comm}), nr_running {c.nr_running}"
-    ran = ""
-    if c.clock and cur.exec_start and c.clock >= cur.exec_start:
-        ran = f" for {(c.clock - cur.exec_start) / 1e6:.3f} ms (rq clock - se.exec_start)"
     hog = " -- RT hog" if cls == "rt" else " -- deadline hog" if cls == "dl" else ""
     prio = f", prio {cur.prio}" if cur.prio is not None else ""
-    return f"{cur.pid} {cur.comm} ({cls}{prio}){ran}, nr_running {c.nr_running}{hog}"
+    return (f"{cur.pid} {cur.comm} ({cls}{prio}){_ran_text(c, cur, cls == 'ext')}, "
+            f"nr_running {c.nr_running}{hog}")
+
+
+def _ms(ns):
+    return f"{ns / 1e6:.3f} ms"
+
+
+def _ran_text(c, t, scx: bool) -> str:
+    """``for X ms (rq clock_task - se.exec_start), N ms CPU in all (se.sum_exec_runtime), slice
+    left S ms (scx.slice)``: the parts the dump holds."""
+    parts = []
+    clock, which = (c.clock_task, "clock_task") if c.clock_task else (c.clock, "clock")
+    if clock and t.exec_start and clock >= t.exec_start:
+        parts.append(f" for {_ms(clock - t.exec_start)} (rq {which} - se.exec_start)")
+    if t.sum_exec_runtime is not None:
+        parts.append(f", {_ms(t.sum_exec_runtime)} CPU in all (se.sum_exec_runtime)")
+    if scx and t.slice is not None:
+        left = "infinite (SCX_SLICE_INF)" if t.slice == SLICE_INF else _ms(t.slice)
+        parts.append(f", slice left {left} (scx.slice)")
+    return "".join(parts)
+
+
+def _last_ran(v, t, by_cpu) -> str | None:
+    """When the stalled task last ran, from the kernel's accounting on the CPU it last ran on:
+    ``clock_task - se.exec_start`` there (exec_start is set at each charge, so for a task not
+    running it is when it was last charged: when it stopped), and its CPU time in all."""
+    c = by_cpu.get(t.cpu)
+    parts = []
+    if c is not None and t.exec_start:
+        clock, which = (c.clock_task, "clock_task") if c.clock_task else (c.clock, "clock")
+        if clock and clock >= t.exec_start:
+            parts.append(f"last charged {_ms(clock - t.exec_start)} before cpu{t.cpu}'s rq {which} "
+                         f"(se.exec_start {t.exec_start})")
+    if t.sum_exec_runtime is not None:
+        parts.append(f"{_ms(t.sum_exec_runtime)} CPU in all (se.sum_exec_runtime)")
+    if t.slice is not None:
+        parts.append("slice left " + ("infinite" if t.slice == SLICE_INF else _ms(t.slice)) + " (scx.slice)")
+    return "; ".join(parts) or None
 
 
 def _exit_chain(v, es, t, records, timeout_ms):
@@ -695,10 +745,13 @@ def cpu_rows(v, cpus, es=None):
         yield damage_row("cpu", "-", Damage("run queues", 0, str(e)))
         cpus = []
     rq_flags = sx.kernel.enum("scx_rq_flags")
+    ctx = sx.cpu_contexts()
+    yield from sched_ctx_rows(ctx)
     for c in cpus:
         o = f"cpu{c.cpu}"
         if c.damage:
             yield damage_row("cpu", o, c.damage)
+            yield from _cpu_ctx_rows(ctx, c.cpu)
             continue
         yield row("cpu", o, "nr_running", c.nr_running, c.rq)
         yield row("cpu", o, "scx.nr_running", c.scx_nr_running)
@@ -719,11 +772,56 @@ def cpu_rows(v, cpus, es=None):
             yield row("cpu", o, "kick_sync" if c.kick_sync is not None else "pnt_seq",
                       c.kick_sync if c.kick_sync is not None else c.pnt_seq)
         yield row("cpu", o, "clock_ns", c.clock)
+        if c.clock_task is not None:
+            yield row("cpu", o, "clock_task_ns", c.clock_task)
         set_masks = {k: m for k, m in c.masks.items() if m}
         if set_masks:
             yield row("cpu", o, "masks", " ".join(f"{k}={cpu_list(m)}" for k, m in set_masks.items()))
+        yield from _cpu_ctx_rows(ctx, c.cpu)
     if es is not None and es.dump is not None:
         yield from exit_cpu_rows(v, es)
+
+
+# --- the scheduler's per-CPU context ----------------------------------------------------------
+
+SCHED_CTX_TEXT = 512          # characters of one rendered value
+
+
+def sched_ctx_rows(ctx):
+    """Which maps and variables of the scheduler were taken as its per-CPU context and why
+    (``sched_ext.cpuctx``: by shape in its BTF), the candidates the values ruled out, or that
+    there is none."""
+    for s in ctx.sources:
+        yield row("cpu", "sched_ctx", "source", f"{s.name}: {s.why}", s.addr)
+    for name, why in ctx.rejected:
+        yield row("cpu", "sched_ctx", "rejected", f"{name}: {why}")
+    if not ctx.sources:
+        objs = ", ".join(ctx.objects) or "none (no struct_ops map holds a sched_ext_ops)"
+        yield row("cpu", "sched_ctx", "source", f"none: no per-CPU map and no array of structs "
+                                                f"sized by a CPU maximum among the {ctx.maps_seen} "
+                                                f"maps and {ctx.vars_seen} global variables of the "
+                                                f"scheduler's BPF objects: {objs}")
+    yield from damage_rows("cpu", "sched_ctx", ctx.damage)
+
+
+def _cpu_ctx_rows(ctx, cpu):
+    """A CPU's values of each per-CPU context source, typed by the scheduler's BTF, one line
+    each (child rows of the CPU)."""
+    for src, val in ctx.for_cpu(cpu):
+        yield row("cpu", f"cpu{cpu}", "sched_ctx", sched_ctx_text(src, val), val.addr, depth=1)
+
+
+def sched_ctx_text(src, val) -> str:
+    from ..render import render, render_text
+
+    head = f"{val.label} ({src.btf.type_name(src.type_id)})"
+    if val.error or val.raw is None:
+        return f"{head}: {val.error or 'unreadable'}"
+    try:
+        text = render_text(render(src.btf, src.type_id, val.raw), SCHED_CTX_TEXT)
+    except (ValueError, KeyError, IndexError, RecursionError, struct.error) as e:
+        text = f"{val.raw[:SCHED_CTX_TEXT // 2].hex()} (not rendered: {e})"
+    return f"{head}: {text}"
 
 
 def _class_text(sym):

@@ -6,6 +6,9 @@ CPUs' ``curr`` and the DSQ it points at (``scx.dsq``); how long it has waited ru
 walked in order: ``RunnableList`` is the CPU and the position, oldest first), against the
 timeout of the task's own scheduler (``scx.sched->watchdog_timeout``, else the root's).
 ``stalled=True`` keeps only the tasks past that timeout (what the watchdog kills a scheduler for).
+CPUs are ``*p->cpus_ptr`` (where it may run now), Affinity ``p->cpus_mask`` with
+``nr_cpus_allowed``; CpusPtr says when ``cpus_ptr`` is not the task's own mask (a
+``migrate_disable()`` pin: ``cpumask_of(cpu)`` while NoMig is set).
 
 Schedulers come from the sched_ext package's discovery (``SchedExt.schedulers``). Takes the
 kernel object (``kernel.KernelContext`` or the same public methods); no Volatility import.
@@ -20,7 +23,7 @@ from ..kds import DamageLog
 from ..sched_ext import SchedExt, global_dsq_addrs, is_starved, read_task, runnable_for, runnable_list
 from ..sched_ext import atexit, postmortem, walk_scx_tasks
 from ..sched_ext.dumptext import cpu_list, int_field
-from ..sched_ext.tasks import read_task_cpus
+from ..sched_ext.tasks import cpus_ptr_text, read_task_affinity, read_task_cpus
 from . import HEX, Grid, inventory
 from .stacks import stack_lines
 
@@ -31,6 +34,7 @@ GRID = Grid(
     ("Starved", str), ("Task", HEX), ("RunnableList", str), ("TimeoutJiffies", int),
     ("At", str), ("State", str), ("HoldingCPU", int), ("DsqFlags", HEX), ("QSeq", int),
     ("CPUs", str), ("NoMig", int), ("RunnableAtMs", int), ("Prio", int), ("SchedRecord", str),
+    ("Affinity", str), ("NrCpusAllowed", int), ("CpusPtr", str),
     note="Where")
 AT_DUMP = "dump"
 
@@ -164,7 +168,9 @@ def rows(kctx, pids: Iterable[int] = (), show_all: bool = False,
             and t.ops_state is not None else None,
             CPUs=_cpus_text(read_task_cpus(reader, layout, t, nr_cpus)), NoMig=t.migration_disabled,
             RunnableAtMs=-(age * 1000 // hz) if age is not None and hz else None, Prio=t.prio,
-            SchedRecord="; ".join(records.get(t.pid, ())) or None)
+            SchedRecord="; ".join(records.get(t.pid, ())) or None,
+            Affinity=_cpus_text(read_task_affinity(reader, layout, t, nr_cpus)),
+            NrCpusAllowed=t.nr_cpus_allowed, CpusPtr=cpus_ptr_text(t))
         if stacks:   # the task's kernel stack (views/stacks.py), one child row per frame
             for line in stack_lines(kctx, addr):
                 yield 1, GRID.row(PID=t.pid, TGID=t.tgid, COMM=t.comm, Where=line)

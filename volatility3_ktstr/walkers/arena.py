@@ -73,6 +73,15 @@ class ArenaInfo:
         return self.user_vm_start <= u < self.user_vm_start + (self.size or ARENA_MAX_SPAN)
 
 
+def globals_address(info: ArenaInfo, globals_size: int) -> int:
+    """User-form address of an arena's globals (the ``__arena`` variables, a program's
+    ``.addr_space.1`` DATASEC of ``globals_size`` bytes): libbpf places them at the end of the
+    arena, at ``mmap size - round_up(size, page size)`` from ``user_vm_start``."""
+    span = info.size or ARENA_MAX_SPAN
+    page = info.page_size or 4096
+    return info.user_vm_start + span - (globals_size + page - 1) // page * page
+
+
 def arena_to_kernel(info: ArenaInfo, ptr: int) -> int:
     """Kernel virtual address of an ``__arena`` pointer (user form or 32-bit offset)."""
     return info.kern_vm_start + (ptr & LOW32)
