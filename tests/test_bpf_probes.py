@@ -173,6 +173,9 @@ def test_netfilter_entries_name_family_hook_priority_and_link():
     w = _world()
     L, mem, s = w.L, w.mem, w.syms
     net = w.netns(4026531833)
+    for pid, comm in ((900, "netd"), (812, "ip"), (950, "other")):     # the lowest pid names it
+        t = w.task(pid, comm)
+        mem.set("task_struct", t, "nsproxy", mem.new("nsproxy", net_ns=net if pid != 950 else 0))
     p = w.prog(50, "zoo_nf", register=False, ksym=False)
     link = w.link("bpf_nf_link", 27, "netfilter", p, register=False, ops="bpf_nf_link_lops",
                   hook_ops__pf=2, hook_ops__hooknum=1, hook_ops__priority=-128)
@@ -190,7 +193,7 @@ def test_netfilter_entries_name_family_hook_priority_and_link():
     mem.u64(net + L.offset("net", "nf") + L.offset("netns_nf", "hooks_ipv4") + 8 * 1, entries)
     got, damage = _walk(w, "netfilter")
     assert [(a.hook, a.target, a.prog_kva, a.link_kva) for a in got] == [
-        ("netfilter", "nf:ipv4/local_in prio -128 netns:4026531833", p, link)]
+        ("netfilter", "nf:ipv4/local_in prio -128 netns:4026531833 (pid 812 ip)", p, link)]
     assert not damage
     # the link decoder names the same hook
     bk = w.kernel()
@@ -334,3 +337,14 @@ def test_perf_contexts_of_cpus_and_tasks_hold_programs(world):
     walker = hooks.HookWalker(w.kernel())
     got = list(walker.perf_contexts(tasks=[task]))
     assert [a.prog_kva for a in got].count(p_task) == 1 and walker.damage
+
+
+def test_a_namespace_without_processes_and_init_net_are_named_as_such():
+    w = _world()
+    init_net = w.netns(4026531840)
+    w.syms["init_net"] = init_net
+    empty = w.netns(4026532000)
+    dec = hooks.LinkDecoder(w.kernel())
+    assert dec.netns_owner(init_net) == " (init_net)"
+    assert dec.netns_owner(empty) == " (no process)"
+    assert dec.netns_owner(0) == ""
