@@ -348,3 +348,84 @@ def test_a_namespace_without_processes_and_init_net_are_named_as_such():
     assert dec.netns_owner(init_net) == " (init_net)"
     assert dec.netns_owner(empty) == " (no process)"
     assert dec.netns_owner(0) == ""
+
+
+# --- lirc: rc-core's types in its module BTF, its list in the module's symbol table -----------
+
+RC_DECLS = """
+struct kobject { char *name; u64 entry; };
+struct device { u64 parent; struct kobject kobj; };
+struct bpf_prog_array { u64 rcu; };
+struct rc_dev { u64 x; struct device dev; char *device_name; char *driver_name; struct ir_raw_event_ctrl *raw; };
+struct ir_raw_event_ctrl { struct list_head list; u64 thread; struct rc_dev *dev; struct bpf_prog_array *progs; };
+"""
+
+
+def _rc_world(with_btf=True, with_symbol=True, devices=(("rc0", "gpio_ir_recv"),)):
+    from helpers.synth import MINI_KERNEL, SynthKernel
+
+    w = _world()
+    # a module BTF is split on the kernel's: list_head laid out as the world's (same pad)
+    rc = SynthKernel(MINI_KERNEL + RC_DECLS)
+    RL, mem = rc.layout, w.mem
+    head = mem.list_init(mem.alloc(16))
+    if with_btf:
+        w.modules["rc_core"] = rc.btf
+    w.module("rc_core", symbols={"rc_map_register": TEXT + 0x10, "ir_raw_client_list": head} if with_symbol
+             else {"rc_map_register": TEXT + 0x10})
+    out = []
+    for i, (name, driver) in enumerate(devices):
+        p = w.prog(80 + i, f"lirc_{name}", ptype="BPF_PROG_TYPE_KPROBE", register=False, ksym=False)
+        dev = mem.alloc(RL.size("rc_dev"))
+        raw = mem.alloc(RL.size("ir_raw_event_ctrl"))
+        mem.u64(dev + RL.offset("rc_dev", "dev.kobj.name"), w.cstr(name))
+        mem.u64(dev + RL.offset("rc_dev", "driver_name"), w.cstr(driver))
+        mem.u64(dev + RL.offset("rc_dev", "raw"), raw)
+        mem.u64(raw + RL.offset("ir_raw_event_ctrl", "dev"), dev)
+        mem.u64(raw + RL.offset("ir_raw_event_ctrl", "progs"), w.prog_array([p]))
+        mem.list_add_tail(head, raw + RL.offset("ir_raw_event_ctrl", "list"))
+        out.append((p, dev))
+    return w, out
+
+
+def test_lirc_programs_of_rc_devices_through_the_modules_btf():
+    w, made = _rc_world(devices=(("rc0", "gpio_ir_recv"), ("rc1", "")))
+    walker = hooks.HookWalker(w.kernel())
+    got = list(walker.lirc())
+    assert [(a.hook, a.target, a.attach_type, a.prog_kva) for a in got] == [
+        ("lirc", "rc:rc0 (gpio_ir_recv)", "lirc_mode2", made[0][0]),
+        ("lirc", "rc:rc1", "lirc_mode2", made[1][0])]
+    assert all("module rc_core ir_raw_client_list" in a.via for a in got)
+    assert not walker.damage and not walker.notes
+    bk = w.kernel()
+    found = hidden.hidden(bk, hidden.references(bk, attachments=got))
+    assert {(f.kind, f.id) for f in found} == {("prog", 80), ("prog", 81)}
+    # the whole hook walk (what bpfhooks and bpfhidden take) includes them
+    assert {a.prog_kva for a in hooks.HookWalker(w.kernel()).all() if a.hook == "lirc"} == {
+        made[0][0], made[1][0]}
+
+
+def test_lirc_says_when_rc_core_its_btf_or_its_list_is_absent():
+    w = _world()
+    walker = hooks.HookWalker(w.kernel())
+    assert list(walker.lirc()) == [] and not walker.damage
+    assert walker.notes == ["lirc: module rc_core is not loaded (and rc-core is not built in): "
+                            "no rc device can hold a lirc program"]
+    for kw, text in (({"with_btf": False}, "its BTF is not in the dump"),
+                     ({"with_symbol": False}, "ir_raw_client_list not in module rc_core")):
+        w, _ = _rc_world(**kw)
+        walker = hooks.HookWalker(w.kernel())
+        assert list(walker.lirc()) == [] and not walker.notes
+        assert any(text in str(d) for d in walker.damage)
+
+
+def test_an_rc_device_list_cycle_is_damage():
+    w, made = _rc_world()
+    RL = w.kernel().module_layout("rc_core")
+    node = made[0][1]
+    raw = int.from_bytes(w.mem.read(node + RL.offset("rc_dev", "raw"), 8), "little")
+    at = raw + RL.offset("ir_raw_event_ctrl", "list")
+    w.mem.set("list_head", at, "next", at)                 # list.next points at itself
+    walker = hooks.HookWalker(w.kernel())
+    got = list(walker.lirc())
+    assert [a.prog_kva for a in got] == [made[0][0]] and walker.damage

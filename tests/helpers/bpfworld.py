@@ -114,8 +114,10 @@ struct trace_probe_event { unsigned int flags; struct trace_event_call call; str
 struct trace_probe { struct list_head list; struct trace_probe_event *event; };
 struct trace_kprobe { u64 devent; struct kretprobe rp; char *symbol; struct trace_probe tp; };
 struct fprobe_hlist { struct hlist_node hlist; struct fprobe *fp; int size; };
+struct elf64_sym { u32 st_name; u8 st_info; u8 st_other; u16 st_shndx; u64 st_value; u64 st_size; };
+struct mod_kallsyms { struct elf64_sym *symtab; unsigned int num_symtab; char *strtab; };
 struct module { u32 state; struct list_head list; char name[56]; unsigned int num_tracepoints;
-  int *tracepoints_ptrs; };
+  int *tracepoints_ptrs; struct mod_kallsyms *kallsyms; };
 struct uprobe_consumer { fnptr handler; fnptr ret_handler; struct list_head cons_node; };
 struct uprobe { struct rb_node rb_node; u64 ref; struct list_head consumers; u64 offset; };
 struct trace_uprobe { u64 devent; struct uprobe_consumer consumer; char *filename; unsigned long offset;
@@ -466,9 +468,10 @@ class World:
             mem.put("tracepoint_func", arr + i * stride, func=self.syms[func], data=data)
         return mem.new("tracepoint", name=self.cstr(name), funcs=arr)
 
-    def module(self, name, tracepoints=(), relative=True):
+    def module(self, name, tracepoints=(), relative=True, symbols=None):
         """A loaded module on the ``modules`` list with ``tracepoints_ptrs`` over ``tracepoints``
-        (32-bit self-relative entries, or pointers)."""
+        (32-bit self-relative entries, or pointers) and ``symbols`` {name: address} in its
+        ``kallsyms`` symbol table."""
         L, mem = self.L, self.mem
         if "modules" not in self.syms:
             self.syms["modules"] = mem.list_init(mem.alloc("list_head"))
@@ -477,7 +480,19 @@ class World:
         for i, tp in enumerate(tracepoints):
             at = ptrs + i * width
             mem.write(at, (((tp - at) & 0xFFFFFFFF) if relative else tp).to_bytes(width, "little"))
-        mod = mem.new("module", name=name, num_tracepoints=len(tracepoints), tracepoints_ptrs=ptrs)
+        ks = 0
+        if symbols is not None:
+            size = L.size("elf64_sym")
+            strtab = mem.alloc(1 + sum(len(n) + 1 for n in symbols) + 8, align=8)
+            symtab = mem.alloc(size * (len(symbols) + 1))      # entry 0: the null symbol
+            at = 1
+            for i, (sym, addr) in enumerate(symbols.items(), 1):
+                mem.write(strtab + at, sym.encode() + b"\0")
+                mem.put("elf64_sym", symtab + i * size, st_name=at, st_value=addr)
+                at += len(sym) + 1
+            ks = mem.new("mod_kallsyms", symtab=symtab, num_symtab=len(symbols) + 1, strtab=strtab)
+        mod = mem.new("module", name=name, num_tracepoints=len(tracepoints), tracepoints_ptrs=ptrs,
+                      kallsyms=ks)
         mem.list_add_tail(self.syms["modules"], mod + L.offset("module", "list"))
         return mod
 

@@ -58,7 +58,7 @@ class ProbeWalks:
 
     def probe_walks(self, tasks=()):
         return (self.kprobes, self.tracepoints, self.fprobes, self.uprobes,
-                lambda: self.perf_contexts(tasks), self.netfilter)
+                lambda: self.perf_contexts(tasks), self.netfilter, self.lirc)
 
     # --- kprobes ---------------------------------------------------------------------------
 
@@ -395,6 +395,25 @@ class ProbeWalks:
         from .progs import read_prog
 
         return read_prog(self.reader, self.layout, prog, type_names=self.k.prog_type_names).type_name
+
+    # --- lirc ------------------------------------------------------------------------------
+
+    def lirc(self):
+        """``BPF_LIRC_MODE2`` programs of every raw-decoding rc device (bpf/lirc.py); why none
+        could be read goes to ``self.notes`` (absent) or the damage log (a gap)."""
+        from .lirc import lirc_source, rc_devices
+
+        src = lirc_source(self.k, self.damage)
+        if src.note:
+            if src.damage:
+                self.damage.add("lirc", 0, src.note)
+            else:
+                self.notes.append(f"lirc: {src.note}")
+            return
+        for dev, name, progs in rc_devices(self.k, src, self.damage):
+            for p in self.prog_array(progs, f"rc device {name} raw->progs"):
+                yield self.attachment("lirc", f"rc:{name}", "lirc_mode2", p, -1,
+                                      f"{src.where} ir_raw_client_list -> rc_dev {dev:#x} raw->progs")
 
     # --- netfilter -------------------------------------------------------------------------
 

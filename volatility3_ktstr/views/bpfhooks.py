@@ -7,11 +7,15 @@ Sources, in this order of authority:
 2. the hooks themselves (``bpf.hooks``): cgroup program lists and effective arrays, device XDP
    and tcx entries, classic tc filters, netns programs, trampolines, trace events and perf
    events, struct_ops maps, sockmap programs, prog_array slots, and the probe side (kprobes,
-   tracepoint probes, fprobes, uprobes, perf contexts, netfilter entries). One attachment two
+   tracepoint probes (the kernel's and each loaded module's), fprobes, uprobes, perf contexts,
+   netfilter entries, lirc programs of rc devices). One attachment two
    walks reach is one row naming both. What a hook attributes to a link
    already listed is not repeated; what it holds without a link is a row ``Source`` = "no
    link"; a link the hook holds but ``link_idr`` lacks is said so;
 3. every program of ``prog_idr`` in no row above: "loaded, not attached".
+
+A hook family with nothing to walk for a reason other than damage (lirc without rc-core) gets
+one row saying why (ProgId -1, Target "(none walked)").
 
 No Volatility import.
 """
@@ -70,7 +74,9 @@ def _collect(kctx: Kernel, bk: Any = None) -> Tuple[Any, List[Any], bool, Damage
     walker = HookWalker(bk or kctx.bpf_kernel(), damage)
     # every task any list knows: a task's perf events hold programs too (a hidden loader's)
     tasks = list(inventory.tasks(kctx).by_kva)
-    return links, list(walker.all(perf, tasks)), links_ok, damage
+    found = list(walker.all(perf, tasks))
+    kctx.memo(("bpfhooks", "notes"), lambda: list(walker.notes))
+    return links, found, links_ok, damage
 
 
 def _prog(bk, kva, cache, kctx=None):
@@ -186,6 +192,10 @@ def rows(kctx: Kernel) -> Rows:
             pid, name, ptype, note = 0, "", "", ""
         r["Error"] = "; ".join(filter(None, [r.get("Error", ""), note]))
         yield 0, GRID.row(ProgId=pid, ProgName=name, ProgType=ptype, Prog=kva, **r)
+    for note in kctx.memo(("bpfhooks", "notes"), list):
+        hook = note.split(":", 1)[0]
+        yield 0, GRID.row(Hook=hook, Target="(none walked)", AttachType="", ProgId=-1, ProgName="",
+                          ProgType="", LinkId=-1, Source="", Via="", Prog=0, Error=note)
     for what, log in (("hook walk", damage), ("fd scan", objs.fd_scan(kctx)[1])):
         for d in log:
             yield 0, GRID.damage(f"{what} skipped: {d}", Hook="?", Target="", ProgId=-1, LinkId=-1,
