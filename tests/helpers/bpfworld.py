@@ -22,7 +22,8 @@ enum bpf_prog_type { BPF_PROG_TYPE_UNSPEC = 0, BPF_PROG_TYPE_KPROBE = 2, BPF_PRO
   BPF_PROG_TYPE_XDP = 6, BPF_PROG_TYPE_CGROUP_SKB = 8, BPF_PROG_TYPE_RAW_TRACEPOINT = 17,
   BPF_PROG_TYPE_TRACING = 26 };
 enum bpf_map_type { BPF_MAP_TYPE_UNSPEC = 0, BPF_MAP_TYPE_HASH = 1, BPF_MAP_TYPE_ARRAY = 2,
-  BPF_MAP_TYPE_PROG_ARRAY = 3, BPF_MAP_TYPE_ARRAY_OF_MAPS = 12 };
+  BPF_MAP_TYPE_PROG_ARRAY = 3, BPF_MAP_TYPE_ARRAY_OF_MAPS = 12, BPF_MAP_TYPE_CGROUP_STORAGE = 19,
+  BPF_MAP_TYPE_REUSEPORT_SOCKARRAY = 20, BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE = 21 };
 enum bpf_link_type { BPF_LINK_TYPE_UNSPEC = 0, BPF_LINK_TYPE_CGROUP = 1, BPF_LINK_TYPE_RAW_TRACEPOINT = 2,
   BPF_LINK_TYPE_TRACING = 3, BPF_LINK_TYPE_XDP = 4, BPF_LINK_TYPE_KPROBE_MULTI = 5,
   BPF_LINK_TYPE_TCX = 6, BPF_LINK_TYPE_NETKIT = 7, BPF_LINK_TYPE_NETFILTER = 8,
@@ -47,6 +48,12 @@ struct bpf_prog_aux { u32 used_map_cnt; u32 id; u32 func_idx; struct bpf_map **u
 struct bpf_map { u32 map_type; u32 key_size; u32 value_size; u32 max_entries; u32 map_flags; u32 id;
   char name[16]; };
 struct bpf_array { struct bpf_map map; u32 elem_size; void *ptrs[0]; };
+struct bpf_storage_buffer { u64 rcu[2]; char data[0]; };
+struct bpf_cgroup_storage_key { u64 cgroup_inode_id; u32 attach_type; };
+union bpf_cgroup_storage_buf { struct bpf_storage_buffer *buf; void *percpu_buf; };
+struct bpf_cgroup_storage { union bpf_cgroup_storage_buf; struct bpf_cgroup_storage_map *map;
+  struct bpf_cgroup_storage_key key; struct list_head list_map; struct list_head list_cg; };
+struct bpf_cgroup_storage_map { struct bpf_map map; u32 lock; struct rb_root root; struct list_head list; };
 
 struct bpf_link { u64 refcnt; u32 id; enum bpf_link_type type; void *ops; struct bpf_prog *prog;
   enum bpf_attach_type attach_type; };
