@@ -376,3 +376,52 @@ def test_mapdump_dumps_legacy_cgroup_storage_and_leaves_only_local_storage_and_a
          "2a 00 00 00 00 00 00 00", "")]
     declined = {t for t in mapdump.NOT_WALKED if t not in mapkinds.WALKERS}
     assert declined == {"task_storage", "inode_storage", "sk_storage", "cgrp_storage", "arena"}
+
+
+RHASH_DECLS = DECLS + """
+struct rhtab_elem { struct rhash_head node; u64 data[0]; };
+struct bpf_rhtab { struct bpf_map map; struct rhashtable ht; u32 elem_size; };
+struct bpf_insn_array_value { u32 orig_off; u32 xlated_off; u32 jitted_off; };
+struct bpf_insn_array { struct bpf_map map; u32 used; long *ips; struct bpf_insn_array_value values[0]; };
+"""
+
+
+def test_rhash_elements_and_insn_array_values():
+    L = SynthKernel(RHASH_DECLS).layout
+    mem = Memory(L)
+    base, m = _map(mem, L, "bpf_rhtab", "rhash", key_size=4, value_size=8)
+    tbl = mem.alloc(L.size("bucket_table") + 8 * 4)
+    mem.put("bucket_table", tbl, size=4)
+    elems = []
+    for i, (k, v) in enumerate(((1, 100), (2, 200), (6, 600))):
+        e = mem.alloc(L.size("rhtab_elem") + 16)
+        mem.write(e + L.offset("rhtab_elem", "data"), struct.pack("<I", k) + bytes(4) + struct.pack("<Q", v))
+        elems.append(e)
+    # bucket 1: elems 0 -> 2 (the chain ends in an odd "nulls" marker); bucket 2: elem 1
+    node = lambda e: e + L.offset("rhtab_elem", "node")          # noqa: E731
+    mem.u64(tbl + L.offset("bucket_table", "buckets") + 8, node(elems[0]))
+    mem.set("rhash_head", node(elems[0]), "next", node(elems[2]))
+    mem.set("rhash_head", node(elems[2]), "next", 1)
+    mem.set("rhash_head", node(elems[1]), "next", 1)
+    mem.u64(tbl + L.offset("bucket_table", "buckets") + 16, node(elems[1]))
+    for b in (0, 3):
+        mem.u64(tbl + L.offset("bucket_table", "buckets") + 8 * b, 1)
+    mem.set("bpf_rhtab", base, "ht.tbl", tbl)
+    info = WalkInfo()
+    got = list(mapkinds.rhash_entries(mem, L, m, info=info))
+    assert sorted((e.key, e.value) for e in got) == [
+        (struct.pack("<I", k), struct.pack("<Q", v)) for k, v in ((1, 100), (2, 200), (6, 600))]
+    assert info.shown == 3 and not info.skipped
+    base, m = _map(mem, L, "bpf_insn_array", "insn_array", key_size=4, value_size=12, max_entries=2,
+                   extra=2 * L.size("bpf_insn_array_value"))
+    ips = mem.alloc(16)
+    mem.u64(ips, 0xFFFFFFFFA0001000)
+    mem.u64(ips + 8, 0xFFFFFFFFA0001040)
+    mem.set("bpf_insn_array", base, "ips", ips)
+    at = base + L.offset("bpf_insn_array", "values")
+    for i, (o, x, j) in enumerate(((3, 5, 0x20), (9, 12, 0x58))):
+        mem.put("bpf_insn_array_value", at + i * L.size("bpf_insn_array_value"), orig_off=o, xlated_off=x, jitted_off=j)
+    got = list(mapkinds.insn_array_entries(mem, L, m))
+    assert [e.formatted for e in got] == [
+        {"key": 0, "orig_off": 3, "xlated_off": 5, "jitted_off": 0x20, "ip": "0xffffffffa0001000"},
+        {"key": 1, "orig_off": 9, "xlated_off": 12, "jitted_off": 0x58, "ip": "0xffffffffa0001040"}]

@@ -23,7 +23,11 @@
   cgroup id alone), the value in ``buf->data`` or per CPU at ``percpu_buf``;
 - ``reuseport_sockarray`` (reuseport_array.c): ``reuseport_array.ptrs[i]``, the ``struct sock``
   in each slot (value: its cookie, what a lookup returns), with ``describe(sock)`` adding its
-  family, addresses and owner.
+  family, addresses and owner;
+- ``rhash`` (the rhashtable-backed hash): every ``rhtab_elem`` of ``bpf_rhtab.ht``, key at
+  ``data``, value at ``data + round_up(key_size, 8)`` (``rhtab_elem_value``);
+- ``insn_array`` (bpf_insn_array.c): ``values[i]`` (``bpf_insn_array_value``: original, xlated
+  and jitted offsets of instruction i), what a lookup returns, with ``ips[i]``.
 
 Each walker yields :class:`volatility3_ktstr.bpf.values.Entry` (``formatted``: what the row's
 JSON shows; ``text``: its one-line value). No Volatility import.
@@ -32,7 +36,7 @@ JSON shows; ``text``: its one-line value). No Volatility import.
 import ipaddress
 
 from ..core import ReadError, Record, read_int
-from ..kds import DamageLog, list_entries, tree_nodes
+from ..kds import DamageLog, list_entries, rhashtable_nodes, tree_nodes
 from .values import Entry, ValueError_, WalkInfo, percpu_read
 
 LPM_TREE_NODE_FLAG_IM = 1          # lpm_trie.c: an intermediate node (no value)
@@ -409,11 +413,60 @@ def reuseport_entries(reader, layout, m, limit=4096, info=None, describe=None):
     info.total = info.shown = shown
 
 
+def rhash_entries(reader, layout, m, limit=4096, info=None):
+    info = info if info is not None else WalkInfo()
+    base = _map_base(layout, m, "bpf_rhtab")
+    node_off = layout.offset("rhtab_elem", "node")
+    data_off = layout.offset("rhtab_elem", "data")
+    vstart = (m.key_size + 7) & ~7
+    damage = DamageLog()
+    shown = 0
+    for node in rhashtable_nodes(reader, layout, base + layout.offset("bpf_rhtab", "ht"),
+                                 limit=MAX_NODES, damage=damage, what="rhtab_elem"):
+        if shown >= limit:
+            info.truncated = True
+            break
+        elem = node - node_off
+        raw = reader.try_read(elem + data_off, vstart + m.value_size)
+        if raw is None:
+            damage.add("rhtab_elem", elem, "key/value unreadable")
+            continue
+        yield Entry(index=shown, key=raw[:m.key_size], value=raw[vstart:], kva=elem)
+        shown += 1
+    info.total = max(info.total, shown)
+    info.shown = shown
+    info.skipped += [(d.addr, d.reason) for d in damage]
+
+
+def insn_array_entries(reader, layout, m, limit=4096, info=None):
+    info = info if info is not None else WalkInfo()
+    base = _map_base(layout, m, "bpf_insn_array")
+    n = min(m.max_entries, MAX_SLOTS)
+    stride = layout.size("bpf_insn_array_value")
+    raw = reader.read(base + layout.offset("bpf_insn_array", "values"), n * stride) if n else b""
+    ips_at = read_int(reader, layout, "bpf_insn_array", base, "ips")
+    ps = reader.pointer_size
+    ips = (reader.try_read(ips_at, n * ps) if ips_at and n else None) or b""
+    names = [f for f in ("orig_off", "xlated_off", "jitted_off") if layout.has("bpf_insn_array_value", f)]
+    info.total = n
+    for i in range(min(n, limit)):
+        r = Record.of(layout, "bpf_insn_array_value", base + i * stride, raw[i * stride:(i + 1) * stride])
+        fields = {f: r.int(f) for f in names}
+        if len(ips) >= (i + 1) * ps:
+            fields["ip"] = f"{int.from_bytes(ips[i * ps:(i + 1) * ps], 'little'):#x}"
+        yield Entry(index=i, key=_u32(i), value=raw[i * stride:i * stride + m.value_size],
+                    formatted=dict({"key": i}, **fields))
+        info.shown += 1
+    info.truncated = n > limit
+
+
 CGROUP_STORAGE = ("cgroup_storage", "percpu_cgroup_storage")
+# key/value maps the view renders as it renders hashes (typed keys and values, per-CPU rows)
+ELEMENT_KINDS = CGROUP_STORAGE + ("rhash",)
 
 WALKERS = {"lpm_trie": lpm_entries, "queue": queue_stack_entries, "stack": queue_stack_entries,
            "bloom_filter": bloom_entries, "ringbuf": ringbuf_entries, "user_ringbuf": ringbuf_entries,
-           "stack_trace": stack_entries}
+           "stack_trace": stack_entries, "insn_array": insn_array_entries}
 DESCRIBED = {"prog_array": slot_entries, "array_of_maps": slot_entries, "perf_event_array": slot_entries,
              "cgroup_array": slot_entries, "devmap": devmap_entries, "devmap_hash": devmap_entries,
              "cpumap": cpumap_entries, "xskmap": xskmap_entries,

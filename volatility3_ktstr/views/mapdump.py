@@ -10,9 +10,10 @@ DEVMAP/DEVMAP_HASH/CPUMAP/XSKMAP (devices, CPUs, AF_XDP sockets and their progra
 STACK_TRACE (instruction pointers with symbols), SOCKMAP/SOCKHASH (the sockets held),
 REUSEPORT_SOCKARRAY (each slot's socket, its cookie as the value, addresses and the process
 holding it), CGROUP_STORAGE/PERCPU_CGROUP_STORAGE (each cgroup's element keyed by cgroup id and
-attach type; per CPU like the other per-CPU maps). By choice, local storage and arenas are left
-to their own plugins: those get one row saying why. Select maps with ``--id`` /
-``--name`` (either matches; all maps when neither is given).
+attach type; per CPU like the other per-CPU maps), RHASH (keys and values, as hashes),
+INSN_ARRAY (each instruction's original/xlated/jitted offsets and address). By choice, local
+storage and arenas are left to their own plugins: those get one row saying why. Select maps
+with ``--id`` / ``--name`` (either matches; all maps when neither is given).
 
 Rows (one per element; per-CPU maps get one child row per CPU):
 
@@ -103,6 +104,8 @@ def elements(kctx, m, limit):
     strings = btf is None and m.type_name == "array" and ".rodata.str" in m.name
     if m.type_name in mk.CGROUP_STORAGE:
         entries = mk.cgroup_storage_entries(kctx.reader, kctx.layout, m, offsets, limit, info)
+    elif m.type_name == "rhash":
+        entries = mk.rhash_entries(kctx.reader, kctx.layout, m, limit, info)
     else:
         entries = bv.iter_entries(kctx.reader, kctx.layout, m, offsets, limit, info)
     for e in entries:
@@ -381,7 +384,7 @@ def rows(kctx: Kernel, ids: Optional[List[int]] = None, names: Optional[List[str
                     namer = disasm.SymbolNamer(kctx.symbol_index(), progs)
                     progs_by_id = {p.id: p for p in progs}
                 yield from struct_ops(kctx, m, namer, progs_by_id)
-            elif m.type_name in bv.WALKABLE or m.type_name in mk.CGROUP_STORAGE:
+            elif m.type_name in bv.WALKABLE or m.type_name in mk.ELEMENT_KINDS:
                 yield from elements(kctx, m, limit)
             elif m.type_name in mk.WALKERS or m.type_name in mk.DESCRIBED or m.type_name in (
                     "hash_of_maps", "sockmap", "sockhash"):
