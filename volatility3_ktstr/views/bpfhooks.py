@@ -14,8 +14,8 @@ Sources, in this order of authority:
    link"; a link the hook holds but ``link_idr`` lacks is said so;
 3. every program of ``prog_idr`` in no row above: "loaded, not attached".
 
-A hook family with nothing to walk for a reason other than damage (lirc without rc-core) gets
-one row saying why (ProgId -1, Target "(none walked)").
+A hook family with nothing to walk for a reason other than damage (lirc without rc-core) is
+said in bpfhidden's summary (:func:`notes`); one whose walk was cut is a damage row here.
 
 No Volatility import.
 """
@@ -60,6 +60,12 @@ def collect(kctx: Kernel, damage: Optional[DamageLog] = None,
     links, found, links_ok, log = _collect(kctx, bk)
     damage.extend(log)
     return links, found, links_ok
+
+
+def notes(kctx: Kernel) -> List[str]:
+    """Why a hook family had nothing to walk on this kernel (absent, not damaged)."""
+    collect(kctx)
+    return list(kctx.memo(("bpfhooks", "notes"), list))
 
 
 def _collect(kctx: Kernel, bk: Any = None) -> Tuple[Any, List[Any], bool, DamageLog]:
@@ -192,10 +198,6 @@ def rows(kctx: Kernel) -> Rows:
             pid, name, ptype, note = 0, "", "", ""
         r["Error"] = "; ".join(filter(None, [r.get("Error", ""), note]))
         yield 0, GRID.row(ProgId=pid, ProgName=name, ProgType=ptype, Prog=kva, **r)
-    for note in kctx.memo(("bpfhooks", "notes"), list):
-        hook = note.split(":", 1)[0]
-        yield 0, GRID.row(Hook=hook, Target="(none walked)", AttachType="", ProgId=-1, ProgName="",
-                          ProgType="", LinkId=-1, Source="", Via="", Prog=0, Error=note)
     for what, log in (("hook walk", damage), ("fd scan", objs.fd_scan(kctx)[1])):
         for d in log:
             yield 0, GRID.damage(f"{what} skipped: {d}", Hook="?", Target="", ProgId=-1, LinkId=-1,
