@@ -179,7 +179,7 @@ _CATEGORY_BY_FILE = {
     "views/stacks.py": "stacks",
     # the probe-side hook walks and the rootkit triage
     "bpf/probes.py": "hooks", "bpf/triage.py": "triage", "bpf/mapkinds.py": "values",
-    "bpf/sockets.py": "sockets",
+    "bpf/sockets.py": "sockets", "bpf/lirc.py": "hooks",
 }
 
 

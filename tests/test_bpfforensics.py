@@ -311,6 +311,8 @@ def test_bpfhooks_view_attributes_every_program(zoo):
     names = hooks_view.GRID.names()
     rows = [dict(zip(names, r)) for _, r in hooks_view.rows(zoo.kctx)]
     assert not [r for r in rows if r["Error"]]
+    assert hooks_view.notes(zoo.kctx) == ["lirc: module rc_core is not loaded (and rc-core is not "
+                                          "built in): no rc device can hold a lirc program"]
     legacy = {(r["Hook"], r["Target"], r["AttachType"], r["ProgId"]) for r in rows if r["Source"] == "no link"}
     assert legacy == {("cgroup", "cgroup:/lab/batch", "cgroup_inet_egress", 11),
                       ("tcx", "dev:lo", "tcx_egress", 15)}

@@ -25,6 +25,18 @@ def test_call_and_target_flags():
     assert [f.flag for f in triage.call_flags(["probe_write_user", "map_lookup_elem"],
                                               ["bpf_send_signal_task"])] == [
         "helper:probe_write_user", "kfunc:bpf_send_signal_task"]
+    # the issue's list: each a flag with a reason
+    for helper in ("probe_write_user", "override_return", "send_signal", "copy_from_user_task",
+                   "d_path", "sys_bpf", "probe_read_user"):
+        (f,) = triage.call_flags([helper], [])
+        assert f.flag == f"helper:{helper}" and f.reason and f.evidence == f"calls bpf_{helper}"
+    # reading the current task's user memory from a hook reads other processes' memory
+    (f,) = triage.call_flags(["probe_read_user_str"], [], ["raw_tracepoint sys_enter", "kprobe do_sys_openat2"])
+    assert f.severity == triage.MEDIUM and "other processes'" in f.reason
+    assert f.evidence == "calls bpf_probe_read_user_str on raw_tracepoint sys_enter (+1 more)"
+    assert triage.call_flags(["probe_read_user_str"], [])[0].severity == triage.LOW
+    (f,) = triage.call_flags([], ["bpf_copy_from_user_task_str_dynptr"], ["kprobe x"])
+    assert f.severity == triage.HIGH and "another task" in f.reason
     assert triage.target_flags("kprobe", "__x64_sys_getdents64", "perf_event")[0].severity == triage.HIGH
     assert triage.target_flags("trampoline", "tcp4_seq_show", "trace_fexit")[0].severity == triage.HIGH
     assert triage.target_flags("raw_tracepoint", "sys_enter", "raw_tp")[0].flag == "target:raw_tracepoint"
@@ -94,6 +106,9 @@ def test_zoo_flags_the_sensitive_programs_and_none_of_the_schedulers():
             flags.setdefault(r["Name"], set()).add(r["Flag"])
     for name, flag in EXPECTED.items():
         assert flag in flags.get(name, set()), (name, flags.get(name))
+    # the syscall tracepoint program reads user strings of whichever process enters a syscall
+    (tp_read,) = [r for r in got if r["Name"] == "zoo_tp" and r["Flag"] == "helper:probe_read_user_str"]
+    assert tp_read["Severity"] == "medium" and "other processes'" in tp_read["Reason"]
     sched = {p["name"] for p in truth["progs"] if p["type_name"] == "struct_ops"}
     assert not sched & set(flags), sched & set(flags)
     assert not [r for r in got if r["Kind"] == "prog" and r["Flag"] in ("hidden", "unheld")]

@@ -10,21 +10,24 @@ Enum values are deliberately not the uapi ones where the code must read them fro
 """
 
 from helpers.btf import BtfBuilder
-from helpers.synth import MINI_KERNEL, SynthKernel, kernel_of
+from helpers.synth import MINI_KERNEL, Memory, SynthKernel, kernel_of
 from volatility3_ktstr.bpf import links as bpflinks
 from volatility3_ktstr.bpf.facts import BpfKernel
 from volatility3_ktstr.kernel_model import BtfEnums
 from volatility3_ktstr.btf import Btf
+from volatility3_ktstr.core import BtfLayout
 
 DECLS = MINI_KERNEL + """
 enum bpf_prog_type { BPF_PROG_TYPE_UNSPEC = 0, BPF_PROG_TYPE_KPROBE = 2, BPF_PROG_TYPE_SCHED_CLS = 3,
   BPF_PROG_TYPE_XDP = 6, BPF_PROG_TYPE_CGROUP_SKB = 8, BPF_PROG_TYPE_RAW_TRACEPOINT = 17,
   BPF_PROG_TYPE_TRACING = 26 };
 enum bpf_map_type { BPF_MAP_TYPE_UNSPEC = 0, BPF_MAP_TYPE_HASH = 1, BPF_MAP_TYPE_ARRAY = 2,
-  BPF_MAP_TYPE_PROG_ARRAY = 3, BPF_MAP_TYPE_ARRAY_OF_MAPS = 12 };
+  BPF_MAP_TYPE_PROG_ARRAY = 3, BPF_MAP_TYPE_ARRAY_OF_MAPS = 12, BPF_MAP_TYPE_CGROUP_STORAGE = 19,
+  BPF_MAP_TYPE_REUSEPORT_SOCKARRAY = 20, BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE = 21 };
 enum bpf_link_type { BPF_LINK_TYPE_UNSPEC = 0, BPF_LINK_TYPE_CGROUP = 1, BPF_LINK_TYPE_RAW_TRACEPOINT = 2,
   BPF_LINK_TYPE_TRACING = 3, BPF_LINK_TYPE_XDP = 4, BPF_LINK_TYPE_KPROBE_MULTI = 5,
-  BPF_LINK_TYPE_TCX = 6, BPF_LINK_TYPE_NETKIT = 7, BPF_LINK_TYPE_NETFILTER = 8 };
+  BPF_LINK_TYPE_TCX = 6, BPF_LINK_TYPE_NETKIT = 7, BPF_LINK_TYPE_NETFILTER = 8,
+  BPF_LINK_TYPE_UPROBE_MULTI = 9 };
 enum bpf_attach_type { BPF_CGROUP_INET_INGRESS = 0, BPF_CGROUP_INET_EGRESS = 5, BPF_TRACE_FENTRY = 7,
   BPF_TCX_INGRESS = 9, BPF_TCX_EGRESS = 10, BPF_TRACE_KPROBE_MULTI = 11, BPF_XDP = 12 };
 enum cgroup_bpf_attach_type { CGROUP_INET_INGRESS = 1, CGROUP_INET_EGRESS = 0, CGROUP_DEVICE = 2 };
@@ -45,6 +48,12 @@ struct bpf_prog_aux { u32 used_map_cnt; u32 id; u32 func_idx; struct bpf_map **u
 struct bpf_map { u32 map_type; u32 key_size; u32 value_size; u32 max_entries; u32 map_flags; u32 id;
   char name[16]; };
 struct bpf_array { struct bpf_map map; u32 elem_size; void *ptrs[0]; };
+struct bpf_storage_buffer { u64 rcu[2]; char data[0]; };
+struct bpf_cgroup_storage_key { u64 cgroup_inode_id; u32 attach_type; };
+union bpf_cgroup_storage_buf { struct bpf_storage_buffer *buf; void *percpu_buf; };
+struct bpf_cgroup_storage { union bpf_cgroup_storage_buf; struct bpf_cgroup_storage_map *map;
+  struct bpf_cgroup_storage_key key; struct list_head list_map; struct list_head list_cg; };
+struct bpf_cgroup_storage_map { struct bpf_map map; u32 lock; struct rb_root root; struct list_head list; };
 
 struct bpf_link { u64 refcnt; u32 id; enum bpf_link_type type; void *ops; struct bpf_prog *prog;
   enum bpf_attach_type attach_type; };
@@ -104,17 +113,40 @@ enum nfproto { NFPROTO_UNSPEC = 0, NFPROTO_INET = 1, NFPROTO_IPV4 = 2, NFPROTO_I
 struct kprobe { struct hlist_node hlist; struct list_head list; unsigned long nmissed; u64 addr;
   char *symbol_name; unsigned int offset; fnptr pre_handler; };
 struct kretprobe { struct kprobe kp; fnptr handler; };
-struct trace_event_call { struct list_head list; char *name; int flags; struct bpf_prog_array *prog_array; };
+struct trace_event_call { struct list_head list; char *name; int flags; struct bpf_prog_array *prog_array;
+  struct tracepoint *tp; };
+enum trace_event_flags { TRACE_EVENT_FL_TRACEPOINT = 0x100, TRACE_EVENT_FL_KPROBE = 0x200,
+  TRACE_EVENT_FL_UPROBE = 0x400 };
 struct trace_probe_event { unsigned int flags; struct trace_event_call call; struct list_head probes; };
 struct trace_probe { struct list_head list; struct trace_probe_event *event; };
 struct trace_kprobe { u64 devent; struct kretprobe rp; char *symbol; struct trace_probe tp; };
 struct fprobe_hlist { struct hlist_node hlist; struct fprobe *fp; int size; };
+struct elf64_sym { u32 st_name; u8 st_info; u8 st_other; u16 st_shndx; u64 st_value; u64 st_size; };
+struct mod_kallsyms { struct elf64_sym *symtab; unsigned int num_symtab; char *strtab; };
+struct module { u32 state; struct list_head list; char name[56]; unsigned int num_tracepoints;
+  int *tracepoints_ptrs; struct mod_kallsyms *kallsyms; };
+struct uprobe_consumer { fnptr handler; fnptr ret_handler; struct list_head cons_node; };
+struct uprobe { struct rb_node rb_node; u64 ref; struct list_head consumers; u64 offset; };
+struct trace_uprobe { u64 devent; struct uprobe_consumer consumer; char *filename; unsigned long offset;
+  struct trace_probe tp; };
+struct bpf_uprobe { struct bpf_uprobe_multi_link *link; u64 offset; u64 ref_ctr_offset; u64 cookie;
+  struct uprobe_consumer consumer; };
+struct bpf_uprobe_multi_link { struct bpf_link link; struct path path; u32 cnt; u32 flags;
+  struct bpf_uprobe *uprobes; struct task_struct *task; };
+struct perf_event_attr { u32 type; u32 size; u64 config; };
+struct pmu { u64 entry; char *name; };
+struct perf_event { struct list_head event_entry; struct perf_event_attr attr; struct pmu *pmu; int cpu;
+  struct trace_event_call *tp_event; struct bpf_prog *prog; u64 bpf_cookie; };
+struct perf_event_context { u64 lock; struct list_head event_list; };
+struct perf_cpu_context { u64 online; struct perf_event_context ctx; };
+struct nsproxy { u32 count; struct net *net_ns; };
 
 struct fdtable { unsigned int max_fds; struct file **fd; };
 struct files_struct { u32 count; struct fdtable *fdt; };
 struct signal_struct { struct list_head thread_head; };
 struct task_struct { int pid; int tgid; char comm[16]; struct list_head tasks; struct files_struct *files;
-  struct signal_struct *signal; struct list_head thread_node; struct task_struct *group_leader; };
+  struct signal_struct *signal; struct list_head thread_node; struct task_struct *group_leader;
+  struct perf_event_context *perf_event_ctxp; struct nsproxy *nsproxy; };
 struct qstr { u32 hash; char *name; };
 struct inode { void *i_op; u64 i_ino; void *i_private; };
 struct dentry { struct dentry *d_parent; struct qstr d_name; struct inode *d_inode;
@@ -135,7 +167,7 @@ FAKE = ("bpf_map_fops", "bpf_prog_fops", "bpf_link_fops", "bpf_link_fops_poll", 
         "perf_fops", "bpf_map_iops", "bpf_prog_iops", "bpf_link_iops", "bpf_dir_iops", "bpf_fs_type",
         "ext4_fs_type", "bpf_cgroup_link_lops", "bpf_xdp_link_lops", "tcx_link_lops",
         "bpf_raw_tp_link_lops", "bpf_tracing_link_lops", "bpf_kprobe_multi_link_lops",
-        "bpf_nf_link_lops",
+        "bpf_nf_link_lops", "bpf_uprobe_multi_link_lops",
         "shmem_fops")
 FUNCS = {"bpf_map_lookup_elem": CALL_BASE + 0x1000, "bpf_ktime_get_ns": CALL_BASE + 0x2000,
          "htab_map_lookup_elem": CALL_BASE + 0x3000, "vfs_read": TEXT + 0x5000,
@@ -145,7 +177,9 @@ FUNCS = {"bpf_map_lookup_elem": CALL_BASE + 0x1000, "bpf_ktime_get_ns": CALL_BAS
          "kretprobe_dispatcher": TEXT + 0x9100, "aggr_pre_handler": TEXT + 0x9200,
          "pre_handler_kretprobe": TEXT + 0x9300, "kprobe_multi_link_handler": TEXT + 0x9400,
          "nf_hook_run_bpf": TEXT + 0x9500, "ipv4_conntrack_in": TEXT + 0x9600,
-         "__bpf_trace_sched_switch": TEXT + 0x9700, "probe_sched_switch": TEXT + 0x9800}
+         "__bpf_trace_sched_switch": TEXT + 0x9700, "probe_sched_switch": TEXT + 0x9800,
+         "uprobe_dispatcher": TEXT + 0x9900, "uprobe_multi_link_handler": TEXT + 0x9a00,
+         "__bpf_trace_rc_keydown": TEXT + 0x9b00}
 
 
 def kernel_btf_with_funcs():
@@ -157,9 +191,21 @@ def kernel_btf_with_funcs():
     return Btf.parse(b.build(), source="kernel funcs"), ids
 
 
+class RealKernel:
+    """A real kernel BTF in SynthKernel's place: the World's objects at their kernel offsets."""
+
+    def __init__(self, btf):
+        self.btf = btf
+        self.layout = BtfLayout(btf)
+
+    def memory(self, size):
+        return Memory(self.layout, size=size)
+
+
 class World:
-    def __init__(self, pad=8):
-        self.k = SynthKernel(DECLS, pad=pad)
+    def __init__(self, pad=8, btf=None):
+        """``btf``: a real kernel BTF to lay the objects out by (else the padded DECLS)."""
+        self.k = RealKernel(btf) if btf is not None else SynthKernel(DECLS, pad=pad)
         self.L = self.k.layout
         self.mem = self.k.memory(size=8 << 20)
         self.syms = dict(FUNCS)
@@ -417,6 +463,99 @@ class World:
         return tr
 
     # --- the kernel as walkers see it ------------------------------------------------------------
+
+    # --- probes ----------------------------------------------------------------------------
+
+    def tracepoint(self, name, funcs):
+        """A ``struct tracepoint`` whose ``funcs`` hold [(func symbol, data)] (NULL-terminated)."""
+        L, mem = self.L, self.mem
+        stride = L.size("tracepoint_func")
+        arr = mem.alloc(stride * (len(funcs) + 1))
+        for i, (func, data) in enumerate(funcs):
+            mem.put("tracepoint_func", arr + i * stride, func=self.syms[func], data=data)
+        return mem.new("tracepoint", name=self.cstr(name), funcs=arr)
+
+    def module(self, name, tracepoints=(), relative=True, symbols=None):
+        """A loaded module on the ``modules`` list with ``tracepoints_ptrs`` over ``tracepoints``
+        (32-bit self-relative entries, or pointers) and ``symbols`` {name: address} in its
+        ``kallsyms`` symbol table."""
+        L, mem = self.L, self.mem
+        if "modules" not in self.syms:
+            self.syms["modules"] = mem.list_init(mem.alloc("list_head"))
+        width = 4 if relative else 8
+        ptrs = mem.alloc(width * len(tracepoints) + 8) if tracepoints else 0
+        for i, tp in enumerate(tracepoints):
+            at = ptrs + i * width
+            mem.write(at, (((tp - at) & 0xFFFFFFFF) if relative else tp).to_bytes(width, "little"))
+        ks = 0
+        if symbols is not None:
+            size = L.size("elf64_sym")
+            strtab = mem.alloc(1 + sum(len(n) + 1 for n in symbols) + 8, align=8)
+            symtab = mem.alloc(size * (len(symbols) + 1))      # entry 0: the null symbol
+            at = 1
+            for i, (sym, addr) in enumerate(symbols.items(), 1):
+                mem.write(strtab + at, sym.encode() + b"\0")
+                mem.put("elf64_sym", symtab + i * size, st_name=at, st_value=addr)
+                at += len(sym) + 1
+            ks = mem.new("mod_kallsyms", symtab=symtab, num_symtab=len(symbols) + 1, strtab=strtab)
+        mod = mem.new("module", name=name, num_tracepoints=len(tracepoints), tracepoints_ptrs=ptrs,
+                      kallsyms=ks)
+        mem.list_add_tail(self.syms["modules"], mod + L.offset("module", "list"))
+        return mod
+
+    def uprobe(self, offset, consumers, left=0):
+        """A ``struct uprobe`` at ``offset`` with ``consumers`` (uprobe_consumer addresses), put
+        in ``uprobes_tree`` as its root (``left``: a uprobe hung as the root's left child)."""
+        L, mem = self.L, self.mem
+        up = mem.new("uprobe", offset=offset)
+        head = up + L.offset("uprobe", "consumers")
+        mem.list_init(head)
+        for c in consumers:
+            mem.list_add_tail(head, c + L.offset("uprobe_consumer", "cons_node"))
+        node = up + L.offset("uprobe", "rb_node")
+        if left:
+            mem.set("rb_node", node, "rb_left", left + L.offset("uprobe", "rb_node"))
+            mem.set("rb_node", left + L.offset("uprobe", "rb_node"), "__rb_parent_color", node)
+        if "uprobes_tree" not in self.syms:
+            self.syms["uprobes_tree"] = mem.alloc("rb_root")
+        mem.set("rb_root", self.syms["uprobes_tree"], "rb_node", node)
+        return up
+
+    def trace_uprobe(self, path, prog, ret=False):
+        """A ``trace_uprobe`` (a perf uprobe event libbpf opens) whose event holds ``prog``;
+        returns its consumer."""
+        L, mem = self.L, self.mem
+        tpe = mem.new("trace_probe_event", call__prog_array=self.prog_array([prog]),
+                      call__flags=self.enumerator("TRACE_EVENT_FL_UPROBE"))
+        mem.list_init(tpe + L.offset("trace_probe_event", "probes"))
+        disp = self.syms["uprobe_dispatcher"]
+        tu = mem.new("trace_uprobe", {"tp.event": tpe, "consumer.handler": 0 if ret else disp,
+                                      "consumer.ret_handler": disp if ret else 0},
+                     filename=self.cstr(path))
+        mem.list_add_tail(tpe + L.offset("trace_probe_event", "probes"),
+                          tu + L.offset("trace_uprobe", "tp") + L.offset("trace_probe", "list"))
+        return tu + L.offset("trace_uprobe", "consumer")
+
+    def perf_event(self, prog, call=0, etype=1, config=0, cpu=-1, pmu=""):
+        return self.mem.new("perf_event", {"attr.type": etype, "attr.config": config}, prog=prog,
+                            tp_event=call, cpu=cpu,
+                            pmu=self.mem.new("pmu", name=self.cstr(pmu)) if pmu else 0)
+
+    def perf_context(self, events, ctx=0):
+        """A ``perf_event_context`` (at ``ctx``, else a new one) holding ``events``."""
+        L, mem = self.L, self.mem
+        ctx = ctx or mem.new("perf_event_context")
+        head = ctx + L.offset("perf_event_context", "event_list")
+        mem.list_init(head)
+        for e in events:
+            mem.list_add_tail(head, e + L.offset("perf_event", "event_entry"))
+        return ctx
+
+    def enumerator(self, const):
+        """The value of enumerator ``const`` in any enum (the kernel's flags are anonymous enums)."""
+        if not hasattr(self, "_enumerators"):
+            self._enumerators = BtfEnums(self.k.btf).enumerators()
+        return self._enumerators[const]
 
     def enum(self, name):
         found = self.k.btf.find(name)

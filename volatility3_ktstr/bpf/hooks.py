@@ -70,6 +70,7 @@ class HookWalker(ProbeWalks):
         self.reader = kernel.reader
         self.layout = kernel.layout
         self.damage = damage if damage is not None else DamageLog()
+        self.notes = []            # why a hook family has nothing to walk (absent, not damaged)
         self.dec = LinkDecoder(kernel)
         self.owners = OwnerResolver(self.reader, self.layout)
         self.dummy = {a for a in (kernel.symbol("dummy_bpf_prog"),) if a}

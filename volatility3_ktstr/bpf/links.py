@@ -291,8 +291,39 @@ class LinkDecoder:
         link.hooks.append(Hook("netns", link.target + self.netns_owner(net), link.attach_type))
 
     def netns_owner(self, net):
-        """`` (init_net)`` for the initial network namespace, '' for the others."""
-        return " (init_net)" if net and net == self.k.symbol("init_net") else ""
+        """`` (init_net)`` for the initial network namespace; for another, the process with the
+        lowest pid whose ``nsproxy->net_ns`` is it (`` (pid 412 ip)``), `` (no process)`` when
+        no process on the task list is in it (a namespace kept by a bind mount or a socket)."""
+        if not net:
+            return ""
+        if net == self.k.symbol("init_net"):
+            return " (init_net)"
+        owners = self.k.memo(("netns_owners",), self._netns_owners)
+        if owners is None:
+            return ""
+        owner = owners.get(net)
+        return f" (pid {owner[0]} {owner[1]})" if owner else " (no process)"
+
+    def _netns_owners(self):
+        """{net address: (pid, comm)} over the processes on ``init_task.tasks`` (None when the
+        kernel keeps no ``nsproxy->net_ns``)."""
+        from ..kds import DamageLog
+        from ..walkers.tasks import processes
+
+        lay = self.layout
+        init_task = self.k.symbol("init_task")
+        if not init_task or not lay.has("task_struct", "nsproxy") or not lay.has("nsproxy", "net_ns"):
+            return None
+        out = {}
+        for t in processes(self.reader, lay, init_task, DamageLog()):
+            try:
+                nsproxy = read_int(self.reader, lay, "task_struct", t.kva, "nsproxy")
+                net = read_int(self.reader, lay, "nsproxy", nsproxy, "net_ns") if nsproxy else 0
+            except ReadError:
+                continue
+            if net and (net not in out or t.pid < out[net][0]):
+                out[net] = (t.pid, t.comm)
+        return out
 
     def _netns_ino(self, net):
         if not net or not self.layout.has("net", "ns"):

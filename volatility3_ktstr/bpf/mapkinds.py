@@ -16,7 +16,18 @@
   its position, length and busy/discard bits; a first row with the positions;
 - ``devmap``/``devmap_hash`` (devmap.c), ``cpumap`` (cpumap.c), ``xskmap`` (xskmap.c): the
   devices, CPUs and AF_XDP sockets with their programs;
-- ``stack_trace`` (stackmap.c): each bucket's instruction pointers.
+- ``stack_trace`` (stackmap.c): each bucket's instruction pointers;
+- ``cgroup_storage``/``percpu_cgroup_storage`` (local_storage.c, the legacy per-cgroup storage):
+  the ``bpf_cgroup_storage`` elements on ``bpf_cgroup_storage_map.list``, keyed by
+  ``{cgroup_inode_id, attach_type}`` (the first ``key_size`` bytes: a u64-keyed map holds the
+  cgroup id alone), the value in ``buf->data`` or per CPU at ``percpu_buf``;
+- ``reuseport_sockarray`` (reuseport_array.c): ``reuseport_array.ptrs[i]``, the ``struct sock``
+  in each slot (value: its cookie, what a lookup returns), with ``describe(sock)`` adding its
+  family, addresses and owner;
+- ``rhash`` (the rhashtable-backed hash): every ``rhtab_elem`` of ``bpf_rhtab.ht``, key at
+  ``data``, value at ``data + round_up(key_size, 8)`` (``rhtab_elem_value``);
+- ``insn_array`` (bpf_insn_array.c): ``values[i]`` (``bpf_insn_array_value``: original, xlated
+  and jitted offsets of instruction i), what a lookup returns, with ``ips[i]``.
 
 Each walker yields :class:`volatility3_ktstr.bpf.values.Entry` (``formatted``: what the row's
 JSON shows; ``text``: its one-line value). No Volatility import.
@@ -25,8 +36,8 @@ JSON shows; ``text``: its one-line value). No Volatility import.
 import ipaddress
 
 from ..core import ReadError, Record, read_int
-from ..kds import DamageLog, tree_nodes
-from .values import Entry, ValueError_, WalkInfo
+from ..kds import DamageLog, list_entries, rhashtable_nodes, tree_nodes
+from .values import Entry, ValueError_, WalkInfo, percpu_read
 
 LPM_TREE_NODE_FLAG_IM = 1          # lpm_trie.c: an intermediate node (no value)
 BPF_RINGBUF_BUSY_BIT = 1 << 31     # uapi/linux/bpf.h
@@ -322,9 +333,141 @@ def stack_entries(reader, layout, m, limit=4096, info=None):
     info.total = info.shown = shown
 
 
+def cgroup_storage_entries(reader, layout, m, offsets=None, limit=4096, info=None):
+    """Elements of a legacy cgroup storage map, in the map's list order (what bpftool's
+    get_next_key walk gives)."""
+    info = info if info is not None else WalkInfo()
+    percpu = m.type_name == "percpu_cgroup_storage"
+    if percpu and not offsets:
+        raise ValueError_("per-CPU offsets unknown: percpu_cgroup_storage values not read")
+    base = _map_base(layout, m, "bpf_cgroup_storage_map")
+    head = base + layout.offset("bpf_cgroup_storage_map", "list")
+    buf = "percpu_buf" if percpu and layout.has("bpf_cgroup_storage", "percpu_buf") else "buf"
+    data_off = layout.offset("bpf_storage_buffer", "data")
+    damage = DamageLog()
+    shown = 0
+    for st in list_entries(reader, layout, head, "bpf_cgroup_storage", "list_map", limit=MAX_NODES,
+                           damage=damage, what="bpf_cgroup_storage (map list)"):
+        if shown >= limit:
+            info.truncated = True
+            break
+        try:
+            r = Record(reader, layout, "bpf_cgroup_storage", st,
+                       (buf, "key.cgroup_inode_id", "key.attach_type"))
+        except ReadError as e:
+            damage.add("bpf_cgroup_storage", st, f"unreadable ({e.reason})")
+            continue
+        # the key as user space reads it: uapi struct bpf_cgroup_storage_key {__u64; __u32;}
+        # (16 bytes with its tail padding), or the __u64 cgroup id alone for 8-byte keys
+        key = (r.int("key.cgroup_inode_id").to_bytes(8, "little")
+               + r.int("key.attach_type").to_bytes(4, "little") + bytes(4))[:m.key_size]
+        ptr = r.int(buf)
+        if percpu:
+            e = Entry(index=shown, key=key, percpu=percpu_read(reader, ptr, offsets, m.value_size) if ptr else [],
+                      kva=st, error=None if ptr else "no per-CPU buffer")
+        else:
+            value = reader.try_read(ptr + data_off, m.value_size) if ptr else None
+            e = Entry(index=shown, key=key, value=value, kva=st,
+                      error=None if value is not None else f"value buffer at {ptr:#x} unreadable")
+        yield e
+        shown += 1
+    info.total = info.shown = shown
+    info.skipped += [(d.addr, d.reason) for d in damage]
+
+
+def reuseport_entries(reader, layout, m, limit=4096, info=None, describe=None):
+    info = info if info is not None else WalkInfo()
+    base = _map_base(layout, m, "reuseport_array")
+    n = min(m.max_entries, MAX_SLOTS)
+    ps = reader.pointer_size
+    at = base + layout.offset("reuseport_array", "ptrs")
+    cookie = layout.has("sock", "__sk_common.skc_cookie.counter")
+    shown = 0
+    for first in range(0, n, 512):
+        cnt = min(512, n - first)
+        raw = reader.try_read(at + first * ps, cnt * ps)
+        if raw is None:
+            info.skipped.append((at + first * ps, f"slots {first}..{first + cnt - 1} unreadable"))
+            continue
+        for i in range(cnt):
+            sk = int.from_bytes(raw[i * ps:(i + 1) * ps], "little")
+            if not sk:
+                continue
+            if shown >= limit:
+                info.truncated = True
+                info.total = info.shown = shown
+                return
+            what = {"sock": f"{sk:#x}"}
+            value = None
+            try:
+                if cookie:
+                    value = read_int(reader, layout, "sock", sk, "__sk_common.skc_cookie.counter").to_bytes(8, "little")
+                if describe:
+                    what.update(describe(sk))
+            except ReadError as e:
+                what["error"] = f"sock unreadable: {e.reason}"
+            text = what.pop("text", None)
+            yield Entry(index=first + i, key=_u32(first + i), value=value, kva=sk,
+                        formatted=dict({"key": first + i}, **what), text=text)
+            shown += 1
+    info.total = info.shown = shown
+
+
+def rhash_entries(reader, layout, m, limit=4096, info=None):
+    info = info if info is not None else WalkInfo()
+    base = _map_base(layout, m, "bpf_rhtab")
+    node_off = layout.offset("rhtab_elem", "node")
+    data_off = layout.offset("rhtab_elem", "data")
+    vstart = (m.key_size + 7) & ~7
+    damage = DamageLog()
+    shown = 0
+    for node in rhashtable_nodes(reader, layout, base + layout.offset("bpf_rhtab", "ht"),
+                                 limit=MAX_NODES, damage=damage, what="rhtab_elem"):
+        if shown >= limit:
+            info.truncated = True
+            break
+        elem = node - node_off
+        raw = reader.try_read(elem + data_off, vstart + m.value_size)
+        if raw is None:
+            damage.add("rhtab_elem", elem, "key/value unreadable")
+            continue
+        yield Entry(index=shown, key=raw[:m.key_size], value=raw[vstart:], kva=elem)
+        shown += 1
+    info.total = max(info.total, shown)
+    info.shown = shown
+    info.skipped += [(d.addr, d.reason) for d in damage]
+
+
+def insn_array_entries(reader, layout, m, limit=4096, info=None):
+    info = info if info is not None else WalkInfo()
+    base = _map_base(layout, m, "bpf_insn_array")
+    n = min(m.max_entries, MAX_SLOTS)
+    stride = layout.size("bpf_insn_array_value")
+    raw = reader.read(base + layout.offset("bpf_insn_array", "values"), n * stride) if n else b""
+    ips_at = read_int(reader, layout, "bpf_insn_array", base, "ips")
+    ps = reader.pointer_size
+    ips = (reader.try_read(ips_at, n * ps) if ips_at and n else None) or b""
+    names = [f for f in ("orig_off", "xlated_off", "jitted_off") if layout.has("bpf_insn_array_value", f)]
+    info.total = n
+    for i in range(min(n, limit)):
+        r = Record.of(layout, "bpf_insn_array_value", base + i * stride, raw[i * stride:(i + 1) * stride])
+        fields = {f: r.int(f) for f in names}
+        if len(ips) >= (i + 1) * ps:
+            fields["ip"] = f"{int.from_bytes(ips[i * ps:(i + 1) * ps], 'little'):#x}"
+        yield Entry(index=i, key=_u32(i), value=raw[i * stride:i * stride + m.value_size],
+                    formatted=dict({"key": i}, **fields))
+        info.shown += 1
+    info.truncated = n > limit
+
+
+CGROUP_STORAGE = ("cgroup_storage", "percpu_cgroup_storage")
+# key/value maps the view renders as it renders hashes (typed keys and values, per-CPU rows)
+ELEMENT_KINDS = CGROUP_STORAGE + ("rhash",)
+
 WALKERS = {"lpm_trie": lpm_entries, "queue": queue_stack_entries, "stack": queue_stack_entries,
            "bloom_filter": bloom_entries, "ringbuf": ringbuf_entries, "user_ringbuf": ringbuf_entries,
-           "stack_trace": stack_entries}
+           "stack_trace": stack_entries, "insn_array": insn_array_entries}
 DESCRIBED = {"prog_array": slot_entries, "array_of_maps": slot_entries, "perf_event_array": slot_entries,
              "cgroup_array": slot_entries, "devmap": devmap_entries, "devmap_hash": devmap_entries,
-             "cpumap": cpumap_entries, "xskmap": xskmap_entries}
+             "cpumap": cpumap_entries, "xskmap": xskmap_entries,
+             "reuseport_sockarray": reuseport_entries}

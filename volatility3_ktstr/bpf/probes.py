@@ -42,13 +42,23 @@ MAX_CONSUMERS = 1 << 10
 MAX_PERF_EVENTS = 1 << 14
 MAX_NF_ENTRIES = 1 << 10
 MAX_NAME = 256
+MAX_MODULES = 1 << 12
+
+
+def _tp_ptrs(raw, start, width, relative):
+    """Addresses of a ``tracepoint_ptr_t`` array read at ``start`` (PREL32 offsets are relative
+    to each entry's own address)."""
+    n = len(raw) // width
+    return [start + i * width + int.from_bytes(raw[i * width:(i + 1) * width], "little", signed=True)
+            if relative else int.from_bytes(raw[i * width:(i + 1) * width], "little")
+            for i in range(n)]
 
 class ProbeWalks:
     """The probe-side walks (see the module docstring)."""
 
     def probe_walks(self, tasks=()):
         return (self.kprobes, self.tracepoints, self.fprobes, self.uprobes,
-                lambda: self.perf_contexts(tasks), self.netfilter)
+                lambda: self.perf_contexts(tasks), self.netfilter, self.lirc)
 
     # --- kprobes ---------------------------------------------------------------------------
 
@@ -128,29 +138,74 @@ class ProbeWalks:
         """Every ``struct tracepoint`` of the kernel image (``__tracepoints_ptrs``: 32-bit
         self-relative offsets on kernels with PREL32 relocations, pointers otherwise; BTF rarely
         keeps ``tracepoint_ptr_t``, so the form whose first entry is a ``__tracepoint_``
-        symbol is taken)."""
+        symbol is taken, and remembered for the modules' tables)."""
         start = self.k.symbol("__start___tracepoints_ptrs")
         stop = self.k.symbol("__stop___tracepoints_ptrs")
         if not start or not stop or stop <= start:
             return []
         ps = self.reader.pointer_size
         raw = self.reader.read(start, min(stop - start, MAX_TRACEPOINTS * ps))
-
-        def decode(width, relative):
-            n = len(raw) // width
-            return [start + i * width + int.from_bytes(raw[i * width:(i + 1) * width], "little", signed=True)
-                    if relative else int.from_bytes(raw[i * width:(i + 1) * width], "little")
-                    for i in range(n)]
-
         if not any(raw):
             return []       # reads as zeros (a minimized dump without the page): no tracepoints
         for width, relative in ((4, True), (ps, False)):
-            out = decode(width, relative)
+            out = _tp_ptrs(raw, start, width, relative)
             if out and (self.k.symbol_at(out[0]) or "").startswith("__tracepoint_"):
+                self._tp_form = (width, relative)
                 return out
         self.damage.add("__tracepoints_ptrs", start, "entries are neither self-relative offsets "
                         "nor pointers to __tracepoint_ symbols: tracepoints not read")
         return []
+
+    def module_tracepoint_addrs(self):
+        """(module name, ``struct tracepoint`` address) of every loaded module's tracepoints:
+        ``module->tracepoints_ptrs[num_tracepoints]``, the module's own ``__tracepoints_ptrs``
+        section (kernel/tracepoint.c ``tp_module_going``/``tp_module_coming`` walk the same);
+        entries in the kernel image's form, else the form whose first entry reads as a
+        tracepoint with a name."""
+        lay = self.layout
+        head = self.k.symbol("modules")
+        if not head or not all(lay.has("module", m) for m in ("list", "tracepoints_ptrs", "num_tracepoints")):
+            return []
+        ps = self.reader.pointer_size
+        known = getattr(self, "_tp_form", None)
+        forms = [known] if known else [(4, True), (ps, False)]
+        out = []
+        for mod in list_entries(self.reader, lay, head, "module", "list", limit=MAX_MODULES,
+                                damage=self.damage, what="module (modules list)"):
+            try:
+                r = Record(self.reader, lay, "module", mod, ("name", "tracepoints_ptrs", "num_tracepoints"))
+            except ReadError as e:
+                self.damage.add("module", mod, f"unreadable ({e.reason})")
+                continue
+            ptrs, n = r.int("tracepoints_ptrs"), r.int("num_tracepoints")
+            if not ptrs or n <= 0:
+                continue
+            name = r.str("name") or f"module@{mod:#x}"
+            if n > MAX_TRACEPOINTS:
+                self.damage.add("module tracepoints", mod, f"module {name}: {n} tracepoints, "
+                                f"only the first {MAX_TRACEPOINTS} read")
+                n = MAX_TRACEPOINTS
+            for width, relative in forms:
+                raw = self.reader.try_read(ptrs, n * width)
+                if raw is None:
+                    self.damage.add("module tracepoints_ptrs", ptrs, f"module {name}: unreadable")
+                    break
+                addrs = _tp_ptrs(raw, ptrs, width, relative)
+                if known or self._names_a_tracepoint(addrs[0]):
+                    out.extend((name, a) for a in addrs)
+                    break
+            else:
+                self.damage.add("module tracepoints_ptrs", ptrs, f"module {name}: entries are neither "
+                                "self-relative offsets nor pointers to tracepoints: not read")
+        return out
+
+    def _names_a_tracepoint(self, tp):
+        try:
+            name = Record(self.reader, self.layout, "tracepoint", tp, ("name",)).int("name")
+            text = self.reader.cstring(name, MAX_NAME) if name else ""
+        except ReadError:
+            return False
+        return bool(text) and text.replace("_", "a").isalnum()
 
     def tracepoints(self):
         lay = self.layout
@@ -160,7 +215,8 @@ class ProbeWalks:
         stride = lay.size("tracepoint_func")
         f_func = lay.field("tracepoint_func", "func")
         f_data = lay.field("tracepoint_func", "data")
-        for tp in self.tracepoint_addrs():
+        tps = [(None, tp) for tp in self.tracepoint_addrs()] + self.module_tracepoint_addrs()
+        for module, tp in tps:
             try:
                 r = Record(self.reader, lay, "tracepoint", tp, ("name", "funcs"))
             except ReadError as e:
@@ -187,11 +243,11 @@ class ProbeWalks:
                     data = f_data.decode(raw, -i * stride)
                     if name is None:
                         name = self.reader.cstring(r.int("name"), MAX_NAME) if r.int("name") else sym[12:]
-                    yield from self._raw_tp(data, name, raw_lops, first + i)
+                    yield from self._raw_tp(data, name, raw_lops, first + i, module)
                 if done:
                     break
 
-    def _raw_tp(self, data, name, raw_lops, i):
+    def _raw_tp(self, data, name, raw_lops, i, module=None):
         lay = self.layout
         link, prog = 0, data
         try:
@@ -204,8 +260,9 @@ class ProbeWalks:
             self.damage.add("tracepoint probe data", data, f"unreadable ({e.reason})")
             return
         if prog:
+            where = f"module {module} tracepoints_ptrs: " if module else ""
             yield self.attachment("raw_tracepoint", name, "raw_tp", prog, link or -1,
-                                  f"tracepoint {name}->funcs[{i}]")
+                                  f"{where}tracepoint {name}->funcs[{i}]")
 
     # --- fprobes (kprobe_multi) ------------------------------------------------------------
 
@@ -282,7 +339,7 @@ class ProbeWalks:
                 return
             link = ml + lay.offset("bpf_uprobe_multi_link", "link")
             info = self.dec.read(link)
-            path = info.info.get("path", "?")
+            path = info.info.get("path") or "?"
             kind = "uretprobe" if info.info.get("retprobe") else "uprobe"
             yield self.attachment(kind, f"{path}+{offset:#x}", "uprobe_multi", info.prog_kva, link,
                                   "uprobes_tree -> bpf_uprobe -> uprobe_multi link")
@@ -338,6 +395,25 @@ class ProbeWalks:
         from .progs import read_prog
 
         return read_prog(self.reader, self.layout, prog, type_names=self.k.prog_type_names).type_name
+
+    # --- lirc ------------------------------------------------------------------------------
+
+    def lirc(self):
+        """``BPF_LIRC_MODE2`` programs of every raw-decoding rc device (bpf/lirc.py); why none
+        could be read goes to ``self.notes`` (absent) or the damage log (a gap)."""
+        from .lirc import lirc_source, rc_devices
+
+        src = lirc_source(self.k, self.damage)
+        if src.note:
+            if src.damage:
+                self.damage.add("lirc", 0, src.note)
+            else:
+                self.notes.append(f"lirc: {src.note}")
+            return
+        for dev, name, progs in rc_devices(self.k, src, self.damage):
+            for p in self.prog_array(progs, f"rc device {name} raw->progs"):
+                yield self.attachment("lirc", f"rc:{name}", "lirc_mode2", p, -1,
+                                      f"{src.where} ir_raw_client_list -> rc_dev {dev:#x} raw->progs")
 
     # --- netfilter -------------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ Per program, :func:`program_flags` gives (flag, severity, reason) for:
 
 - dangerous helpers and kfuncs (decoded from the xlated instructions, ``bpf.insns``): writing
   user memory, overriding a kernel function's return value, sending signals, reading other
-  tasks' memory, resolving paths, calling ``bpf()`` from BPF...;
+  tasks' memory (``copy_from_user_task`` and kin; ``probe_read_user`` and kin in a program on a
+  hook, where the current task is whichever process hits it), resolving paths (``d_path``),
+  calling ``bpf()`` from BPF (``sys_bpf``)...;
 - sensitive attach targets (from the hook rows): syscall entry/exit and syscall
   implementations, directory listing, ``kill``, ``bpf``, ``/proc/net`` socket listings, LSM
   hooks, the network data path (netfilter, tc/tcx, XDP, sk_lookup, sockmap verdicts), user
@@ -55,7 +57,20 @@ DANGEROUS_KFUNCS: Dict[str, Tuple[str, str]] = {
     "bpf_remove_dentry_xattr": (MEDIUM, "removes file extended attributes"),
     "bpf_path_d_path": (MEDIUM, "resolves file paths"),
     "bpf_get_file_xattr": (LOW, "reads file extended attributes"),
+    "bpf_copy_from_user_task_dynptr": (HIGH, "reads another task's user memory"),
+    "bpf_copy_from_user_task_str_dynptr": (HIGH, "reads another task's user strings"),
+    "bpf_probe_read_user_dynptr": (LOW, "reads user memory"),
+    "bpf_probe_read_user_str_dynptr": (LOW, "reads user strings"),
+    "bpf_copy_from_user_dynptr": (LOW, "reads user memory"),
+    "bpf_copy_from_user_str_dynptr": (LOW, "reads user strings"),
+    "bpf_copy_from_user_str": (LOW, "reads user strings"),
 }
+
+# reads of the *current* task's user memory: on a hook, the current task is whichever process
+# hits it, so an attached program reads other processes' memory (syscall buffers, arguments)
+USER_READS = {"probe_read_user", "probe_read_user_str", "bpf_probe_read_user_dynptr",
+              "bpf_probe_read_user_str_dynptr", "bpf_copy_from_user_dynptr",
+              "bpf_copy_from_user_str_dynptr", "bpf_copy_from_user_str"}
 
 # (pattern on the hooked function or tracepoint name, severity, reason)
 SENSITIVE_FUNCS: List[Tuple[str, str, str]] = [
@@ -89,17 +104,24 @@ class Flag:
     evidence: str = ""
 
 
-def call_flags(helpers: Iterable[str], kfuncs: Iterable[str]) -> List[Flag]:
-    """Flags of the helpers and kfuncs a program calls."""
+def call_flags(helpers: Iterable[str], kfuncs: Iterable[str], attached: Iterable[str] = ()) -> List[Flag]:
+    """Flags of the helpers and kfuncs a program calls; ``attached``: where it runs (hook
+    targets), which makes a read of the current task's user memory a read of other processes'."""
+    attached = list(attached)
+    where = attached[0] + (f" (+{len(attached) - 1} more)" if len(attached) > 1 else "") if attached else ""
     out = []
-    for h in helpers:
-        hit = DANGEROUS_HELPERS.get(h)
-        if hit:
-            out.append(Flag(f"helper:{h}", hit[0], hit[1], f"calls bpf_{h}"))
-    for k in kfuncs:
-        hit = DANGEROUS_KFUNCS.get(k)
-        if hit:
-            out.append(Flag(f"kfunc:{k}", hit[0], hit[1], f"calls {k}"))
+    for kind, names, table in (("helper", helpers, DANGEROUS_HELPERS), ("kfunc", kfuncs, DANGEROUS_KFUNCS)):
+        for name in names:
+            hit = table.get(name)
+            if not hit:
+                continue
+            called = f"calls bpf_{name}" if kind == "helper" else f"calls {name}"
+            if name in USER_READS and where:
+                out.append(Flag(f"{kind}:{name}", MEDIUM, "reads the user memory of whichever process "
+                                "hits its hook (other processes', not only its loader's)",
+                                f"{called} on {where}"))
+            else:
+                out.append(Flag(f"{kind}:{name}", hit[0], hit[1], called))
     return out
 
 

@@ -14,7 +14,7 @@ on a clean, complete dump). No Volatility import.
 """
 
 from ..bpf import objects as bpfobjects
-from . import HEX, Grid, Kernel, Rows, inventory
+from . import HEX, Grid, Kernel, Rows, bpfhooks, inventory
 
 GRID = Grid(
     ("Kind", str), ("ID", int), ("Name", str), ("Type", str), ("Address", HEX), ("FoundVia", str),
@@ -66,6 +66,8 @@ def rows(kctx: Kernel) -> Rows:
     via = (f"{checked} reached from {inv.sources}; registries: "
            f"{len(regs['prog'].records)} progs, {len(regs['map'].records)} maps, "
            f"{len(regs['link'].records)} links")
+    for text in bpfhooks.notes(kctx):
+        via += f"; {text}"
     if inv.damaged or tasks.lists_damaged():
         via += "; coverage: " + "; ".join(inv.coverage(k).split("; ")[0] for k in bpfobjects.KINDS)
         via += f"; tasks: {tasks.coverage()}"

@@ -7,11 +7,15 @@ Sources, in this order of authority:
 2. the hooks themselves (``bpf.hooks``): cgroup program lists and effective arrays, device XDP
    and tcx entries, classic tc filters, netns programs, trampolines, trace events and perf
    events, struct_ops maps, sockmap programs, prog_array slots, and the probe side (kprobes,
-   tracepoint probes, fprobes, uprobes, perf contexts, netfilter entries). One attachment two
+   tracepoint probes (the kernel's and each loaded module's), fprobes, uprobes, perf contexts,
+   netfilter entries, lirc programs of rc devices). One attachment two
    walks reach is one row naming both. What a hook attributes to a link
    already listed is not repeated; what it holds without a link is a row ``Source`` = "no
    link"; a link the hook holds but ``link_idr`` lacks is said so;
 3. every program of ``prog_idr`` in no row above: "loaded, not attached".
+
+A hook family with nothing to walk for a reason other than damage (lirc without rc-core) is
+said in bpfhidden's summary (:func:`notes`); one whose walk was cut is a damage row here.
 
 No Volatility import.
 """
@@ -58,6 +62,12 @@ def collect(kctx: Kernel, damage: Optional[DamageLog] = None,
     return links, found, links_ok
 
 
+def notes(kctx: Kernel) -> List[str]:
+    """Why a hook family had nothing to walk on this kernel (absent, not damaged)."""
+    collect(kctx)
+    return list(kctx.memo(("bpfhooks", "notes"), list))
+
+
 def _collect(kctx: Kernel, bk: Any = None) -> Tuple[Any, List[Any], bool, DamageLog]:
     damage = DamageLog()
     links_ok = True
@@ -70,7 +80,9 @@ def _collect(kctx: Kernel, bk: Any = None) -> Tuple[Any, List[Any], bool, Damage
     walker = HookWalker(bk or kctx.bpf_kernel(), damage)
     # every task any list knows: a task's perf events hold programs too (a hidden loader's)
     tasks = list(inventory.tasks(kctx).by_kva)
-    return links, list(walker.all(perf, tasks)), links_ok, damage
+    found = list(walker.all(perf, tasks))
+    kctx.memo(("bpfhooks", "notes"), lambda: list(walker.notes))
+    return links, found, links_ok, damage
 
 
 def _prog(bk, kva, cache, kctx=None):

@@ -72,7 +72,9 @@ def program_flags(kctx: Kernel, damage: DamageLog):
         try:
             code = bpfinsns.read_insns(kctx.reader, kctx.layout, p)
             c = bpfinsns.calls(code, namer)
-            flags += triage.call_flags([h[0] for h in c.helpers], [k[0] for k in c.kfuncs])
+            attached = [f"{r['Hook']} {r['Target']}" for r in by_prog.get(p.kva, ())
+                        if r["Hook"] not in ("none", "tail_call")]
+            flags += triage.call_flags([h[0] for h in c.helpers], [k[0] for k in c.kfuncs], attached)
         except (ReadError, LayoutError, ValueError) as err:
             damage.add("bpf_prog insns", p.kva, f"program {p.id} instructions unreadable ({err})")
         seen = set()

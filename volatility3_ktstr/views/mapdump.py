@@ -7,10 +7,13 @@ value, rendered with the kernel's BTF; function slots name the BPF program behin
 and bits), PROG_ARRAY/ARRAY_OF_MAPS/HASH_OF_MAPS/PERF_EVENT_ARRAY/CGROUP_ARRAY (what each slot
 holds, by id), RINGBUF/USER_RINGBUF (the positions, then every unconsumed record),
 DEVMAP/DEVMAP_HASH/CPUMAP/XSKMAP (devices, CPUs, AF_XDP sockets and their programs),
-STACK_TRACE (instruction pointers with symbols), SOCKMAP/SOCKHASH (the sockets held). By
-choice, local storage and arenas are left to their own plugins, and legacy cgroup storage and
-reuseport socket arrays are not walked: those get one row saying why. Select maps with ``--id`` /
-``--name`` (either matches; all maps when neither is given).
+STACK_TRACE (instruction pointers with symbols), SOCKMAP/SOCKHASH (the sockets held),
+REUSEPORT_SOCKARRAY (each slot's socket, its cookie as the value, addresses and the process
+holding it), CGROUP_STORAGE/PERCPU_CGROUP_STORAGE (each cgroup's element keyed by cgroup id and
+attach type; per CPU like the other per-CPU maps), RHASH (keys and values, as hashes),
+INSN_ARRAY (each instruction's original/xlated/jitted offsets and address). By choice, local
+storage and arenas are left to their own plugins: those get one row saying why. Select maps
+with ``--id`` / ``--name`` (either matches; all maps when neither is given).
 
 Rows (one per element; per-CPU maps get one child row per CPU):
 
@@ -49,16 +52,11 @@ GRID = Grid(("MapId", int), ("MapName", str), ("MapType", str), ("Index", int), 
             ("Key", str), ("Value", str), ("Formatted", str), ("Error", str), note="Error")
 
 NOT_WALKED = {
-    "reuseport_sockarray": "sockets, not values (see the bpfsockets plugin)",
-    "cgroup_storage": "legacy cgroup storage: elements live with their cgroups",
-    "percpu_cgroup_storage": "legacy cgroup storage: elements live with their cgroups",
     "task_storage": "local storage: elements live with their owners (see the local storage plugin)",
     "inode_storage": "local storage: elements live with their owners (see the local storage plugin)",
     "sk_storage": "local storage: elements live with their owners (see the local storage plugin)",
     "cgrp_storage": "local storage: elements live with their owners (see the local storage plugin)",
     "arena": "arena: pages, not elements (see the arena plugin)",
-    "ringbuf": "ring buffer records are not decoded",
-    "user_ringbuf": "ring buffer records are not decoded",
 }
 TEXT_MAX = 4096
 VALUE_KINDS = ("queue", "stack", "ringbuf", "user_ringbuf", "lpm_trie")
@@ -101,9 +99,16 @@ def _typed(btf, type_id, data):
 def elements(kctx, m, limit):
     btf, problem = map_btf(kctx, m)
     info = bv.WalkInfo()
-    offsets = kctx.per_cpu_offsets() if m.type_name in bv.PERCPU_TYPES else None
+    percpu = m.type_name in bv.PERCPU_TYPES or m.type_name == "percpu_cgroup_storage"
+    offsets = kctx.per_cpu_offsets() if percpu else None
     strings = btf is None and m.type_name == "array" and ".rodata.str" in m.name
-    for e in bv.iter_entries(kctx.reader, kctx.layout, m, offsets, limit, info):
+    if m.type_name in mk.CGROUP_STORAGE:
+        entries = mk.cgroup_storage_entries(kctx.reader, kctx.layout, m, offsets, limit, info)
+    elif m.type_name == "rhash":
+        entries = mk.rhash_entries(kctx.reader, kctx.layout, m, limit, info)
+    else:
+        entries = bv.iter_entries(kctx.reader, kctx.layout, m, offsets, limit, info)
+    for e in entries:
         if btf is not None and m.btf_key_type_id:
             key_v = _typed(btf, m.btf_key_type_id, e.key)
         elif m.type_name in ("array", "percpu_array"):
@@ -198,8 +203,36 @@ def _describer(kctx, m):
         out.update(prog_fields(prog))
         return out
 
+    if m.type_name == "reuseport_sockarray":
+        return _sock_describer(kctx)
     return slot if m.type_name in ("prog_array", "array_of_maps", "perf_event_array", "cgroup_array") \
         else device
+
+
+def _sock_describer(kctx):
+    """describe(sock) -> family/addresses and the process holding it (a socket fd of any task
+    any list knows; "no process" when none does)."""
+    from ..bpf import sockets as bsk
+    from . import bpfobjects as objs
+
+    owners = {}
+    for f in objs.socket_scan(kctx)[0]:
+        try:
+            sk = read_int(kctx.reader, kctx.layout, "socket", f.obj, "sk") if f.obj else 0
+        except ReadError:
+            continue
+        if sk:
+            owners.setdefault(sk, f"pid {f.pid} {f.comm} fd {f.fd}")
+
+    def describe(sk):
+        s = bsk.describe_sock(kctx.reader, kctx.layout, sk)
+        owner = owners.get(sk, "no process")
+        out = {"socket": s.endpoint(), "owner": owner, "text": f"{s.endpoint()} ({owner})"}
+        if s.error:
+            out["error"] = s.error
+        return out
+
+    return describe
 
 
 def other_kinds(kctx, m, limit):
@@ -351,7 +384,7 @@ def rows(kctx: Kernel, ids: Optional[List[int]] = None, names: Optional[List[str
                     namer = disasm.SymbolNamer(kctx.symbol_index(), progs)
                     progs_by_id = {p.id: p for p in progs}
                 yield from struct_ops(kctx, m, namer, progs_by_id)
-            elif m.type_name in bv.WALKABLE:
+            elif m.type_name in bv.WALKABLE or m.type_name in mk.ELEMENT_KINDS:
                 yield from elements(kctx, m, limit)
             elif m.type_name in mk.WALKERS or m.type_name in mk.DESCRIBED or m.type_name in (
                     "hash_of_maps", "sockmap", "sockhash"):
