@@ -315,28 +315,21 @@ def held_programs(progs: Iterable, fds: Iterable, pins: Iterable, links: Iterabl
     links = list(links)
     link_prog = {link.kva: link.prog_kva for link in links}
     link_maps = {link.kva: list(link.maps) for link in links}
-    for f in fds:
-        if f.kind == "prog":
-            held.setdefault(f.obj, f"fd {f.fd} of pid {f.pid} ({f.comm})")
-        elif f.kind == "link":
-            if link_prog.get(f.obj):
-                held.setdefault(link_prog[f.obj], f"link fd {f.fd} of pid {f.pid} ({f.comm})")
-            for m in link_maps.get(f.obj, ()):
-                held_maps.setdefault(m, f"link fd {f.fd} of pid {f.pid} ({f.comm})")
-        elif f.kind == "map":
-            held_maps.setdefault(f.obj, f"fd {f.fd} of pid {f.pid} ({f.comm})")
-        elif f.kind == "perf" and perf_progs.get(f.obj):
-            held.setdefault(perf_progs[f.obj], f"perf fd {f.fd} of pid {f.pid} ({f.comm})")
-    for p in pins:
-        if p.kind == "prog":
-            held.setdefault(p.obj, f"pin {p.path}")
-        elif p.kind == "link":
-            if link_prog.get(p.obj):
-                held.setdefault(link_prog[p.obj], f"link pin {p.path}")
-            for m in link_maps.get(p.obj, ()):
-                held_maps.setdefault(m, f"link pin {p.path}")
-        elif p.kind == "map":
-            held_maps.setdefault(p.obj, f"pin {p.path}")
+    # each holder (an fd, a pin) as (kind, object, how it is named)
+    holders = [(f.kind, f.obj, f"fd {f.fd} of pid {f.pid} ({f.comm})") for f in fds]
+    holders += [(p.kind, p.obj, f"pin {p.path}") for p in pins]
+    for kind, obj, how in holders:
+        if kind == "prog":
+            held.setdefault(obj, how)
+        elif kind == "link":
+            if link_prog.get(obj):
+                held.setdefault(link_prog[obj], f"link {how}")
+            for m in link_maps.get(obj, ()):
+                held_maps.setdefault(m, f"link {how}")
+        elif kind == "map":
+            held_maps.setdefault(obj, how)
+        elif kind == "perf" and perf_progs.get(obj):
+            held.setdefault(perf_progs[obj], f"perf {how}")
     by_kva = {p.kva: p for p in progs}
     attachments = [a for a in attachments if a.map_kva]
     for _ in range(rounds):

@@ -60,7 +60,7 @@ from volatility3_ktstr.layers.scan import (  # noqa: F401
 from volatility3_ktstr.layers.kcheck import _maps_unread_kernel, _root_unreadable, stack_from_root_copy
 from volatility3_ktstr.layers.stackmemo import (  # noqa: F401
     HINTS_FILE, MAX_HINT_FILES, STOCK_X86, _find_note, _hints_key, _load_hints, _recording,
-    _vmcoreinfo_note_size, recall_hits, remember_hits, stock_x86_layer)
+    _vmcoreinfo_note_size, intel32e_layer, recall_hits, remember_hits, stock_x86_layer)
 
 vollog = logging.getLogger(__name__)
 
@@ -583,8 +583,6 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
         Volatility's VMCOREINFO stacker builds (``Intel32e``, the same configuration; see
         stackmemo.stock_x86_layer), kept only if it translates ``linux_banner`` back to
         ``offset``; None otherwise (a 5-level kernel, a raw file not starting at physical 0)."""
-        from volatility3.framework.automagic import linux as vol_linux
-
         at = cls._image_reader(context, layer_name, table, offset)
         flag_at = at("__pgtable_l5_enabled")
         flag = _read(context, layer_name, flag_at, 4) if flag_at is not None else None
@@ -596,14 +594,7 @@ class KtstrLinuxStacker(interfaces.automagic.StackerLayerInterface):
         root = at("init_top_pgt")
         if shift is None or root is None or shift & 0xFFF:
             return None
-        join = interfaces.configuration.path_join
-        name = context.layers.free_layer_name("primary")
-        config_path = join("vmcoreinfo", name)
-        context.config[join(config_path, vol_linux.LinuxSymbolFinder.banner_config_key)] = key.decode("latin-1")
-        context.config[join(config_path, "memory_layer")] = layer_name
-        context.config[join(config_path, "page_map_offset")] = root
-        context.config[join(config_path, "kernel_virtual_offset")] = shift
-        new = intel.Intel32e(context, config_path=config_path, name=name, metadata={"os": "Linux"})
+        new = intel32e_layer(context, layer_name, key, root, shift)
         banner_va = (table.get_symbol("linux_banner").address + shift) & ((1 << 64) - 1)
         try:
             if new.translate(banner_va)[0] == offset:

@@ -136,15 +136,8 @@ def stock_x86_layer(context, layer_name, hits, banners):
         valid = [b for b in banners if b and b.startswith(prefix)]
         if is_32bit or banner not in valid or (len(valid) == 1 and valid[0] != banner):
             return None
-        join = interfaces.configuration.path_join
-        name = context.layers.free_layer_name("primary")
-        config_path = join("vmcoreinfo", name)
-        context.config[join(config_path, vol_linux.LinuxSymbolFinder.banner_config_key)] = banner.decode("latin-1")
-        context.config[join(config_path, "memory_layer")] = layer_name
-        context.config[join(config_path, "page_map_offset")] = dtb
-        context.config[join(config_path, "kernel_virtual_offset")] = aslr_shift
         vollog.debug("ktstr: 4-level x86-64 from remembered VMCOREINFO at %#x, DTB %#x", offset, dtb)
-        return intel.Intel32e(context, config_path=config_path, name=name, metadata={"os": "Linux"})
+        return intel32e_layer(context, layer_name, banner, dtb, aslr_shift)
     return None
 
 
@@ -185,3 +178,19 @@ def _recording(scan, seen: List[Tuple[str, int]]):
     for kind, offset, text in scan:
         seen.append((kind, offset))
         yield kind, offset, text
+
+
+def intel32e_layer(context, layer_name: str, banner: bytes, dtb: int, shift: int) -> intel.Intel32e:
+    """The 4-level x86-64 kernel layer Volatility's VMCOREINFO stacker would build: over
+    ``layer_name``, page tables at ``dtb``, the kernel moved by ``shift``, the banner that names
+    its symbol table."""
+    from volatility3.framework.automagic import linux as vol_linux
+
+    join = interfaces.configuration.path_join
+    name = context.layers.free_layer_name("primary")
+    config_path = join("vmcoreinfo", name)
+    context.config[join(config_path, vol_linux.LinuxSymbolFinder.banner_config_key)] = banner.decode("latin-1")
+    context.config[join(config_path, "memory_layer")] = layer_name
+    context.config[join(config_path, "page_map_offset")] = dtb
+    context.config[join(config_path, "kernel_virtual_offset")] = shift
+    return intel.Intel32e(context, config_path=config_path, name=name, metadata={"os": "Linux"})
