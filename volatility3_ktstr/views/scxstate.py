@@ -977,7 +977,7 @@ def invariant_rows(v, cpus, dsqs):
             found += invariants.runnable_order(c.cpu, order)
     yield row("invariants", "-", "checked",
               f"{', '.join(invariants.CHECKS)} over {len(tasks)} tasks, {len(dsqs)} DSQs, "
-              f"{len(cpus)} CPUs: {len(found) or 'none'} broken")
+              f"{len(cpus)} CPUs: " + (f"{len(found)} broken" if found else "all hold"))
     for f in found:
         yield row("invariants", f.check, f.where(), f.evidence, f.task or f.dsq)
     yield from damage_rows("invariants", "-", damage)
