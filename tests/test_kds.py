@@ -113,6 +113,30 @@ def test_hlist_and_nulls(k):
     assert list(kds.hlist_nulls_nodes(mem, L, nh, damage=d)) == nodes[:2] and len(d) == 1
 
 
+def test_hash_table_nodes_buckets_and_total_bound(k):
+    """Every bucket's chain in bucket order; the bound is on the whole table, with one damage
+    entry naming the table, and a chain cut in one bucket leaves the other buckets walked."""
+    L = k.layout
+    mem = k.memory()
+    table = mem.alloc("hlist_head", count=4)
+    hs = L.size("hlist_head")
+    objs = items(k, mem, 6)
+    nodes = [o + L.offset("item", "hnode") for o in objs]
+    for i, n in enumerate(nodes):                   # buckets 0, 2, 3 (1 stays empty)
+        mem.hlist_add_head(table + (0, 2, 3)[i % 3] * hs, n)
+    d = kds.DamageLog()
+    got = list(kds.hash_table_nodes(mem, L, table, 4, damage=d))
+    assert got == [nodes[3], nodes[0], nodes[4], nodes[1], nodes[5], nodes[2]] and not d
+    d = kds.DamageLog()
+    assert list(kds.hash_table_nodes(mem, L, table, 4, limit=4, damage=d, what="item",
+                                     table_name="item_table")) == got[:4]
+    assert [x.what for x in d] == ["item_table"] and "more than 4 item" in d.items[0].reason
+    mem.u64(nodes[3] + L.offset("hlist_node", "next"), 0xdead0000)   # bucket 0 cut
+    d = kds.DamageLog()
+    assert list(kds.hash_table_nodes(mem, L, table, 4, damage=d)) == [nodes[3]] + got[2:]
+    assert len(d) == 1
+
+
 def test_parent_chain(k):
     L = k.layout
     mem = k.memory()

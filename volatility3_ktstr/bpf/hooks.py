@@ -32,7 +32,7 @@ No Volatility import; every walk bounded and cycle-checked (``kds``), damage int
 from dataclasses import dataclass
 
 from ..core import LayoutError, ReadError, Record
-from ..kds import DamageLog, follow, hlist_nodes, list_entries
+from ..kds import DamageLog, follow, hash_table_nodes, hlist_nodes, list_entries
 from ..walkers import netdev
 from ..walkers.owners import OwnerResolver
 from .probes import ProbeWalks
@@ -44,6 +44,9 @@ MAX_PROG_LIST = 1 << 12         # programs on one cgroup hook (BPF_CGROUP_MAX_PR
 MAX_TRAMPOLINES = 1 << 16
 MAX_TRAMP_PROGS = 1 << 10       # per trampoline kind (BPF_MAX_TRAMP_LINKS is 38)
 MAX_TABLE_HEADS = 1 << 16
+# The bpf_trampoline hash table, by the member that links a trampoline into it: newer kernels
+# keep trampoline_key_table (hlist_key), older ones trampoline_table (hlist).
+TRAMPOLINE_TABLES = {"hlist_key": "trampoline_key_table", "hlist": "trampoline_table"}
 MAX_TRACE_EVENTS = 1 << 16
 MAX_TC_FILTERS = 1 << 12
 MAX_SLOTS = 1 << 16             # prog_array slots read
@@ -359,7 +362,7 @@ class HookWalker(ProbeWalks):
     def trampoline_heads(self):
         """(table address, head count, member) of the trampoline hash table."""
         lay = self.layout
-        for sym, member in (("trampoline_key_table", "hlist_key"), ("trampoline_table", "hlist")):
+        for member, sym in TRAMPOLINE_TABLES.items():
             addr = self.k.symbol(sym)
             if addr and lay.has("bpf_trampoline", member):
                 return addr, self.k.symbol_size(sym) // lay.size("hlist_head"), member
@@ -374,18 +377,13 @@ class HookWalker(ProbeWalks):
         n = min(max(n, 0), MAX_TABLE_HEADS)
         lay = self.layout
         off = lay.offset("bpf_trampoline", member)
-        count = 0
-        for i in range(n):
-            for node in hlist_nodes(self.reader, lay, addr + i * lay.size("hlist_head"),
-                                    limit=MAX_TRAMPOLINES, damage=self.damage, what="bpf_trampoline"):
-                count += 1
-                if count > MAX_TRAMPOLINES:
-                    self.damage.add("bpf_trampoline", node, f"more than {MAX_TRAMPOLINES}")
-                    return
-                try:
-                    yield from self._trampoline(node - off)
-                except ReadError as e:
-                    self.damage.add("bpf_trampoline", node - off, f"unreadable ({e.reason})")
+        for node in hash_table_nodes(self.reader, lay, addr, n, limit=MAX_TRAMPOLINES,
+                                     damage=self.damage, what="bpf_trampoline",
+                                     table_name=TRAMPOLINE_TABLES[member]):
+            try:
+                yield from self._trampoline(node - off)
+            except ReadError as e:
+                self.damage.add("bpf_trampoline", node - off, f"unreadable ({e.reason})")
 
     def _trampoline(self, tr):
         lay, reader = self.layout, self.reader

@@ -229,7 +229,7 @@ def _ring_read(reader, data, mask, pos, size):
 
 def devmap_entries(reader, layout, m, limit=4096, info=None, describe=None):
     """devmap: ``netdev_map[i]``; devmap_hash: ``dev_index_head[n_buckets]`` lists."""
-    from ..kds import hlist_nodes
+    from ..kds import hash_table_nodes
 
     info = info if info is not None else WalkInfo()
     base = _map_base(layout, m, "bpf_dtab")
@@ -246,10 +246,10 @@ def devmap_entries(reader, layout, m, limit=4096, info=None, describe=None):
     else:
         heads, nb = r.int("dev_index_head"), min(r.int("n_buckets"), MAX_SLOTS)
         off = layout.offset("bpf_dtab_netdev", "index_hlist")
-        for b in range(nb if heads else 0):
-            for node in hlist_nodes(reader, layout, heads + b * layout.size("hlist_head"),
-                                    limit=MAX_SLOTS, damage=damage, what="bpf_dtab_netdev"):
-                nodes.append((-1, node - off))
+        for node in hash_table_nodes(reader, layout, heads, nb if heads else 0, limit=MAX_SLOTS,
+                                     damage=damage, what="bpf_dtab_netdev",
+                                     table_name="dev_index_head"):
+            nodes.append((-1, node - off))
     for n_, (i, dn) in enumerate(nodes[:limit]):
         d = Record(reader, layout, "bpf_dtab_netdev", dn, ("dev", "xdp_prog", "idx", "val"))
         key = i if i >= 0 else d.int("idx")

@@ -29,7 +29,7 @@ dec, prog_array). No Volatility import.
 
 from ..core import LayoutError, ReadError, Record
 from ..errors import KtstrError
-from ..kds import hlist_nodes, list_entries, rb_nodes
+from ..kds import hash_table_nodes, list_entries, rb_nodes
 from ..walkers import netdev
 from .links import NF_FAMILIES, describe_perf_event, nf_hook_name
 
@@ -77,28 +77,21 @@ class ProbeWalks:
         disp = self.k.symbol("kprobe_dispatcher")
         rdisp = self.k.symbol("kretprobe_dispatcher")
         aggr = self.k.symbol("aggr_pre_handler")
-        head_size = lay.size("hlist_head")
         hoff = lay.offset("kprobe", "hlist")
-        count = 0
-        for i in range(n):
-            for node in hlist_nodes(self.reader, lay, table + i * head_size, limit=MAX_KPROBES,
-                                    damage=self.damage, what="kprobe (kprobe_table)"):
-                count += 1
-                if count > MAX_KPROBES:
-                    self.damage.add("kprobe_table", node, f"more than {MAX_KPROBES} kprobes")
-                    return
-                kp = node - hoff
-                try:
-                    pre = Record(self.reader, lay, "kprobe", kp, ("pre_handler",)).int("pre_handler")
-                    probes = [kp]
-                    if aggr and pre == aggr:
-                        probes = list(list_entries(self.reader, lay, kp + lay.offset("kprobe", "list"),
-                                                   "kprobe", "list", limit=MAX_KPROBES,
-                                                   damage=self.damage, what="aggregated kprobe"))
-                    for p in probes:
-                        yield from self._trace_kprobe(p, disp, rdisp)
-                except ReadError as e:
-                    self.damage.add("kprobe", kp, f"unreadable ({e.reason})")
+        for node in hash_table_nodes(self.reader, lay, table, n, limit=MAX_KPROBES,
+                                     damage=self.damage, what="kprobe", table_name="kprobe_table"):
+            kp = node - hoff
+            try:
+                pre = Record(self.reader, lay, "kprobe", kp, ("pre_handler",)).int("pre_handler")
+                probes = [kp]
+                if aggr and pre == aggr:
+                    probes = list(list_entries(self.reader, lay, kp + lay.offset("kprobe", "list"),
+                                               "kprobe", "list", limit=MAX_KPROBES,
+                                               damage=self.damage, what="aggregated kprobe"))
+                for p in probes:
+                    yield from self._trace_kprobe(p, disp, rdisp)
+            except ReadError as e:
+                self.damage.add("kprobe", kp, f"unreadable ({e.reason})")
 
     def _trace_kprobe(self, kp, disp, rdisp):
         lay = self.layout
@@ -273,30 +266,24 @@ class ProbeWalks:
             return
         handler = self.k.symbol("kprobe_multi_link_handler")
         hoff = lay.offset("fprobe_hlist", "hlist")
-        head_size = lay.size("hlist_head")
-        count = 0
-        for i in range(n):
-            for node in hlist_nodes(self.reader, lay, table + i * head_size, limit=MAX_FPROBES,
-                                    damage=self.damage, what="fprobe_hlist (fprobe_table)"):
-                count += 1
-                if count > MAX_FPROBES:
-                    self.damage.add("fprobe_table", node, f"more than {MAX_FPROBES} fprobes")
-                    return
-                try:
-                    fp = Record(self.reader, lay, "fprobe_hlist", node - hoff, ("fp",)).int("fp")
-                    if not fp:
-                        continue
-                    f = Record(self.reader, lay, "fprobe", fp, ("entry_handler", "exit_handler"))
-                    if not handler or handler not in (f.int("entry_handler"), f.int("exit_handler")):
-                        continue
-                    base = fp - lay.offset("bpf_kprobe_multi_link", "fp")
-                    link = base + lay.offset("bpf_kprobe_multi_link", "link")
-                    info = self.dec.read(link)
-                    for h in info.hooks or ():
-                        yield self.attachment(h.kind, h.target, "kprobe_multi", info.prog_kva, link,
-                                              "fprobe_table -> bpf_kprobe_multi_link.fp")
-                except ReadError as e:
-                    self.damage.add("fprobe", node, f"unreadable ({e.reason})")
+        for node in hash_table_nodes(self.reader, lay, table, n, limit=MAX_FPROBES,
+                                     damage=self.damage, what="fprobe_hlist",
+                                     table_name="fprobe_table"):
+            try:
+                fp = Record(self.reader, lay, "fprobe_hlist", node - hoff, ("fp",)).int("fp")
+                if not fp:
+                    continue
+                f = Record(self.reader, lay, "fprobe", fp, ("entry_handler", "exit_handler"))
+                if not handler or handler not in (f.int("entry_handler"), f.int("exit_handler")):
+                    continue
+                base = fp - lay.offset("bpf_kprobe_multi_link", "fp")
+                link = base + lay.offset("bpf_kprobe_multi_link", "link")
+                info = self.dec.read(link)
+                for h in info.hooks or ():
+                    yield self.attachment(h.kind, h.target, "kprobe_multi", info.prog_kva, link,
+                                          "fprobe_table -> bpf_kprobe_multi_link.fp")
+            except ReadError as e:
+                self.damage.add("fprobe", node, f"unreadable ({e.reason})")
 
     # --- uprobes ---------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import List
 
 from ..core import ReadError, Record, read_int
-from ..kds import DamageLog, hlist_nodes
+from ..kds import DamageLog, hash_table_nodes
 
 MAX_CBPF = 4096                 # BPF_MAXINSNS
 MAX_SOCKS = 1 << 16
@@ -209,14 +209,15 @@ def sockmap_socks(reader, layout, m, damage=None):
     bsize = layout.size("bpf_shtab_bucket")
     node_off = layout.offset("bpf_shtab_elem", "node")
     key_off = layout.offset("bpf_shtab_elem", "key")
-    for b in range(nb if buckets else 0):
-        for node in hlist_nodes(reader, layout, buckets + b * bsize + layout.offset("bpf_shtab_bucket", "head"),
-                                limit=MAX_SOCKS, damage=damage, what="bpf_shtab_elem"):
-            elem = node - node_off
-            try:
-                sk = read_int(reader, layout, "bpf_shtab_elem", elem, "sk")
-                key = reader.read(elem + key_off, m.key_size)
-            except ReadError as e:
-                damage.add("bpf_shtab_elem", elem, f"unreadable ({e.reason})")
-                continue
-            yield key.hex(), sk
+    for node in hash_table_nodes(reader, layout, buckets, nb if buckets else 0, stride=bsize,
+                                 head_offset=layout.offset("bpf_shtab_bucket", "head"),
+                                 limit=MAX_SOCKS, damage=damage, what="bpf_shtab_elem",
+                                 table_name="bpf_shtab buckets"):
+        elem = node - node_off
+        try:
+            sk = read_int(reader, layout, "bpf_shtab_elem", elem, "sk")
+            key = reader.read(elem + key_off, m.key_size)
+        except ReadError as e:
+            damage.add("bpf_shtab_elem", elem, f"unreadable ({e.reason})")
+            continue
+        yield key.hex(), sk

@@ -114,6 +114,27 @@ def hlist_nodes(reader: Reader, layout: Layout, head: Optional[int] = None, *,
                      limit=limit, damage=damage, what=what, window=window)
 
 
+def hash_table_nodes(reader: Reader, layout: Layout, table: int, buckets: int, *,
+                     stride: Optional[int] = None, head_offset: int = 0, limit: int = MAX_LIST,
+                     damage: Optional[DamageLog] = None, what: str = "hlist node",
+                     table_name: str = "hash table") -> Iterator[Any]:
+    """Nodes of a kernel hash table: ``buckets`` hlist heads at ``table`` (``stride`` bytes
+    apart, default one ``struct hlist_head``; the head ``head_offset`` into each bucket), at
+    most ``limit`` nodes in all (each chain bounded by the same ``limit``). Past the bound the
+    walk stops with one damage entry naming ``table_name``."""
+    damage = log_of(damage)
+    stride = stride or layout.size("hlist_head")
+    count = 0
+    for i in range(max(buckets, 0)):
+        for node in hlist_nodes(reader, layout, table + i * stride + head_offset, limit=limit,
+                                damage=damage, what=what):
+            count += 1
+            if count > limit:
+                damage.add(table_name, node, f"more than {limit} {what} nodes", "bound")
+                return
+            yield node
+
+
 def _is_nulls(addr):
     return addr & 1 == 1
 

@@ -14,7 +14,7 @@ for (``bpf_dispatcher_xdp_func``) and ``num_progs`` the programs it dispatches t
 from typing import Any, Dict, Optional
 
 from ..core import LayoutError, ReadError, Record, read_int
-from ..kds import DamageLog, hlist_nodes
+from ..kds import DamageLog, hash_table_nodes
 
 MAX_TRAMPOLINES = 1 << 16
 MAX_TABLE_HEADS = 1 << 16
@@ -77,15 +77,12 @@ def trampolines_by_key(kernel: Any) -> Dict[int, int]:
             heads = min(variable_size(kernel, symbol)[0] // lay.size("hlist_head"), MAX_TABLE_HEADS)
             off = lay.offset("bpf_trampoline", member)
             damage = DamageLog()
-            for i in range(heads):
-                for node in hlist_nodes(reader, lay, table + i * lay.size("hlist_head"),
-                                        limit=MAX_TRAMPOLINES, damage=damage, what="bpf_trampoline"):
-                    try:
-                        out[read_int(reader, lay, "bpf_trampoline", node - off, "key")] = node - off
-                    except ReadError:
-                        continue
-                    if len(out) >= MAX_TRAMPOLINES:
-                        return out
+            for node in hash_table_nodes(reader, lay, table, heads, limit=MAX_TRAMPOLINES,
+                                         damage=damage, what="bpf_trampoline", table_name=symbol):
+                try:
+                    out[read_int(reader, lay, "bpf_trampoline", node - off, "key")] = node - off
+                except ReadError:
+                    continue
             return out
         return out
 
