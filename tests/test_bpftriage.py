@@ -115,6 +115,13 @@ def test_zoo_flags_the_sensitive_programs_and_none_of_the_schedulers():
     summary = next(r for r in got if r["Kind"] == "summary")
     assert "0 outside kernel text" in summary["Evidence"] and "syscall tables: 0 " not in summary["Evidence"]
     assert not [r for r in got if r["Kind"] in ("sys_call_table", "?")]
+    # The fleet table's columns from these rows: every flagged program, none of the scheduler's.
+    from volatility3_ktstr.fleet import summarize
+
+    facts = summarize.triage_facts(got)
+    listed = {p.split(" (id ")[0] for p in facts["suspicious_programs"].split("; ")}
+    assert listed == set(flags) and facts["flagged_programs"] == len(flags)
+    assert not listed & sched and facts["kernel_integrity"] is None
 
 
 @needs_zoo

@@ -84,9 +84,21 @@ def test_row_from_plugin_outputs():
               {"Kind": "task", "Verdict": "unverifiable", "Error": "not read whole"},
               {"Kind": "summary", "Verdict": "", "Error": ""}]
     maps = [{"ID": 3, "Error": ""}, {"ID": -1, "Error": "map_idr unreadable at 0x10"}]
+    triage = [
+        {"Kind": "prog", "ID": 2, "Name": "p2", "Flag": "unheld", "Severity": "medium"},
+        {"Kind": "prog", "ID": 1, "Name": "p1", "Flag": "no-btf", "Severity": "low"},
+        {"Kind": "prog", "ID": 2, "Name": "p2", "Flag": "helper:probe_write_user",
+         "Severity": "high"},
+        {"Kind": "sys_call_table", "ID": 59, "Name": "", "Flag": "integrity",
+         "Severity": "high", "Reason": "points into BPF code"},
+        {"Kind": "sys_call_table", "ID": 0, "Name": "x64_sys_read", "Flag": "integrity",
+         "Severity": "info", "Reason": "in a module"},
+        {"Kind": "summary", "ID": 2, "Name": "2 of 2 programs flagged", "Flag": "",
+         "Severity": ""}]
     row = summarize.summarize({
         "linux.ktstr.scxstate": list(summarize.flatten(SCX_EXITED)),
-        "linux.ktstr.progs": progs, "linux.ktstr.bpfhidden": hidden, "linux.ktstr.maps": maps})
+        "linux.ktstr.progs": progs, "linux.ktstr.bpfhidden": hidden, "linux.ktstr.maps": maps,
+        "linux.ktstr.bpftriage": triage})
     assert (row["exit_kind"], row["exit_code"], row["exit_reason"], row["exit_message"]) == \
         ("ERROR_BPF", 1025, "scx_bpf_error", "a.bpf.c:1: boom")
     assert row["exit_time_s"] == 21.425321
@@ -96,7 +108,16 @@ def test_row_from_plugin_outputs():
     assert row["bpf_maps"] == 1 and row["bpf_progs"] == 2 and row["bpf_links"] is None
     assert row["damage"] == 1 and "map_idr unreadable" in row["damage_examples"]
     assert row["program_fingerprints"] == "aa:p1:kprobe;bb:p2:xdp"
-    assert row["suspicious_programs"] is None
+    # Worst first, each program's flags in the plugin's order; "info" integrity rows left out.
+    assert row["flagged_programs"] == 2
+    assert row["suspicious_programs"] == \
+        "p2 (id 2, high: unheld, helper:probe_write_user); p1 (id 1, low: no-btf)"
+    assert row["kernel_integrity"] == "sys_call_table[59] ?: points into BPF code"
+    # Without bpftriage's output the columns are unknown, not "nothing found".
+    bare = summarize.summarize({"linux.ktstr.progs": progs})
+    assert (bare["flagged_programs"], bare["suspicious_programs"]) == (None, None)
+    clean = summarize.summarize({"linux.ktstr.bpftriage": triage[-1:]})
+    assert (clean["flagged_programs"], clean["suspicious_programs"]) == (0, None)
 
 
 def test_no_exit_is_none_and_uei_stands_in_for_a_lost_kernel_record():
@@ -137,14 +158,20 @@ def test_report_pages_are_self_contained(tmp_path):
          "RunnableForJiffies": None, "At": "dump", "Starved": "", "__children": []}]))
     (folder / "linux.ktstr.arena.json").write_text(json.dumps([
         {"Name": "arena", "MapID": 3, "Pages": 6, "Physical": None, "__children": []}]))
+    (folder / "linux.ktstr.bpftriage.json").write_text(json.dumps([
+        {"Kind": "prog", "ID": 1, "Name": "p1", "Type": "kprobe", "Flag": "target:kprobe",
+         "Severity": "medium", "Reason": "a kprobe", "Evidence": "kprobe vfs_read",
+         "__children": []}]))
     rows = [{"name": "h1", "exit_kind": "ERROR_BPF", "exit_verdict": "EXITED <b>", "damage": 0,
-             "seconds": 1.5, "per_plugin": {"scxstate": {"seconds": 0.5}}},
+             "seconds": 1.5, "per_plugin": {"scxstate": {"seconds": 0.5}},
+             "flagged_programs": 1, "suspicious_programs": "p1 (id 1, medium: target:kprobe)"},
             {"name": "h2", "error": "no Linux banner", "seconds": 0.1}]
     pages = report.write_report(rows, str(tmp_path))
     assert len(pages) == 3
     index = (tmp_path / "index.html").read_text()
     assert "EXITED &lt;b&gt;" in index and "no Linux banner" in index
     assert 'href="dumps/h1/index.html"' in index
+    assert 'id="suspicious"' in index and "p1 (id 1, medium: target:kprobe)" in index
     page = (folder / "index.html").read_text()
     assert page.count("<svg") >= 5 and "vfs_read" in page and "GLOBAL node0" in page
     assert page.count('<rect x="') >= 6       # arena: one square per page (6), plus the bars
@@ -153,6 +180,7 @@ def test_report_pages_are_self_contained(tmp_path):
     assert 'id="ages-dump"' in ages and 'id="ages-exit"' in ages
     assert "cpu1 (2 waiting): 31250 ms" in ages and "cpu3 (1 waiting): 120 jiffies" in ages
     assert "stuck" in ages and "STARVED" in ages and ">init<" not in ages
+    assert 'id="flags"' in page and "target:kprobe" in page and "kprobe vfs_read" in page
     for text in [index, page]:
         assert not re.search(r"(src|href)=\"(https?:)?//", text), "a link leaves the machine"
         assert "<script" not in text and "@import" not in text and "url(" not in text
@@ -176,6 +204,35 @@ def test_content_hash_is_sha256_across_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(discover, "HASH_CHUNK", 1 << 20)     # three full chunks and a tail
     (tmp_path / "d.raw").write_bytes(data + b"tail")
     assert discover.content_hash(str(tmp_path / "d.raw")) == hashlib.sha256(data + b"tail").hexdigest()
+
+
+def test_content_hash_of_sparse_files_hashes_holes_as_zeros(tmp_path, monkeypatch):
+    """Holes (before, between and after data, none page-aligned in size) read as zeros, so the
+    hash is the bytes' sha256 whether the file is sparse or not, and whether the filesystem
+    can tell holes or not."""
+    monkeypatch.setattr(discover, "HASH_CHUNK", 1 << 16)
+    path = tmp_path / "sparse.raw"
+    size = (5 << 20) + 123
+    pieces = [(3 << 20, b"first"), ((3 << 20) + 70_000, os.urandom(200_000)),
+              ((4 << 20) + 5, b"x" * 3)]
+    with open(path, "wb") as f:
+        for off, data in pieces:
+            f.seek(off)
+            f.write(data)
+        f.truncate(size)
+    flat = bytearray(size)
+    for off, data in pieces:
+        flat[off:off + len(data)] = data
+    want = hashlib.sha256(bytes(flat)).hexdigest()
+    assert discover.content_hash(str(path)) == want
+    monkeypatch.delattr(os, "SEEK_DATA")       # a platform that cannot tell: read it all
+    assert discover.content_hash(str(path)) == want
+    (tmp_path / "empty.raw").write_bytes(b"")
+    assert discover.content_hash(str(tmp_path / "empty.raw")) == hashlib.sha256().hexdigest()
+    hole_only = tmp_path / "holes.raw"
+    with open(hole_only, "wb") as f:
+        f.truncate(3 << 20)
+    assert discover.content_hash(str(hole_only)) == hashlib.sha256(bytes(3 << 20)).hexdigest()
 
 
 def test_hard_links_are_probed_and_hashed_once(tmp_path, monkeypatch):

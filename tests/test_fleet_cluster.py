@@ -104,7 +104,8 @@ def test_table_files(local_run):
     table = pq.read_table(local_run["out"] / "triage.parquet").to_pylist()
     assert [r["file"] for r in table] == [r["file"] for r in local_run["rows"]]
     assert {"exit_kind", "stalled_tasks", "scxstate_seconds", "scxstate_peak_rss_mb",
-            "suspicious_programs", "unique_programs", "damage"} <= set(table[0])
+            "suspicious_programs", "flagged_programs", "kernel_integrity", "unique_programs",
+            "damage"} <= set(table[0])
     csv_lines = (local_run["out"] / "triage.csv").read_text().splitlines()
     assert len(csv_lines) == len(table) + 1
 
@@ -233,7 +234,7 @@ def test_report_in_chromium(local_run):
             if page.name == "index.html" and page.parent == out:
                 assert b.js("return document.querySelectorAll('#dumps tr').length") == \
                     len(local_run["rows"]) + 1
-                assert b.js("return document.querySelectorAll('#cards .card').length") == 5
+                assert b.js("return document.querySelectorAll('#cards .card').length") == 6
                 assert "ERROR_BPF" in b.js("return document.getElementById('exitkinds')"
                                            ".innerText")
                 b.screenshot(str(shots / "fleet-index.png"))

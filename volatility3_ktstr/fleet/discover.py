@@ -8,6 +8,7 @@ becomes a row saying so.
 """
 
 import dataclasses
+import errno
 import glob
 import hashlib
 import os
@@ -219,17 +220,58 @@ def safe_name(name: str) -> str:
 def content_hash(path: str) -> str:
     """sha256 of a file's bytes (the content address of a dump), read into one reused
     ``HASH_CHUNK`` buffer (no allocation per chunk; hashlib releases the GIL while it hashes,
-    so a thread hashing costs the other threads nothing but a core)."""
+    so a thread hashing costs the other threads nothing but a core).
+
+    A sparse file's holes (a raw image copied with ``cp --sparse``, a dump written by seeking
+    over free memory) are hashed as the zeros they read as, without reading them: the kernel
+    would otherwise allocate, zero and copy a page-cache page for every hole page (2.4 s of
+    CPU per GiB of holes cold, against 0.7 s to hash them)."""
     h = hashlib.sha256()
     buf = bytearray(HASH_CHUNK)
     view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                break
-            h.update(view[:n])
+    zeros = memoryview(bytes(HASH_CHUNK))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        off = 0
+        while off < size:
+            data, hole = _data_extent(fd, off, size)
+            while off < data:                     # a hole: zeros
+                n = min(HASH_CHUNK, data - off)
+                h.update(zeros[:n])
+                off += n
+            while off < hole:
+                n = os.preadv(fd, [view[:min(HASH_CHUNK, hole - off)]], off)
+                if n <= 0:
+                    raise OSError(f"{path}: file shrank while it was hashed (at {off})")
+                h.update(view[:n])
+                off += n
+        # Bytes past the size fstat gave (a file still growing) are not this dump's content.
+    finally:
+        os.close(fd)
     return h.hexdigest()
+
+
+def _data_extent(fd: int, off: int, size: int) -> "tuple[int, int]":
+    """(start, end) of the next data extent at or after ``off``, with ``off <= start < end``
+    or (size, size) when only a hole is left; the whole rest of the file where the filesystem
+    cannot say (no SEEK_DATA), so that every call moves the hash on."""
+    seek_data, seek_hole = getattr(os, "SEEK_DATA", None), getattr(os, "SEEK_HOLE", None)
+    if seek_data is None or seek_hole is None:
+        return off, size
+    try:
+        data = os.lseek(fd, off, seek_data)
+    except OSError as e:
+        if e.errno == errno.ENXIO:               # a hole up to the end
+            return size, size
+        return off, size
+    if not off <= data < size:
+        return off, size
+    try:
+        hole = os.lseek(fd, data, seek_hole)
+    except OSError:
+        hole = size
+    return data, (min(hole, size) if hole > data else size)
 
 
 def stat_key(path: str) -> Optional[str]:

@@ -355,6 +355,7 @@ def write_table(rows: Sequence[Dict[str, Any]], out_dir: str) -> Dict[str, str]:
     types = {"size": pa.int64(), "exit_code": pa.int64(), "stalled_tasks": pa.int64(),
              "bpf_maps": pa.int64(), "bpf_progs": pa.int64(), "bpf_links": pa.int64(),
              "hidden_objects": pa.int64(), "unverifiable_objects": pa.int64(),
+             "flagged_programs": pa.int64(),
              "damage": pa.int64(), "seconds": pa.float64(), "probe_seconds": pa.float64(),
              "cpu_seconds": pa.float64(), "probe_cpu_seconds": pa.float64(),
              "started": pa.float64(),

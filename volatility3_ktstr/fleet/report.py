@@ -175,7 +175,9 @@ def dump_page(row: Dict[str, Any], folder: Path) -> str:
                                        "exit_kind", "exit_reason", "exit_message",
                                        "exit_time_s", "stalled_tasks", "bpf_maps",
                                        "bpf_progs", "bpf_links", "hidden_objects",
-                                       "unverifiable_objects", "unique_programs")]
+                                       "unverifiable_objects", "flagged_programs",
+                                       "suspicious_programs", "kernel_integrity",
+                                       "unique_programs")]
     body.append(_table(("fact", "value"), facts, "facts"))
     runnable = []
     for r in scx:
@@ -211,6 +213,14 @@ def dump_page(row: Dict[str, Any], folder: Path) -> str:
             hook = f"{r.get('Hook') or '?'}: {r.get('Target') or ''}"
             edges.append((prog, hook))
     body.append("<h2>BPF programs and their hooks</h2>" + hook_graph(sorted(set(edges))))
+    flags = [(r.get("ID"), r.get("Name"), r.get("Type"), r.get("Severity"), r.get("Flag"),
+              r.get("Reason"), r.get("Evidence"))
+             for r in _load(folder, "linux.ktstr.bpftriage")
+             if r.get("Kind") == "prog" or (r.get("Flag") == "integrity"
+                                            and r.get("Severity") != "info")]
+    body.append("<h2>Suspicious BPF programs (bpftriage)</h2>" + (_table(
+        ("id", "name", "type", "severity", "flag", "reason", "evidence"), flags, "flags")
+        if flags else "<p id=\"flags\" class=\"muted\">none flagged</p>"))
     pages = []
     for r in _load(folder, "linux.ktstr.arena"):
         if isinstance(r.get("Pages"), int) and r.get("Name") and r.get("Physical") is None:
@@ -239,6 +249,8 @@ def fleet_page(rows: Sequence[Dict[str, Any]]) -> str:
     body = ["<h1>ktstr fleet triage</h1><div id=\"cards\">"]
     for label, value in (("dumps", n), ("scheduler exits", exited), ("with stalls", stalled),
                          ("unreadable", errors),
+                         ("with suspicious BPF programs",
+                          sum(1 for r in rows if (r.get("flagged_programs") or 0) > 0)),
                          ("damaged", sum(1 for r in rows if (r.get("damage") or 0) > 0))):
         body.append(f"<div class=\"card\"><b>{value}</b>{_e(label)}</div>")
     body.append("</div>")
@@ -258,6 +270,16 @@ def fleet_page(rows: Sequence[Dict[str, Any]]) -> str:
     body.append("<h2>BPF programs seen on one host only</h2>" + (_table(
         ("dump", "program (tag:name:type)"), rare, "rare") if rare else
         "<p id=\"rare\" class=\"muted\">none (or a fleet of one)</p>"))
+    flagged = [(r.get("name"), p) for r in rows
+               for p in filter(None, str(r.get("suspicious_programs") or "").split("; "))]
+    body.append("<h2>Suspicious BPF programs</h2>" + (_table(
+        ("dump", "program (worst severity: flags)"), flagged, "suspicious") if flagged else
+        "<p id=\"suspicious\" class=\"muted\">none flagged by bpftriage</p>"))
+    integrity = [(r.get("name"), f) for r in rows
+                 for f in filter(None, str(r.get("kernel_integrity") or "").split("; "))]
+    if integrity:
+        body.append("<h2>Kernel tables pointing outside kernel text</h2>" + _table(
+            ("dump", "finding"), integrity, "integrity"))
     damaged = [(r.get("name"), r.get("damage"), r.get("damage_examples")) for r in rows
                if (r.get("damage") or 0) > 0]
     body.append("<h2>Damaged dumps</h2>" + (_table(("dump", "damage rows", "examples"),
@@ -273,11 +295,11 @@ def fleet_page(rows: Sequence[Dict[str, Any]]) -> str:
             else r.get("exit_verdict")
         table_rows.append((link, r.get("format"), r.get("kernel_release"), r.get("arch"),
                            r.get("schedulers"), r.get("scheduler_state"), r.get("exit_kind"),
-                           r.get("stalled_tasks"), r.get("bpf_progs"), r.get("damage"), status))
+                           r.get("stalled_tasks"), r.get("bpf_progs"), r.get("flagged_programs"),
+                           r.get("damage"), status))
     body.append("<h2>Dumps</h2>" + _table(
         ("dump", "format", "kernel", "arch", "scheduler", "state", "exit", "stalled", "progs",
-         "damage", "verdict / error"), table_rows, "dumps"))
-    body.append(f"<p class=\"muted\">{_e(summarize.SUSPICIOUS_NOTE)}.</p>")
+         "flagged", "damage", "verdict / error"), table_rows, "dumps"))
     return _page("ktstr fleet triage", "".join(body))
 
 

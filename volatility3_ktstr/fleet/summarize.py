@@ -23,12 +23,12 @@ COLUMNS: Tuple[str, ...] = (
     "name", "file", "format", "size", "sha256", "kernel_release", "arch", "paging",
     "schedulers", "scheduler_state", "exit_kind", "exit_code", "exit_reason", "exit_message",
     "exit_time_s", "exit_verdict", "stalled_tasks", "top_events", "bpf_maps", "bpf_progs",
-    "bpf_links", "hidden_objects", "unverifiable_objects", "suspicious_programs",
-    "program_fingerprints", "unique_programs", "damage", "damage_examples", "seconds",
+    "bpf_links", "hidden_objects", "unverifiable_objects", "flagged_programs",
+    "suspicious_programs", "kernel_integrity", "program_fingerprints", "unique_programs", "damage", "damage_examples", "seconds",
     "probe_seconds", "cpu_seconds", "probe_cpu_seconds", "started", "peak_rss_mb", "error",
 )
-# No plugin judges a program "suspicious" yet: the column stays empty (README says so).
-SUSPICIOUS_NOTE = "no linux.ktstr plugin rates programs as suspicious yet; see unique_programs"
+# linux.ktstr.bpftriage's severities, worst first.
+SEVERITIES = ("high", "medium", "low", "info")
 
 
 def flatten(rows: Iterable[Dict[str, Any]], depth: int = 0) -> Iterator[Dict[str, Any]]:
@@ -114,6 +114,34 @@ def program_fingerprints(progs: Rows) -> List[str]:
     return sorted(out)
 
 
+def triage_facts(rows: Optional[Rows]) -> Dict[str, Any]:
+    """flagged_programs, suspicious_programs and kernel_integrity from linux.ktstr.bpftriage:
+    every flagged program as ``name (id N, worst severity: flag, flag)``, worst first; every
+    syscall-table or ftrace finding above "info" as ``table[index] name: reason``."""
+    if rows is None:
+        return {"flagged_programs": None, "suspicious_programs": None, "kernel_integrity": None}
+    rank = {s: i for i, s in enumerate(SEVERITIES)}
+    progs: Dict[Tuple[Any, str], Dict[str, Any]] = {}
+    integrity = []
+    for r in rows:
+        sev = str(r.get("Severity") or "")
+        if r.get("Kind") == "prog":
+            p = progs.setdefault((r.get("ID"), str(r.get("Name") or "?")),
+                                 {"worst": len(SEVERITIES), "flags": []})
+            p["worst"] = min(p["worst"], rank.get(sev, len(SEVERITIES)))
+            if r.get("Flag") and r["Flag"] not in p["flags"]:
+                p["flags"].append(str(r["Flag"]))
+        elif r.get("Flag") == "integrity" and sev in rank and sev != "info":
+            integrity.append(f"{r.get('Kind')}[{r.get('ID')}] {r.get('Name') or '?'}: "
+                             f"{r.get('Reason') or sev}")
+    ordered = sorted(progs.items(), key=lambda kv: (kv[1]["worst"], str(kv[0][1]), str(kv[0][0])))
+    text = [f"{name} (id {pid}, "
+            f"{SEVERITIES[p['worst']] if p['worst'] < len(SEVERITIES) else '?'}: "
+            f"{', '.join(p['flags'])})" for (pid, name), p in ordered]
+    return {"flagged_programs": len(progs), "suspicious_programs": "; ".join(text) or None,
+            "kernel_integrity": "; ".join(integrity) or None}
+
+
 def damage_rows(outputs: Dict[str, Rows]) -> List[str]:
     """'<plugin>: <note>' of every row whose Error/Note reports skipped or unreadable memory."""
     out = []
@@ -150,7 +178,7 @@ def summarize(outputs: Dict[str, Rows]) -> Dict[str, Any]:
         row["unverifiable_objects"] = sum(1 for v in verdicts if v == "unverifiable")
     else:
         row["hidden_objects"] = row["unverifiable_objects"] = None
-    row["suspicious_programs"] = None
+    row.update(triage_facts(outputs.get("linux.ktstr.bpftriage")))
     fps = program_fingerprints(outputs.get("linux.ktstr.progs") or [])
     row["program_fingerprints"] = ";".join(fps) or None
     dmg = damage_rows(outputs)

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from ..isf.output import cache_home
 from . import discover, summarize
 
-TASK_VERSION = 1      # part of every result key: a change in what a row holds re-triages
+TASK_VERSION = 2      # part of every result key: a change in what a row holds re-triages
 
 
 def fleet_cache() -> Path:
@@ -334,7 +334,6 @@ def triage(probe_info: Dict[str, Any], kernel: Optional[Dict[str, Any]], plugins
     if not row["error"] and result["runs"] and all(r.rc != 0 for r in result["runs"]):
         row["error"] = "every plugin failed: " + next(iter(errors.values()), "")
     row.update(summarize.summarize(parsed))
-    row["suspicious_programs"] = None
     row["plugin_errors"] = json.dumps(errors, sort_keys=True) if errors else None
     row["per_plugin"] = per_plugin
     row["seconds"] = round(time.perf_counter() - t0, 3)
