@@ -148,6 +148,22 @@ def test_progs_equal_truth_or_named_excluded(vmcore):
             assert (r["Name"], r["BtfId"]) == (p["name"], p["btf_id"]), r
 
 
+def test_bpftriage_flags_nothing_it_could_not_read(vmcore):
+    """A program whose bpf_prog_aux page is excluded has unknown BTF and func_info, not none:
+    bpftriage must not call its loader stripped; and its flags on the scheduler's programs are
+    those the whole raw dump of the same kind of machine gives (none), or name the exclusion."""
+    truth = dumps.load_truth(vmcore)
+    btf = {p["id"]: p.get("btf_id") for p in truth["progs"]}
+    rows = [r for r in plugin_rows(vmcore, "bpftriage") if r["Kind"] == "prog"]
+    for r in rows:
+        if r["Flag"] in ("no-btf", "no-func-info"):
+            assert not btf.get(r["ID"]) and EXCLUDED not in (r["Error"] or ""), r
+        if r["Flag"] == "unheld":
+            assert EXCLUDED in (r["Evidence"] or ""), r
+    summary = next(r for r in plugin_rows(vmcore, "bpftriage") if r["Kind"] == "summary")
+    assert summary["Name"].endswith(f"of {len(truth['progs'])} programs flagged"), summary
+
+
 def test_task_storage_elements_all_listed(vmcore):
     truth = dumps.load_truth(vmcore)
     rows = [r for r in plugin_rows(vmcore, "localstorage") if r.get("Element")]

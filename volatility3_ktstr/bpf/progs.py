@@ -52,6 +52,7 @@ class BpfProg:
     used_map_kvas: list = field(default_factory=list)
     used_map_ids: list = field(default_factory=list)
     verified_insns: int = 0
+    aux_read: bool = False      # bpf_prog_aux was read: its fields (btf, name...) are facts
     error: str = None
 
 
@@ -79,6 +80,7 @@ def read_prog(reader, layout, kva, prog_id=None, type_names=None) -> BpfProg:
     except ReadError as e:
         p.error = f"struct bpf_prog_aux unreadable: {e.reason}"
         return p
+    p.aux_read = True
     real_id = aux.int("id")
     if prog_id is not None and real_id != prog_id:
         p.error = f"prog_idr says id {prog_id} but the program says {real_id} (stale or corrupt)"

@@ -55,8 +55,11 @@ def program_flags(kctx: Kernel, damage: DamageLog):
     for r in hooks:
         if isinstance(r.get("Prog"), int) and r["Prog"]:
             by_prog.setdefault(r["Prog"], []).append(r)
-    fds = objs.fd_scan(kctx)[0]
-    pins = objs.pin_scan(kctx)[0]
+    fds, fd_damage = objs.fd_scan(kctx)
+    pins, pin_damage = objs.pin_scan(kctx)
+    # "held by nobody" is only as good as the scans behind it: say what they skipped.
+    scan_gaps = [f"{name} scan skipped {len(d)} part(s), e.g. {next(iter(d))}"
+                 for name, d in (("fd", fd_damage), ("bpffs pin", pin_damage)) if len(d)]
     links = inventory.links(kctx, require=False) if inv.registries["link"].readable else []
     _l, attachments, _ok = bpfhooks.collect(kctx, DamageLog(), bk)
     held = triage.held_programs([e.record for e in entries], fds, pins, links, attachments,
@@ -89,10 +92,14 @@ def program_flags(kctx: Kernel, damage: DamageLog):
         if p.kva not in held:
             flags.append(triage.Flag("unheld", triage.MEDIUM,
                                      "no process holds it (no fd on it, its links or a perf event; "
-                                     "no pin; no held map): its loader exited or hides", ""))
-        if not p.btf_kva:
+                                     "no pin; no held map): its loader exited or hides"
+                                     + (" (unless a holder is in what the scans skipped)"
+                                        if scan_gaps else ""), "; ".join(scan_gaps)))
+        # BTF and func_info live in bpf_prog_aux: unreadable there means unknown, not absent
+        # (the row's Error says the aux was unreadable).
+        if p.aux_read and not p.btf_kva:
             flags.append(triage.Flag("no-btf", triage.LOW, "loaded without BTF (a stripped loader)", ""))
-        elif has_fi:
+        elif p.aux_read and has_fi:
             try:
                 if not read_int(kctx.reader, kctx.layout, "bpf_prog_aux", p.aux_kva, "func_info_cnt"):
                     flags.append(triage.Flag("no-func-info", triage.LOW,
