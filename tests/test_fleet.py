@@ -133,6 +133,11 @@ def test_programs_seen_on_one_host_only():
             {"program_fingerprints": None}]
     summarize.mark_unique_programs(rows)
     assert [r["unique_programs"] for r in rows] == ["b:y:xdp", None, None]
+    # A name that could not be read matches the program of that tag and type on other hosts.
+    degraded = [{"program_fingerprints": "a:x:kprobe;c:z:lsm"}, {"program_fingerprints": "a:?:kprobe"},
+                {"program_fingerprints": "c:?:xdp"}]
+    summarize.mark_unique_programs(degraded)
+    assert [r["unique_programs"] for r in degraded] == ["c:z:lsm", None, "c:?:xdp"]
     alone = [{"program_fingerprints": "a:x:kprobe"}]
     summarize.mark_unique_programs(alone)
     assert alone[0]["unique_programs"] is None      # a fleet of one has nothing to compare

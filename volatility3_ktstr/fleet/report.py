@@ -265,11 +265,6 @@ def fleet_page(rows: Sequence[Dict[str, Any]]) -> str:
     body.append("<h2>Stalled tasks</h2>" + bar_chart(
         [(str(r.get("name")), float(r.get("stalled_tasks") or 0)) for r in rows
          if r.get("stalled_tasks")], " tasks", "stalls", color="#b04ad0"))
-    rare = [(r.get("name"), p) for r in rows
-            for p in filter(None, str(r.get("unique_programs") or "").split(";"))]
-    body.append("<h2>BPF programs seen on one host only</h2>" + (_table(
-        ("dump", "program (tag:name:type)"), rare, "rare") if rare else
-        "<p id=\"rare\" class=\"muted\">none (or a fleet of one)</p>"))
     flagged = [(r.get("name"), p) for r in rows
                for p in filter(None, str(r.get("suspicious_programs") or "").split("; "))]
     body.append("<h2>Suspicious BPF programs</h2>" + (_table(
@@ -280,6 +275,11 @@ def fleet_page(rows: Sequence[Dict[str, Any]]) -> str:
     if integrity:
         body.append("<h2>Kernel tables pointing outside kernel text</h2>" + _table(
             ("dump", "finding"), integrity, "integrity"))
+    rare = [(r.get("name"), p) for r in rows
+            for p in filter(None, str(r.get("unique_programs") or "").split(";"))]
+    body.append("<h2>BPF programs seen on one host only</h2>" + (_table(
+        ("dump", "program (tag:name:type)"), rare, "rare") if rare else
+        "<p id=\"rare\" class=\"muted\">none (or a fleet of one)</p>"))
     damaged = [(r.get("name"), r.get("damage"), r.get("damage_examples")) for r in rows
                if (r.get("damage") or 0) > 0]
     body.append("<h2>Damaged dumps</h2>" + (_table(("dump", "damage rows", "examples"),

@@ -187,15 +187,35 @@ def summarize(outputs: Dict[str, Rows]) -> Dict[str, Any]:
     return row
 
 
+def _fingerprints(row: Dict[str, Any]) -> List[str]:
+    return sorted(set(filter(None, str(row.get("program_fingerprints") or "").split(";"))))
+
+
 def mark_unique_programs(rows: Sequence[Dict[str, Any]]) -> None:
-    """Set each row's unique_programs: its program fingerprints no other dump of the fleet has."""
-    hosts: Dict[str, int] = {}
-    for r in rows:
-        for fp in set(filter(None, str(r.get("program_fingerprints") or "").split(";"))):
-            hosts[fp] = hosts.get(fp, 0) + 1
-    for r in rows:
-        mine = sorted(set(filter(None, str(r.get("program_fingerprints") or "").split(";"))))
-        only = [fp for fp in mine if hosts.get(fp) == 1]
+    """Set each row's unique_programs: its program fingerprints no other dump of the fleet has.
+    A program whose name could not be read (``tag:?:type``, e.g. its aux page excluded from a
+    vmcore) is the same program as any of that tag and type: it neither is unique for want of
+    a name nor makes the named one look unique."""
+    exact: Dict[str, set] = {}
+    by_tag_type: Dict[Tuple[str, str], set] = {}
+    nameless: Dict[Tuple[str, str], set] = {}
+    for i, r in enumerate(rows):
+        for fp in _fingerprints(r):
+            tag, name, ptype = (fp.split(":", 2) + ["", ""])[:3]
+            exact.setdefault(fp, set()).add(i)
+            by_tag_type.setdefault((tag, ptype), set()).add(i)
+            if name == "?":
+                nameless.setdefault((tag, ptype), set()).add(i)
+    for i, r in enumerate(rows):
+        only = []
+        for fp in _fingerprints(r):
+            tag, name, ptype = (fp.split(":", 2) + ["", ""])[:3]
+            if name == "?":
+                others = by_tag_type[(tag, ptype)]
+            else:
+                others = exact[fp] | nameless.get((tag, ptype), set())
+            if not others - {i}:
+                only.append(fp)
         r["unique_programs"] = ";".join(only) or None if len(rows) > 1 else None
 
 
