@@ -12,6 +12,8 @@ Other forms of the same truth:
 """
 
 import functools
+import hashlib
+import inspect
 import json
 import os
 from pathlib import Path
@@ -249,8 +251,6 @@ def _vmcoreinfo_in(raw_path, release):
 def kdump_of(name) -> Path:
     """A kdump-compressed file of raw dump ``name`` (built once into the cache; rebuilt when the
     raw is newer or the builder changes). Pages cycle through zstd, zlib, snappy and none."""
-    import hashlib
-
     from helpers import kdump as kdumpbuilder
 
     raw = dump_path(name)
@@ -267,6 +267,94 @@ def kdump_of(name) -> Path:
         codec=lambda pfn: codecs[pfn % len(codecs)], vmcoreinfo=_vmcoreinfo_in(raw, meta["release"]),
         release=meta["release"], uts_version=meta["version"],
         machine="aarch64" if truth["run"]["arch"] in ("arm64", "aarch64") else "x86_64"))
+
+
+def _copy_sparse(fin, fout, src_off, dst_off, length, chunk=1 << 20):
+    """Copy ``length`` bytes, leaving all-zero chunks as holes (the files stay small on disk)."""
+    zero = bytes(chunk)
+    fin.seek(src_off)
+    done = 0
+    while done < length:
+        block = fin.read(min(chunk, length - done))
+        if not block:
+            raise OSError(f"short read at {src_off + done:#x}")
+        if block != zero[:len(block)]:
+            fout.seek(dst_off + done)
+            fout.write(block)
+        done += len(block)
+
+
+def _converted(name, kind, write):
+    """A file of raw dump ``name`` in another format, built once into the cache by
+    ``write(raw, ranges, phys_base, truth, out_file)`` (rebuilt when the raw is newer)."""
+    raw = dump_path(name)
+    code = hashlib.sha256(inspect.getsource(write).encode()).hexdigest()[:12]
+    out = CACHE / name / f"dump-{code}.{kind}"
+    if out.exists() and out.stat().st_mtime >= raw.stat().st_mtime:
+        return out
+    truth = load_truth(name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    with open(raw, "rb") as fin, open(tmp, "wb") as fout:
+        size = write(fin, ram_ranges(truth), truth["memory"].get("dump_raw_phys_base", 0), truth, fout)
+        fout.truncate(size)
+    os.replace(tmp, out)
+    return out
+
+
+def _write_elf(fin, ranges, phys_base, truth, fout):
+    """ELF64 core: a VMCOREINFO note (as QEMU's dump-guest-memory writes one when the guest
+    published it), then one PT_LOAD per RAM range at its physical address."""
+    import struct
+
+    raw_size = os.fstat(fin.fileno()).st_size
+    ranges = [(s, min(e, phys_base + raw_size)) for s, e in ranges if s < phys_base + raw_size]
+    text = _vmcoreinfo_in(fin.name, truth["kernel"]["meta"]["release"])
+    desc = text + bytes(-len(text) % 4)
+    note = struct.pack("<III", 11, len(text), 0) + b"VMCOREINFO\0\0" + desc
+    machine = 183 if truth["run"]["arch"] in ("arm64", "aarch64") else 62
+    nph = 1 + len(ranges)
+    ehdr = struct.pack("<16sHHIQQQIHHHHHH", b"\x7fELF\x02\x01\x01" + bytes(9), 4, machine, 1, 0,
+                       64, 0, 0, 64, 56, nph, 0, 0, 0)
+    pos = 64 + 56 * nph
+    phdrs = [struct.pack("<IIQQQQQQ", 4, 0, pos, 0, 0, len(note), len(note), 0)]
+    pos = -(-(pos + len(note)) // 4096) * 4096
+    places = []
+    for start, end in ranges:
+        phdrs.append(struct.pack("<IIQQQQQQ", 1, 7, pos, 0, start, end - start, end - start, 4096))
+        places.append((start - phys_base, pos, end - start))
+        pos += end - start
+    fout.write(ehdr + b"".join(phdrs) + note)
+    for src, dst, n in places:
+        _copy_sparse(fin, fout, src, dst, n)
+    return pos
+
+
+def _write_lime(fin, ranges, phys_base, truth, fout):
+    """LiME: per RAM range a header (magic, version 1, first and last address) then its bytes."""
+    import struct
+
+    raw_size = os.fstat(fin.fileno()).st_size
+    pos = 0
+    for start, end in ranges:
+        end = min(end, phys_base + raw_size)
+        if start >= end:
+            continue
+        fout.seek(pos)
+        fout.write(struct.pack("<IIQQQ", 0x4C694D45, 1, start, end - 1, 0))
+        _copy_sparse(fin, fout, start - phys_base, pos + 32, end - start)
+        pos += 32 + end - start
+    return pos
+
+
+def elf_of(name) -> Path:
+    """An ELF64 core of raw dump ``name`` (:func:`_write_elf`), built once into the cache."""
+    return _converted(name, "elf", _write_elf)
+
+
+def lime_of(name) -> Path:
+    """A LiME file of raw dump ``name`` (:func:`_write_lime`), built once into the cache."""
+    return _converted(name, "lime", _write_lime)
 
 
 def qemu_cpu_registers(name, raw):
@@ -291,8 +379,6 @@ def qemu_kdump_of(name, flat=False, block_size=65536) -> Path:
     into the cache): ``block_size`` blocks, pfns from physical 0, the sub-header's phys_base the
     lowest RAM address, utsname empty with machine "Unknown", each vCPU's notes (QEMU's layout
     per architecture), no VMCOREINFO, zlib pages; ``flat``: the flattened stream."""
-    import hashlib
-
     from helpers import kdump as kdumpbuilder
 
     raw = dump_path(name)

@@ -288,3 +288,23 @@ def test_fsspec_urls_are_dumps_read_through_a_local_copy(tmp_path, monkeypatch):
     # file:// URLs are local paths.
     url = (tmp_path / "d.raw").as_uri()
     assert [d.path for d in discover.expand([url])] == [str(tmp_path / "d.raw")]
+
+
+def test_paging_says_the_scheme_not_the_stacker():
+    """The paging column names the translation (arch, levels, VA bits), the same for a layer
+    Volatility's stacker built and one this package's built from VMCOREINFO or CPU notes."""
+    from volatility3.framework.layers import intel
+
+    from volatility3_ktstr.fleet.inprocess import paging_of
+    from volatility3_ktstr.layers import LinuxIntel32eLA57, arm64, la57
+
+    def bare(cls):
+        return object.__new__(cls)     # class attributes only: no context needed
+
+    assert paging_of(bare(intel.Intel32e)) == paging_of(bare(la57.KtstrLinuxIntel32e)) == \
+        "x86-64, 4 levels"
+    assert paging_of(bare(LinuxIntel32eLA57)) == "x86-64, 5 levels (LA57)"
+    lpa2, va48 = bare(arm64.LinuxAArch64), bare(arm64.LinuxAArch64)
+    lpa2._kwalk, va48._kwalk = arm64.WalkConfig(4096, 52, True), arm64.WalkConfig(4096, 48, False)
+    assert paging_of(lpa2) == "arm64, 52-bit VA, 4 KiB pages, 5 levels, LPA2"
+    assert paging_of(va48) == "arm64, 48-bit VA, 4 KiB pages, 4 levels"

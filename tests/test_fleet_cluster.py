@@ -266,3 +266,42 @@ def test_dump_that_killed_its_workers_is_marked_and_retried_next_run(tmp_path):
     store = engine.Store(tmp_path)
     row = store.put("host.raw", result, "k")
     assert row["error"] and store.row("ab" * 32, "k") is None
+
+
+FORMS_OF = "x86_64/scx_sdt"
+# What a file's form changes in its row: the file itself, and how the scan found the kernel.
+FORM_COLUMNS = ("format", "size", "sha256")
+
+
+def test_every_file_form_gives_the_rows_of_the_raw_dump(tmp_path, monkeypatch):
+    """One dump as every form the package opens, triaged in one run: raw, an ELF core with a
+    VMCOREINFO note, LiME, kdump-compressed (makedumpfile's layout) and QEMU's flattened
+    dump-guest-memory -z stream (CPU notes, no VMCOREINFO). One kernel table serves them all,
+    and each form's row equals the raw dump's on every column a plugin feeds."""
+    if FORMS_OF not in dumps.list_dumps():
+        pytest.skip(f"{FORMS_OF} is not under KTSTR_DUMPS")
+    from volatility3_ktstr.fleet import discover, engine
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(volrun.VOL_XDG))
+    monkeypatch.setenv("KTSTR_FLEET_CACHE", str(volrun.CACHE / "fleet"))
+    forms = {"raw": dumps.dump_path(FORMS_OF), "elf": dumps.elf_of(FORMS_OF),
+             "lime": dumps.lime_of(FORMS_OF), "kdump": dumps.kdump_of(FORMS_OF),
+             "qemu-flat": dumps.qemu_kdump_of(FORMS_OF, flat=True)}
+    inputs = [discover.DumpInput(path=str(p), name=k) for k, p in forms.items()]
+    rows, stats = engine.run(inputs, str(tmp_path / "out"), workers=2, timeout=600,
+                             symbol_dirs=[str(volrun.kernel_isf_dir(FORMS_OF))], progress=False)
+    by = {r["name"]: r for r in rows}
+    assert set(by) == set(forms) and stats.kernels_prepared == 1
+    assert {k: by[k]["format"] for k in forms} == {
+        "raw": "raw", "elf": "elf", "lime": "lime", "kdump": "kdump", "qemu-flat": "kdump"}
+
+    def plugin_columns(row):
+        return {k: v for k, v in comparable(row).items() if k not in FORM_COLUMNS}
+
+    base = plugin_columns(by["raw"])
+    assert base["error"] is None and base["bpf_progs"] and base["schedulers"], base
+    assert truth_mismatches(by["raw"], dumps.load_truth(FORMS_OF)) == []
+    for form in forms:
+        got = plugin_columns(by[form])
+        assert got == base, (form, {k: (got.get(k), base.get(k)) for k in set(got) | set(base)
+                                    if got.get(k) != base.get(k)})

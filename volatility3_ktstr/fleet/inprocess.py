@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from ..isf.output import user_symbols_dir
 
@@ -111,6 +111,22 @@ def _vmhwm_mb() -> Optional[float]:
     return None
 
 
+def paging_of(layer: Any) -> str:
+    """The translation scheme of a kernel layer (:meth:`DumpSession.paging`)."""
+    from volatility3.framework.layers import intel
+
+    walk = getattr(layer, "_kwalk", None)          # this package's arm64 layer
+    if walk is not None:
+        return (f"arm64, {walk.va_bits}-bit VA, {walk.granule // 1024} KiB pages, "
+                f"{len(walk.levels)} levels" + (", LPA2" if walk.lpa else ""))
+    levels = len(getattr(layer, "_structure", ()) or ())
+    if isinstance(layer, intel.Intel32e):
+        return f"x86-64, {levels} levels" + (" (LA57)" if levels == 5 else "")
+    if isinstance(layer, intel.Intel):
+        return f"x86 ({type(layer).__name__}), {levels} levels"
+    return f"{type(layer).__name__}, {levels} levels" if levels else type(layer).__name__
+
+
 class DumpSession:
     """One dump opened in this process; :meth:`run` renders a plugin as `vol -r json` would."""
 
@@ -169,15 +185,13 @@ class DumpSession:
         return None
 
     def paging(self) -> Optional[str]:
-        """The kernel layer's translation class and its page-table levels ("Intel32e, 4
-        levels"), once a plugin has run; None before."""
+        """How the kernel's addresses translate ("x86-64, 4 levels", "arm64, 52-bit VA, 4 KiB
+        pages, 5 levels, LPA2"), once a plugin has run; None before. The same whichever
+        stacker built the layer (from VMCOREINFO, CPU notes or a scan)."""
         for name in list(self.context.modules):
             layer_name = self.context.modules[name].layer_name
             if layer_name in self.context.layers:
-                layer = self.context.layers[layer_name]
-                levels = len(getattr(layer, "_structure", ()) or ())
-                text = type(layer).__name__
-                return f"{text}, {levels} levels" if levels else text
+                return paging_of(self.context.layers[layer_name])
         return None
 
     def run(self, plugin: str) -> PluginRun:
