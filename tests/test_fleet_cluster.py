@@ -274,10 +274,11 @@ FORM_COLUMNS = ("format", "size", "sha256")
 
 
 def test_every_file_form_gives_the_rows_of_the_raw_dump(tmp_path, monkeypatch):
-    """One dump as every form the package opens, triaged in one run: raw, an ELF core with a
-    VMCOREINFO note, LiME, kdump-compressed (makedumpfile's layout) and QEMU's flattened
-    dump-guest-memory -z stream (CPU notes, no VMCOREINFO). One kernel table serves them all,
-    and each form's row equals the raw dump's on every column a plugin feeds."""
+    """One dump as every form the package opens, triaged in one run with the arm64 dumps (two
+    kernels, two architectures): raw, an ELF core with a VMCOREINFO note, LiME,
+    kdump-compressed (makedumpfile's layout) and QEMU's flattened dump-guest-memory -z stream
+    (CPU notes, no VMCOREINFO). One table per kernel; each form's row equals the raw dump's on
+    every column a plugin feeds; every raw dump's row equals its truth, paging included."""
     if FORMS_OF not in dumps.list_dumps():
         pytest.skip(f"{FORMS_OF} is not under KTSTR_DUMPS")
     from volatility3_ktstr.fleet import discover, engine
@@ -287,11 +288,16 @@ def test_every_file_form_gives_the_rows_of_the_raw_dump(tmp_path, monkeypatch):
     forms = {"raw": dumps.dump_path(FORMS_OF), "elf": dumps.elf_of(FORMS_OF),
              "lime": dumps.lime_of(FORMS_OF), "kdump": dumps.kdump_of(FORMS_OF),
              "qemu-flat": dumps.qemu_kdump_of(FORMS_OF, flat=True)}
-    inputs = [discover.DumpInput(path=str(p), name=k) for k, p in forms.items()]
+    others = [n for n in dumps.full_dumps() if not n.startswith("x86_64/")]
+    files = dict(forms, **{n: dumps.dump_path(n) for n in others})
+    inputs = [discover.DumpInput(path=str(p), name=k) for k, p in files.items()]
+    kernels = {dumps.load_truth(n)["kernel"]["meta"]["release"] for n in [FORMS_OF] + others}
     rows, stats = engine.run(inputs, str(tmp_path / "out"), workers=2, timeout=600,
-                             symbol_dirs=[str(volrun.kernel_isf_dir(FORMS_OF))], progress=False)
+                             symbol_dirs=sorted({str(volrun.kernel_isf_dir(n))
+                                                 for n in [FORMS_OF] + others}),
+                             progress=False)
     by = {r["name"]: r for r in rows}
-    assert set(by) == set(forms) and stats.kernels_prepared == 1
+    assert set(by) == set(files) and stats.kernels_prepared == len(kernels)
     assert {k: by[k]["format"] for k in forms} == {
         "raw": "raw", "elf": "elf", "lime": "lime", "kdump": "kdump", "qemu-flat": "kdump"}
 
@@ -300,8 +306,20 @@ def test_every_file_form_gives_the_rows_of_the_raw_dump(tmp_path, monkeypatch):
 
     base = plugin_columns(by["raw"])
     assert base["error"] is None and base["bpf_progs"] and base["schedulers"], base
-    assert truth_mismatches(by["raw"], dumps.load_truth(FORMS_OF)) == []
     for form in forms:
         got = plugin_columns(by[form])
         assert got == base, (form, {k: (got.get(k), base.get(k)) for k in set(got) | set(base)
                                     if got.get(k) != base.get(k)})
+    for name in [FORMS_OF] + others:
+        row, truth = by["raw" if name == FORMS_OF else name], dumps.load_truth(name)
+        assert truth_mismatches(row, truth) == [], name
+        paging = truth.get("paging") or {}
+        if paging.get("arch") == "arm64":
+            want = (f"arm64, {paging['va_bits']}-bit VA, {paging['page_size'] // 1024} KiB pages, "
+                    f"{paging['pgtable_levels_in_use']} levels"
+                    + (", LPA2" if paging.get("lpa2_detected") else ""))
+        elif paging.get("levels"):
+            want = f"x86-64, {paging['levels']} levels" + (" (LA57)" if paging["levels"] == 5 else "")
+        else:
+            want = row["paging"]
+        assert row["paging"] == want, name
