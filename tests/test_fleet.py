@@ -169,7 +169,8 @@ def test_report_pages_are_self_contained(tmp_path):
          "__children": []}]))
     rows = [{"name": "h1", "exit_kind": "ERROR_BPF", "exit_verdict": "EXITED <b>", "damage": 0,
              "seconds": 1.5, "per_plugin": {"scxstate": {"seconds": 0.5}},
-             "flagged_programs": 1, "suspicious_programs": "p1 (id 1, medium: target:kprobe)"},
+             "flagged_programs": 1, "suspicious_programs": "p1 (id 1, medium: target:kprobe)",
+             "kernel_release": "6.99", "schedulers": "qmap", "stalled_tasks": 3},
             {"name": "h2", "error": "no Linux banner", "seconds": 0.1}]
     pages = report.write_report(rows, str(tmp_path))
     assert len(pages) == 3
@@ -177,6 +178,9 @@ def test_report_pages_are_self_contained(tmp_path):
     assert "EXITED &lt;b&gt;" in index and "no Linux banner" in index
     assert 'href="dumps/h1/index.html"' in index
     assert 'id="suspicious"' in index and "p1 (id 1, medium: target:kprobe)" in index
+    # exits and stalls clustered by kernel and scheduler: 1 dump, 1 with stalls, 3 tasks
+    kinds = index[index.index('id="exitkinds"'):]
+    assert "<td>6.99</td><td>qmap</td><td>ERROR_BPF</td><td>1</td><td>1</td><td>3</td>" in kinds
     page = (folder / "index.html").read_text()
     assert page.count("<svg") >= 5 and "vfs_read" in page and "GLOBAL node0" in page
     assert page.count('<rect x="') >= 6       # arena: one square per page (6), plus the bars

@@ -254,14 +254,19 @@ def fleet_page(rows: Sequence[Dict[str, Any]]) -> str:
                          ("damaged", sum(1 for r in rows if (r.get("damage") or 0) > 0))):
         body.append(f"<div class=\"card\"><b>{value}</b>{_e(label)}</div>")
     body.append("</div>")
-    kinds: Dict[Tuple[str, str, str], int] = {}
+    # [dumps, dumps with stalled tasks, stalled tasks] per (kernel, scheduler, exit kind): where
+    # the exits and the stalls cluster.
+    kinds: Dict[Tuple[str, str, str], List[int]] = {}
     for r in rows:
         k = (str(r.get("kernel_release") or "?"), str(r.get("schedulers") or "(none)"),
              str(r.get("exit_kind") or ("unreadable" if r.get("error") else "?")))
-        kinds[k] = kinds.get(k, 0) + 1
-    body.append("<h2>Exit kinds by kernel and scheduler</h2>" + _table(
-        ("kernel", "scheduler", "exit kind", "dumps"),
-        [(*k, v) for k, v in sorted(kinds.items())], "exitkinds"))
+        c = kinds.setdefault(k, [0, 0, 0])
+        c[0] += 1
+        c[1] += 1 if (r.get("stalled_tasks") or 0) > 0 else 0
+        c[2] += r.get("stalled_tasks") or 0
+    body.append("<h2>Exits and stalls by kernel and scheduler</h2>" + _table(
+        ("kernel", "scheduler", "exit kind", "dumps", "with stalls", "stalled tasks"),
+        [(*k, *v) for k, v in sorted(kinds.items())], "exitkinds"))
     body.append("<h2>Stalled tasks</h2>" + bar_chart(
         [(str(r.get("name")), float(r.get("stalled_tasks") or 0)) for r in rows
          if r.get("stalled_tasks")], " tasks", "stalls", color="#b04ad0"))
