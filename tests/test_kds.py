@@ -5,7 +5,7 @@ import pytest
 
 from helpers.synth import MINI_KERNEL, SynthKernel
 from volatility3_ktstr import kds
-from volatility3_ktstr.core import BtfLayout, Record
+from volatility3_ktstr.core import BtfLayout, ReadError, Reader, Record
 
 DECLS = MINI_KERNEL + """
 struct item { int id; struct list_head link; struct hlist_node hnode; struct rb_node rb;
@@ -131,6 +131,25 @@ def test_hash_table_nodes_buckets_and_total_bound(k):
     assert list(kds.hash_table_nodes(mem, L, table, 4, limit=4, damage=d, what="item",
                                      table_name="item_table")) == got[:4]
     assert [x.what for x in d] == ["item_table"] and "more than 4 item" in d.items[0].reason
+    # The heads are read in bulk (one read for the table); a block of heads that cannot be
+    # read whole is read head by head, with the same nodes.
+    reads = []
+
+    class Counting(Reader):
+        def read(self, addr, size):
+            reads.append((addr, size))
+            if size > 8 and addr == table and fail_bulk:
+                raise ReadError(addr, size, "block unreadable")
+            return mem.read(addr, size)
+
+    for fail_bulk in (False, True):
+        reads.clear()
+        d = kds.DamageLog()
+        assert list(kds.hash_table_nodes(Counting(), L, table, 4, damage=d)) == got and not d
+        head_reads = [r for r in reads if table <= r[0] < table + 4 * hs]
+        assert head_reads == ([(table, 4 * hs)] if not fail_bulk else
+                              [(table, 4 * hs)] + [(table + i * hs + L.offset("hlist_head", "first"), 8)
+                                                   for i in range(4)]), head_reads
     mem.u64(nodes[3] + L.offset("hlist_node", "next"), 0xdead0000)   # bucket 0 cut
     d = kds.DamageLog()
     assert list(kds.hash_table_nodes(mem, L, table, 4, damage=d)) == [nodes[3]] + got[2:]

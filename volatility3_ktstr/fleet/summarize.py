@@ -25,7 +25,8 @@ COLUMNS: Tuple[str, ...] = (
     "exit_time_s", "exit_verdict", "stalled_tasks", "top_events", "bpf_maps", "bpf_progs",
     "bpf_links", "hidden_objects", "unverifiable_objects", "flagged_programs",
     "suspicious_programs", "kernel_integrity", "program_fingerprints", "unique_programs",
-    "damage", "damage_examples", "seconds", "probe_seconds", "cpu_seconds", "probe_cpu_seconds", "started", "peak_rss_mb", "error",
+    "damage", "damage_examples", "seconds", "probe_seconds", "cpu_seconds", "probe_cpu_seconds",
+    "started", "peak_rss_mb", "error",
 )
 # linux.ktstr.bpftriage's severities, worst first.
 SEVERITIES = ("high", "medium", "low", "info")

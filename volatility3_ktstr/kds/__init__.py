@@ -21,13 +21,14 @@ No Volatility import.
 
 from .damage import Damage, DamageLog
 from .forest import depth_first
-from .lists import follow, hash_table_nodes, hlist_nodes, hlist_nulls_nodes, list_entries, list_nodes, parent_chain
+from .lists import (follow, hash_table_nodes, hlist_nodes, hlist_nulls_nodes, list_entries,
+                    list_nodes, parent_chain)
 from .rbtree import rb_nodes
 from .rhashtable import rhashtable_nodes
 from .walk import steps, tree_nodes
 from .xarray import SlotUnreadable, idr_entries, idr_lookup, xa_entries, xa_lookup
 
-__all__ = ["Damage", "DamageLog", "follow", "list_nodes", "list_entries", "hlist_nodes", "hash_table_nodes",
-           "hlist_nulls_nodes", "parent_chain", "rb_nodes", "rhashtable_nodes", "xa_entries",
-           "idr_entries", "steps", "tree_nodes", "depth_first", "xa_lookup", "idr_lookup",
+__all__ = ["Damage", "DamageLog", "follow", "list_nodes", "list_entries", "hlist_nodes",
+           "hash_table_nodes", "hlist_nulls_nodes", "parent_chain", "rb_nodes", "rhashtable_nodes",
+           "xa_entries", "idr_entries", "steps", "tree_nodes", "depth_first", "xa_lookup", "idr_lookup",
            "SlotUnreadable"]

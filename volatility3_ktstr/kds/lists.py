@@ -17,6 +17,7 @@ from ..core import Layout, ReadError, Reader
 from .damage import DamageLog, log_of
 
 MAX_LIST = 1 << 20
+HEADS_READ = 1 << 16       # bytes of hash-table bucket heads read at once
 
 
 def follow(reader: Reader, first: int, next_off: int, stop: Callable[[int], bool], *, limit: int = MAX_LIST,
@@ -121,18 +122,35 @@ def hash_table_nodes(reader: Reader, layout: Layout, table: int, buckets: int, *
     """Nodes of a kernel hash table: ``buckets`` hlist heads at ``table`` (``stride`` bytes
     apart, default one ``struct hlist_head``; the head ``head_offset`` into each bucket), at
     most ``limit`` nodes in all (each chain bounded by the same ``limit``). Past the bound the
-    walk stops with one damage entry naming ``table_name``."""
+    walk stops with one damage entry naming ``table_name``. The heads are read in bulk; where
+    a block of them is unreadable, each head of it is tried alone (and named if it fails)."""
     damage = log_of(damage)
     stride = stride or layout.size("hlist_head")
+    f_first = layout.field("hlist_head", "first")
+    per_read = max(1, HEADS_READ // stride)
     count = 0
-    for i in range(max(buckets, 0)):
-        for node in hlist_nodes(reader, layout, table + i * stride + head_offset, limit=limit,
-                                damage=damage, what=what):
-            count += 1
-            if count > limit:
-                damage.add(table_name, node, f"more than {limit} {what} nodes", "bound")
-                return
-            yield node
+    for lo in range(0, max(buckets, 0), per_read):
+        n = min(per_read, buckets - lo)
+        try:
+            raw: Optional[bytes] = reader.read(table + lo * stride, n * stride)
+        except ReadError:
+            raw = None
+        for i in range(n):
+            if raw is None:
+                chain = hlist_nodes(reader, layout, table + (lo + i) * stride + head_offset,
+                                    limit=limit, damage=damage, what=what)
+            else:
+                first = f_first.decode(raw, -(i * stride + head_offset))
+                if not first:
+                    continue
+                chain = hlist_nodes(reader, layout, first=first, limit=limit, damage=damage,
+                                    what=what)
+            for node in chain:
+                count += 1
+                if count > limit:
+                    damage.add(table_name, node, f"more than {limit} {what} nodes", "bound")
+                    return
+                yield node
 
 
 def _is_nulls(addr):

@@ -14,10 +14,9 @@ for (``bpf_dispatcher_xdp_func``) and ``num_progs`` the programs it dispatches t
 from typing import Any, Dict, Optional
 
 from ..core import LayoutError, ReadError, Record, read_int
+from ..bpf.hooks import MAX_TABLE_HEADS, MAX_TRAMPOLINES, TRAMPOLINE_TABLES
 from ..kds import DamageLog, hash_table_nodes
 
-MAX_TRAMPOLINES = 1 << 16
-MAX_TABLE_HEADS = 1 << 16
 TRAMPOLINE_PREFIX = "bpf_trampoline_"
 # enum bpf_tramp_prog_type -> the attach names users know (include/linux/bpf.h)
 TRAMP_KINDS = {"BPF_TRAMP_FENTRY": "fentry", "BPF_TRAMP_FEXIT": "fexit",
@@ -68,7 +67,7 @@ def trampolines_by_key(kernel: Any) -> Dict[int, int]:
     def build() -> Dict[int, int]:
         lay, reader = kernel.layout, kernel.reader
         out: Dict[int, int] = {}
-        for symbol, member in (("trampoline_key_table", "hlist_key"), ("trampoline_table", "hlist")):
+        for member, symbol in TRAMPOLINE_TABLES.items():
             table = kernel.symbol(symbol)
             if table is None or not lay.has("bpf_trampoline", member):
                 continue
