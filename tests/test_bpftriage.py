@@ -136,6 +136,22 @@ def test_dkom_hidden_programs_are_flagged_hidden_and_unheld():
     mine = {r["Flag"]: r for r in _rows(patched) if r["Kind"] == "prog" and r["ID"] == pid}
     assert {"hidden", "unheld", "target:kprobe"} <= set(mine), set(mine)
     assert "kprobe_table" in mine["hidden"]["Evidence"]
+    # Scans that read every fd table leave "unheld" without a caveat; when one process's fd
+    # table is unreadable, the flag names that gap (a holder may be in it).
+    assert mine["unheld"]["Evidence"] == "" and "skipped" not in mine["unheld"]["Reason"]
+    from volatility3_ktstr.bpf import fds as bpffds
+
+    other = next(f for f in bpffds.bpf_fds(kctx.bpf_kernel(), kctx.symbol("init_task"))
+                 if f.kind == "prog" and f.obj not in {p.kva for p in kctx.bpf_kernel().progs
+                                                       if p.id == pid})
+    lay, reader = kctx.layout, kctx.reader
+    files = reader.ptr(other.task + lay.offset("task_struct", "files"))
+    words = hide_programs(kctx, [pid])
+    words[files + lay.offset("files_struct", "fdt")] = 0x1000        # an unmapped fdtable
+    gapped = kctx.with_reader(PatchedReader(kctx.reader, words))
+    mine = {r["Flag"]: r for r in _rows(gapped) if r["Kind"] == "prog" and r["ID"] == pid}
+    assert "fd scan skipped" in mine["unheld"]["Evidence"], mine["unheld"]
+    assert "unless a holder is in what the scans skipped" in mine["unheld"]["Reason"]
 
 
 def test_null_entries_are_not_judged_and_trailing_non_pointers_end_the_table():
